@@ -1,0 +1,1 @@
+"""onnxedge.export: heads, ONNX export, parity verification and edge variants (torch + onnx)."""

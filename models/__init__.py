@@ -1,0 +1,1 @@
+"""onnxedge.models: the networks, the numpy reference, datasets and training (torch + numpy)."""
