@@ -31,7 +31,7 @@ $(VENV)/sources.txt: FORCE | $(VENV)/bin/python
 	@echo '$(SOURCES)' | cmp -s - $@ || echo '$(SOURCES)' > $@
 
 $(VENV)/.installed: pyproject.toml constraints.txt $(VENV)/sources.txt | $(VENV)/bin/python
-	$(PIP) install --quiet -c constraints.txt -e ".[$(EXTRAS)]" --config-settings editable_mode=strict
+	flock $(VENV)/.lock $(PIP) install --quiet -c constraints.txt -e ".[$(EXTRAS)]" --config-settings editable_mode=strict
 	@touch $@
 
 setup: $(VENV)/.installed

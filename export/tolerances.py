@@ -1,0 +1,41 @@
+"""Every numeric tolerance onnxedge uses, by name, in one place.
+
+Verification, the edge-variant bars and the tests import these names; no test or
+check writes a tolerance literal of its own. float32 figures are for comparisons
+of float32 computations (torch / onnxruntime) with each other or with the float64
+numpy reference.
+"""
+
+from __future__ import annotations
+
+# --- float32 graph vs float32 torch vs float64 numpy reference ------------------------
+#: max |a - b| on probabilities (the product's bar: 1e-5 is the figure to beat).
+PROBABILITY_ATOL = 1e-6
+#: max |a - b| on logits; logits of these MLPs are O(10), float32 eps * |logit| * depth.
+LOGIT_ATOL = 1e-4
+#: relative error on logits, guarded by LOGIT_ATOL for values near zero.
+LOGIT_RTOL = 1e-5
+#: relative difference between two computations of the same mean loss.
+LOSS_RTOL = 1e-5
+#: absolute floor for loss comparisons (a loss near 0 makes relative error meaningless).
+LOSS_ATOL = 1e-6
+#: |sum(probabilities) - 1| per row for a softmax head.
+PROBABILITY_SUM_ATOL = 1e-5
+
+# --- numpy reference (float64) vs torch, for the math itself --------------------------
+#: float64 reference vs torch float64.
+REFERENCE_FLOAT64_RTOL = 1e-10
+REFERENCE_FLOAT64_ATOL = 1e-12
+#: float32 computations vs the float64 reference.
+REFERENCE_FLOAT32_RTOL = 1e-5
+REFERENCE_FLOAT32_ATOL = 1e-6
+
+# --- CUDA vs CPU execution providers -------------------------------------------------
+#: max |p_cuda - p_cpu| on probabilities (make gpu-check).
+PROVIDER_PROBABILITY_ATOL = 1e-5
+
+# --- edge variants (int8 / fp16) against their fp32 source ----------------------------
+#: minimum label agreement with the fp32 model on validation data.
+VARIANT_MIN_LABEL_AGREEMENT = 0.995
+#: maximum accuracy drop, in points (0.5 points = 0.005).
+VARIANT_MAX_ACCURACY_DROP = 0.005
