@@ -1,0 +1,116 @@
+"""``onnxedge train``: parses options, calls :func:`onnxedge.models.train.train`, prints."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from onnxedge.models.nets import DEFAULT_HIDDEN
+from onnxedge.models.train import TrainOptions, train as train_run
+
+
+def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated widths like 128,64; got {value!r}")
+    if not widths or min(widths) < 1:
+        raise click.BadParameter(f"expected positive widths like 128,64; got {value!r}")
+    return widths
+
+
+@click.command(
+    epilog=(
+        "Examples:\n\n"
+        "\b\n"
+        "  onnxedge train --dataset digits -o runs/digits\n"
+        "  onnxedge train --dataset breast-cancer -o runs/bc --hidden 64,32 --seed 1\n"
+        "  onnxedge train --dataset data.csv --label-column species -o runs/iris\n"
+        "  onnxedge train --dataset train-images-idx3-ubyte \\\n"
+        "      --labels train-labels-idx1-ubyte -o runs/mnist"
+    )
+)
+@click.option("--dataset", "source", required=True,
+              help="digits, breast-cancer, or a .csv/.csv.gz/.npy/.npz/.parquet/IDX file.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(),
+              help="Run folder to create.")
+@click.option("--label-column", default=None,
+              help="Label column (name for CSV/Parquet, index for NPY).")
+@click.option("--labels", "labels_path", default=None, type=click.Path(),
+              help="Labels file for an IDX images file.")
+@click.option("--task", type=click.Choice(["auto", "multiclass", "binary"]), default="auto",
+              show_default=True, help="auto infers it from the labels (2 classes: binary).")
+@click.option("--hidden", default=",".join(map(str, DEFAULT_HIDDEN)), show_default=True,
+              callback=_hidden, help="Hidden layer widths, comma-separated.")
+@click.option("--epochs", default=TrainOptions.epochs, show_default=True, type=int,
+              help="Maximum epochs (early stopping on validation loss).")
+@click.option("--patience", default=TrainOptions.patience, show_default=True, type=int,
+              help="Epochs without improvement before stopping.")
+@click.option("--lr", default=TrainOptions.lr, show_default=True, type=float,
+              help="Adam learning rate.")
+@click.option("--batch-size", default=TrainOptions.batch_size, show_default=True, type=int)
+@click.option("--seed", default=TrainOptions.seed, show_default=True, type=int)
+@click.option("--val-fraction", default=TrainOptions.val_fraction, show_default=True,
+              type=float, help="Share of rows held out for validation (stratified).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def train(
+    source: str,
+    out_dir: str,
+    label_column: str | None,
+    labels_path: str | None,
+    task: str,
+    hidden: tuple[int, ...],
+    epochs: int,
+    patience: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    val_fraction: float,
+    overwrite: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Train a classifier on a dataset into a run folder."""
+    options = TrainOptions(
+        task=None if task == "auto" else task,
+        hidden_sizes=hidden,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        val_fraction=val_fraction,
+        patience=patience,
+    )
+    column: str | int | None = label_column
+    if label_column is not None and label_column.lstrip("-").isdigit():
+        column = int(label_column)
+    result = train_run(
+        source,
+        out_dir,
+        options,
+        label_column=column,
+        labels_path=labels_path,
+        overwrite=overwrite,
+        progress=False if quiet or as_json else None,
+    )
+    summary = {
+        "run": str(result.path),
+        "task": result.task,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "val_accuracy": round(result.val_accuracy, 6),
+        "val_loss": round(result.val_loss, 6),
+        "train_accuracy": round(result.train_accuracy, 6),
+        "seconds": round(result.seconds, 2),
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"trained {result.task} net in {result.seconds:.1f}s: best epoch "
+            f"{result.best_epoch}/{result.epochs_run}, val accuracy {result.val_accuracy:.4f}, "
+            f"val loss {result.val_loss:.4f} -> {result.path}"
+        )

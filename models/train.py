@@ -1,0 +1,310 @@
+"""Deterministic training of the notebook's nets on a Dataset, into a run folder."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxedge.models.checkpoint import (
+    CURVES_FILE,
+    Normalization,
+    atomic_directory,
+    save_run,
+)
+from onnxedge.models.nets import DEFAULT_HIDDEN, MLP, NetConfig, build_net
+from onnxedge.runtime.errors import DataError
+from onnxedge.runtime.version import __version__
+
+#: Rows of the training split kept in the run folder for int8 calibration.
+CALIBRATION_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Hyperparameters of one training run (all recorded in the run's config.json).
+
+    Attributes:
+        task: ``multiclass`` or ``binary``; None infers it from the labels (2 classes ->
+            binary).
+        hidden_sizes: hidden layer widths.
+        epochs: maximum epochs; early stopping may end sooner.
+        lr: Adam learning rate.
+        weight_decay: Adam L2 penalty.
+        batch_size: rows per optimizer step.
+        seed: seeds the split, the initial weights and the shuffling.
+        val_fraction: share of rows held out (stratified) for validation.
+        patience: epochs without a lower validation loss before stopping.
+    """
+
+    task: str | None = None
+    hidden_sizes: tuple[int, ...] = DEFAULT_HIDDEN
+    epochs: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    seed: int = 0
+    val_fraction: float = 0.2
+    patience: int = 20
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+            (0 < self.val_fraction < 1, f"val fraction must be in (0, 1), got {self.val_fraction}"),
+            (bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1,
+             f"hidden sizes must be positive, got {self.hidden_sizes}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DataError(message)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports: where it is and how well it learned."""
+
+    path: Path
+    task: str
+    best_epoch: int
+    epochs_run: int
+    val_accuracy: float
+    val_loss: float
+    train_accuracy: float
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def compute_normalization(x: np.ndarray) -> Normalization:
+    """Mean and std per feature; a constant feature gets std 1 (it standardizes to 0)."""
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=0)
+    std = x64.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+    return Normalization(mean=mean.astype(np.float32), std=std.astype(np.float32))
+
+
+def fit(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: NetConfig,
+    options: TrainOptions,
+    *,
+    progress: bool | None = None,
+) -> tuple[MLP, list[dict[str, float]], int]:
+    """Train a net on standardized features with early stopping on validation loss.
+
+    Args:
+        x_train, x_val: standardized features ``(n, f)`` float32.
+        y_train, y_val: labels ``(n,)`` int64 in ``0..C-1``.
+        config: the net to build.
+        options: hyperparameters.
+        progress: show a per-epoch progress bar (None: only on a terminal).
+
+    Returns:
+        The net with the best epoch's weights (eval mode), the per-epoch history,
+        and the best epoch (1-based).
+    """
+    import torch
+    from torch import nn
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(options.seed)
+    generator = torch.Generator().manual_seed(options.seed)
+    net = build_net(config)
+    optimizer = torch.optim.Adam(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    binary = config.task == "binary"
+    loss_fn: nn.Module = nn.BCEWithLogitsLoss() if binary else nn.CrossEntropyLoss()
+
+    xt = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
+    xv = torch.from_numpy(np.ascontiguousarray(x_val, dtype=np.float32))
+    yt = torch.from_numpy(y_train.astype(np.int64))
+    yv = torch.from_numpy(y_val.astype(np.int64))
+
+    def targets(y: torch.Tensor) -> torch.Tensor:
+        return y.float().unsqueeze(1) if binary else y  # BCE wants (n, 1) floats
+
+    def predictions(logits: torch.Tensor) -> torch.Tensor:
+        return (logits[:, 0] >= 0).long() if binary else logits.argmax(dim=1)
+
+    history: list[dict[str, float]] = []
+    best_loss, best_epoch, best_state = float("inf"), 0, None
+    bar = tqdm(range(1, options.epochs + 1), desc="train", unit="epoch", disable=_quiet(progress))
+    for epoch in bar:
+        net.train()
+        order = torch.randperm(len(xt), generator=generator)
+        total, correct = 0.0, 0
+        for start in range(0, len(order), options.batch_size):
+            idx = order[start : start + options.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            logits = net(xt[idx])
+            loss = loss_fn(logits, targets(yt[idx]))
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(idx)
+            correct += int((predictions(logits.detach()) == yt[idx]).sum())
+        net.eval()
+        with torch.inference_mode():
+            val_logits = net(xv)
+            val_loss = float(loss_fn(val_logits, targets(yv)))
+            val_acc = float((predictions(val_logits) == yv).float().mean())
+        row = {
+            "epoch": float(epoch),
+            "train_loss": total / len(xt),
+            "train_accuracy": correct / len(xt),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+        }
+        history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_loss=f"{val_loss:.4f}",
+                        val_acc=f"{val_acc:.4f}")
+        if val_loss < best_loss:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        elif epoch - best_epoch >= options.patience:
+            break
+    bar.close()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return net, history, best_epoch
+
+
+def train(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    options: TrainOptions | None = None,
+    *,
+    label_column: str | int | None = None,
+    labels_path: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Load a dataset, train a net on it and write a run folder, atomically.
+
+    Args:
+        source: a bundled dataset name (``digits``, ``breast-cancer``) or a data file.
+        out_dir: the run folder to create.
+        options: hyperparameters (defaults: :class:`TrainOptions`).
+        label_column: label column of a CSV / NPY / Parquet file.
+        labels_path: labels file of an IDX images file.
+        overwrite: replace an existing run folder.
+        progress: show a progress bar (None: only on a terminal).
+
+    Raises:
+        DataError: the data cannot be trained on (see ``onnxedge.models.data``), or the
+            requested task does not match the labels.
+        OutputExistsError: ``out_dir`` exists and ``overwrite`` is false.
+    """
+    import torch
+
+    from onnxedge.models.data import load_dataset, train_val_split
+
+    options = options or TrainOptions()
+    started = time.perf_counter()
+    dataset = load_dataset(source, label_column=label_column, labels_path=labels_path)
+    task = options.task or dataset.task
+    if task == "binary" and dataset.num_classes != 2:
+        raise DataError(
+            f"--task binary needs 2 classes; {dataset.name} has {dataset.num_classes}"
+        )
+    if task not in ("binary", "multiclass"):
+        raise DataError(f"unknown task {task!r}; expected multiclass or binary")
+    train_ds, val_ds = train_val_split(dataset, options.val_fraction, options.seed)
+    normalization = compute_normalization(train_ds.features)
+    config = NetConfig(task, dataset.num_features, tuple(options.hidden_sizes), dataset.num_classes)
+    net, history, best_epoch = fit(
+        normalization.apply(train_ds.features).astype(np.float32),
+        train_ds.labels,
+        normalization.apply(val_ds.features).astype(np.float32),
+        val_ds.labels,
+        config,
+        options,
+        progress=progress,
+    )
+    best = history[best_epoch - 1]
+    seconds = time.perf_counter() - started
+    metrics: dict[str, Any] = {
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "best": {k: v for k, v in best.items() if k != "epoch"},
+        "history": history,
+        "train_rows": train_ds.num_rows,
+        "val_rows": val_ds.num_rows,
+        "seconds": round(seconds, 3),
+    }
+    rng = np.random.default_rng(options.seed)
+    take = min(CALIBRATION_ROWS, train_ds.num_rows)
+    calibration = train_ds.features[np.sort(rng.choice(train_ds.num_rows, take, replace=False))]
+    info = {
+        "task": task,
+        "dataset": str(source),
+        "training": {**asdict(options), "task": task, "hidden_sizes": list(options.hidden_sizes)},
+        "versions": {
+            "onnxedge": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    with atomic_directory(out_dir, overwrite=overwrite) as folder:
+        save_run(
+            folder,
+            net=net,
+            normalization=normalization,
+            class_names=dataset.class_names,
+            feature_names=dataset.feature_names,
+            metrics=metrics,
+            info=info,
+            validation=(val_ds.features, val_ds.labels),
+            calibration=calibration,
+        )
+        plot_curves(history, folder / CURVES_FILE, title=f"{dataset.name} ({task})")
+    return TrainResult(
+        path=Path(out_dir),
+        task=task,
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        val_accuracy=best["val_accuracy"],
+        val_loss=best["val_loss"],
+        train_accuracy=best["train_accuracy"],
+        seconds=seconds,
+        history=history,
+    )
+
+
+def plot_curves(history: list[dict[str, float]], path: Path, *, title: str) -> None:
+    """Write the loss and accuracy curves of a run as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(r["epoch"]) for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [r["train_accuracy"] for r in history], label="train")
+    ax_acc.plot(epochs, [r["val_accuracy"] for r in history], label="validation")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_acc.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _quiet(progress: bool | None) -> bool | None:
+    # tqdm's disable=None turns the bar off when stderr is not a terminal.
+    return None if progress is None else not progress
