@@ -150,7 +150,7 @@ def fit(
             loss = loss_fn(logits, targets(yt[idx]))
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             correct += int((predictions(logits.detach()) == yt[idx]).sum())
         net.eval()
         with torch.inference_mode():
