@@ -44,6 +44,9 @@ KEY_NORMALIZATION = PREFIX + "normalization"  # JSON {"mean": [...], "std": [...
 KEY_TRAINING_METRICS = PREFIX + "training_metrics"  # JSON
 KEY_PARITY = PREFIX + "parity"  # JSON, the verification summary
 KEY_WEIGHTS_SHA256 = PREFIX + "weights_sha256"
+#: sha256 over the graph's initializers (name, dtype, shape, bytes), written at export:
+#: verify detects an edited weight without the run folder.
+KEY_GRAPH_WEIGHTS_SHA256 = PREFIX + "graph_weights_sha256"
 KEY_VERSIONS = PREFIX + "versions"  # JSON {"onnxedge": ..., "torch": ..., "onnx": ...}
 KEY_EXPORTED_AT = PREFIX + "exported_at"  # ISO 8601, UTC
 KEY_OPSET = PREFIX + "opset"
