@@ -21,6 +21,10 @@ LOSS_RTOL = 1e-5
 LOSS_ATOL = 1e-6
 #: |sum(probabilities) - 1| per row for a softmax head.
 PROBABILITY_SUM_ATOL = 1e-5
+#: a row is a label tie when the float64 reference's top-2 probabilities (softmax), or its
+#: probability and the threshold (sigmoid), are this close: two computations each within
+#: PROBABILITY_ATOL of the reference may then label the row differently.
+LABEL_TIE_ATOL = 2 * PROBABILITY_ATOL
 
 # --- numpy reference (float64) vs torch, for the math itself --------------------------
 #: float64 reference vs torch float64.
@@ -29,6 +33,10 @@ REFERENCE_FLOAT64_ATOL = 1e-12
 #: float32 computations vs the float64 reference.
 REFERENCE_FLOAT32_RTOL = 1e-5
 REFERENCE_FLOAT32_ATOL = 1e-6
+#: BCE on sigmoid probabilities equals BCE from logits (to REFERENCE_FLOAT64_*) only
+#: while min(p, 1 - p) stays above this: log(1 - p) carries a rounding error of about
+#: float64 eps / (1 - p), which outgrows the float64 bar as the sigmoid saturates.
+BCE_UNSATURATED_MIN_PROBABILITY = 1e-6
 
 # --- CUDA vs CPU execution providers -------------------------------------------------
 #: max |p_cuda - p_cpu| on probabilities (make gpu-check).

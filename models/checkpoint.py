@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from onnxedge.models.nets import MLP, NetConfig, build_net
 from onnxedge.runtime.errors import CheckpointError, OutputExistsError
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 
 import click
-
 from onnxedge.models.nets import DEFAULT_HIDDEN
-from onnxedge.models.train import TrainOptions, train as train_run
+from onnxedge.models.train import TrainOptions
+from onnxedge.models.train import train as train_run
 
 
 def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated widths like 128,64; got {value!r}")
+        raise click.BadParameter(
+            f"expected comma-separated widths like 128,64; got {value!r}"
+        ) from None
     if not widths or min(widths) < 1:
         raise click.BadParameter(f"expected positive widths like 128,64; got {value!r}")
     return widths
@@ -31,28 +33,65 @@ def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
         "      --labels train-labels-idx1-ubyte -o runs/mnist"
     )
 )
-@click.option("--dataset", "source", required=True,
-              help="digits, breast-cancer, or a .csv/.csv.gz/.npy/.npz/.parquet/IDX file.")
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(),
-              help="Run folder to create.")
-@click.option("--label-column", default=None,
-              help="Label column (name for CSV/Parquet, index for NPY).")
-@click.option("--labels", "labels_path", default=None, type=click.Path(),
-              help="Labels file for an IDX images file.")
-@click.option("--task", type=click.Choice(["auto", "multiclass", "binary"]), default="auto",
-              show_default=True, help="auto infers it from the labels (2 classes: binary).")
-@click.option("--hidden", default=",".join(map(str, DEFAULT_HIDDEN)), show_default=True,
-              callback=_hidden, help="Hidden layer widths, comma-separated.")
-@click.option("--epochs", default=TrainOptions.epochs, show_default=True, type=int,
-              help="Maximum epochs (early stopping on validation loss).")
-@click.option("--patience", default=TrainOptions.patience, show_default=True, type=int,
-              help="Epochs without improvement before stopping.")
-@click.option("--lr", default=TrainOptions.lr, show_default=True, type=float,
-              help="Adam learning rate.")
+@click.option(
+    "--dataset",
+    "source",
+    required=True,
+    help="digits, breast-cancer, or a .csv/.csv.gz/.npy/.npz/.parquet/IDX file.",
+)
+@click.option(
+    "-o", "--output", "out_dir", required=True, type=click.Path(), help="Run folder to create."
+)
+@click.option(
+    "--label-column", default=None, help="Label column (name for CSV/Parquet, index for NPY)."
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    default=None,
+    type=click.Path(),
+    help="Labels file for an IDX images file.",
+)
+@click.option(
+    "--task",
+    type=click.Choice(["auto", "multiclass", "binary"]),
+    default="auto",
+    show_default=True,
+    help="auto infers it from the labels (2 classes: binary).",
+)
+@click.option(
+    "--hidden",
+    default=",".join(map(str, DEFAULT_HIDDEN)),
+    show_default=True,
+    callback=_hidden,
+    help="Hidden layer widths, comma-separated.",
+)
+@click.option(
+    "--epochs",
+    default=TrainOptions.epochs,
+    show_default=True,
+    type=int,
+    help="Maximum epochs (early stopping on validation loss).",
+)
+@click.option(
+    "--patience",
+    default=TrainOptions.patience,
+    show_default=True,
+    type=int,
+    help="Epochs without improvement before stopping.",
+)
+@click.option(
+    "--lr", default=TrainOptions.lr, show_default=True, type=float, help="Adam learning rate."
+)
 @click.option("--batch-size", default=TrainOptions.batch_size, show_default=True, type=int)
 @click.option("--seed", default=TrainOptions.seed, show_default=True, type=int)
-@click.option("--val-fraction", default=TrainOptions.val_fraction, show_default=True,
-              type=float, help="Share of rows held out for validation (stratified).")
+@click.option(
+    "--val-fraction",
+    default=TrainOptions.val_fraction,
+    show_default=True,
+    type=float,
+    help="Share of rows held out for validation (stratified).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

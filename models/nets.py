@@ -12,15 +12,15 @@ for each hidden layer, then ``output.weight`` and ``output.bias``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import nn
-
 from onnxedge.runtime.contract import TASKS
 from onnxedge.runtime.errors import CheckpointError
+from torch import nn
 
 #: Default hidden widths: the notebook's hidden_size=5 is a toy; one layer of 128 learns
 #: digits and breast-cancer to >= 0.95 validation accuracy.
@@ -94,7 +94,7 @@ class MLP(nn.Module):
         self.config = config
         widths = (config.input_size, *config.hidden_sizes)
         self.hidden = nn.ModuleList(
-            nn.Linear(w_in, w_out) for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)
+            nn.Linear(w_in, w_out) for w_in, w_out in itertools.pairwise(widths)
         )
         self.output = nn.Linear(widths[-1], config.output_size)
         self.relu = nn.ReLU()
@@ -108,12 +108,8 @@ class MLP(nn.Module):
 class MulticlassNN(MLP):
     """The notebook's multiclass net: ``num_classes`` logits out (softmax at export)."""
 
-    def __init__(
-        self, input_size: int, hidden_size: int | Sequence[int], num_classes: int
-    ) -> None:
-        super().__init__(
-            NetConfig("multiclass", input_size, _widths(hidden_size), num_classes)
-        )
+    def __init__(self, input_size: int, hidden_size: int | Sequence[int], num_classes: int) -> None:
+        super().__init__(NetConfig("multiclass", input_size, _widths(hidden_size), num_classes))
 
 
 class BinclassNN(MLP):

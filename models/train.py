@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from onnxedge.models.checkpoint import (
     CURVES_FILE,
     Normalization,
@@ -59,8 +58,10 @@ class TrainOptions:
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (0 < self.val_fraction < 1, f"val fraction must be in (0, 1), got {self.val_fraction}"),
-            (bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1,
-             f"hidden sizes must be positive, got {self.hidden_sizes}"),
+            (
+                bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1,
+                f"hidden sizes must be positive, got {self.hidden_sizes}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -165,8 +166,9 @@ def fit(
             "val_accuracy": val_acc,
         }
         history.append(row)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_loss=f"{val_loss:.4f}",
-                        val_acc=f"{val_acc:.4f}")
+        bar.set_postfix(
+            loss=f"{row['train_loss']:.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}"
+        )
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -206,7 +208,6 @@ def train(
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is false.
     """
     import torch
-
     from onnxedge.models.data import load_dataset, train_val_split
 
     options = options or TrainOptions()
@@ -214,9 +215,7 @@ def train(
     dataset = load_dataset(source, label_column=label_column, labels_path=labels_path)
     task = options.task or dataset.task
     if task == "binary" and dataset.num_classes != 2:
-        raise DataError(
-            f"--task binary needs 2 classes; {dataset.name} has {dataset.num_classes}"
-        )
+        raise DataError(f"--task binary needs 2 classes; {dataset.name} has {dataset.num_classes}")
     if task not in ("binary", "multiclass"):
         raise DataError(f"unknown task {task!r}; expected multiclass or binary")
     train_ds, val_ds = train_val_split(dataset, options.val_fraction, options.seed)

@@ -14,7 +14,6 @@ import sys
 from typing import Any
 
 import click
-
 from onnxedge.runtime.errors import MissingDependencyError, OnnxEdgeError
 from onnxedge.runtime.version import __version__
 

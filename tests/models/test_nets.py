@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from onnxedge.models.nets import BinclassNN, MulticlassNN, NetConfig, build_net
 from onnxedge.runtime.errors import CheckpointError
 
@@ -49,8 +48,12 @@ def test_config_round_trip_rebuilds_the_same_architecture() -> None:
     shapes = {k: tuple(v.shape) for k, v in build_net(again).state_dict().items()}
     assert shapes == {k: tuple(v.shape) for k, v in net.state_dict().items()}
     assert set(shapes) == {
-        "hidden.0.weight", "hidden.0.bias", "hidden.1.weight", "hidden.1.bias",
-        "output.weight", "output.bias",
+        "hidden.0.weight",
+        "hidden.0.bias",
+        "hidden.1.weight",
+        "hidden.1.bias",
+        "output.weight",
+        "output.bias",
     }
 
 

@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from safetensors.numpy import load_file, save_file
-
 from onnxedge.models.checkpoint import (
     CONFIG_FILE,
     CURVES_FILE,
@@ -22,6 +20,7 @@ from onnxedge.models.checkpoint import (
 from onnxedge.models.train import TrainOptions, compute_normalization, train
 from onnxedge.runtime.cli import cli
 from onnxedge.runtime.errors import CheckpointError, DataError, OutputExistsError
+from safetensors.numpy import load_file, save_file
 
 FAST = TrainOptions(hidden_sizes=(16,), epochs=4, patience=10, seed=3)
 
@@ -31,7 +30,9 @@ def _csv(path: Path, rows: int = 120, features: int = 5, classes: int = 3) -> Pa
     labels = np.arange(rows) % classes
     x = rng.normal(size=(rows, features)) + labels[:, None]
     header = ",".join([f"f{i}" for i in range(features)] + ["label"])
-    lines = [header] + [",".join([*map(str, row), str(lab)]) for row, lab in zip(x, labels)]
+    lines = [header] + [
+        ",".join([*map(str, row), str(lab)]) for row, lab in zip(x, labels, strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -44,8 +45,14 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_run_folder_holds_every_artifact(run_dir: Path) -> None:
-    for name in (CONFIG_FILE, WEIGHTS_FILE, NORMALIZATION_FILE, METRICS_FILE, CURVES_FILE,
-                 VALIDATION_FILE):
+    for name in (
+        CONFIG_FILE,
+        WEIGHTS_FILE,
+        NORMALIZATION_FILE,
+        METRICS_FILE,
+        CURVES_FILE,
+        VALIDATION_FILE,
+    ):
         assert (run_dir / name).is_file(), name
     assert (run_dir / CURVES_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
@@ -72,8 +79,9 @@ def test_loaded_run_rebuilds_the_trained_net(run_dir: Path) -> None:
 
 def test_training_is_deterministic_for_a_seed(tmp_path: Path, run_dir: Path) -> None:
     train("digits", tmp_path / "again", FAST, progress=False)
-    train("digits", tmp_path / "other", TrainOptions(**{**FAST.__dict__, "seed": 4}),
-          progress=False)
+    train(
+        "digits", tmp_path / "other", TrainOptions(**{**FAST.__dict__, "seed": 4}), progress=False
+    )
     first = load_file(str(run_dir / WEIGHTS_FILE))
     again = load_file(str(tmp_path / "again" / WEIGHTS_FILE))
     other = load_file(str(tmp_path / "other" / WEIGHTS_FILE))
