@@ -20,6 +20,7 @@ from onnxedge.runtime.version import __version__
 # name -> ("module:attribute", one-line summary shown by --help without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("onnxedge.models.cli:train", "Train a classifier on a dataset into a run folder."),
+    "score": ("onnxedge.runtime.score_cli:score", "Score a CSV/NPY/Parquet/JSONL file, streaming."),
 }
 
 _TORCH_COMMANDS = frozenset({"train", "export", "verify"})
