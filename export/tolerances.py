@@ -13,7 +13,9 @@ from __future__ import annotations
 PROBABILITY_ATOL = 1e-6
 #: max |a - b| on logits; logits of these MLPs are O(10), float32 eps * |logit| * depth.
 LOGIT_ATOL = 1e-4
-#: relative error on logits, guarded by LOGIT_ATOL for values near zero.
+#: logit error relative to the magnitude of the terms summed into the logit
+#: (onnxedge.export.verify.logit_magnitudes; float32 rounding of an n-term dot product
+#: is at most ~n * 6e-8 of it), guarded by LOGIT_ATOL for values near zero.
 LOGIT_RTOL = 1e-5
 #: relative difference between two computations of the same mean loss.
 LOSS_RTOL = 1e-5
