@@ -20,6 +20,8 @@ from onnxedge.runtime.version import __version__
 # name -> ("module:attribute", one-line summary shown by --help without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("onnxedge.models.cli:train", "Train a classifier on a dataset into a run folder."),
+    "export": ("onnxedge.export.cli:export", "Export a run folder to a verified ONNX model."),
+    "verify": ("onnxedge.export.cli:verify", "Check an ONNX model against PyTorch and numpy."),
     "score": ("onnxedge.runtime.score_cli:score", "Score a CSV/NPY/Parquet/JSONL file, streaming."),
 }
 

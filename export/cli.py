@@ -1,0 +1,196 @@
+"""``onnxedge export`` and ``onnxedge verify``: parse options, call the library, print.
+
+Errors are raised as :class:`~onnxedge.runtime.errors.OnnxEdgeError`; the ``onnxedge``
+group turns them into one line ``Error: ...`` and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+from onnxedge.export.heads import HEAD_AUTO, HEAD_CHOICES
+from onnxedge.export.onnx_export import (
+    DEFAULT_OPSET,
+    EXPORTERS,
+    MAX_OPSET,
+    MIN_OPSET,
+    ExportResult,
+    checkpoint_to_onnx,
+)
+from onnxedge.export.verify import verify_model
+
+
+@click.command(
+    epilog=(
+        "Examples:\n\n"
+        "\b\n"
+        "  onnxedge export runs/digits -o digits.onnx\n"
+        "  onnxedge export runs/bc -o bc.onnx --threshold 0.3 --report bc.parity.json\n"
+        "  onnxedge export runs/digits -o digits.onnx --opset 20 --overwrite --json"
+    )
+)
+@click.argument("run_dir", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The .onnx file to write.")
+@click.option(
+    "--head",
+    type=click.Choice(HEAD_CHOICES),
+    default=HEAD_AUTO,
+    show_default=True,
+    help="Output head; auto: softmax for multiclass runs, sigmoid for binary ones.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Sigmoid head: label 1 where P(positive) >= this.  [default: 0.5]",
+)
+@click.option(
+    "--opset",
+    type=int,
+    default=None,
+    help=f"ai.onnx opset, {MIN_OPSET}..{MAX_OPSET}.  [default: {DEFAULT_OPSET}]",
+)
+@click.option(
+    "--exporter",
+    type=click.Choice(EXPORTERS),
+    default="auto",
+    show_default=True,
+    help="auto: torch's dynamo exporter, TorchScript only if dynamo fails.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Skip the parity check (the model then records no parity figures).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(),
+    default=None,
+    help="Also write the full parity report as JSON here.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def export(
+    run_dir: str,
+    output: str,
+    head: str,
+    threshold: float | None,
+    opset: int | None,
+    exporter: str,
+    overwrite: bool,
+    no_verify: bool,
+    report_path: str | None,
+    as_json: bool,
+) -> None:
+    """Export a run folder to one ONNX file with its head, then verify parity.
+
+    The graph takes raw features (the training mean/std are inside it) and outputs
+    logits, probabilities and label. Verification runs the run's validation split
+    through onnxruntime, PyTorch and the numpy reference; the model is written only
+    if every check passes.
+    """
+    result = checkpoint_to_onnx(
+        run_dir,
+        output,
+        head=head,
+        threshold=threshold,
+        opset=opset,
+        exporter=exporter,
+        overwrite=overwrite,
+        verify=not no_verify,
+        report_path=report_path,
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    click.echo(_describe(result))
+    if result.parity is not None:
+        click.echo(result.parity.render_table())
+    else:
+        click.echo("not verified (--no-verify); run `onnxedge verify` before shipping it")
+
+
+def _describe(result: ExportResult) -> str:
+    threshold = f", threshold {result.threshold:g}" if result.head == "sigmoid" else ""
+    fallback = f" ({result.fallback_reason})" if result.fallback_reason else ""
+    return (
+        f"exported {result.task} model ({result.head} head{threshold}, opset {result.opset}, "
+        f"{result.exporter} exporter{fallback}) -> {result.path} "
+        f"({result.size_bytes / 1024:.1f} KiB) in {result.seconds:.1f}s"
+    )
+
+
+@click.command(
+    epilog=(
+        "Examples:\n\n"
+        "\b\n"
+        "  onnxedge verify digits.onnx --run runs/digits\n"
+        "  onnxedge verify digits.onnx --dataset digits --report digits.parity.json\n"
+        "  onnxedge verify model.onnx --dataset rows.csv --label-column species --json"
+    )
+)
+@click.argument("model", type=click.Path())
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(),
+    default=None,
+    help="The run folder the model came from: torch uses its weights, and its "
+    "validation split is the default data.",
+)
+@click.option(
+    "--dataset",
+    default=None,
+    help="digits, breast-cancer, or a labelled .csv/.npy/.npz/.parquet/IDX file.",
+)
+@click.option("--label-column", default=None, help="Label column of --dataset's file.")
+@click.option(
+    "--labels",
+    "labels_path",
+    default=None,
+    type=click.Path(),
+    help="Labels file for IDX images given as --dataset.",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(),
+    default=None,
+    help="Write the full report as JSON here (also when checks fail).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def verify(
+    model: str,
+    run_dir: str | None,
+    dataset: str | None,
+    label_column: str | None,
+    labels_path: str | None,
+    report_path: str | None,
+    as_json: bool,
+) -> None:
+    """Check that MODEL computes what PyTorch and the numpy reference compute.
+
+    Logits, probabilities, labels and losses are compared at batch sizes 1, 37 and the
+    whole set; every failing check is listed and the exit code is 1. Without --run the
+    torch module is rebuilt from the model's own weights (their integrity is then checked
+    by the digest recorded at export), and --dataset is required.
+    """
+    column: str | int | None = label_column
+    if label_column is not None and label_column.lstrip("-").isdigit():
+        column = int(label_column)
+    report = verify_model(
+        model,
+        run_dir=run_dir,
+        dataset=dataset,
+        label_column=column,
+        labels_path=labels_path,
+    )
+    if report_path is not None:
+        report.write_json(report_path)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        click.echo(report.render_table())
+    report.raise_for_failures()
