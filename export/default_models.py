@@ -1,0 +1,322 @@
+"""``make export``: train, export and verify the two default models into one folder.
+
+``python -m onnxedge.export.default_models --out artifacts`` trains ``digits``
+(multiclass) and ``breast-cancer`` (binary) with the default hyperparameters into
+``artifacts/runs/<name>``, exports ``artifacts/<name>.onnx`` (verified), writes each parity
+report to ``artifacts/<name>.parity.json`` and a ``summary.json``, and prints a summary
+table. It exits 1 if any model fails to train, export, verify, or reach
+``MIN_VAL_ACCURACY``, after trying them all. Training is deterministic (seed 0), so a
+fresh clone reproduces the same models.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from onnxedge.runtime.errors import ExportError, OnnxEdgeError
+
+#: artifact name -> bundled dataset.
+DEFAULT_MODELS: dict[str, str] = {"digits": "digits", "breast-cancer": "breast-cancer"}
+#: Validation accuracy each default model must reach (the product's promise for them).
+MIN_VAL_ACCURACY = 0.95
+VARIANTS_MODULE = "onnxedge.export.variants"
+EDGE_VARIANTS: tuple[str, ...] = ("int8", "fp16")
+
+
+@dataclass
+class DefaultModel:
+    """One default model's outcome.
+
+    Attributes:
+        name: artifact name (``digits``, ``breast-cancer``).
+        run_dir, model_path, report_path: where its files went.
+        task: ``multiclass`` or ``binary`` (once trained).
+        val_accuracy: the training run's best validation accuracy.
+        train_seconds, export_seconds: wall times.
+        size_bytes: the model file's size.
+        parity: the parity report's summary (``ParityReport.summary``).
+        variants: per variant, its figures (when variants were asked for).
+        errors: what went wrong, one line each; empty on success.
+    """
+
+    name: str
+    run_dir: Path
+    model_path: Path
+    report_path: Path
+    task: str = ""
+    val_accuracy: float = float("nan")
+    train_seconds: float = 0.0
+    export_seconds: float = 0.0
+    size_bytes: int = 0
+    parity: dict[str, Any] | None = None
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Trained, exported, verified and accurate enough."""
+        return not self.errors and self.parity is not None and bool(self.parity["passed"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "task": self.task,
+            "run": str(self.run_dir),
+            "model": str(self.model_path),
+            "report": str(self.report_path),
+            "val_accuracy": self.val_accuracy,
+            "train_seconds": round(self.train_seconds, 2),
+            "export_seconds": round(self.export_seconds, 2),
+            "size_bytes": self.size_bytes,
+            "parity": self.parity,
+            "variants": self.variants,
+            "errors": self.errors,
+        }
+
+
+def parse_variants(text: str | None) -> tuple[str, ...]:
+    """``"int8,fp16"`` -> ``("int8", "fp16")``, checked against what exists.
+
+    Raises:
+        ExportError: an unknown variant, or variants asked for while
+            ``onnxedge.export.variants`` is not installed.
+    """
+    names = tuple(v.strip() for v in (text or "").split(",") if v.strip())
+    unknown = [v for v in names if v not in EDGE_VARIANTS]
+    if unknown:
+        raise ExportError(
+            f"unknown variant(s) {', '.join(unknown)}; expected some of {', '.join(EDGE_VARIANTS)}"
+        )
+    if names and importlib.util.find_spec(VARIANTS_MODULE) is None:
+        raise ExportError(
+            f"variants are not available yet ({VARIANTS_MODULE} is not installed); "
+            "run without --variants"
+        )
+    return names
+
+
+def export_default_models(
+    out_dir: str | os.PathLike[str],
+    *,
+    names: Sequence[str] = tuple(DEFAULT_MODELS),
+    options: Any = None,
+    min_accuracy: float = MIN_VAL_ACCURACY,
+    variants: Sequence[str] = (),
+    progress: bool | None = None,
+) -> list[DefaultModel]:
+    """Train, export and verify each default model; never stops at the first failure.
+
+    Args:
+        out_dir: the artifacts folder.
+        names: which of ``DEFAULT_MODELS`` to build.
+        options: :class:`onnxedge.models.train.TrainOptions` (default: its defaults).
+        min_accuracy: validation accuracy each model must reach.
+        variants: edge variants to make from each verified model (``int8``, ``fp16``).
+        progress: training progress bars (None: only on a terminal).
+
+    Returns:
+        One :class:`DefaultModel` per name, with its errors listed.
+
+    Raises:
+        ExportError: an unknown name or variant (before anything is trained).
+    """
+    from onnxedge.export.onnx_export import checkpoint_to_onnx
+    from onnxedge.models.train import TrainOptions, train
+
+    unknown = [n for n in names if n not in DEFAULT_MODELS]
+    if unknown:
+        raise ExportError(
+            f"unknown default model(s) {', '.join(unknown)}; expected {', '.join(DEFAULT_MODELS)}"
+        )
+    variants = parse_variants(",".join(variants))
+    options = options if options is not None else TrainOptions()
+    out = Path(out_dir)
+    results = []
+    for name in names:
+        result = DefaultModel(
+            name=name,
+            run_dir=out / "runs" / name,
+            model_path=out / f"{name}.onnx",
+            report_path=out / f"{name}.parity.json",
+        )
+        results.append(result)
+        try:
+            started = time.perf_counter()
+            trained = train(
+                DEFAULT_MODELS[name], result.run_dir, options, overwrite=True, progress=progress
+            )
+            result.train_seconds = time.perf_counter() - started
+            result.task = trained.task
+            result.val_accuracy = trained.val_accuracy
+            if trained.val_accuracy < min_accuracy:
+                result.errors.append(
+                    f"{name}: validation accuracy {trained.val_accuracy:.4f} is below "
+                    f"{min_accuracy:g}"
+                )
+            exported = checkpoint_to_onnx(
+                result.run_dir, result.model_path, overwrite=True, report_path=result.report_path
+            )
+            result.export_seconds = exported.seconds
+            result.size_bytes = exported.size_bytes
+            result.parity = exported.parity.summary() if exported.parity is not None else None
+            for variant in variants:
+                result.variants[variant] = _make_variant(result, variant)
+        except OnnxEdgeError as exc:
+            result.errors.append(f"{name}: {' '.join(str(exc).split())}")
+            if result.parity is None and result.report_path.is_file():
+                report = json.loads(result.report_path.read_text())
+                result.parity = report.get("summary")
+    return results
+
+
+def _make_variant(result: DefaultModel, variant: str) -> dict[str, Any]:
+    """Make one edge variant beside the model with ``onnxedge.export.variants``."""
+    module = importlib.import_module(VARIANTS_MODULE)
+    path = module.variant_path(result.model_path, variant)
+    report = module.make_variant(result.model_path, result.run_dir, variant, path, overwrite=True)
+    figures = report.to_dict()
+    return {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "label_agreement": figures.get("label_agreement"),
+        "accuracy_drop": figures.get("accuracy_drop"),
+        "loss_delta": figures.get("loss_delta"),
+        "max_probability_error": figures.get("max_probability_error"),
+        "passed": figures.get("passed"),
+    }
+
+
+def render_summary(results: Sequence[DefaultModel], seconds: float) -> str:
+    """The summary table ``make export`` prints."""
+    header = (
+        f"{'model':14}{'task':11}{'val acc':>8}{'onnx acc':>9}{'max |dp|':>10}"
+        f"{'max |dlogit|':>13}{'loss rel diff':>14}{'checks':>8}{'size':>10}  path"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        p = r.parity or {}
+        acc = p.get("accuracy", {}).get("onnx", float("nan"))
+        max_abs = p.get("max_abs_error", {})
+        checks = f"{p.get('checks', 0) - p.get('failed', 0)}/{p.get('checks', 0)}" if p else "-"
+        lines.append(
+            f"{r.name:14}{r.task or '-':11}{r.val_accuracy:>8.4f}{acc:>9.4f}"
+            f"{_num(max_abs.get('probabilities')):>10}{_num(max_abs.get('logits')):>13}"
+            f"{_num(p.get('loss_max_rel_diff')):>14}{checks:>8}"
+            f"{r.size_bytes / 1024:>8.1f}KB  {r.model_path}"
+        )
+        for variant, v in r.variants.items():
+            lines.append(
+                f"  {variant:12}{'':11}{'':8}{'':9}{_num(v.get('max_probability_error')):>10}"
+                f"{'':13}{'':14}{'':8}{v.get('size_bytes', 0) / 1024:>8.1f}KB  {v.get('path')}"
+            )
+    passed = sum(r.passed for r in results)
+    lines.append(
+        f"{passed} of {len(results)} models trained, exported and verified in {seconds:.1f}s"
+        + ("" if passed == len(results) else " -- FAILED")
+    )
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.2e}" if isinstance(value, int | float) else "-"
+
+
+@click.command(
+    epilog=(
+        "Examples:\n\n"
+        "\b\n"
+        "  python -m onnxedge.export.default_models --out artifacts\n"
+        "  python -m onnxedge.export.default_models --out /tmp/a --models digits --epochs 5 \\\n"
+        "      --min-accuracy 0"
+    )
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="artifacts",
+    show_default=True,
+    type=click.Path(),
+    help="Artifacts folder (runs/, the .onnx files, parity reports, summary.json).",
+)
+@click.option(
+    "--models",
+    "models",
+    default=",".join(DEFAULT_MODELS),
+    show_default=True,
+    help="Which default models to build, comma-separated.",
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Override the maximum training epochs (for quick runs).",
+)
+@click.option(
+    "--min-accuracy",
+    type=float,
+    default=MIN_VAL_ACCURACY,
+    show_default=True,
+    help="Validation accuracy each model must reach.",
+)
+@click.option(
+    "--variants",
+    default=None,
+    help="Also make edge variants of each model: int8, fp16 (comma-separated).",
+)
+@click.option("--quiet", is_flag=True, help="No training progress bars.")
+def main(
+    out_dir: str,
+    models: str,
+    epochs: int | None,
+    min_accuracy: float,
+    variants: str | None,
+    quiet: bool,
+) -> None:
+    """Train, export and verify the default models (digits, breast-cancer)."""
+    from onnxedge.models.train import TrainOptions
+
+    started = time.perf_counter()
+    names = [n.strip() for n in models.split(",") if n.strip()]
+    try:
+        options = TrainOptions() if epochs is None else TrainOptions(epochs=epochs)
+        results = export_default_models(
+            out_dir,
+            names=names,
+            options=options,
+            min_accuracy=min_accuracy,
+            variants=parse_variants(variants),
+            progress=False if quiet else None,
+        )
+    except OnnxEdgeError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from None
+    seconds = time.perf_counter() - started
+    summary = {
+        "passed": all(r.passed for r in results),
+        "seconds": round(seconds, 2),
+        "models": [r.to_dict() for r in results],
+    }
+    from onnxedge.export.verify import write_json_atomic
+
+    write_json_atomic(Path(out_dir) / "summary.json", summary)
+    click.echo(render_summary(results, seconds))
+    errors = [e for r in results for e in r.errors]
+    if errors:
+        for error in errors:
+            click.echo(f"Error: {error}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m onnxedge.export.default_models")
