@@ -1,0 +1,291 @@
+"""Untrusted model files: the protobuf walk against onnx's own parser, and refusals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnxedge.runtime import ModelLoadError, Predictor
+from onnxedge.runtime.model_file import check_external_data, inspect_model
+
+from tests.runtime.onnx_models import ModelCase, build_multiclass, save
+
+
+def _with_external_data(model: onnx.ModelProto, folder: Path, name: str) -> Path:
+    """Save ``model`` with every tensor in ``<name>.bin`` beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.onnx"
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        location=f"{name}.bin",
+        size_threshold=0,
+        convert_attribute=True,
+    )
+    return path
+
+
+def _relocate(path: Path, location: str, out: Path) -> Path:
+    """Rewrite every external-data location of the model at ``path`` to ``location``."""
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(model, str(out))
+    return out
+
+
+@pytest.mark.parametrize("name", ["multiclass", "binary", "plain"])
+def test_header_matches_onnx(name: str, request: pytest.FixtureRequest) -> None:
+    case: ModelCase = request.getfixturevalue(name)
+    model = onnx.load(str(case.path))
+    info = inspect_model(case.path)
+    assert info.format == "onnx"
+    assert info.ir_version == model.ir_version
+    assert info.producer_name == model.producer_name
+    assert info.opsets == {o.domain: o.version for o in model.opset_import}
+    assert info.size_bytes == case.path.stat().st_size
+    assert info.external == []
+    # bytes and path give the same answer
+    assert inspect_model(case.data) == info
+
+
+def test_external_data_in_the_model_folder_is_allowed(
+    tmp_path: Path, multiclass: ModelCase
+) -> None:
+    path = _with_external_data(onnx.load(str(multiclass.path)), tmp_path / "ok", "model")
+    info = inspect_model(path)
+    assert {t.location for t in info.external} == {"model.bin"}
+    assert len(info.external) == len(
+        onnx.load(str(path), load_external_data=False).graph.initializer
+    )
+    check_external_data(info, path.parent, str(path))
+    x = multiclass.rows(4)
+    np.testing.assert_array_equal(
+        Predictor(path).predict(x).probabilities,
+        Predictor(multiclass.path).predict(x).probabilities,
+    )
+
+
+def test_external_data_escaping_the_folder_is_refused(
+    tmp_path: Path, multiclass: ModelCase
+) -> None:
+    path = _with_external_data(onnx.load(str(multiclass.path)), tmp_path / "sub", "model")
+    (tmp_path / "model.bin").write_bytes((tmp_path / "sub" / "model.bin").read_bytes())
+    escaping = _relocate(path, "../model.bin", tmp_path / "sub" / "escaping.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(escaping)
+    resolved = os.path.realpath(tmp_path / "model.bin")
+    folder = os.path.realpath(tmp_path / "sub")
+    assert str(info.value) == (
+        f"refusing model {escaping}: tensor 'mean' reads external data from '../model.bin', "
+        f"which resolves to {resolved!r} outside the model's folder {folder!r}"
+    )
+
+
+def test_absolute_external_path_is_refused(tmp_path: Path, multiclass: ModelCase) -> None:
+    path = _with_external_data(onnx.load(str(multiclass.path)), tmp_path, "model")
+    target = str(tmp_path / "model.bin")
+    absolute = _relocate(path, target, tmp_path / "absolute.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(absolute)
+    assert str(info.value) == (
+        f"refusing model {absolute}: tensor 'mean' reads external data from absolute path "
+        f"{target!r}; external data must lie in the model's folder"
+    )
+
+
+def test_symlink_out_of_the_folder_is_refused(tmp_path: Path, multiclass: ModelCase) -> None:
+    path = _with_external_data(onnx.load(str(multiclass.path)), tmp_path / "outside", "model")
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    (inside / "link.bin").symlink_to(path.parent / "model.bin")
+    linked = _relocate(path, "link.bin", inside / "linked.onnx")
+    with pytest.raises(ModelLoadError, match=r"resolves to .* outside the model's folder"):
+        Predictor(linked)
+
+
+def test_bytes_with_external_data_are_refused(tmp_path: Path, multiclass: ModelCase) -> None:
+    path = _with_external_data(onnx.load(str(multiclass.path)), tmp_path, "model")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path.read_bytes())
+    assert str(info.value) == (
+        "refusing model <bytes>: tensor 'mean' is stored in external file 'model.bin', and a "
+        "model given as bytes has no folder to read it from; open the model from its path instead"
+    )
+
+
+def test_external_data_inside_a_subgraph_is_found(tmp_path: Path) -> None:
+    # An If whose branches hold Constant tensors: the walk must reach node attributes
+    # of subgraphs, not just the top-level initializers.
+    def branch(value: float, name: str) -> onnx.GraphProto:
+        const = numpy_helper.from_array(np.full((64,), value, dtype=np.float32), f"{name}_value")
+        node = helper.make_node("Constant", [], [f"{name}_out"], value=const)
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [64])
+        return helper.make_graph([node], name, [], [out])
+
+    cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [64])
+    node = helper.make_node(
+        "If", ["cond"], ["y"], then_branch=branch(1.0, "then"), else_branch=branch(2.0, "else")
+    )
+    model = helper.make_model(
+        helper.make_graph([node], "g", [cond], [out]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    path = _with_external_data(model, tmp_path / "sub", "if")
+    assert {t.tensor for t in inspect_model(path).external} == {"then_value", "else_value"}
+    escaping = _relocate(path, "../if.bin", tmp_path / "sub" / "escaping.onnx")
+    with pytest.raises(
+        ModelLoadError, match=r"tensor '(then|else)_value' reads external data from '\.\./if\.bin'"
+    ):
+        check_external_data(inspect_model(escaping), escaping.parent, str(escaping))
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.onnx"
+    path.write_bytes(b"")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path)
+    assert str(info.value) == f"not a valid ONNX model: {path}: the file is empty"
+    with pytest.raises(
+        ModelLoadError, match=r"^not a valid ONNX model: <bytes>: the file is empty$"
+    ):
+        Predictor(b"")
+
+
+def test_not_onnx(tmp_path: Path) -> None:
+    path = tmp_path / "notes.onnx"
+    path.write_bytes(b"this is a text file, not a model\n")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path)
+    message = str(info.value)
+    assert message.startswith(f"not a valid ONNX model: {path}: protobuf parsing failed (")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 0.999])
+def test_truncated_file(tmp_path: Path, multiclass: ModelCase, fraction: float) -> None:
+    data = multiclass.data
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path)
+    assert str(info.value).startswith(f"not a valid ONNX model: {path}: ")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.onnx"
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path)
+    assert str(info.value) == f"model file not found: {path}"
+
+
+def test_directory(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(tmp_path)
+    assert str(info.value) == f"model path is a directory, not a file: {tmp_path}"
+
+
+def test_wrong_type() -> None:
+    with pytest.raises(ModelLoadError, match=r"^model must be a path or bytes; got int$"):
+        Predictor(3)  # type: ignore[arg-type]
+
+
+def test_valid_protobuf_that_is_not_a_model(tmp_path: Path) -> None:
+    # A TensorProto parses as protobuf but holds no graph.
+    path = tmp_path / "tensor.onnx"
+    path.write_bytes(
+        numpy_helper.from_array(np.arange(6, dtype=np.float32), "t").SerializeToString()
+    )
+    with pytest.raises(ModelLoadError, match=r"^not a valid ONNX model: .*tensor\.onnx: "):
+        Predictor(path)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field, written by hand."""
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def test_deep_nesting_is_refused_without_recursion() -> None:
+    # GraphProto.node(1) -> NodeProto.attribute(5) -> AttributeProto.g(6) -> GraphProto,
+    # 80 levels deep: more than protobuf itself parses, so it is written by hand.
+    graph = b""
+    for _ in range(80):
+        graph = _field(1, _field(5, _field(6, graph)))
+    with pytest.raises(
+        ModelLoadError, match=r"^refusing model <bytes>: subgraphs nest deeper than 64 levels$"
+    ):
+        inspect_model(_field(7, graph))
+    shallow = b""
+    for _ in range(10):
+        shallow = _field(1, _field(5, _field(6, shallow)))
+    assert inspect_model(_field(7, shallow)).external == []
+
+
+def test_multi_input_model_is_refused(tmp_path: Path) -> None:
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 2])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 2])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])
+    model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Add", ["a", "b"], ["probabilities"])], "g", [a, b], [y]
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    path = save(model, tmp_path / "two.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path)
+    assert str(info.value) == (
+        f"cannot use model {path}: onnxedge runs classifiers with one input; "
+        "this model has 2 (a, b)"
+    )
+
+
+def test_metadata_disagreeing_with_the_graph_is_refused(tmp_path: Path) -> None:
+    model, _, contract = build_multiclass(num_features=5)
+    contract.num_features = 6
+    del model.metadata_props[:]
+    helper.set_model_props(model, contract.to_metadata())
+    path = save(model, tmp_path / "liar.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path)
+    assert str(info.value) == (
+        f"cannot use model {path}: its metadata says 6 features but input 'input' takes 5"
+    )
+
+
+def test_ort_format_opens(tmp_path: Path, multiclass: ModelCase) -> None:
+    import onnxruntime as ort
+
+    ort_path = tmp_path / "multiclass.ort"
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(ort_path)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    ort.InferenceSession(str(multiclass.path), options, providers=["CPUExecutionProvider"])
+    assert inspect_model(ort_path).format == "ort"
+    x = multiclass.rows(9)
+    want = Predictor(multiclass.path).predict(x)
+    for source in (ort_path, ort_path.read_bytes()):
+        predictor = Predictor(source)
+        got = predictor.predict(x)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_array_equal(got.probabilities, want.probabilities)
+        assert predictor.describe()["format"] == "ort"

@@ -1,0 +1,170 @@
+"""Provider resolution against faked onnxruntime provider lists, and the strict CUDA rule."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnxedge.runtime import Predictor, ProviderUnavailableError
+from onnxedge.runtime.providers import (
+    CPU,
+    CUDA,
+    check_session_providers,
+    distribution_conflict,
+    installed_ort_distributions,
+    normalize_request,
+    resolve_providers,
+)
+
+from tests.runtime.onnx_models import ModelCase
+
+CPU_ONLY = ["AzureExecutionProvider", CPU]
+CUDA_AND_CPU = ["TensorrtExecutionProvider", CUDA, CPU]
+HAS_CUDA = CUDA in ort.get_available_providers()
+
+
+@pytest.mark.parametrize("request_", ["auto", "AUTO", "Auto", " auto "])
+def test_request_is_case_insensitive(request_: str) -> None:
+    assert normalize_request(request_) == "auto"
+
+
+def test_full_provider_names_are_accepted() -> None:
+    assert normalize_request("CUDAExecutionProvider") == "cuda"
+    assert normalize_request("cpuexecutionprovider") == "cpu"
+
+
+@pytest.mark.parametrize("bad", ["tpu", "", "gpu", None])
+def test_unknown_request_is_refused(bad: object) -> None:
+    with pytest.raises(ProviderUnavailableError) as info:
+        normalize_request(bad)  # type: ignore[arg-type]
+    assert str(info.value) == f"provider must be one of auto, cpu, cuda; got {bad!r}"
+
+
+def test_cpu_only_machine() -> None:
+    assert resolve_providers("cpu", CPU_ONLY) == [(CPU, {})]
+    assert resolve_providers("auto", CPU_ONLY) == [(CPU, {})]
+    with pytest.raises(ProviderUnavailableError) as info:
+        resolve_providers("cuda", CPU_ONLY)
+    # The Azure provider only calls remote endpoints; it is not named as available.
+    assert str(info.value) == "CUDAExecutionProvider requested; available: CPUExecutionProvider"
+
+
+def test_cuda_machine() -> None:
+    expected = [(CUDA, {"device_id": 0}), (CPU, {})]
+    assert resolve_providers("auto", CUDA_AND_CPU) == expected
+    assert resolve_providers("cuda", CUDA_AND_CPU) == expected
+    assert resolve_providers("cpu", CUDA_AND_CPU) == [(CPU, {})]
+
+
+def test_device_id_and_options_go_to_cuda_only() -> None:
+    got = resolve_providers(
+        "cuda", CUDA_AND_CPU, device_id=3, options={"arena_extend_strategy": "kSameAsRequested"}
+    )
+    assert got == [(CUDA, {"device_id": 3, "arena_extend_strategy": "kSameAsRequested"}), (CPU, {})]
+
+
+@pytest.mark.parametrize("device_id", [-1, 1.5, True, "0"])
+def test_bad_device_id(device_id: object) -> None:
+    with pytest.raises(ProviderUnavailableError, match="device_id must be an integer >= 0"):
+        resolve_providers("cuda", CUDA_AND_CPU, device_id=device_id)  # type: ignore[arg-type]
+
+
+def test_no_local_provider_at_all() -> None:
+    with pytest.raises(ProviderUnavailableError) as info:
+        resolve_providers("cuda", ["AzureExecutionProvider"])
+    assert str(info.value) == "CUDAExecutionProvider requested; available: none"
+
+
+def test_session_that_fell_back_to_cpu() -> None:
+    resolved = [(CUDA, {"device_id": 0}), (CPU, {})]
+    # onnxruntime-gpu offers CUDA but could not create it (missing libraries): the
+    # session silently holds only the CPU provider.
+    with pytest.raises(ProviderUnavailableError) as info:
+        check_session_providers("cuda", resolved, [CPU])
+    assert str(info.value).startswith(
+        "CUDAExecutionProvider requested; the session got: CPUExecutionProvider"
+    )
+    note = check_session_providers("auto", resolved, [CPU])
+    assert note == "CUDAExecutionProvider was offered but the session runs on CPUExecutionProvider"
+    assert check_session_providers("auto", resolved, [CUDA, CPU]) is None
+    assert check_session_providers("cpu", [(CPU, {})], [CPU]) is None
+
+
+def test_both_wheels_installed_is_reported() -> None:
+    found = installed_ort_distributions(["onnxruntime", "onnxruntime_gpu", "numpy"])
+    assert found == ["onnxruntime", "onnxruntime-gpu"]
+    message = distribution_conflict(found)
+    assert message is not None
+    assert "onnxruntime, onnxruntime-gpu" in message
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in message
+
+
+def test_one_wheel_is_fine() -> None:
+    assert distribution_conflict(installed_ort_distributions(["onnxruntime-gpu"])) is None
+    assert distribution_conflict([]) is None
+
+
+def test_this_environment_has_exactly_one_onnxruntime() -> None:
+    # The dev environment installs the CPU wheel only (Makefile: never both).
+    found = installed_ort_distributions()
+    assert len(found) == 1, found
+
+
+def test_predictor_reports_both_wheels(
+    multiclass: ModelCase, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from onnxedge.runtime import predictor as predictor_module
+
+    monkeypatch.setattr(
+        predictor_module, "_installed_distributions", lambda: ["onnxruntime", "onnxruntime-gpu"]
+    )
+    with caplog.at_level(logging.WARNING, logger="onnxedge.runtime"):
+        predictor = Predictor(multiclass.path, provider="cpu")
+    assert any("several onnxruntime distributions" in w for w in predictor.warnings)
+    assert any("several onnxruntime distributions" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this test needs a machine without CUDA")
+def test_strict_cuda_raises_on_this_machine(multiclass: ModelCase) -> None:
+    with pytest.raises(ProviderUnavailableError) as info:
+        Predictor(multiclass.path, provider="cuda")
+    assert str(info.value) == "CUDAExecutionProvider requested; available: CPUExecutionProvider"
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this test needs a machine without CUDA")
+def test_auto_runs_on_cpu_here(multiclass: ModelCase) -> None:
+    predictor = Predictor(multiclass.path, provider="auto")
+    assert predictor.provider == CPU
+    assert predictor.providers == [CPU]
+
+
+def test_cpu_is_cpu(multiclass: ModelCase) -> None:
+    predictor = Predictor(multiclass.path, provider="CPU")
+    assert predictor.provider == CPU
+    assert predictor.requested_provider == "cpu"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDAExecutionProvider")
+def test_cuda_predicts_what_cpu_predicts(multiclass: ModelCase, binary: ModelCase) -> None:
+    from onnxedge.export.tolerances import PROVIDER_PROBABILITY_ATOL
+
+    for case in (multiclass, binary):
+        x = case.rows(1000, seed=5)
+        gpu = Predictor(case.path, provider="cuda")
+        cpu = Predictor(case.path, provider="cpu")
+        assert gpu.provider == CUDA
+        got = gpu.predict(x, batch_size=300, return_logits=True)
+        want = cpu.predict(x, return_logits=True)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_allclose(
+            got.probabilities, want.probabilities, rtol=0, atol=PROVIDER_PROBABILITY_ATOL
+        )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDAExecutionProvider")
+def test_auto_takes_cuda_when_there(multiclass: ModelCase) -> None:
+    assert Predictor(multiclass.path, provider="auto").provider == CUDA
