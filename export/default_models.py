@@ -217,9 +217,14 @@ def render_summary(results: Sequence[DefaultModel], seconds: float) -> str:
             f"{r.size_bytes / 1024:>8.1f}KB  {r.model_path}"
         )
         for variant, v in r.variants.items():
+            drop = v.get("accuracy_drop")
+            variant_acc = acc - drop if isinstance(drop, int | float) else float("nan")
+            agreement = v.get("label_agreement")
+            agree = f" (label agreement {agreement:.2%})" if isinstance(agreement, float) else ""
             lines.append(
-                f"  {variant:12}{'':11}{'':8}{'':9}{_num(v.get('max_probability_error')):>10}"
-                f"{'':13}{'':14}{'':8}{v.get('size_bytes', 0) / 1024:>8.1f}KB  {v.get('path')}"
+                f"  {variant:12}{'':11}{'':8}{variant_acc:>9.4f}"
+                f"{_num(v.get('max_probability_error')):>10}{'':13}{'':14}{'':8}"
+                f"{v.get('size_bytes', 0) / 1024:>8.1f}KB  {v.get('path')}{agree}"
             )
     passed = sum(r.passed for r in results)
     lines.append(

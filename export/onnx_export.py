@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxedge.export.heads import HEAD_AUTO, ClassifierWithHead, HeadSpec, resolve_head
-from onnxedge.export.verify import ParityReport, graph_weights_sha256, verify_model
+from onnxedge.export.verify import (
+    ParityReport,
+    graph_weights_sha256,
+    readable_like_open,
+    verify_model,
+)
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
     INPUT_NAME,
@@ -393,9 +398,7 @@ def atomic_file(target: str | os.PathLike[str], *, overwrite: bool) -> Iterator[
         yield tmp
         if path.exists() and not overwrite:  # appeared while exporting
             raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model is an ordinary file
+        readable_like_open(tmp)  # mkstemp makes 0600; a model is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

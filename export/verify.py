@@ -31,11 +31,12 @@ The limits follow float32 arithmetic rather than a fixed figure, so that extreme
   terms summed into it (the forward pass on absolute values, :func:`logit_magnitudes`):
   float32 rounding is relative to those terms, not to a logit that cancels to near 0;
 - a probability may differ by ``PROBABILITY_ATOL + g * d``, where ``d`` is the row's
-  largest logit difference *measured* between the same two computations and ``g`` the
-  head's Lipschitz constant (:data:`HEAD_LIPSCHITZ`). On ordinary data ``d`` is ~1e-6 and
-  this is the plain ``PROBABILITY_ATOL`` bar; the ``head`` check compares the graph's
-  probabilities with the reference head on the graph's own logits at ``PROBABILITY_ATOL``
-  alone;
+  largest logit difference *measured* between the same two computations (credited only
+  up to the row's logit limit, so wrong logits do not excuse wrong probabilities) and
+  ``g`` the head's Lipschitz constant (:data:`HEAD_LIPSCHITZ`). On ordinary data ``d`` is
+  ~1e-6 and this is close to the plain ``PROBABILITY_ATOL`` bar; the ``head`` check
+  compares the graph's probabilities with the reference head on the graph's own logits
+  at ``PROBABILITY_ATOL`` alone;
 - a label may differ only on a row whose reference decision margin (top-2 probability
   gap, or distance to the threshold) is within ``LABEL_TIE_ATOL + 2 * g * d``: a tie.
 """
@@ -459,7 +460,7 @@ class ParityReport:
                 "loss_max_rel_diff": _sig(self.max_loss_rel_diff()),
                 "label_agreement": self.min_label_agreement(),
                 "ties": self.ties,
-                "accuracy": {k: round(v, 6) for k, v in self.accuracy.items()},
+                "accuracy": dict(self.accuracy),
                 "checks": len(self.checks),
                 "failed": len(self.failures),
                 "tolerances": self.tolerances,
@@ -584,11 +585,19 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2)
             fh.write("\n")
+        readable_like_open(Path(tmp))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def readable_like_open(path: Path) -> None:
+    """Give a ``mkstemp`` file (mode 0600) the mode ``open()`` would have: 0666 less umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 # --- the computations ---------------------------------------------------------------------
@@ -1197,9 +1206,15 @@ def _compare_pair(
     with np.errstate(invalid="ignore"):
         logit_diff = np.abs(a.logits - b.logits)  # (n, logits)
         logit_limit = tol.LOGIT_ATOL + tol.LOGIT_RTOL * bounds.magnitudes
-        row_diff = logit_diff.max(axis=1) if logit_diff.size else np.zeros(len(a.logits))
+        # credit a row's logit difference only up to what the logits check allows, so
+        # probabilities still fail on their own when the logits are wrong
+        credited = (
+            np.minimum(logit_diff.max(axis=1), logit_limit.max(axis=1))
+            if logit_diff.size
+            else np.zeros(len(a.logits))
+        )
         gain = HEAD_LIPSCHITZ[bounds.head]
-        prob_limit = tol.PROBABILITY_ATOL + gain * row_diff  # (n,)
+        prob_limit = tol.PROBABILITY_ATOL + gain * credited  # (n,)
         prob_diff = np.abs(a.probabilities - b.probabilities)
         logit_ok = bool(np.all(logit_diff <= logit_limit))  # False on any NaN
         prob_ok = bool(np.all(prob_diff <= prob_limit[:, None]))
@@ -1229,7 +1244,7 @@ def _compare_pair(
             f"{_worst(prob_diff, np.broadcast_to(prob_limit[:, None], prob_diff.shape))})",
         ),
     ]
-    ties = bounds.margins <= tol.LABEL_TIE_ATOL + 2 * gain * row_diff
+    ties = bounds.margins <= tol.LABEL_TIE_ATOL + 2 * gain * credited
     differ = (a.label != b.label) & ~ties
     count = int(differ.sum())
     first = f"; first at row {int(np.argmax(differ))}" if count else ""

@@ -177,6 +177,8 @@ def test_a_changed_weight_fails_the_right_checks(tiny: TinyModel, tmp_path: Path
     assert "graph_weights_sha256" in failed
     assert {f"logits onnx~torch batch={b}" for b in report["batch_sizes"]} <= failed
     assert {f"logits torch~reference batch={b}" for b in report["batch_sizes"]} <= failed
+    # wrong logits do not excuse the probabilities they move
+    assert {f"probabilities onnx~torch batch={b}" for b in report["batch_sizes"]} <= failed
     # the reference reads the same (changed) weights as onnxruntime: those two still agree
     assert not any(c.startswith("logits onnx~reference") for c in failed)
     error_line = output.strip().splitlines()[-1]
