@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("onnxedge.export.cli:export", "Export a run folder to a verified ONNX model."),
     "verify": ("onnxedge.export.cli:verify", "Check an ONNX model against PyTorch and numpy."),
     "score": ("onnxedge.runtime.score_cli:score", "Score a CSV/NPY/Parquet/JSONL file, streaming."),
+    "info": ("onnxedge.runtime.commands:info", "Show a model's signature, opsets and metadata."),
+    "bundle": ("onnxedge.runtime.commands:bundle", "Write a deploy folder for a device."),
 }
 
 _TORCH_COMMANDS = frozenset({"train", "export", "verify"})

@@ -1,0 +1,157 @@
+"""``onnxedge info`` and ``onnxedge bundle``: thin click commands over the runtime.
+
+Each parses its options, calls one library function (:meth:`Predictor.describe`,
+:func:`onnxedge.runtime.bundle.write_bundle`) and prints; library errors become one
+line ``Error: ...`` and exit code 1 in the group (:mod:`onnxedge.runtime.cli`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+#: Longest metadata value shown in full by ``info`` without ``--json``.
+_SHOWN_CHARS = 100
+
+_INFO_EPILOG = (
+    "Examples:\n\n"
+    "\b\n"
+    "  onnxedge info artifacts/digits.onnx\n"
+    "  onnxedge info artifacts/breast-cancer.onnx --json\n"
+    "\b\n"
+    "Shows the signature (inputs and outputs with shapes and types), opsets, file\n"
+    "size, producer, the providers this onnxruntime offers, and every onnxedge.\n"
+    "metadata key decoded (training metrics, parity figures, versions, ...).\n"
+    "Long values are shortened; --json prints everything."
+)
+
+_BUNDLE_EPILOG = (
+    "Examples:\n\n"
+    "\b\n"
+    "  onnxedge bundle artifacts/digits.onnx -o deploy/digits\n"
+    "  onnxedge bundle artifacts/breast-cancer.onnx -o deploy/bc --overwrite\n"
+    "\b\n"
+    "The folder holds the model, edge_infer.py (stdlib + numpy + onnxruntime only),\n"
+    "requirements.txt, a README with the exact commands, sample.csv and\n"
+    "sample_expected.txt. Copy it to the device and follow the README."
+)
+
+
+@click.command("info", epilog=_INFO_EPILOG)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def info(model: Path, as_json: bool) -> None:
+    """Describe an ONNX model: signature, opsets, providers and onnxedge metadata."""
+    from onnxedge.runtime.predictor import LOGGER_NAME, Predictor
+
+    # The notes Predictor logs are part of what info prints; not twice on stderr.
+    quiet = logging.getLogger(f"{LOGGER_NAME}.info")
+    quiet.propagate = False
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
+    described = Predictor(model, provider="cpu", logger=quiet).describe()
+    if as_json:
+        click.echo(json.dumps(described, indent=2, default=str))
+    else:
+        click.echo(format_info(described))
+
+
+@click.command("bundle", epilog=_BUNDLE_EPILOG)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder to create.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
+def bundle(model: Path, out_dir: Path, overwrite: bool) -> None:
+    """Write a deploy folder: model, edge script, requirements and README."""
+    from onnxedge.runtime.bundle import write_bundle
+
+    written = write_bundle(model, out_dir, overwrite=overwrite)
+    click.echo(f"wrote {written.path}/")
+    for name in written.files:
+        click.echo(f"  {name}")
+    click.echo(f"on the device: cd {written.path.name} && pip install -r requirements.txt")
+    if written.sample_rows:
+        click.echo(f"               {written.run_command}")
+
+
+def format_info(described: dict[str, Any]) -> str:
+    """The text ``onnxedge info`` prints for :meth:`Predictor.describe` output."""
+    rows: list[tuple[str, str]] = []
+    size = described["size_bytes"]
+    ir = described.get("ir_version")
+    ir_text = f", IR {ir}" if ir is not None else ""
+    rows.append(("model", f"{described['model']} ({size:,} bytes, {described['format']}{ir_text})"))
+    rows.append(("producer", described["producer"]))
+    opsets = described["opsets"]
+    if isinstance(opsets, dict):
+        opset_text = ", ".join(
+            f"{domain or 'ai.onnx'} {version}" for domain, version in opsets.items()
+        )
+    else:
+        opset_text = str(opsets)
+    rows.append(("opsets", opset_text))
+    for index, node in enumerate(described["inputs"]):
+        rows.append(("inputs" if index == 0 else "", _node_text(node)))
+    for index, node in enumerate(described["outputs"]):
+        rows.append(("outputs" if index == 0 else "", _node_text(node)))
+    meta = described["onnxedge"]
+    task = meta.get("task") or "unknown"
+    head = meta.get("head")
+    rows.append(("task", f"{task}" + (f" ({head} head)" if head else "")))
+    classes = described.get("class_names")
+    count = described.get("num_classes")
+    class_text = f"{count if count is not None else 'unknown'}"
+    if classes:
+        class_text += ": " + _shorten(", ".join(classes))
+    rows.append(("classes", class_text))
+    features = described.get("num_features")
+    feature_text = f"{features if features is not None else 'unknown'}"
+    if meta.get("feature_names"):
+        feature_text += ": " + _shorten(", ".join(meta["feature_names"]))
+    rows.append(("features", feature_text))
+    if task == "binary":
+        rows.append(("threshold", str(meta.get("threshold"))))
+    rows.append(("variant", str(meta.get("variant"))))
+    ort_info = described["onnxruntime"]
+    distributions = ", ".join(ort_info["distributions"]) or "none found"
+    rows.append(("onnxruntime", f"{ort_info['version']} (installed as: {distributions})"))
+    rows.append(("providers", ", ".join(described["available_providers"])))
+    shown = {"task", "head", "class_names", "feature_names", "threshold", "variant", "num_features"}
+    extra = {key: value for key, value in meta.items() if key not in shown}
+    for index, (key, value) in enumerate(sorted(extra.items())):
+        rows.append(("metadata" if index == 0 else "", f"{key}: {_shorten(_as_text(value))}"))
+    for index, (key, value) in enumerate(sorted(described.get("other_metadata", {}).items())):
+        rows.append(("other metadata" if index == 0 else "", f"{key}: {_shorten(str(value))}"))
+    if described.get("missing_metadata"):
+        rows.append(("missing", ", ".join(described["missing_metadata"])))
+    for index, warning in enumerate(described.get("warnings", [])):
+        rows.append(("warnings" if index == 0 else "", warning))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {text}".rstrip() for label, text in rows)
+
+
+def _node_text(node: dict[str, Any]) -> str:
+    shape = node.get("shape")
+    dims = (
+        "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+    )
+    kind = str(node["type"]).removeprefix("tensor(").removesuffix(")")
+    return f"{node['name']}: {kind} {dims}"
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."

@@ -1,0 +1,212 @@
+"""The deploy bundle: its files, atomic writing, and a run in a torch-free virtualenv."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnxedge.runtime import ModelLoadError, OutputExistsError, Predictor
+from onnxedge.runtime import edge_infer as edge
+from onnxedge.runtime.bundle import write_bundle
+
+from tests.runtime.onnx_models import ModelCase
+
+EXPECTED_FILES = {
+    "README.md",
+    "edge_infer.py",
+    "requirements.txt",
+    "sample.csv",
+    "sample_expected.txt",
+}
+
+
+def _sample(folder: Path) -> np.ndarray:
+    return np.loadtxt(folder / "sample.csv", delimiter=",", skiprows=1, ndmin=2)
+
+
+def test_bundle_files(multiclass: ModelCase, tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    bundle = write_bundle(multiclass.path, out)
+    assert bundle.path == out
+    assert set(bundle.files) == EXPECTED_FILES | {"multiclass.onnx"}
+    assert {p.name for p in out.iterdir()} == set(bundle.files)
+    assert (out / "multiclass.onnx").read_bytes() == multiclass.data
+    assert (out / "edge_infer.py").read_bytes() == Path(edge.__file__).read_bytes()
+    requirements = (out / "requirements.txt").read_text().splitlines()
+    assert [line.split("  #")[0] for line in requirements if not line.startswith("#")] == [
+        "onnxruntime>=1.18",
+        "numpy>=1.26",
+    ]
+    # sample rows: the normalization mean, then mean -/+ std, under the feature names
+    assert (out / "sample.csv").read_text().splitlines()[0] == "f0,f1,f2,f3,f4"
+    mean, std = multiclass.weights["mean"], multiclass.weights["std"]
+    expected_rows = np.stack([mean, mean - std, mean + std]).astype(np.float32)
+    np.testing.assert_array_equal(_sample(out).astype(np.float32), expected_rows)
+    assert bundle.sample_rows == 3
+    readme = (out / "README.md").read_text()
+    for command in (
+        "pip install -r requirements.txt",
+        "python edge_infer.py multiclass.onnx sample.csv",
+        "python edge_infer.py multiclass.onnx sample.csv > got.txt "
+        "&& diff got.txt sample_expected.txt",
+    ):
+        assert command in readme
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp folder left"
+
+
+def test_expected_output_is_what_the_script_prints(
+    binary: ModelCase, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = write_bundle(binary.path, tmp_path / "deploy").path
+    code = edge.main([str(out / "binary.onnx"), str(out / "sample.csv")])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert printed == (out / "sample_expected.txt").read_text()
+
+
+def test_plain_model_gets_a_sample_of_zeros(plain: ModelCase, tmp_path: Path) -> None:
+    out = write_bundle(plain.path, tmp_path / "deploy").path
+    rows = (out / "sample.csv").read_text().splitlines()
+    assert rows == ["0.0,0.0,0.0"]  # no feature names: no header
+
+
+def test_existing_folder_is_refused_then_replaced(multiclass: ModelCase, tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me unless asked")
+    with pytest.raises(OutputExistsError) as info:
+        write_bundle(multiclass.path, out)
+    assert str(info.value) == f"{out} already exists; pass --overwrite to replace it"
+    assert (out / "old.txt").exists()
+    write_bundle(multiclass.path, out, overwrite=True)
+    assert not (out / "old.txt").exists()
+    assert (out / "multiclass.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy"]
+
+
+def test_a_file_is_never_replaced(multiclass: ModelCase, tmp_path: Path) -> None:
+    target = tmp_path / "deploy"
+    target.write_text("a file")
+    with pytest.raises(OutputExistsError, match="exists and is not a folder"):
+        write_bundle(multiclass.path, target, overwrite=True)
+    assert target.read_text() == "a file"
+
+
+def test_bad_model_leaves_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError):
+        write_bundle(bad, tmp_path / "deploy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+def test_failure_while_writing_leaves_nothing(
+    multiclass: ModelCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnxedge.runtime import bundle as bundle_module
+
+    def broken(*args: object) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bundle_module, "_readme", broken)
+    with pytest.raises(OSError, match="No space left"):
+        write_bundle(multiclass.path, tmp_path / "deploy")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_external_data_travels_with_the_model(multiclass: ModelCase, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "weights").mkdir(parents=True)
+    path = source / "ext.onnx"
+    onnx.save_model(
+        onnx.load(str(multiclass.path)),
+        str(path),
+        save_as_external_data=True,
+        location="weights/ext.bin",
+        size_threshold=0,
+    )
+    out = write_bundle(path, tmp_path / "deploy").path
+    assert "weights/ext.bin" in {
+        str(Path(p)) for p in write_bundle(path, out, overwrite=True).files
+    }
+    x = multiclass.rows(4)
+    np.testing.assert_array_equal(
+        Predictor(out / "ext.onnx").predict(x).probabilities,
+        Predictor(multiclass.path).predict(x).probabilities,
+    )
+
+
+# --- a virtualenv with only onnxruntime and numpy --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def edge_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv holding onnxruntime and numpy (the installed versions) and nothing of ours."""
+    root = tmp_path_factory.mktemp("edge-venv")
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    python = root / "venv" / ("Scripts" if os.name == "nt" else "bin") / "python"
+    done = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"onnxruntime=={ort.__version__}",
+            f"numpy=={np.__version__}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, f"pip could not install onnxruntime and numpy:\n{done.stderr}"
+    return python
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["multiclass", "binary"])
+def test_bundle_runs_in_a_torch_free_virtualenv(
+    edge_python: Path, name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    case: ModelCase = request.getfixturevalue(name)
+    bundle = write_bundle(case.path, tmp_path / "made").path
+    device = tmp_path / "device"
+    shutil.copytree(bundle, device)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        # -I: no user site, no cwd on sys.path, PYTHON* variables ignored
+        return subprocess.run(
+            [str(edge_python), "-I", *args], cwd=device, capture_output=True, text=True, check=False
+        )
+
+    for module in ("torch", "onnxedge", "onnx"):
+        missing = run("-c", f"import {module}")
+        assert missing.returncode != 0 and "ModuleNotFoundError" in missing.stderr, module
+
+    text = run("edge_infer.py", f"{name}.onnx", "sample.csv")
+    assert (text.returncode, text.stderr) == (0, "")
+    assert text.stdout == (device / "sample_expected.txt").read_text()
+
+    as_json = run("edge_infer.py", f"{name}.onnx", "sample.csv", "--json")
+    assert as_json.returncode == 0
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    want = Predictor(case.path).predict(_sample(device))
+    np.testing.assert_array_equal([r["label"] for r in rows], want.labels)
+    got = np.array([r["probabilities"] for r in rows], dtype=np.float64).astype(np.float32)
+    np.testing.assert_array_equal(got, want.probabilities)
+
+    cuda = run("edge_infer.py", f"{name}.onnx", "sample.csv", "--provider", "cuda")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert cuda.returncode == 1
+        assert cuda.stderr == (
+            "Error: CUDAExecutionProvider requested; available: CPUExecutionProvider\n"
+        )
