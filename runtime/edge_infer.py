@@ -239,24 +239,24 @@ class EdgeModel:
         """
         arr = self.check(x)
         n = arr.shape[0]
-        step = max(1, batch_size or n or 1)
+        if batch_size is None or batch_size >= n:
+            return self._classes(self._run(arr))
         labels_out: list[np.ndarray] = []
         probs_out: list[np.ndarray] = []
-        for start in range(0, max(n, 1), step):
-            part = arr[start : start + step]
-            try:
-                result = self.session.run(self.fetch, {self.input_name: part})
-            except Exception as exc:
-                if not type(exc).__module__.startswith("onnxruntime"):
-                    raise
-                reason = _ort_message(exc)
-                raise EdgeError(f"onnxruntime failed to run the model: {reason}") from None
-            labels, probs = self._classes(result)
+        for start in range(0, n, max(1, batch_size)):
+            labels, probs = self._classes(self._run(arr[start : start + batch_size]))
             labels_out.append(labels)
             probs_out.append(probs)
-        if len(labels_out) == 1:
-            return labels_out[0], probs_out[0]
         return np.concatenate(labels_out), np.concatenate(probs_out)
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        try:
+            return self.session.run(self.fetch, {self.input_name: batch})
+        except Exception as exc:
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            reason = _ort_message(exc)
+            raise EdgeError(f"onnxruntime failed to run the model: {reason}") from None
 
     def _classes(self, result: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         probs = np.asarray(result[0], dtype=np.float32)
