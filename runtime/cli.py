@@ -25,9 +25,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("onnxedge.runtime.score_cli:score", "Score a CSV/NPY/Parquet/JSONL file, streaming."),
     "info": ("onnxedge.runtime.commands:info", "Show a model's signature, opsets and metadata."),
     "bundle": ("onnxedge.runtime.commands:bundle", "Write a deploy folder for a device."),
+    "optimize": (
+        "onnxedge.export.variants_cli:optimize",
+        "Make a verified int8 / fp16 (or ORT-format) edge variant of a model.",
+    ),
 }
 
-_TORCH_COMMANDS = frozenset({"train", "export", "verify"})
+_TORCH_COMMANDS = frozenset({"train", "export", "verify", "optimize"})
 
 
 class LazyGroup(click.Group):

@@ -1,0 +1,520 @@
+"""Edge variants (int8 / fp16 / ORT format): built, verified against their bar, and honest.
+
+The models are the two bundled real datasets (digits: multiclass softmax, breast-cancer:
+binary sigmoid), trained briefly and exported through ``checkpoint_to_onnx``, so the
+variants see the same graphs ``make export`` writes. Every figure a report states is
+recomputed here independently from the written files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from onnxedge.export import tolerances as tol
+from onnxedge.export.onnx_export import checkpoint_to_onnx
+from onnxedge.export.variants import (
+    CpuInt8Support,
+    VariantBar,
+    choose_int8_settings,
+    detect_cpu_int8_support,
+    int8_candidates,
+    int8_form,
+    make_variant,
+    onnx_to_ort,
+    variant_path,
+    verify_variant_file,
+)
+from onnxedge.models.checkpoint import TrainedRun, load_run, sha256_file
+from onnxedge.models.train import TrainOptions, train
+from onnxedge.runtime.cli import cli
+from onnxedge.runtime.contract import (
+    KEY_GRAPH_WEIGHTS_SHA256,
+    KEY_PARITY,
+    KEY_SOURCE_SHA256,
+    KEY_TASK,
+    KEY_VARIANT,
+    KEY_VARIANT_REPORT,
+)
+from onnxedge.runtime.errors import (
+    CheckpointError,
+    DataError,
+    ExportError,
+    ModelLoadError,
+    OutputExistsError,
+    ParityError,
+)
+
+HEAD_OPS = {"Softmax", "Sigmoid", "ArgMax", "GreaterOrEqual", "Greater"}
+FLOAT, FLOAT16, INT64 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT64
+
+
+@dataclass
+class Exported:
+    """A run folder and the fp32 model exported from it."""
+
+    run_dir: Path
+    run: TrainedRun
+    model: Path
+
+
+def _export(root: Path, dataset: str) -> Exported:
+    run_dir = root / "runs" / dataset
+    train(dataset, run_dir, TrainOptions(hidden_sizes=(32,), epochs=30, seed=0), progress=False)
+    model = root / f"{dataset}.onnx"
+    checkpoint_to_onnx(run_dir, model)
+    return Exported(run_dir, load_run(run_dir), model)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("variants")
+
+
+@pytest.fixture(scope="module")
+def digits(root: Path) -> Exported:
+    return _export(root, "digits")
+
+
+@pytest.fixture(scope="module")
+def cancer(root: Path) -> Exported:
+    return _export(root, "breast-cancer")
+
+
+@pytest.fixture(params=["digits", "cancer"])
+def exported(request: pytest.FixtureRequest) -> Exported:
+    value: Exported = request.getfixturevalue(request.param)
+    return value
+
+
+@pytest.fixture(scope="module")
+def built(root: Path, digits: Exported, cancer: Exported) -> dict[tuple[str, str], Path]:
+    """The default int8 and the fp16 variant of both models, written once."""
+    paths = {}
+    for name, e in (("digits", digits), ("cancer", cancer)):
+        for variant in ("int8", "fp16"):
+            path = root / f"{name}.{variant}.onnx"
+            make_variant(e.model, e.run_dir, variant, path)
+            paths[name, variant] = path
+    return paths
+
+
+def _run(model: Path | bytes, x: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"]
+    )
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"input": x}), strict=True))
+
+
+def _props(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def _types(path: Path) -> dict[str, int]:
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True).graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    for v in (*graph.input, *graph.value_info, *graph.output):
+        types[v.name] = v.type.tensor_type.elem_type
+    return types
+
+
+def _torch_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    z = torch.from_numpy(logits.astype(np.float64))
+    if z.shape[1] == 1:
+        return float(torch.nn.BCEWithLogitsLoss()(z[:, 0], torch.from_numpy(y.astype(np.float64))))
+    return float(torch.nn.CrossEntropyLoss()(z, torch.from_numpy(y)))
+
+
+# --- build and verify ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["int8", "fp16"])
+def test_variant_builds_and_its_figures_are_recomputable(
+    exported: Exported, variant: str, tmp_path: Path
+) -> None:
+    out = tmp_path / f"m.{variant}.onnx"
+    report = make_variant(exported.model, exported.run_dir, variant, out)
+    assert report.passed and not report.accepted_degradation, report.failures
+
+    # recompute every figure from the two files on the validation split
+    x, y = exported.run.validation()
+    src, var = _run(exported.model, x), _run(out, x)
+    assert report.rows == len(y)
+    assert report.label_agreement == np.mean(var["label"] == src["label"])
+    assert report.accuracy_source == np.mean(src["label"] == y)
+    assert report.accuracy_variant == np.mean(var["label"] == y)
+    dp = np.abs(var["probabilities"].astype(np.float64) - src["probabilities"])
+    assert report.max_probability_error == pytest.approx(dp.max(), abs=tol.PROBABILITY_ATOL)
+    loss_src, loss_var = _torch_loss(src["logits"], y), _torch_loss(var["logits"], y)
+    assert report.loss_source == pytest.approx(loss_src, rel=tol.LOSS_RTOL, abs=tol.LOSS_ATOL)
+    assert report.loss_variant == pytest.approx(loss_var, rel=tol.LOSS_RTOL, abs=tol.LOSS_ATOL)
+    assert report.loss_delta == pytest.approx(abs(loss_var - loss_src), abs=tol.LOSS_ATOL)
+
+    # and the bar it cleared is the named one
+    assert report.label_agreement >= tol.VARIANT_MIN_LABEL_AGREEMENT
+    assert report.accuracy_drop <= tol.VARIANT_MAX_ACCURACY_DROP
+    assert report.bar == VariantBar.for_variant(variant)
+
+
+@pytest.mark.parametrize("variant", ["int8", "fp16"])
+def test_metadata_names_the_variant_its_source_and_its_figures(
+    exported: Exported, variant: str, tmp_path: Path
+) -> None:
+    out = tmp_path / f"m.{variant}.onnx"
+    report = make_variant(exported.model, exported.run_dir, variant, out)
+    props, source = _props(out), _props(exported.model)
+    assert props[KEY_VARIANT] == variant
+    assert props[KEY_SOURCE_SHA256] == sha256_file(exported.model)
+    assert props[KEY_TASK] == source[KEY_TASK] == exported.run.task
+    recorded = json.loads(props[KEY_VARIANT_REPORT])
+    assert recorded["size_bytes"] == out.stat().st_size == report.size_bytes
+    assert recorded["source_size_bytes"] == exported.model.stat().st_size
+    assert recorded["label_agreement"] == report.label_agreement
+    assert recorded["passed"] is True and recorded["failures"] == []
+    # the fp32 parity figures describe another graph; the digest is this graph's own
+    assert KEY_PARITY not in props
+    assert props[KEY_GRAPH_WEIGHTS_SHA256] != source[KEY_GRAPH_WEIGHTS_SHA256]
+
+
+def test_int8_quantizes_only_the_layers(built: dict[tuple[str, str], Path]) -> None:
+    for name in ("digits", "cancer"):
+        model = onnx.load(str(built[name, "int8"]))
+        ops = [n.op_type for n in model.graph.node]
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+        int8_weights = [
+            t
+            for t in model.graph.initializer
+            if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2
+        ]
+        assert len(int8_weights) == 2  # the hidden and the output layer's weight matrices
+        float_matrices = [
+            t.name for t in model.graph.initializer if t.data_type == FLOAT and len(t.dims) == 2
+        ]
+        assert float_matrices == []
+        # standardization and head are untouched float32 ops
+        assert {"Sub", "Div"} <= set(ops) and HEAD_OPS & set(ops)
+
+
+def test_int8_is_smaller_than_fp32(built: dict[tuple[str, str], Path], digits: Exported) -> None:
+    assert built["digits", "int8"].stat().st_size < digits.model.stat().st_size
+
+
+@pytest.mark.parametrize("variant", ["int8", "fp16"])
+@pytest.mark.parametrize("name", ["digits", "cancer"])
+def test_head_and_standardization_stay_float32(
+    built: dict[tuple[str, str], Path], name: str, variant: str
+) -> None:
+    path = built[name, variant]
+    model, types = onnx.load(str(path)), _types(path)
+    heads = [n for n in model.graph.node if n.op_type in HEAD_OPS]
+    assert heads
+    for node in heads:
+        assert types[node.input[0]] == FLOAT, (node.op_type, node.input[0])
+    for node in model.graph.node:
+        if node.op_type in {"Sub", "Div"} and node.input[0] == "input":
+            assert all(types[i] == FLOAT for i in node.input)
+
+
+@pytest.mark.parametrize("name", ["digits", "cancer"])
+def test_fp16_keeps_float32_io_and_converts_the_layers(
+    built: dict[tuple[str, str], Path], name: str
+) -> None:
+    model = onnx.load(str(built[name, "fp16"]))
+    io = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.output)}
+    assert io == {"input": FLOAT, "logits": FLOAT, "probabilities": FLOAT, "label": INT64}
+    layer_weights = [t for t in model.graph.initializer if len(t.dims) == 2]
+    assert layer_weights and all(t.data_type == FLOAT16 for t in layer_weights)
+
+
+def test_dynamic_int8_is_an_option(digits: Exported, tmp_path: Path) -> None:
+    out = tmp_path / "d.int8.onnx"
+    report = make_variant(digits.model, digits.run_dir, "int8", out, method="dynamic")
+    assert report.settings["method"] == "dynamic"
+    assert report.settings["form"] == "dynamic per-tensor" and "tried" not in report.settings
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    assert "calibration_rows" not in report.settings
+
+
+# --- the bar trips ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e4, 0.0])
+def test_absurd_calibration_trips_the_bar(exported: Exported, tmp_path: Path, scale: float) -> None:
+    """Rows 1e4 times too large (or all zero) calibrate useless activation ranges."""
+    out = tmp_path / "bad.int8.onnx"
+    bad = exported.run.calibration() * scale
+    with pytest.raises(ParityError) as caught:
+        make_variant(
+            exported.model, exported.run_dir, "int8", out, method="static", calibration=bad
+        )
+    failures = caught.value.failures
+    assert any(f.startswith("label agreement") for f in failures), failures
+    assert all(f in str(caught.value) for f in failures)
+    assert "--accept-degradation" in str(caught.value)
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+    report = make_variant(
+        exported.model,
+        exported.run_dir,
+        "int8",
+        out,
+        method="static",
+        calibration=bad,
+        accept_degradation=True,
+    )
+    assert report.failures == failures and report.accepted_degradation
+    recorded = json.loads(_props(out)[KEY_VARIANT_REPORT])
+    assert recorded["passed"] is False and recorded["accepted_degradation"] is True
+    assert recorded["failures"] == failures
+    # the recorded agreement is the one the file really has
+    x, _ = exported.run.validation()
+    agreement = np.mean(_run(out, x)["label"] == _run(exported.model, x)["label"])
+    assert recorded["label_agreement"] == agreement < tol.VARIANT_MIN_LABEL_AGREEMENT
+
+
+def test_auto_falls_back_past_forms_that_miss_the_bar(digits: Exported, tmp_path: Path) -> None:
+    """Useless calibration rows sink both static forms; dynamic needs none and passes."""
+    out = tmp_path / "auto.int8.onnx"
+    bad = digits.run.calibration() * 1e4
+    report = make_variant(digits.model, digits.run_dir, "int8", out, calibration=bad)
+    assert report.passed and report.settings["form"] == "dynamic per-tensor"
+    tried = report.settings["tried"]
+    assert [t["form"] for t in tried] == [
+        "static per-tensor",
+        "static per-channel",
+        "dynamic per-tensor",
+    ]
+    assert [t["passed"] for t in tried] == [False, False, True]
+    assert json.loads(_props(out)[KEY_VARIANT_REPORT])["settings"]["tried"] == tried
+
+
+def test_auto_names_every_form_when_none_passes(
+    digits: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    impossible = VariantBar(1.1, 1.0, 1.0, 1.0)  # agreement above 100%: nothing passes
+    monkeypatch.setattr(VariantBar, "for_variant", classmethod(lambda cls, v: impossible))
+    out = tmp_path / "none.int8.onnx"
+    with pytest.raises(ParityError) as caught:
+        make_variant(digits.model, digits.run_dir, "int8", out)
+    forms = [f.split(":")[0] for f in caught.value.failures]
+    assert forms == ["static per-tensor", "static per-channel", "dynamic per-tensor"]
+    assert str(caught.value).startswith("every int8 form tried (static per-tensor, ")
+    assert not out.exists()
+
+    report = make_variant(digits.model, digits.run_dir, "int8", out, accept_degradation=True)
+    best = max(t["label_agreement"] for t in report.settings["tried"])
+    assert report.accepted_degradation and report.label_agreement == best
+
+
+def test_a_stricter_bar_names_every_failing_check(digits: Exported, tmp_path: Path) -> None:
+    from onnxedge.export.variants import onnx_to_int8, verify_variant
+
+    x, y = digits.run.validation()
+    settings_ = choose_int8_settings()
+    int8 = onnx_to_int8(onnx.load(str(digits.model)), settings_, digits.run.calibration())
+    impossible = VariantBar(1.1, -1.0, -1.0, -1.0)
+    report = verify_variant(int8, digits.model, x, y, variant="int8", bar=impossible)
+    names = [f.split(" ")[0] + " " + f.split(" ")[1] for f in report.failures]
+    assert names == ["label agreement", "accuracy drop", "loss delta", "max probability"]
+
+
+# --- int8 settings from the CPU -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cpu", "reduce_range"),
+    [
+        (CpuInt8Support("x86_64", True, True, ("avx2", "avx512_vnni")), False),
+        (CpuInt8Support("x86_64", True, False, ("avx2",)), True),
+        (CpuInt8Support("aarch64", False, False, ("asimddp",)), False),
+    ],
+)
+def test_reduce_range_follows_the_cpu(cpu: CpuInt8Support, reduce_range: bool) -> None:
+    chosen = choose_int8_settings(cpu=cpu)
+    assert chosen.reduce_range is reduce_range
+    assert chosen.per_channel is False and chosen.method == "static"
+    assert [int8_form(c) for c in int8_candidates(cpu=cpu)] == [
+        "static per-tensor",
+        "static per-channel",
+        "dynamic per-tensor",
+    ]
+    assert (chosen.activation_type, chosen.weight_type) == ("uint8", "int8")
+    assert chosen.reason
+    forced = choose_int8_settings(
+        "dynamic", per_channel=True, reduce_range=not reduce_range, cpu=cpu
+    )
+    assert (forced.per_channel, forced.reduce_range) == (True, not reduce_range)
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n\n")
+    found = detect_cpu_int8_support(info)
+    assert found.vnni and {"avx2", "avx512f", "avx512_vnni"} <= set(found.flags)
+    info.write_text("flags\t\t: fpu sse avx2\n")
+    assert not detect_cpu_int8_support(info).vnni
+    assert not detect_cpu_int8_support(tmp_path / "missing").vnni
+
+
+def test_unknown_int8_method_is_refused() -> None:
+    with pytest.raises(ExportError, match="unknown int8 method 'weekly'"):
+        choose_int8_settings("weekly")
+
+
+# --- refusals -----------------------------------------------------------------------------
+
+
+def test_existing_output_is_kept_without_overwrite(digits: Exported, tmp_path: Path) -> None:
+    out = tmp_path / "taken.onnx"
+    out.write_bytes(b"keep me")
+    with pytest.raises(
+        OutputExistsError, match=re.escape("taken.onnx already exists; pass --overwrite")
+    ):
+        make_variant(digits.model, digits.run_dir, "fp16", out)
+    assert out.read_bytes() == b"keep me"
+    make_variant(digits.model, digits.run_dir, "fp16", out, overwrite=True)
+    assert _props(out)[KEY_VARIANT] == "fp16"
+
+
+def test_refusals_name_what_was_asked(
+    digits: Exported, cancer: Exported, built: dict[tuple[str, str], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "x.onnx"
+    with pytest.raises(ExportError, match="unknown variant 'int4'"):
+        make_variant(digits.model, digits.run_dir, "int4", out)
+    with pytest.raises(OutputExistsError, match="is the source model"):
+        make_variant(digits.model, digits.run_dir, "int8", digits.model, overwrite=True)
+    with pytest.raises(ExportError, match="already an int8 variant"):
+        make_variant(built["digits", "int8"], digits.run_dir, "fp16", out)
+    with pytest.raises(CheckpointError, match="pass the model's own run"):
+        make_variant(digits.model, cancer.run_dir, "int8", out)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        make_variant(tmp_path / "nope.onnx", digits.run_dir, "int8", out)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00not onnx")
+    with pytest.raises(ModelLoadError, match=re.escape(str(garbage))):
+        make_variant(garbage, digits.run_dir, "int8", out)
+    rows = digits.run.calibration().copy()
+    rows[3, 5] = np.nan
+    with pytest.raises(DataError, match="calibration row 3 column 5 is not finite"):
+        make_variant(digits.model, digits.run_dir, "int8", out, calibration=rows)
+    with pytest.raises(DataError, match="calibration rows have 30 features; the model expects 64"):
+        make_variant(
+            digits.model, digits.run_dir, "int8", out, calibration=cancer.run.calibration()
+        )
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+# --- re-verification, numerics, ORT format ------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["int8", "fp16"])
+def test_written_variant_reverifies_against_the_numpy_reference(
+    built: dict[tuple[str, str], Path], digits: Exported, variant: str
+) -> None:
+    path = built["digits", variant]
+    report = verify_variant_file(path, digits.run_dir)
+    assert report.passed, report.failures
+    against_fp32 = verify_variant_file(path, digits.run_dir, source=digits.model)
+    recorded = json.loads(_props(path)[KEY_VARIANT_REPORT])
+    assert against_fp32.label_agreement == recorded["label_agreement"]
+    assert against_fp32.max_probability_error == pytest.approx(
+        recorded["max_probability_error"], abs=tol.PROBABILITY_ATOL
+    )
+    with pytest.raises(ModelLoadError, match="is not an int8 / fp16 variant"):
+        verify_variant_file(digits.model, digits.run_dir)
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_variants_stay_finite_and_consistent_on_extreme_inputs(
+    built: dict[tuple[str, str], Path], digits: Exported, data: st.DataObject
+) -> None:
+    """Rows up to 1e3 times the training range: probabilities valid, label = argmax."""
+    limit = float(np.abs(digits.run.calibration()).max()) * 1e3
+    x = data.draw(
+        arrays(np.float32, (5, 64), elements=st.floats(-limit, limit, width=32)), label="x"
+    )
+    for variant in ("int8", "fp16"):
+        out = _run(built["digits", variant], x)
+        p = out["probabilities"]
+        assert np.isfinite(out["logits"]).all() and np.isfinite(p).all()
+        assert ((p >= 0) & (p <= 1)).all()
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=tol.PROBABILITY_SUM_ATOL)
+        np.testing.assert_array_equal(out["label"], p.argmax(axis=1))
+
+
+def test_ort_format_runs_like_the_onnx_file(
+    built: dict[tuple[str, str], Path], digits: Exported, tmp_path: Path
+) -> None:
+    src = built["digits", "int8"]
+    ort_file, config = onnx_to_ort(src, tmp_path / "d.int8.ort")
+    assert ort_file.read_bytes()[4:8] == b"ORTM"
+    assert "QuantizeLinear" in config.read_text()
+    x, _ = digits.run.validation()
+    a, b = _run(src, x), _run(ort_file, x)
+    for name in ("logits", "probabilities", "label"):
+        np.testing.assert_array_equal(a[name], b[name])
+    meta = ort.InferenceSession(str(ort_file)).get_modelmeta().custom_metadata_map
+    assert meta[KEY_VARIANT] == "int8"
+    with pytest.raises(OutputExistsError):
+        onnx_to_ort(src, ort_file)
+
+
+def test_variant_path_sits_beside_the_source() -> None:
+    assert variant_path("artifacts/digits.onnx", "int8") == Path("artifacts/digits.int8.onnx")
+
+
+# --- CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_optimize_json(cancer: Exported, tmp_path: Path) -> None:
+    out = tmp_path / "c.int8.onnx"
+    args = ["optimize", str(cancer.model), "--run", str(cancer.run_dir), "--int8", "-o", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--json", "--ort"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["variant"] == "int8" and data["passed"] is True
+    assert data["size_bytes"] == out.stat().st_size
+    assert Path(data["ort"]["path"]).is_file()
+
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 1
+    assert again.output == f"Error: {out} already exists; pass --overwrite to replace it\n"
+
+
+def test_cli_optimize_prints_the_bar(digits: Exported, tmp_path: Path) -> None:
+    out = tmp_path / "d.fp16.onnx"
+    result = CliRunner().invoke(
+        cli, ["optimize", str(digits.model), "--run", str(digits.run_dir), "--fp16", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"fp16 variant of {digits.model} -> {out} (")
+    assert any(line.startswith("label agreement") and " ok" in line for line in lines)
+    assert lines[-1].endswith("passed")
+
+
+def test_cli_optimize_usage_errors(digits: Exported) -> None:
+    runner = CliRunner()
+    no_run = runner.invoke(cli, ["optimize", str(digits.model), "--int8"])
+    assert no_run.exit_code == 2 and "--int8 needs --run RUN_DIR" in no_run.output
+    nothing = runner.invoke(cli, ["optimize", str(digits.model)])
+    assert nothing.exit_code == 2 and "choose --int8, --fp16 or --ort" in nothing.output
+    fp16_dynamic = runner.invoke(
+        cli, ["optimize", str(digits.model), "--run", str(digits.run_dir), "--fp16", "--dynamic"]
+    )
+    assert fp16_dynamic.exit_code == 2 and "apply to --int8 only" in fp16_dynamic.output
