@@ -33,6 +33,7 @@ Runs on Python 3.9 or later. The same functions serve as a library: ``EdgeModel(
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -206,7 +207,7 @@ class EdgeModel:
         Raises:
             EdgeError: not numeric, wrong rank or feature count, or NaN / Inf.
         """
-        arr = np.asarray(x)
+        arr = x if type(x) is np.ndarray else np.asarray(x)
         if arr.dtype.kind not in "biuf":
             raise EdgeError(f"input has dtype {arr.dtype}; expected numbers")
         if arr.ndim == 1:
@@ -215,9 +216,12 @@ class EdgeModel:
             raise EdgeError(f"input must be 2-D (rows, features); got shape {tuple(arr.shape)}")
         if self.num_features is not None and arr.shape[1] != self.num_features:
             raise EdgeError(f"model expects {self.num_features} features, input has {arr.shape[1]}")
-        with np.errstate(over="ignore", invalid="ignore"):
-            arr = np.ascontiguousarray(arr, dtype=self.input_dtype)
-        if arr.size and not np.isfinite(arr).all():
+        if arr.dtype != self.input_dtype or not arr.flags.c_contiguous:
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = np.ascontiguousarray(arr, dtype=self.input_dtype)
+        # x.x is finite exactly when every value is (no cancellation among squares);
+        # one BLAS call. On overflow of large finite values the exact test decides.
+        if arr.size and not math.isfinite(np.vdot(arr, arr)) and not np.isfinite(arr).all():
             row, column = (int(i) for i in np.argwhere(~np.isfinite(arr))[0])
             raise EdgeError(
                 f"input row {row}, column {column} is {arr[row, column]}; NaN / Inf are rejected"
@@ -259,7 +263,9 @@ class EdgeModel:
             raise EdgeError(f"onnxruntime failed to run the model: {reason}") from None
 
     def _classes(self, result: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        probs = np.asarray(result[0], dtype=np.float32)
+        probs = result[0]
+        if probs.dtype != np.float32:
+            probs = probs.astype(np.float32)
         if probs.ndim == 1:
             probs = probs.reshape(-1, 1)
         if probs.shape[1] == 1:
@@ -271,7 +277,9 @@ class EdgeModel:
         else:
             per_class = probs
         if self.has_label:
-            labels = np.asarray(result[1]).reshape(-1).astype(np.int64, copy=False)
+            labels = result[1]
+            if labels.ndim != 1 or labels.dtype != np.int64:
+                labels = labels.reshape(-1).astype(np.int64)
         elif probs.shape[1] == 1:
             labels = (probs[:, 0] >= np.float32(self.threshold)).astype(np.int64)
         else:

@@ -341,3 +341,16 @@ def test_console_script_cuda_error_exit_1(multiclass: ModelCase, tmp_path: Path)
     assert (
         result.stderr == "Error: CUDAExecutionProvider requested; available: CPUExecutionProvider\n"
     )
+
+
+def test_huge_finite_values_pass_and_float32_overflow_is_refused(multiclass: ModelCase) -> None:
+    model = edge.EdgeModel(multiclass.path)
+    # x.x overflows float32 here, yet every value is finite: the exact test lets it through
+    labels, _ = model.score(np.full((2, 5), 3e38, dtype=np.float32))
+    assert labels.shape == (2,)
+    beyond = np.zeros((2, 5))
+    beyond[1, 3] = 1e39  # finite float64, inf as float32
+    with pytest.raises(
+        edge.EdgeError, match=r"^input row 1, column 3 is inf; NaN / Inf are rejected$"
+    ):
+        model.score(beyond)
