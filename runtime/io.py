@@ -1126,6 +1126,26 @@ def _widen_nulls(schema: Any) -> Any:
     )
 
 
+def _parquet_writer(path: Path, schema: Any) -> Any:
+    """A ParquetWriter that dictionary-encodes text columns only.
+
+    pyarrow tries a dictionary for every column by default; on float columns of
+    distinct values (probabilities) it builds one, overflows and falls back, which
+    made writing several times slower than the inference it records.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text = [
+        f.name
+        for f in schema
+        if pa.types.is_string(f.type)
+        or pa.types.is_large_string(f.type)
+        or pa.types.is_dictionary(f.type)
+    ]
+    return pq.ParquetWriter(str(path), schema, compression="snappy", use_dictionary=text)
+
+
 class _ParquetWriter(_TableWriter):
     def __init__(self, path: Path, compress: bool, types: Mapping[str, str]) -> None:
         super().__init__(path, compress, types)
@@ -1134,7 +1154,6 @@ class _ParquetWriter(_TableWriter):
         self._pending: Any = None  # an empty first chunk, kept for its schema
 
     def write(self, columns: Mapping[str, Any]) -> None:
-        import pyarrow.parquet as pq
 
         table = _arrow_table(columns, self._writer.schema if self._writer else None, self.types)
         if self._writer is None:
@@ -1143,19 +1162,18 @@ class _ParquetWriter(_TableWriter):
                 return
             schema = _widen_nulls(table.schema)
             table = table.cast(schema)
-            self._writer = pq.ParquetWriter(str(self.path), schema, compression="snappy")
+            self._writer = _parquet_writer(self.path, schema)
         if table.num_rows:
             self._writer.write_table(table)
 
     def close(self) -> None:
-        import pyarrow.parquet as pq
 
         if self._writer is None:
             if self._pending is None:
                 return
             # No rows at all: still a valid Parquet file with the columns.
             schema = _widen_nulls(self._pending.schema)
-            self._writer = pq.ParquetWriter(str(self.path), schema, compression="snappy")
+            self._writer = _parquet_writer(self.path, schema)
             self._writer.write_table(self._pending.cast(schema))
         self._writer.close()
 
@@ -1358,24 +1376,49 @@ class AtomicOutput:
             raise
 
     def write(self, columns: Mapping[str, Any]) -> None:
-        """Append a batch of rows (name -> ``(n,)`` array; same names every call)."""
-        self._writer.write(columns)
+        """Append a batch of rows (name -> ``(n,)`` array; same names every call).
+
+        Raises:
+            DataError: the file system refused the write (disk full, ...).
+        """
+        try:
+            self._writer.write(columns)
+        except OSError as exc:
+            raise self._write_error(exc) from None
         for values in columns.values():
             self.rows += len(values)
             break
 
     def finish(self) -> None:
-        """Close the temporary file (everything written); :meth:`commit` renames it."""
-        self._writer.close()
+        """Close the temporary file (everything written); :meth:`commit` renames it.
+
+        Raises:
+            DataError: the file system refused the last writes.
+        """
+        try:
+            self._writer.close()
+        except OSError as exc:
+            raise self._write_error(exc) from None
 
     def commit(self) -> Path:
-        """Move the finished file over the target; returns the target path."""
+        """Move the finished file over the target; returns the target path.
+
+        Raises:
+            DataError: the rename failed.
+        """
         # mkstemp makes 0600: keep the old file's rights, or give the usual ones.
         mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o666 & ~_umask()
-        os.chmod(self.temp_path, mode)
-        os.replace(self.temp_path, self.path)
+        try:
+            os.chmod(self.temp_path, mode)
+            os.replace(self.temp_path, self.path)
+        except OSError as exc:
+            raise self._write_error(exc) from None
         self._done = True
         return self.path
+
+    def _write_error(self, exc: OSError) -> DataError:
+        reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+        return DataError(f"cannot write {self.path}: {reason}")
 
     def discard(self) -> None:
         """Close and remove the temporary file; the target is not touched."""

@@ -30,10 +30,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import re
 import sys
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,6 +79,8 @@ __all__ = [
 #: Rows per ``session.run``: past a few thousand rows the per-call overhead of these
 #: MLPs is negligible, and the activations stay in cache.
 DEFAULT_BATCH_SIZE = 8192
+#: Chunks whose output may wait to be written while the next ones are scored.
+WRITE_BEHIND = 2
 #: Rows read, checked and written at once (a multiple of the batch size): enough to
 #: make the per-chunk Python work small next to inference, small enough that a chunk
 #: of 64 float32 features is 16 MiB.
@@ -811,19 +815,23 @@ def score_file(
             else None
         )
         bar = stack.enter_context(_progress(progress, reader.total_rows))
+        # Entered last, so it stops (and drops queued writes) before the outputs are
+        # discarded on an error.
+        writes = stack.enter_context(_WriteBehind())
         scored = skipped = 0
         for batch in reader.batches(
             features=plan.features or (), carry=plan.carry, batch_rows=rows
         ):
             result = score_batch(predictor, batch, plan)
-            out.write(result.columns)
+            writes.submit(out.write, result.columns)
             if result.rejected is not None and rejected_out is not None:
-                rejected_out.write(result.rejected)
+                writes.submit(rejected_out.write, result.rejected)
             scored += result.num_scored
             skipped += result.num_rejected
             bar.update(result.num_scored + result.num_rejected)
         if rejected_out is not None and skipped == 0:
-            rejected_out.write(_empty_rejected())  # the file exists, with its header
+            writes.submit(rejected_out.write, _empty_rejected())  # the file, with its header
+        writes.finish()
         out.finish()
         if rejected_out is not None:
             rejected_out.finish()
@@ -866,6 +874,71 @@ def _predictor(
         return model
     # Rows are checked for NaN / Inf before they reach the model; no second pass.
     return Predictor(model, provider=provider, threads=threads, nonfinite="allow")
+
+
+class _WriteBehind:
+    """Output writes in one background thread, at most :data:`WRITE_BEHIND` chunks behind.
+
+    Turning a chunk into Arrow, encoding and compressing it (pyarrow releases the GIL)
+    then overlaps the next chunk's reading and inference instead of adding to it;
+    memory stays bounded by the queue. An error in the thread is raised in the caller
+    at the next :meth:`submit` or at :meth:`finish`. Leaving the ``with`` block on an
+    error drops the writes still queued and waits for the thread, so that nothing
+    writes to an output after it is discarded.
+    """
+
+    def __init__(self, depth: int = 0) -> None:
+        self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.Queue(
+            maxsize=depth or WRITE_BEHIND
+        )
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(
+            target=self._work, name="onnxedge-score-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None or self._cancelled:
+                continue  # drain: the run is failing
+            task, args = item
+            try:
+                task(*args)
+            except BaseException as exc:  # re-raised in the caller's thread
+                self._error = exc
+
+    def submit(self, task: Callable[..., None], *args: Any) -> None:
+        """Queue ``task(*args)``; blocks while the queue is full."""
+        self._raise()
+        self._queue.put((task, args))
+
+    def finish(self) -> None:
+        """Wait for every queued write; raise the first error one of them met."""
+        self._stop()
+        self._raise()
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._cancelled = True
+            raise error
+
+    def __enter__(self) -> _WriteBehind:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self._cancelled = True
+        self._stop()
 
 
 class _NoProgress:

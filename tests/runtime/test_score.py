@@ -575,6 +575,43 @@ def test_interruption_mid_stream_leaves_no_output(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "o.parquet"]
 
 
+@pytest.mark.parametrize("out_kind", ["csv", "parquet", "jsonl"])
+def test_a_failing_write_mid_stream_is_one_error_and_no_output(
+    tmp_path: Path, multiclass: ModelCase, monkeypatch: pytest.MonkeyPatch, out_kind: str
+) -> None:
+    source = write_input(tmp_path, "npy", multiclass.rows(100), [])
+    writes = []
+    real = oio.AtomicOutput.write
+
+    def disk_full(self: oio.AtomicOutput, columns: Any) -> None:
+        writes.append(len(writes))
+        if len(writes) == 3:
+            raise OSError(28, "No space left on device")  # as the underlying writer would
+        real(self, columns)
+
+    monkeypatch.setattr(oio.AtomicOutput, "write", disk_full)
+    target = tmp_path / f"o.{out_kind}"
+    with pytest.raises(OSError, match="No space left on device"):
+        score_file(multiclass.path, source, target, chunk_rows=10, progress=False)
+    assert len(writes) == 3  # the error stopped the run at the next chunk or at the end
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+
+
+def test_os_errors_from_writers_become_data_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "o.csv"
+    with oio.AtomicOutput(target, "csv") as out:
+
+        def full(columns: Any) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(out._writer, "write", full)
+        with pytest.raises(DataError, match=rf"^cannot write {target}: No space left on device$"):
+            out.write({"a": np.arange(3)})
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("in_kind", INPUT_KINDS)
 def test_scoring_streams_chunk_by_chunk(
     tmp_path: Path, multiclass: ModelCase, monkeypatch: pytest.MonkeyPatch, in_kind: str
