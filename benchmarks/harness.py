@@ -1,0 +1,211 @@
+"""Timing primitives and machine facts shared by the benchmark modules.
+
+Timings here are noisy (2 shared cores): every figure is measured in several rounds,
+paths are interleaved round by round (their order rotates, so drift and position
+bias spread over all of them), and ratios are taken inside a round before the median
+is taken across rounds. Between blocks the harness sleeps briefly so that worker
+threads still spinning after one path's block (libgomp for torch, onnxruntime's own
+pool) have parked before the next path's block starts.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Seconds to sleep between timed blocks (libgomp spins a few ms after a parallel region).
+SETTLE_S = 0.02
+
+#: Environment variables that change BLAS / OpenMP behaviour; recorded with the results.
+THREAD_ENV = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "MKL_NUM_THREADS",
+    "GOMP_SPINCOUNT",
+)
+#: CPU flags worth knowing for these kernels.
+CPU_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+def settle() -> None:
+    """Give worker threads still spinning after the previous block time to park."""
+    time.sleep(SETTLE_S)
+
+
+def freeze_heap() -> None:
+    """Collect garbage once, then exempt every live object from later collections.
+
+    With torch loaded a full collection takes about 0.1 s; after the freeze the
+    collector only walks what the timed calls themselves allocate.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def latency_ns(fn: Callable[[], Any], calls: int) -> np.ndarray:
+    """Time ``calls`` calls of ``fn`` one by one; ``(calls,)`` int64 nanoseconds."""
+    clock = time.perf_counter_ns
+    out = np.empty(calls, dtype=np.int64)
+    for i in range(calls):
+        start = clock()
+        fn()
+        out[i] = clock() - start
+    return out
+
+
+def timed_block(fn: Callable[[], Any], min_s: float, min_calls: int = 2) -> tuple[int, float]:
+    """Call ``fn`` until ``min_s`` seconds and ``min_calls`` calls have passed.
+
+    Returns ``(calls, seconds)``. Bounding blocks by time, not by a call count fixed
+    in advance, keeps a run's length in hand when the machine is busy.
+    """
+    clock = time.perf_counter
+    start = clock()
+    calls = 0
+    while True:
+        fn()
+        calls += 1
+        elapsed = clock() - start
+        if calls >= min_calls and elapsed >= min_s:
+            return calls, elapsed
+
+
+def rotated(items: Sequence[Any], round_index: int) -> list[Any]:
+    """``items`` rotated left by ``round_index`` (each round starts with another path)."""
+    k = round_index % len(items) if items else 0
+    return list(items[k:]) + list(items[:k])
+
+
+def percentiles_us(samples_ns: np.ndarray) -> dict[str, float]:
+    """p50 / p90 / p99 / mean / min of nanosecond samples, in microseconds."""
+    us = samples_ns.astype(np.float64) / 1e3
+    p50, p90, p99 = np.percentile(us, [50, 90, 99])
+    return {
+        "p50_us": float(p50),
+        "p90_us": float(p90),
+        "p99_us": float(p99),
+        "mean_us": float(us.mean()),
+        "min_us": float(us.min()),
+        "calls": int(us.size),
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of a non-empty sequence (nan when empty)."""
+    return float(np.median(np.asarray(values, dtype=np.float64))) if len(values) else math.nan
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of per-round figures."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return {"median": math.nan, "min": math.nan, "max": math.nan, "rounds": 0}
+    return {
+        "median": float(np.median(arr)),
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "rounds": int(arr.size),
+    }
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (honours taskset / cpusets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    model = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def _version(module: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def machine_facts() -> dict[str, Any]:
+    """CPU model and flags, cores, memory, library versions and thread environment."""
+    model, flags = _cpuinfo()
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory_gib: float | None = round(pages / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        memory_gib = None
+    return {
+        "cpu_model": model,
+        "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
+        "cpus": cpu_count(),
+        "os_cpu_count": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {
+            name: _version(name)
+            for name in ("onnxedge", "numpy", "onnxruntime", "torch", "onnx", "threadpoolctl")
+        },
+        "thread_env": {name: os.environ.get(name) for name in THREAD_ENV},
+        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "git_commit": _git_commit(),
+        "executable": sys.executable,
+    }
