@@ -162,6 +162,13 @@ class Int8Settings:
         activation_type: ``uint8`` (onnxruntime's fast u8s8 kernels on x86).
         weight_type: ``int8``.
         calibrate_method: ``minmax`` (static only).
+        quant_format: static only: ``qdq`` (QuantizeLinear / DequantizeLinear pairs that
+            onnxruntime fuses into its int8 kernels) or ``qoperator`` (QGemm /
+            QLinearMatMul nodes written directly). Measured the same speed here after
+            onnxruntime's fusion; QDQ is onnxruntime's recommended form.
+        requantize_logits: static only: also quantize the last layer's output, so the
+            head reads logits rounded to 8 bits (onnxruntime's default; off here: it
+            loses probability precision and was slower).
         reason: how the CPU-dependent choices were made, in words.
     """
 
@@ -171,6 +178,8 @@ class Int8Settings:
     activation_type: str = "uint8"
     weight_type: str = "int8"
     calibrate_method: str = "minmax"
+    quant_format: str = "qdq"
+    requantize_logits: bool = False
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -448,6 +457,13 @@ def onnx_to_int8(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    if settings.quant_format not in formats or settings.activation_type not in qtype:
+        raise ExportError(
+            f"unsupported int8 settings: quant_format {settings.quant_format!r} (expected "
+            f"qdq or qoperator), activation_type {settings.activation_type!r} (expected "
+            "uint8 or int8)"
+        )
     rows = np.empty((0, 0), dtype=np.float32)
     if settings.method == "static":
         rows = _check_rows(calibration, _input_width(model), "calibration")
@@ -485,12 +501,16 @@ def onnx_to_int8(
                 pre,
                 out,
                 _Reader(rows),
-                quant_format=QuantFormat.QDQ,
+                quant_format=formats[settings.quant_format],
                 activation_type=qtype[settings.activation_type],
                 calibrate_method=CalibrationMethod.MinMax,
                 # Logits stay float: the head reads them unrequantized, and onnxruntime
                 # then fuses DQ -> Gemm into QGemm with a float output.
-                extra_options={"OpTypesToExcludeOutputQuantization": sorted(LAYER_OPS)},
+                extra_options=(
+                    {}
+                    if settings.requantize_logits
+                    else {"OpTypesToExcludeOutputQuantization": sorted(LAYER_OPS)}
+                ),
                 **common,
             )
         else:
@@ -858,6 +878,7 @@ def make_variant(
         ParityError: the variant misses its bar and ``accept_degradation`` is false;
             ``failures`` lists every missed check. Nothing is written.
     """
+    import onnx
     from onnxedge.models.checkpoint import load_run, sha256_file
 
     if variant not in VARIANTS:
@@ -907,6 +928,12 @@ def make_variant(
             if static:
                 how["calibration_rows"] = len(rows)
         _strip_debug_info(built)
+        try:
+            onnx.checker.check_model(built)
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(
+                f"the {variant} graph does not pass the ONNX checker: {exc}"
+            ) from None
         report = verify_variant(
             built.SerializeToString(), source_bytes, x_val, y_val, variant=variant, task=run.task
         )
@@ -1176,11 +1203,20 @@ def _split_layers(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
 
 
 def _strip_debug_info(model: onnx.ModelProto) -> None:
-    """Drop per-node metadata and doc strings (exporter debug info, not needed on a device)."""
+    """Drop per-node metadata, doc strings and opset imports no node uses.
+
+    The quantizer's pre-processing step saves the model through onnxruntime, which
+    imports every domain it knows (training, preview, nchwc, aten, ...); a device
+    runtime needs only the domains the graph's nodes use.
+    """
     for node in model.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
     model.graph.doc_string = ""
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
 
 
 def _as_bytes(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> bytes:
