@@ -1013,6 +1013,9 @@ def _serialize_with_size(
     for _ in range(4):
         # size_ratio stays out: its digits would change with the size it describes.
         recorded = {k: v for k, v in report.to_dict().items() if k != "size_ratio"}
+        # file names only: a deployed model should not carry the build machine's paths
+        recorded["source"] = Path(report.source).name
+        recorded["output"] = Path(report.output).name
         del model.metadata_props[:]
         onnx.helper.set_model_props(
             model,

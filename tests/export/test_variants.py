@@ -183,6 +183,7 @@ def test_metadata_names_the_variant_its_source_and_its_figures(
     assert recorded["source_size_bytes"] == exported.model.stat().st_size
     assert recorded["label_agreement"] == report.label_agreement
     assert recorded["passed"] is True and recorded["failures"] == []
+    assert (recorded["source"], recorded["output"]) == (exported.model.name, out.name)
     # the fp32 parity figures describe another graph; the digest is this graph's own
     assert KEY_PARITY not in props
     assert props[KEY_GRAPH_WEIGHTS_SHA256] != source[KEY_GRAPH_WEIGHTS_SHA256]
