@@ -44,7 +44,7 @@ from onnxedge.export.variants import (
     "variant",
     flag_value="int8",
     default=None,
-    help="Quantize the layers to int8 (static QDQ, calibrated on the run's rows).",
+    help="Quantize the layers to int8 (uint8 activations, int8 weights).",
 )
 @click.option("--fp16", "variant", flag_value="fp16", help="Convert the layers to float16.")
 @click.option(
@@ -63,7 +63,7 @@ from onnxedge.export.variants import (
 @click.option(
     "--per-channel/--per-tensor",
     default=None,
-    help="int8 weight scales.  [default: per-tensor]",
+    help="int8 weight scales.  [default: per-tensor first, per-channel if needed]",
 )
 @click.option(
     "--reduce-range/--no-reduce-range",
