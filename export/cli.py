@@ -7,6 +7,7 @@ group turns them into one line ``Error: ...`` and exit code 1.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 from onnxedge.export.heads import HEAD_AUTO, HEAD_CHOICES
@@ -18,7 +19,13 @@ from onnxedge.export.onnx_export import (
     ExportResult,
     checkpoint_to_onnx,
 )
+from onnxedge.export.variants import (
+    model_variant,
+    raise_for_variant_failures,
+    verify_variant_file,
+)
 from onnxedge.export.verify import verify_model
+from onnxedge.runtime.errors import CheckpointError
 
 
 @click.command(
@@ -177,6 +184,18 @@ def verify(
     torch module is rebuilt from the model's own weights (their integrity is then checked
     by the digest recorded at export), and --dataset is required.
     """
+    if model_variant(model) != "fp32":
+        # int8 / fp16 files are held to the variant bar against their run's weights.
+        if run_dir is None:
+            raise CheckpointError(f"{model} is an edge variant; verify it with --run RUN_DIR")
+        variant_report = verify_variant_file(model, run_dir)
+        if report_path is not None:
+            Path(report_path).write_text(json.dumps(variant_report.to_dict(), indent=2) + "\n")
+        click.echo(
+            json.dumps(variant_report.to_dict()) if as_json else variant_report.render_table()
+        )
+        raise_for_variant_failures(variant_report)
+        return
     column: str | int | None = label_column
     if label_column is not None and label_column.lstrip("-").isdigit():
         column = int(label_column)

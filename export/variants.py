@@ -654,6 +654,24 @@ def verify_variant(
     return _compare(_as_bytes(variant_model), ref, rows, y, variant=variant, task=task, bar=bar)
 
 
+def model_variant(model: str | os.PathLike[str]) -> str:
+    """The ``onnxedge.variant`` a model file records (``fp32`` when it records none).
+
+    Raises:
+        ModelLoadError: the file cannot be read as ONNX.
+    """
+    return _metadata(_as_bytes(model)).get(KEY_VARIANT, "fp32")
+
+
+def raise_for_variant_failures(report: VariantReport) -> None:
+    """Raise :class:`ParityError` listing every check a variant failed, if any."""
+    if report.failures:
+        raise ParityError(
+            f"{report.variant} variant misses its bar: " + "; ".join(report.failures),
+            report.failures,
+        )
+
+
 def verify_variant_file(
     model: str | os.PathLike[str],
     run_dir: str | os.PathLike[str],

@@ -523,3 +523,38 @@ def test_cli_optimize_usage_errors(digits: Exported) -> None:
         cli, ["optimize", str(digits.model), "--run", str(digits.run_dir), "--fp16", "--dynamic"]
     )
     assert fp16_dynamic.exit_code == 2 and "apply to --int8 only" in fp16_dynamic.output
+
+
+def test_cli_verify_holds_a_variant_to_its_bar(
+    built: dict[tuple[str, str], Path], digits: Exported, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    good = built["digits", "int8"]
+    ok = runner.invoke(cli, ["verify", str(good), "--run", str(digits.run_dir), "--json"])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.output)
+    assert data["variant"] == "int8" and data["passed"] is True
+
+    no_run = runner.invoke(cli, ["verify", str(good)])
+    assert no_run.exit_code == 1
+    assert no_run.output == f"Error: {good} is an edge variant; verify it with --run RUN_DIR\n"
+
+    bad = tmp_path / "bad.int8.onnx"
+    calibration = digits.run.calibration() * 1e4
+    make_variant(
+        digits.model,
+        digits.run_dir,
+        "int8",
+        bad,
+        method="static",
+        calibration=calibration,
+        accept_degradation=True,
+    )
+    report = tmp_path / "bad.json"
+    failed = runner.invoke(
+        cli, ["verify", str(bad), "--run", str(digits.run_dir), "--report", str(report)]
+    )
+    assert failed.exit_code == 1
+    last = failed.output.strip().splitlines()[-1]
+    assert last.startswith("Error: int8 variant misses its bar: label agreement")
+    assert json.loads(report.read_text())["passed"] is False
