@@ -10,6 +10,7 @@ exit code 1 here, and nowhere else.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from typing import Any
 
@@ -94,6 +95,17 @@ def _one_line(exc: BaseException) -> str:
 @click.version_option(__version__, "-V", "--version", prog_name="onnxedge")
 def cli() -> None:
     """onnxedge: PyTorch classifiers to verified ONNX models, scored anywhere."""
+    _log_to_stderr()
+
+
+def _log_to_stderr() -> None:
+    """Show onnxedge's warnings (e.g. what a plain model does not say) as one line each."""
+    logger = logging.getLogger("onnxedge")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("Warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> None:
