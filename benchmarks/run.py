@@ -451,6 +451,23 @@ def write_outputs(results: dict[str, Any], out_dir: Path, *, plot: bool = True) 
     return written
 
 
+def wait_for_idle(limit_s: float, log: Callable[[str], None] = print) -> bool:
+    """Wait up to ``limit_s`` for the 1-minute load average to drop below half the CPUs.
+
+    Returns whether it did (the run goes ahead either way; the load is recorded).
+    """
+    if not hasattr(os, "getloadavg"):
+        return True
+    threshold = cpu_count() / 2
+    deadline = time.monotonic() + limit_s
+    while os.getloadavg()[0] >= threshold:
+        if time.monotonic() >= deadline:
+            log(f"[idle] load average still {os.getloadavg()[0]:.2f}; running anyway")
+            return False
+        time.sleep(5)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Prepare the models, run every section, write the three files, print the markdown."""
     parser = argparse.ArgumentParser(
@@ -472,6 +489,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma-separated, from {','.join(SECTIONS)}"
     )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to this long for the 1-minute load average to fall below "
+        "half the CPU count (shared machines)",
+    )
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.sections.split(",") if s)
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -480,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = replace(QUICK if args.quick else FULL, sections=sections)
     names = tuple(n for n in args.models.split(",") if n)
 
+    if args.wait_idle > 0:
+        wait_for_idle(args.wait_idle)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="onnxedge-bench-") as tmp:
         workdir = args.workdir or Path(tmp)
