@@ -197,6 +197,9 @@ class Predictor:
             into the result arrays; None (default) uses it on CUDA only.
         logger: where onnxruntime's warnings and this class's notes go
             (default ``logging.getLogger("onnxedge.runtime")``).
+        session_config: extra onnxruntime session config entries, e.g.
+            ``{"session.intra_op.allow_spinning": "0"}`` (batch scoring turns spinning
+            off so its writer thread gets the cores between runs).
 
     Raises:
         ModelLoadError: the model is missing, empty, truncated, not ONNX, reads
@@ -218,6 +221,7 @@ class Predictor:
         nonfinite: Nonfinite = "reject",
         io_binding: bool | None = None,
         logger: logging.Logger | None = None,
+        session_config: dict[str, str] | None = None,
     ) -> None:
         self._log = logger or logging.getLogger(LOGGER_NAME)
         if nonfinite not in ("reject", "allow"):
@@ -227,6 +231,7 @@ class Predictor:
         self.requested_provider = _providers.normalize_request(provider)
         self.threads = _check_threads(threads)
         self.graph_optimization_level = _check_level(graph_optimization_level)
+        self.session_config = {str(k): str(v) for k, v in (session_config or {}).items()}
         #: Notes on what could not be known or was assumed; also logged at WARNING.
         self.warnings: list[str] = []
 
@@ -288,6 +293,8 @@ class Predictor:
         options.graph_optimization_level = _ORT_LEVELS()[self.graph_optimization_level]
         if self.file_info.format == "ort":
             options.add_session_config_entry("session.load_model_format", "ORT")
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(key, value)
         return options
 
     def _note(self, message: str) -> None:
