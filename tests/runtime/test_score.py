@@ -262,6 +262,19 @@ def test_parquet_keeps_the_type_of_carried_columns(tmp_path: Path, multiclass: M
     assert table["n"].to_pylist() == list(range(6))
 
 
+def test_parquet_output_schema(tmp_path: Path, multiclass: ModelCase) -> None:
+    source = write_input(tmp_path, "csv", multiclass.rows(5), multiclass.feature_names or [])
+    score_file(multiclass.path, source, tmp_path / "o.parquet", id_column="id", progress=False)
+    schema = pq.read_schema(tmp_path / "o.parquet")
+    assert schema.field("id").type == pa.string() and schema.field("id").nullable
+    assert schema.field("label").type == pa.int64()
+    # the class name is stored as a dictionary of the model's names (it reads back as such)
+    assert schema.field("class_name").type == pa.dictionary(pa.int32(), pa.string())
+    assert schema.field("prob_class_0").type == pa.float32()
+    computed = ["label", "class_name", "prob_class_0", "prob_class_1", "prob_class_2"]
+    assert not any(schema.field(name).nullable for name in computed)
+
+
 def test_model_as_predictor_or_bytes_gives_the_same_file(
     tmp_path: Path, multiclass: ModelCase
 ) -> None:
@@ -702,3 +715,10 @@ def test_extreme_values_are_scored_or_rejected_never_both(
         np.testing.assert_array_equal(result.columns["label"], expected.labels)
         got = np.stack([result.columns[c] for c in plan.probability_columns], axis=1)
         np.testing.assert_allclose(got, expected.probabilities, rtol=0, atol=PROBABILITY_ATOL)
+
+
+def test_the_scoring_predictor_does_not_spin(multiclass: ModelCase) -> None:
+    # onnxruntime's spinning workers would hold the cores the writer thread needs.
+    predictor = score_mod._predictor(multiclass.path, provider="cpu", threads=1)
+    assert predictor.session_config == {"session.intra_op.allow_spinning": "0"}
+    assert predictor.nonfinite == "allow"  # score_batch checks the rows itself
