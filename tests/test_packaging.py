@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-
 from onnxedge.runtime.cli import COMMANDS, cli
 from onnxedge.runtime.version import __version__
 
