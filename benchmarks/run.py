@@ -84,8 +84,8 @@ class Settings:
     latency_rounds: int = 5
     batches: tuple[int, ...] = (256, 4096)
     threads: tuple[int, ...] = ()
-    rounds: int = 5
-    block_s: float = 0.12
+    rounds: int = 7
+    block_s: float = 0.08
     ceiling_target_s: float = 0.1
     ceiling_rounds: int = 5
     ceiling_large: int = 2048
@@ -101,7 +101,7 @@ FULL = Settings()
 QUICK = Settings(
     latency_rounds=2,
     rounds=3,
-    block_s=0.08,
+    block_s=0.05,
     ceiling_target_s=0.05,
     ceiling_rounds=3,
     cold_runs=5,
@@ -194,11 +194,22 @@ def run_benchmarks(
                         block_s=settings.block_s,
                         flops_per_row=model.flops_per_row(),
                     )
-                    _add_fractions(measured, results.get("ceiling"), model.name, batch, count)
                     results["throughput"].setdefault(model.name, {}).setdefault(str(batch), {})[
                         str(count)
                     ] = measured
         results["section_seconds"]["throughput"] = time.perf_counter() - t0
+
+    if "ceiling" in results:
+        # Again after the in-process sections: on a shared machine the rate drifts with
+        # other work, and the faster of the two is the fairer ceiling.
+        log("[ceiling, second measurement]")
+        t0 = time.perf_counter()
+        results["ceiling"] = _best_ceiling(results["ceiling"], _ceiling(models, settings))
+        results["section_seconds"]["ceiling"] += time.perf_counter() - t0
+        for model_name, by_batch in results.get("throughput", {}).items():
+            for batch, by_threads in by_batch.items():
+                for count, measured in by_threads.items():
+                    _add_fractions(measured, results["ceiling"], model_name, int(batch), int(count))
 
     results["goals"] = []  # filled below, once cold start is known
     cold_model = next((m for m in models if m.name == "digits"), models[0])
@@ -265,6 +276,23 @@ def _ceiling(models: list[BenchModel], settings: Settings) -> dict[str, Any]:
         rounds=settings.ceiling_rounds,
         large=(size, size, size),
     )
+
+
+def _best_ceiling(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Per thread count and GEMM, the faster of two ceiling measurements (both kept)."""
+    best: dict[str, Any] = {}
+    for count, chains in first["by_threads"].items():
+        best[count] = {}
+        for name, entry in chains.items():
+            other = second["by_threads"].get(count, {}).get(name)
+            best[count][name] = (
+                other if other is not None and other["gflops"] > entry["gflops"] else entry
+            )
+    return {
+        **first,
+        "by_threads": best,
+        "measurements": [first["by_threads"], second["by_threads"]],
+    }
 
 
 def _add_fractions(
