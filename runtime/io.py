@@ -38,6 +38,7 @@ import contextlib
 import csv
 import gzip
 import io
+import itertools
 import json
 import math
 import mmap
@@ -109,8 +110,10 @@ _NPY_MAGIC = b"\x93NUMPY"
 #: A block of text that grows past this many block sizes without a row boundary
 #: means an unterminated quote (or no newlines at all): stop instead of buffering it all.
 _MAX_BLOCKS_PER_ROW = 8
-#: Rows sampled to decide which CSV columns are numeric when the model names none.
+#: Rows sampled to decide which CSV columns are numeric when the model names none,
+#: from at most this many bytes of text after the header.
 _NUMERIC_SAMPLE_ROWS = 1000
+_SAMPLE_BYTES = 1 << 20
 #: Reasons quote at most this many characters of a bad value.
 _QUOTE_CHARS = 40
 _HEADER_NOTE = "line 1 is the header"
@@ -534,8 +537,8 @@ _READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile)
 
 def _text_blocks(
     path: Path, handle: BinaryIO, block_bytes: int, *, quotes: bool, first_line: int
-) -> Iterator[tuple[bytes, int]]:
-    """Yield ``(block, line of its first byte)``; each block ends at a row boundary.
+) -> Iterator[tuple[bytes, int, int]]:
+    """Yield ``(block, line of its first byte, newlines in it)``; blocks end at row ends.
 
     With ``quotes`` a newline inside a double-quoted field is not a boundary: a
     newline ends a row only after an even number of quote characters (RFC 4180
@@ -553,10 +556,10 @@ def _text_blocks(
         buf = pending + data if pending else data
         if eof:
             if buf:
-                yield buf, line
+                yield buf, line, buf.count(b"\n")
             return
         cut = buf.rfind(b"\n")
-        if quotes:
+        if quotes and b'"' in buf:  # a memchr; the parity count only where quotes are
             while cut >= 0 and buf.count(b'"', 0, cut) % 2:
                 cut = buf.rfind(b"\n", 0, cut)
         if cut < 0:
@@ -568,8 +571,9 @@ def _text_blocks(
             pending = buf
             continue
         block, pending = buf[: cut + 1], buf[cut + 1 :]
-        yield block, line
-        line += block.count(b"\n")
+        newlines = block.count(b"\n")
+        yield block, line, newlines
+        line += newlines
 
 
 def _decode(path: Path, block: bytes, line: int) -> str:
@@ -607,15 +611,15 @@ class CsvReader(InputReader):
             first = next(blocks, None)
             if first is None or not first[0].strip():
                 raise DataError(f"{path}: empty file (no header row)")
-            text, _ = first
+            text = first[0]
             # The header is the first record; what follows it starts at header_bytes.
             header_text, self._header_bytes = _first_record(path, text)
-            sample_text = _decode(path, text[self._header_bytes :], 2)
+            sample_text = _decode(path, _head(text[self._header_bytes :]), 2)
             if not sample_text.strip():
                 # The first block may end right after the header: look one block further.
                 nxt = next(blocks, None)
                 if nxt is not None:
-                    sample_text = _decode(path, nxt[0], nxt[1])
+                    sample_text = _decode(path, _head(nxt[0]), nxt[1])
         header = next(csv.reader([header_text]), [])
         if header and header[0].startswith("\ufeff"):
             header[0] = header[0][1:]  # the byte-order mark spreadsheet programs write
@@ -627,13 +631,14 @@ class CsvReader(InputReader):
             if name in seen:
                 raise DataError(f"{path}: column name {name!r} appears twice in the header")
             seen.add(name)
-        sample = [row for row in csv.reader(io.StringIO(sample_text)) if row]
+        rows = (row for row in csv.reader(io.StringIO(sample_text)) if row)
+        sample = list(itertools.islice(rows, _NUMERIC_SAMPLE_ROWS))
         if not sample:
             raise DataError(f"{path}: header only, no data rows")
         self.columns = header
         self.num_columns = len(header)
         self._header_lines = header_text.count("\n") + 1
-        sample = [row for row in sample[:_NUMERIC_SAMPLE_ROWS] if len(row) == len(header)]
+        sample = [row for row in sample if len(row) == len(header)]
         numeric = []
         for j, name in enumerate(header):
             cells = [row[j].strip() for row in sample if row[j].strip()]
@@ -654,10 +659,12 @@ class CsvReader(InputReader):
                 handle.read(self._header_bytes)
             except _READ_ERRORS as exc:
                 raise _read_error(self.path, exc) from None
-            for block, line in _text_blocks(
+            for block, line, newlines in _text_blocks(
                 self.path, handle, self.block_bytes, quotes=True, first_line=self._header_lines + 1
             ):
-                table = self._arrow_block(block, wanted, text_columns) if use_arrow else None
+                table = (
+                    self._arrow_block(block, newlines, wanted, text_columns) if use_arrow else None
+                )
                 if table is not None:
                     for start in range(0, table.num_rows, batch_rows):
                         part = table.slice(start, batch_rows)
@@ -676,7 +683,9 @@ class CsvReader(InputReader):
                     row += batch.num_rows + len(batch.malformed)
                     yield batch
 
-    def _arrow_block(self, block: bytes, wanted: list[str], text_columns: set[str]) -> Any:
+    def _arrow_block(
+        self, block: bytes, newlines: int, wanted: list[str], text_columns: set[str]
+    ) -> Any:
         """Parse a clean block with pyarrow; None when it needs the exact (stdlib) path."""
         import pyarrow as pa
         import pyarrow.csv as pacsv
@@ -698,7 +707,7 @@ class CsvReader(InputReader):
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             return None
-        lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        lines = newlines + (0 if block.endswith(b"\n") else 1)
         # One row per line is what makes line numbers exact; blank lines or quoted
         # newlines break it, and the stdlib path counts those itself.
         if table.num_rows != lines:
@@ -778,6 +787,14 @@ class CsvReader(InputReader):
         )
 
 
+def _head(block: bytes) -> bytes:
+    """The first :data:`_SAMPLE_BYTES` of a block, cut after a newline (a sample)."""
+    if len(block) <= _SAMPLE_BYTES:
+        return block
+    cut = block.rfind(b"\n", 0, _SAMPLE_BYTES)
+    return block[: cut + 1] if cut >= 0 else block[:_SAMPLE_BYTES]
+
+
 def _first_record(path: Path, block: bytes) -> tuple[str, int]:
     """The header record's text and the byte offset where the data starts."""
     cut = -1
@@ -806,7 +823,7 @@ class JsonlReader(InputReader):
         self.block_bytes = int(block_bytes)
         first: dict[str, Any] | None = None
         with contextlib.closing(_open_binary(path)) as handle:
-            for block, line in _text_blocks(
+            for block, line, _ in _text_blocks(
                 path, handle, self.block_bytes, quotes=False, first_line=1
             ):
                 text = _decode(path, block, line)
@@ -847,7 +864,7 @@ class JsonlReader(InputReader):
         row = 0
         state = _JsonlChunk(wanted)
         with contextlib.closing(_open_binary(self.path)) as handle:
-            for block, line in _text_blocks(
+            for block, line, _ in _text_blocks(
                 self.path, handle, self.block_bytes, quotes=False, first_line=1
             ):
                 text = _decode(self.path, block, line)

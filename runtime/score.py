@@ -15,9 +15,14 @@ Two layers, so that every engine computes a batch the same way:
   rejected rows) atomically.
 
 Output columns, in order: the id column and kept columns as read, ``label`` (int64,
-the class index), ``class_name`` (text) and one ``prob_<class name>`` float32 column
-per class (names made safe: runs of characters other than letters, digits and ``_``
-become ``_``), unless probabilities are turned off.
+the class index), ``class_name`` (text; in Parquet a dictionary column of the model's
+class names) and one ``prob_<class name>`` float32 column per class (names made safe:
+runs of characters other than letters, digits and ``_`` become ``_``), unless
+probabilities are turned off.
+
+Speed: the output is written by a background thread (:class:`_WriteBehind`) while the
+next chunk is read and scored, and the Predictor is built without spinning workers so
+that thread gets the cores between runs (``benchmarks/bench_score.py`` measures it).
 
 Rejected rows (``on_bad_row="skip"``) go to ``<output stem>.rejected.<ending>`` with
 the columns ``source``, ``row`` (0-based data row in ``source``), ``line`` (text
