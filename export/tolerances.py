@@ -67,3 +67,8 @@ INT8_MAX_PROBABILITY_ERROR = 0.3
 FP16_MAX_LOSS_DELTA = 1e-3
 #: max |p_fp16 - p_fp32| over every row and class (measured <= 6e-4).
 FP16_MAX_PROBABILITY_ERROR = 5e-3
+
+# --- scoring engines (local vs Ray Data) on the same rows and the same model ---------
+#: max |p_ray - p_local|: the same float32 graph on the same rows in other batches can
+#: differ by a few float32 roundings (2**-21 = four ulps at 1.0; labels must be equal).
+ENGINE_PROBABILITY_ATOL = 2.0**-21

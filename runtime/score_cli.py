@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from onnxedge.runtime.io import INPUT_FORMATS, OUTPUT_FORMATS
@@ -15,6 +16,7 @@ from onnxedge.runtime.score import (
     BAD_ROW_POLICIES,
     DEFAULT_BATCH_SIZE,
     BadRowError,
+    ScoreSummary,
     score_file,
 )
 
@@ -24,6 +26,7 @@ _EPILOG = (
     "  onnxedge score digits.onnx rows.csv -o scores.parquet --id-column id\n"
     "  onnxedge score digits.onnx rows.npy -o scores.csv --no-probabilities --quiet\n"
     "  onnxedge score digits.onnx data/ -o scores.jsonl --on-bad-row skip --json\n"
+    "  onnxedge score digits.onnx data/ -o scores/ --engine ray --ray-address auto\n"
     "\b\n"
     "Formats come from the names: input .npy, .csv, .csv.gz, .parquet (or a folder of\n"
     "them), .jsonl; output .csv, .csv.gz, .parquet, .jsonl. Output columns: the id and\n"
@@ -87,6 +90,31 @@ _EPILOG = (
     show_default=True,
     help="fail: stop at the first bad row. skip: score the rest, write bad rows aside.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: score on Ray Data workers (pip install 'onnxedge[ray]'); OUTPUT is then a "
+    "folder of shards.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Ray cluster to join (auto, ray://host:port); default: a local Ray runtime.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray scoring workers (default: as many as the CPUs allow).",
+)
+@click.option(
+    "--threads-per-worker",
+    type=click.IntRange(min=1),
+    default=None,
+    help="onnxruntime threads (and CPUs) per Ray worker [default: 1].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 def score(
@@ -104,6 +132,10 @@ def score(
     probabilities: bool,
     overwrite: bool,
     on_bad_row: str,
+    engine: str,
+    ray_address: str | None,
+    workers: int | None,
+    threads_per_worker: int | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -111,25 +143,47 @@ def score(
 
     OUTPUT is written to a temporary file beside it and renamed at the end: after an
     error or Ctrl-C nothing is left at OUTPUT, and a file already there is untouched.
+    With --engine ray, OUTPUT is a folder of shards, staged and renamed the same way.
     """
+    ray_options = {
+        "--ray-address": ray_address,
+        "--workers": workers,
+        "--threads-per-worker": threads_per_worker,
+    }
+    if engine == "local" and any(value is not None for value in ray_options.values()):
+        given = ", ".join(name for name, value in ray_options.items() if value is not None)
+        raise click.UsageError(f"{given} need --engine ray")
+    if engine == "ray" and threads is not None:
+        raise click.UsageError("--threads is for --engine local; use --threads-per-worker")
+    common: dict[str, Any] = {
+        "batch_size": batch_size,
+        "provider": provider.lower(),
+        "id_column": id_column,
+        "features": features,
+        "keep_columns": keep_columns,
+        "input_format": input_format,
+        "output_format": output_format,
+        "probabilities": probabilities,
+        "overwrite": overwrite,
+        "on_bad_row": on_bad_row,
+        "progress": False if quiet else None,
+    }
+    summary: ScoreSummary
     try:
-        summary = score_file(
-            model,
-            input,
-            output,
-            batch_size=batch_size,
-            provider=provider.lower(),
-            threads=threads,
-            id_column=id_column,
-            features=features,
-            keep_columns=keep_columns,
-            input_format=input_format,
-            output_format=output_format,
-            probabilities=probabilities,
-            overwrite=overwrite,
-            on_bad_row=on_bad_row,
-            progress=False if quiet else None,
-        )
+        if engine == "ray":
+            from onnxedge.runtime.score_ray import score_ray
+
+            summary = score_ray(
+                model,
+                input,
+                output,
+                address=ray_address,
+                workers=workers,
+                threads_per_worker=threads_per_worker or 1,
+                **common,
+            )
+        else:
+            summary = score_file(model, input, output, threads=threads, **common)
     except BadRowError as exc:
         message = " ".join(str(exc).split())
         raise click.ClickException(
