@@ -56,20 +56,21 @@ def _measure_chain(chain: list[list[int]], target_s: float, rounds: int) -> dict
     once()
     one = time.perf_counter() - start
     calls = max(1, round(target_s / max(one, 1e-9)))
-    rates = []
-    for _ in range(rounds):
+    # Each call timed alone: the median call is what the machine does when other work
+    # on it leaves this process alone; a burst slows a few calls, not the median.
+    times = np.empty(rounds * calls)
+    for i in range(times.size):
         start = time.perf_counter()
-        for _ in range(calls):
-            once()
-        seconds = (time.perf_counter() - start) / calls
-        rates.append(chain_flops(chain) / seconds / 1e9)
+        once()
+        times[i] = time.perf_counter() - start
+    flops = chain_flops(chain)
     return {
         "chain": chain,
-        "flops": chain_flops(chain),
-        "gflops": float(np.median(rates)),
-        "gflops_max": float(np.max(rates)),
-        "gflops_min": float(np.min(rates)),
-        "calls_per_round": calls,
+        "flops": flops,
+        "gflops": flops / float(np.median(times)) / 1e9,
+        "gflops_max": flops / float(times.min()) / 1e9,
+        "gflops_mean": flops * times.size / float(times.sum()) / 1e9,
+        "calls": int(times.size),
     }
 
 
@@ -105,7 +106,7 @@ def measure_ceiling(
         chains: name -> list of ``(m, k, n)``; :data:`LARGE` (``large``) is always added.
         threads: thread counts.
         target_s: seconds per round per chain.
-        rounds: rounds per chain (the median is reported).
+        rounds: rounds of ``target_s`` per chain; the rate is FLOPs over the median call.
         large: the large GEMM's ``(m, k, n)``.
 
     Returns:

@@ -81,21 +81,24 @@ def latency_ns(fn: Callable[[], Any], calls: int) -> np.ndarray:
     return out
 
 
-def timed_block(fn: Callable[[], Any], min_s: float, min_calls: int = 2) -> tuple[int, float]:
+def timed_block(fn: Callable[[], Any], min_s: float, min_calls: int = 3) -> np.ndarray:
     """Call ``fn`` until ``min_s`` seconds and ``min_calls`` calls have passed.
 
-    Returns ``(calls, seconds)``. Bounding blocks by time, not by a call count fixed
-    in advance, keeps a run's length in hand when the machine is busy.
+    Returns each call's seconds, ``(calls,)`` float64. Bounding blocks by time, not by
+    a call count fixed in advance, keeps a run's length in hand when the machine is
+    busy; timing each call lets the caller take a median that a burst of other work
+    on the machine does not move.
     """
     clock = time.perf_counter
-    start = clock()
-    calls = 0
+    times: list[float] = []
+    start = last = clock()
     while True:
         fn()
-        calls += 1
-        elapsed = clock() - start
-        if calls >= min_calls and elapsed >= min_s:
-            return calls, elapsed
+        now = clock()
+        times.append(now - last)
+        last = now
+        if len(times) >= min_calls and now - start >= min_s:
+            return np.asarray(times)
 
 
 def rotated(items: Sequence[Any], round_index: int) -> list[Any]:

@@ -220,6 +220,10 @@ def _throughput(data: dict[str, Any], threads: list[str], all_cores: str) -> lis
     return [
         "## Throughput (rows/s) and share of the ceiling",
         "",
+        "rows/s is the batch over the median call time, over every call of every round "
+        "(blocks of at least "
+        f"{data.get('settings', {}).get('block_s', 0) * 1000:.0f} ms, "
+        f"{data.get('settings', {}).get('rounds', '?')} rounds). "
         "GFLOP/s counts `2 * in * out` per Linear layer per row (the int8 rows count the "
         "fp32 model's FLOPs: an effective rate). `% GEMM` is that over numpy's float32 rate "
         "on the large square GEMM at the same thread count; `% same-shape` over numpy's rate "

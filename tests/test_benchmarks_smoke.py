@@ -55,6 +55,7 @@ def test_every_path_is_measured_per_model_and_thread_count(results: dict) -> Non
     for entry in throughput["paths"].values():
         assert entry["rows_per_s"] > 0
         assert len(entry["round_rows_per_s"]) == TINY.rounds
+        assert all(calls >= 3 for calls in entry["calls_per_round"])
         # GFLOP/s is rows/s times the model's FLOPs per row: 2 * (6*8 + 8*3).
         assert math.isclose(entry["gflops"], entry["rows_per_s"] * 2 * (6 * 8 + 8 * 3) / 1e9)
         assert entry["fraction_of_gemm"] is not None
