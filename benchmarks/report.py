@@ -404,6 +404,18 @@ def _method(data: dict[str, Any]) -> list[str]:
         "fetching `probabilities` and `label` with Predictor's session options; Predictor is "
         "`Predictor(model, provider='cpu', threads=t).predict(x)` (input validation included); "
         "the embedded script is its scoring function, loaded from `runtime/edge_infer.py`.",
+        "- PyTorch eager is measured in its fast state: "
+        + (
+            "glibc malloc's mmap and trim thresholds were pinned "
+            f"({data.get('malloc', {}).get('mmap_threshold_bytes', 0) >> 20} MiB / "
+            f"{data.get('malloc', {}).get('trim_threshold_bytes', 0) >> 20} MiB) "
+            "so that its per-call activations are not page-faulted in on every call; "
+            "with glibc's defaults a process flips between that and a state up to 4x "
+            "slower on the small models (breast-cancer, batch 4096, 1 thread: 2.2 ms "
+            "with about 1000 page faults per call, against 0.58 ms)."
+            if data.get("malloc", {}).get("pinned")
+            else "not applied (glibc malloc defaults; expect PyTorch eager to vary)."
+        ),
         "- Rounds interleave the paths in a rotating order with a 20 ms pause between timed "
         "blocks (spinning worker threads park), so ratios compare figures taken seconds apart.",
         "- The issue's reference figures on this kind of machine: raw ORT about "

@@ -37,7 +37,7 @@ import numpy as np
 
 from benchmarks import coldstart
 from benchmarks.ceiling import LARGE, measure_ceiling
-from benchmarks.harness import cpu_count, freeze_heap, machine_facts
+from benchmarks.harness import cpu_count, freeze_heap, machine_facts, pin_malloc
 from benchmarks.measure import measure_latency, measure_throughput, profile_call
 from benchmarks.models import LARGE_MLP, MODEL_NAMES, BenchModel, prepare_models
 from benchmarks.paths import (
@@ -77,6 +77,9 @@ class Settings:
         import_runs: runs per import statement.
         rss_batch: rows per batch in the RSS probes.
         profile_calls: calls profiled when a Predictor goal is missed.
+        pin_malloc: fix glibc malloc's thresholds in this process first (see
+            :func:`benchmarks.harness.pin_malloc`): PyTorch eager is then measured in
+            its fast, steady state.
         sections: which of :data:`SECTIONS` to run.
     """
 
@@ -93,6 +96,7 @@ class Settings:
     import_runs: int = 5
     rss_batch: int = 4096
     profile_calls: int = 2000
+    pin_malloc: bool = True
     sections: tuple[str, ...] = SECTIONS
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -146,6 +150,7 @@ def run_benchmarks(
             "int8": any("int8" in m.variants for m in models),
         },
         "section_seconds": {},
+        "malloc": pin_malloc() if settings.pin_malloc else {"pinned": False},
     }
 
     def section(name: str) -> bool:

@@ -29,6 +29,7 @@ TINY = Settings(
     ceiling_target_s=0.001,
     ceiling_rounds=1,
     ceiling_large=64,
+    pin_malloc=False,  # leave the test process's allocator alone
     sections=("ceiling", "latency", "throughput"),
 )
 
