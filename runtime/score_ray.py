@@ -7,9 +7,11 @@ engines validate, reject and compute rows with one piece of code. What this modu
 adds is the Ray part:
 
 * **Runtime.** Without an address a local Ray runtime is started (and stopped at the
-  end) with ``workers * threads_per_worker + 1`` logical CPUs; with one
-  (``auto``, ``ray://host:port``) the driver joins that cluster. An already
-  initialized runtime is used as it is. One logical CPU is always left to Ray Data's
+  end) with ``workers * threads_per_worker + 1`` logical CPUs; with one (``auto``,
+  ``host:port``) the driver joins that cluster. Ray Data does not run through Ray
+  Client, so with a ``ray://host:port`` address the whole call runs as one task on
+  the cluster (paths are then the cluster's). An already initialized runtime is used
+  as it is. One logical CPU is always left to Ray Data's
   own list / read / write tasks: a fixed actor pool that holds every CPU starves
   them, and the job never finishes.
 * **Workers.** ``map_batches`` with a callable class in a fixed pool of ``workers``
@@ -63,6 +65,7 @@ import numpy as np
 from onnxedge.runtime.errors import (
     DataError,
     MissingDependencyError,
+    ModelLoadError,
     OnnxEdgeError,
     OutputExistsError,
 )
@@ -403,8 +406,10 @@ def score_ray(
         model: an ``.onnx`` path or the model's bytes.
         input: a Parquet, CSV or NPY file, a folder of them, or a URI Ray Data reads.
         output: the folder to create (it must not exist unless ``overwrite``).
-        address: a Ray cluster (``auto``, ``ray://host:port``); None starts a local
-            runtime sized to ``workers`` (and stops it at the end). A runtime already
+        address: a Ray cluster (``auto``, ``host:port``, or ``ray://host:port``
+            through Ray Client: the call then runs as a task on the cluster, and
+            ``input`` and ``output`` are paths there); None starts a local runtime
+            sized to ``workers`` (and stops it at the end). A runtime already
             initialized in this process is used as it is.
         workers: scoring actors; None: as many as the CPUs allow
             (``(CPUs - 1) // threads_per_worker``; all the machine's CPUs for a local
@@ -441,6 +446,26 @@ def score_ray(
     started = time.perf_counter()
     _check_options(on_bad_row, batch_size, workers, threads_per_worker)
     ray = _import_ray()
+    if address is not None and address.startswith("ray://") and not ray.is_initialized():
+        return _score_through_client(
+            ray,
+            address,
+            model,
+            input,
+            output,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            batch_size=batch_size,
+            provider=provider,
+            id_column=id_column,
+            features=features,
+            keep_columns=keep_columns,
+            input_format=input_format,
+            output_format=output_format,
+            probabilities=probabilities,
+            overwrite=overwrite,
+            on_bad_row=on_bad_row,
+        )
     source = _resolve_input(input, input_format)
     out_format = _output_format(output, output_format)
     out_path = _check_output_folder(output, overwrite=overwrite, source=source)
@@ -468,7 +493,7 @@ def score_ray(
     plan = _plan_local(predictor, source, options) if source.local else None
     gpus = 1 if provider.lower() == "cuda" else 0
 
-    with _ray_runtime(ray, address, workers, threads_per_worker) as runtime:
+    with _ray_runtime(ray, address, workers, threads_per_worker) as runtime, _quiet_ray_data():
         size = _size_pool(ray, runtime, workers, threads_per_worker, gpus)
         if plan is None:
             plan = _plan_remote(ray, predictor, source, options)
@@ -505,8 +530,7 @@ def score_ray(
                 udf_modifying_row_count=on_bad_row == "skip",
             )
             try:
-                with _quiet_ray_data():
-                    _write(ray, scored, out_tmp.path, out_format)
+                _write(ray, scored, out_tmp.path, out_format)
             except Exception as exc:
                 error = _driver_error(exc, source, plan, predictor)
                 # Ray's own failures keep their traceback as the cause; onnxedge's errors
@@ -544,6 +568,64 @@ def score_ray(
         startup_seconds=runtime.startup_seconds,
         shards=len(shards),
     )
+
+
+def _score_through_client(
+    ray: Any,
+    address: str,
+    model: str | os.PathLike[str] | bytes,
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    **options: Any,
+) -> RayScoreSummary:
+    """``score_ray`` run as one task on the cluster, for a Ray Client (``ray://``) address.
+
+    Ray Data cannot run its executor through Ray Client, so the whole call runs in a
+    task on the cluster (asking for no CPU), where Ray is already up; input and output
+    are then paths of the cluster's nodes. The model's bytes are sent from here.
+    """
+    started = time.perf_counter()
+    if isinstance(model, bytes | bytearray | memoryview):
+        payload, label = bytes(model), "<bytes>"
+    else:
+        try:
+            payload, label = Path(model).read_bytes(), os.fspath(model)
+        except OSError as exc:
+            raise ModelLoadError(
+                f"cannot read model file: {model}: {exc.strerror or exc}"
+            ) from None
+    with _ray_runtime(ray, address, None, 1) as runtime:
+        task = ray.remote(num_cpus=0, max_retries=0)(_score_in_cluster)
+        try:
+            summary = ray.get(task.remote(payload, os.fspath(input), os.fspath(output), options))
+        except Exception as exc:
+            found = _unwrap(exc)
+            if found is not None:
+                raise found from None
+            raise DataError(
+                f"{os.fspath(input)}: scoring failed on the Ray cluster at {address}: "
+                f"{_root_message(exc)}"
+            ) from exc
+    seconds = time.perf_counter() - started
+    rows = summary.rows_scored + summary.rows_skipped
+    return dataclasses.replace(
+        summary,
+        model=label,
+        address=address,
+        startup_seconds=runtime.startup_seconds,
+        seconds=seconds,
+        rows_per_second=rows / seconds if seconds > 0 else 0.0,
+    )
+
+
+def _score_in_cluster(
+    model: bytes, input: str, output: str, options: dict[str, Any]
+) -> RayScoreSummary:
+    """The task :func:`_score_through_client` runs on the cluster."""
+    try:
+        return score_ray(model, input, output, **options)
+    except OnnxEdgeError as exc:
+        raise _ShippedError.of(exc) from None
 
 
 def _check_options(
@@ -816,7 +898,16 @@ def _ray_runtime(
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
         count = workers if workers is not None else max(1, _machine_cpus() // threads)
-        ray.init(num_cpus=count * threads + IO_CPUS, include_dashboard=False, **quiet)
+        try:
+            # "local": always a new runtime, never a cluster `ray start` left running here.
+            ray.init(
+                address="local",
+                num_cpus=count * threads + IO_CPUS,
+                include_dashboard=False,
+                **quiet,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise DataError(f"cannot start a local Ray runtime: {_last_line(exc)}") from None
         label = "local"
     else:
         try:

@@ -34,7 +34,7 @@ WORKERS = 2
 def ray_runtime() -> Iterator[None]:
     """One local Ray runtime for the module: 2 scoring workers + 1 CPU for Ray Data's I/O."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=WORKERS + 1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=WORKERS + 1, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
