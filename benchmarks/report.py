@@ -226,8 +226,10 @@ def _throughput(data: dict[str, Any], threads: list[str], all_cores: str) -> lis
         f"{data.get('settings', {}).get('rounds', '?')} rounds). "
         "GFLOP/s counts `2 * in * out` per Linear layer per row (the int8 rows count the "
         "fp32 model's FLOPs: an effective rate). `% GEMM` is that over numpy's float32 rate "
-        "on the large square GEMM at the same thread count; `% same-shape` over numpy's rate "
-        "on the model's own layer GEMMs at that batch. Ratios: rows/s over raw ORT's "
+        "on the large square GEMM with at most that many threads; `% same-shape` over "
+        "numpy's rate on the model's own layer GEMMs at that batch (numpy's best with at "
+        "most that many threads, since OpenBLAS can be slower on two threads than on one "
+        "for small GEMMs). Ratios: rows/s over raw ORT's "
         f"(and over PyTorch eager's) in the same round. {all_cores}t = all cores.",
         "",
         *_table(header, rows),

@@ -303,12 +303,26 @@ def _best_ceiling(first: dict[str, Any], second: dict[str, Any]) -> dict[str, An
 def _add_fractions(
     measured: dict[str, Any], ceiling: dict[str, Any] | None, model: str, batch: int, threads: int
 ) -> None:
-    """Each path's GFLOP/s over the large GEMM's and over the same-shape numpy chain's."""
+    """Each path's GFLOP/s over the large GEMM's and over the same-shape numpy chain's.
+
+    The ceiling at ``threads`` is numpy's best rate with at most that many threads:
+    OpenBLAS splits even tiny GEMMs across every thread it is given, which can be
+    slower than one thread, and a machine that can run a GEMM on one core can always
+    do so with two.
+    """
     if not ceiling:
         return
-    rates = ceiling["by_threads"].get(str(threads), {})
-    large = rates.get(LARGE, {}).get("gflops")
-    shape = rates.get(f"{model}@{batch}", {}).get("gflops")
+
+    def best(name: str) -> float | None:
+        rates = [
+            chains[name]["gflops"]
+            for count, chains in ceiling["by_threads"].items()
+            if int(count) <= threads and name in chains
+        ]
+        return max(rates) if rates else None
+
+    large, shape = best(LARGE), best(f"{model}@{batch}")
+    measured["ceiling_gflops"] = {"large_gemm": large, "same_shape": shape}
     for entry in measured["paths"].values():
         entry["fraction_of_gemm"] = entry["gflops"] / large if large else None
         entry["fraction_of_shape_gemm"] = entry["gflops"] / shape if shape else None
