@@ -733,7 +733,7 @@ def _folder_format(folder: Path) -> str:
 
 
 def _hidden(path: Path, root: Path) -> bool:
-    """Files Ray Data and the local engine both leave out (``.name``, ``_name``)."""
+    """Files Ray Data leaves out when it lists a folder (``.name``, ``_name``)."""
     return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
 
 

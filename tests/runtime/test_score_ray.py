@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from onnxedge.export.tolerances import ENGINE_PROBABILITY_ATOL
-from onnxedge.runtime.errors import MissingDependencyError, OutputExistsError
+from onnxedge.runtime.errors import DataError, MissingDependencyError, OutputExistsError
 from onnxedge.runtime.score import BadRowError, probability_column_names, score_file
 from onnxedge.runtime.score_ray import RAY_INSTALL_HINT, score_ray
 
@@ -147,6 +147,17 @@ def test_existing_output_is_refused_before_ray_starts(
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
+def test_ray_options_need_engine_ray(multiclass: ModelCase, tmp_path: Path) -> None:
+    from onnxedge.runtime.cli import cli
+
+    np.save(tmp_path / "in.npy", rows(multiclass, 3, seed=9))
+    args = ["score", str(multiclass.path), str(tmp_path / "in.npy"), "-o", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli, [*args, "--workers", "2"])
+    assert result.exit_code == 2
+    assert "--workers need --engine ray" in result.output
+    assert not (tmp_path / "o").exists()
+
+
 # --- equality with the local engine ------------------------------------------------------
 
 
@@ -194,6 +205,22 @@ def test_npy_matches_local(ray_runtime: None, plain: ModelCase, tmp_path: Path) 
     assert out["label"] == local["label"]
     for column in probability_column_names([str(k) for k in range(plain.num_classes)]):
         np.testing.assert_allclose(out[column], local[column], rtol=0, atol=ENGINE_PROBABILITY_ATOL)
+
+
+def test_more_workers_than_the_cluster_holds_is_refused(
+    ray_runtime: None, multiclass: ModelCase, tmp_path: Path
+) -> None:
+    np.save(tmp_path / "in.npy", rows(multiclass, 3, seed=10))
+    with pytest.raises(DataError) as caught:
+        score_ray(
+            multiclass.path, tmp_path / "in.npy", tmp_path / "out", workers=2, threads_per_worker=2
+        )
+    assert str(caught.value) == (
+        "2 workers x 2 threads need 5 CPUs (4 for the workers + 1 for Ray Data's read and "
+        "write tasks); the Ray cluster (existing) has 3: lower --workers or "
+        "--threads-per-worker"
+    )
+    assert leftovers(tmp_path) == [] and not (tmp_path / "out").exists()
 
 
 # --- bad rows -----------------------------------------------------------------------------
