@@ -87,8 +87,8 @@ class Settings:
     latency_rounds: int = 5
     batches: tuple[int, ...] = (256, 4096)
     threads: tuple[int, ...] = ()
-    rounds: int = 7
-    block_s: float = 0.08
+    rounds: int = 15
+    block_s: float = 0.03
     ceiling_target_s: float = 0.1
     ceiling_rounds: int = 5
     ceiling_large: int = 2048
@@ -104,8 +104,8 @@ class Settings:
 FULL = Settings()
 QUICK = Settings(
     latency_rounds=2,
-    rounds=3,
-    block_s=0.05,
+    rounds=5,
+    block_s=0.03,
     ceiling_target_s=0.05,
     ceiling_rounds=3,
     cold_runs=5,
