@@ -25,7 +25,7 @@ from onnxedge.export.variants import (
     verify_variant_file,
 )
 from onnxedge.export.verify import verify_model
-from onnxedge.runtime.errors import CheckpointError
+from onnxedge.runtime.errors import CheckpointError, OnnxEdgeError
 
 
 @click.command(
@@ -184,7 +184,7 @@ def verify(
     torch module is rebuilt from the model's own weights (their integrity is then checked
     by the digest recorded at export), and --dataset is required.
     """
-    if model_variant(model) != "fp32":
+    if _is_variant(model):
         # int8 / fp16 files are held to the variant bar against their run's weights.
         if run_dir is None:
             raise CheckpointError(f"{model} is an edge variant; verify it with --run RUN_DIR")
@@ -213,3 +213,11 @@ def verify(
     else:
         click.echo(report.render_table())
     report.raise_for_failures()
+
+
+def _is_variant(model: str) -> bool:
+    """True for an int8 / fp16 file; anything unreadable is left to verify_model's errors."""
+    try:
+        return model_variant(model) != "fp32"
+    except OnnxEdgeError:
+        return False
