@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from onnxedge.export import tolerances
+from onnxedge.export.onnx_export import atomic_file
 from onnxedge.runtime.contract import (
     INPUT_NAME,
     KEY_GRAPH_WEIGHTS_SHA256,
@@ -1005,7 +1006,8 @@ def make_variant(
         )
     report.accepted_degradation = bool(report.failures)
     data = _serialize_with_size(built, props, report)
-    _write_atomic(out_path, data)
+    with atomic_file(out_path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
     return report
 
 
@@ -1267,28 +1269,3 @@ def _run(model: bytes, rows: np.ndarray, which: str) -> dict[str, np.ndarray]:
         raise ModelLoadError(f"onnxruntime cannot open the {which} model: {exc}") from None
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, {INPUT_NAME: rows}), strict=True))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place.
-
-    Raises:
-        ExportError: the folder cannot be written (nothing is left behind).
-    """
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise ExportError(f"cannot write to {parent}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
