@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import median, rotated
+from benchmarks.harness import OtherLoad, median, rotated
 from benchmarks.paths import EDGE_SCRIPT, REPO
 
 IMPORT_STATEMENTS = {
@@ -178,25 +178,32 @@ def cold_start(
         seconds: dict[str, list[float]] = {name: [] for name in commands}
         rss: dict[str, list[int]] = {name: [] for name in commands}
         outputs: dict[str, str] = {}
-        for round_index in range(runs + 1):
-            for name in rotated(list(commands), round_index):
-                argv = list(commands[name])
-                if name == "score":
-                    argv.append(os.path.join(tmp, f"scores-{round_index}.csv"))
-                result = run_process(argv)
-                if result.returncode != 0:
-                    raise RuntimeError(
-                        f"cold start of {name} failed (exit {result.returncode}): "
-                        f"{' '.join(argv)}\n{result.stderr[-2000:]}"
-                    )
-                if round_index == 0:  # warm the page cache; not counted
-                    outputs[name] = result.stdout.strip()[:200]
-                    continue
-                seconds[name].append(result.seconds)
-                rss[name].append(result.maxrss_kib)
-            if round_index == 0:
-                log("    cold start: page cache warmed")
-    report: dict[str, Any] = {"commands": {}, "runs": runs, "model": str(onnx_path)}
+        other = OtherLoad()
+        with other:
+            for round_index in range(runs + 1):
+                for name in rotated(list(commands), round_index):
+                    argv = list(commands[name])
+                    if name == "score":
+                        argv.append(os.path.join(tmp, f"scores-{round_index}.csv"))
+                    result = run_process(argv)
+                    if result.returncode != 0:
+                        raise RuntimeError(
+                            f"cold start of {name} failed (exit {result.returncode}): "
+                            f"{' '.join(argv)}\n{result.stderr[-2000:]}"
+                        )
+                    if round_index == 0:  # warm the page cache; not counted
+                        outputs[name] = result.stdout.strip()[:200]
+                        continue
+                    seconds[name].append(result.seconds)
+                    rss[name].append(result.maxrss_kib)
+                if round_index == 0:
+                    log("    cold start: page cache warmed")
+    report: dict[str, Any] = {
+        "commands": {},
+        "runs": runs,
+        "model": str(onnx_path),
+        "other_load_cores": other.cores,
+    }
     for name, argv in commands.items():
         report["commands"][name] = {
             "argv": [_short(a) for a in argv],

@@ -101,6 +101,51 @@ def timed_block(fn: Callable[[], Any], min_s: float, min_calls: int = 3) -> np.n
             return np.asarray(times)
 
 
+class OtherLoad:
+    """How many CPUs other processes kept busy while a block of code ran.
+
+    System-wide busy time from ``/proc/stat`` minus the CPU time of this process and
+    of the children it waited for, over the wall time: 0.0 on an idle machine, 1.0
+    when other work held one CPU throughout. ``cores`` is None where ``/proc/stat``
+    does not exist.
+    """
+
+    def __init__(self) -> None:
+        self.cores: float | None = None
+
+    def __enter__(self) -> OtherLoad:
+        self._busy = _busy_seconds()
+        self._own = _own_seconds()
+        self._wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy = _busy_seconds()
+        wall = time.perf_counter() - self._wall
+        if busy is None or self._busy is None or wall <= 0:
+            return
+        own = _own_seconds() - self._own
+        self.cores = max(0.0, (busy - self._busy - own) / wall)
+
+
+def _own_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its reaped children."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds every CPU spent busy since boot (``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: busy is all but idle and iowait
+    busy = sum(fields) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def rotated(items: Sequence[Any], round_index: int) -> list[Any]:
     """``items`` rotated left by ``round_index`` (each round starts with another path)."""
     k = round_index % len(items) if items else 0

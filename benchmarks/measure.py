@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import (
+    OtherLoad,
     latency_ns,
     percentiles_us,
     rotated,
@@ -53,13 +54,20 @@ def measure_latency(
         for _ in range(warmup):
             path(x)
     samples: dict[str, list[np.ndarray]] = {p.name: [] for p in paths}
-    for round_index in range(rounds):
-        for path in rotated(paths, round_index):
-            path.enter()
-            path(x)
-            settle()
-            samples[path.name].append(latency_ns(lambda p=path: p(x), calls))  # type: ignore[misc]
-    out: dict[str, Any] = {"paths": {}, "ratios": {}, "calls_per_round": calls, "rounds": rounds}
+    with OtherLoad() as other:
+        for round_index in range(rounds):
+            for path in rotated(paths, round_index):
+                path.enter()
+                path(x)
+                settle()
+                samples[path.name].append(latency_ns(lambda p=path: p(x), calls))  # type: ignore[misc]
+    out: dict[str, Any] = {
+        "paths": {},
+        "ratios": {},
+        "calls_per_round": calls,
+        "rounds": rounds,
+        "other_load_cores": other.cores,
+    }
     p50s: dict[str, list[float]] = {}
     for name, parts in samples.items():
         p50s[name] = [float(np.median(part)) / 1e3 for part in parts]
@@ -100,15 +108,22 @@ def measure_throughput(
     rates: dict[str, list[float]] = {p.name: [] for p in paths}
     times: dict[str, list[np.ndarray]] = {p.name: [] for p in paths}
     rows = x.shape[0]
-    for round_index in range(rounds):
-        for path in rotated(paths, round_index):
-            path.enter()
-            path(x)
-            settle()
-            block = timed_block(lambda p=path: p(x), block_s)  # type: ignore[misc]
-            rates[path.name].append(rows / float(np.median(block)))
-            times[path.name].append(block)
-    out: dict[str, Any] = {"paths": {}, "ratios": {}, "rounds": rounds, "batch": rows}
+    with OtherLoad() as other:
+        for round_index in range(rounds):
+            for path in rotated(paths, round_index):
+                path.enter()
+                path(x)
+                settle()
+                block = timed_block(lambda p=path: p(x), block_s)  # type: ignore[misc]
+                rates[path.name].append(rows / float(np.median(block)))
+                times[path.name].append(block)
+    out: dict[str, Any] = {
+        "paths": {},
+        "ratios": {},
+        "rounds": rounds,
+        "batch": rows,
+        "other_load_cores": other.cores,
+    }
     for name, values in rates.items():
         every = np.concatenate(times[name])
         rate = rows / float(np.median(every))

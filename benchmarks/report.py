@@ -89,6 +89,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     out += _goals(data)
     out += _latency(data, threads)
     out += _throughput(data, threads, all_cores)
+    out += _interference(data, threads)
     out += _ceiling(data, threads)
     out += _cold(data)
     out += _imports(data)
@@ -151,9 +152,19 @@ def _goals(data: dict[str, Any]) -> list[str]:
         status = {True: "met", False: "**missed**", None: "not measured"}[g.get("met")]
         threads = "" if g.get("threads") is None else str(g["threads"])
         measured = g.get("display") or (g.get("note") or "n/a")
-        rows.append([g["goal"], g.get("model") or "", threads, g["target"], measured, status])
-    lines = ["## Goals", ""]
-    lines += _table(["goal", "model", "threads", "target", "measured", "status"], rows)
+        other = g.get("other_load_cores")
+        busy = "" if other is None else f"{other:.2f}"
+        rows.append([g["goal"], g.get("model") or "", threads, g["target"], measured, status, busy])
+    lines = [
+        "## Goals",
+        "",
+        "`other CPUs busy`: how many CPUs other processes kept busy, on average, while "
+        "that figure was measured (from `/proc/stat`, less this run's own CPU time); "
+        "figures taken with other work running are noisier, all-core ones most of all.",
+        "",
+    ]
+    header = ["goal", "model", "threads", "target", "measured", "status", "other CPUs busy"]
+    lines += _table(header, rows)
     return lines
 
 
@@ -233,6 +244,45 @@ def _throughput(data: dict[str, Any], threads: list[str], all_cores: str) -> lis
         f"(and over PyTorch eager's) in the same round. {all_cores}t = all cores.",
         "",
         *_table(header, rows),
+    ]
+
+
+def _interference(data: dict[str, Any], threads: list[str]) -> list[str]:
+    latency, throughput = data.get("latency", {}), data.get("throughput", {})
+    models = list(dict.fromkeys([*latency, *throughput]))
+    if not models:
+        return []
+    batches = ["1"] * bool(latency) + sorted(
+        {b for by_batch in throughput.values() for b in by_batch}, key=int
+    )
+    header = ["model"] + [f"batch {b}, {t}t" for b in batches for t in threads]
+    rows = []
+    for model in models:
+        row = [model]
+        for b in batches:
+            for t in threads:
+                block = (
+                    latency.get(model, {}).get(t)
+                    if b == "1"
+                    else throughput.get(model, {}).get(b, {}).get(t)
+                )
+                other = None if not block else block.get("other_load_cores")
+                row.append("" if other is None else f"{other:.2f}")
+        rows.append(row)
+    cold = data.get("coldstart") or {}
+    tail = (
+        []
+        if cold.get("other_load_cores") is None
+        else [f"During the cold-start runs: {cold['other_load_cores']:.2f}.", ""]
+    )
+    return [
+        "## Other work on the machine during each measurement (CPUs busy)",
+        "",
+        "Average number of CPUs that other processes kept busy while each block of rows "
+        "above was measured (`/proc/stat` busy time less this run's own CPU time).",
+        "",
+        *_table(header, rows),
+        *tail,
     ]
 
 

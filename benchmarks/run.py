@@ -372,6 +372,7 @@ def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "display": None if ratio is None else f"{ratio - 1:+.1%}",
                     "met": None if ratio is None else ratio - 1 <= PREDICTOR_MAX_OVERHEAD,
                     "profile": {"model": model, "threads": int(count), "batch": 1},
+                    "other_load_cores": block.get("other_load_cores"),
                 }
             )
     for model, by_batch in results.get("throughput", {}).items():
@@ -389,6 +390,7 @@ def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "display": None if vs_ort is None else f"{vs_ort:.3f}x",
                     "met": None if vs_ort is None else vs_ort >= PREDICTOR_MIN_VS_ORT,
                     "profile": {"model": model, "threads": int(count), "batch": GOAL_BATCH},
+                    "other_load_cores": block.get("other_load_cores"),
                 }
             )
             goals.append(
@@ -400,6 +402,7 @@ def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "measured": vs_torch,
                     "display": None if vs_torch is None else f"{vs_torch:.2f}x",
                     "met": None if vs_torch is None else vs_torch > 1.0,
+                    "other_load_cores": block.get("other_load_cores"),
                 }
             )
     large = results.get("throughput", {}).get(LARGE_MLP, {}).get(str(GOAL_BATCH), {})
@@ -419,6 +422,7 @@ def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "display": None if fraction is None else f"{fraction:.2f}x",
                 "met": None if fraction is None else fraction > 1.0,
                 "note": None if int8 is not None else "int8 variant not available",
+                "other_load_cores": block.get("other_load_cores"),
             }
         )
     cold = results.get("coldstart")
@@ -432,6 +436,7 @@ def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
             "measured": speedup,
             "display": None if speedup is None else f"{speedup:.1f}x",
             "met": None if speedup is None else speedup >= EDGE_MIN_COLD_SPEEDUP,
+            "other_load_cores": None if not cold else cold.get("other_load_cores"),
             "note": None
             if speedup is not None
             else ("runtime/edge_infer.py not present" if cold else "cold start not measured"),

@@ -50,6 +50,8 @@ def test_every_path_is_measured_per_model_and_thread_count(results: dict) -> Non
         assert stats["p50_us"] <= stats["p90_us"] <= stats["p99_us"]
         assert len(stats["round_p50_us"]) == TINY.latency_rounds
     assert {"predictor_over_ort", "torch_over_ort"} <= set(latency["ratios"])
+    # Other work on the machine is recorded beside every figure (None without /proc/stat).
+    assert latency["other_load_cores"] is None or latency["other_load_cores"] >= 0
 
     throughput = results["throughput"]["tiny"]["8"]["1"]
     assert expected <= set(throughput["paths"])
@@ -92,6 +94,14 @@ def test_outputs_are_written_and_the_markdown_shows_each_table(
     data = json.loads(written["json"].read_text())
     assert data["models"]["tiny"]["layers"] == [[6, 8], [8, 3]]
     markdown = written["markdown"].read_text()
-    for heading in ("## Machine", "## Goals", "## Latency", "## Throughput", "## Ceiling"):
+    headings = (
+        "## Machine",
+        "## Goals",
+        "## Latency",
+        "## Throughput",
+        "## Other work",
+        "## Ceiling",
+    )
+    for heading in headings:
         assert heading in markdown
     assert written["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
