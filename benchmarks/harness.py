@@ -22,8 +22,12 @@ from typing import Any
 
 import numpy as np
 
-#: Seconds to sleep between timed blocks (libgomp spins a few ms after a parallel region).
-SETTLE_S = 0.02
+#: Seconds to sleep between timed blocks. Worker threads keep spinning for a while after
+#: a parallel region (libgomp for torch, onnxruntime's pool); a 2-thread session whose
+#: worker wakes beside one still spinning shares a core with it and runs a whole block
+#: at about its 1-thread speed. Measured here: right after another 2-thread session's
+#: block 7 blocks in 8 ran so, after 20 ms 2 in 8, after 50-200 ms about none.
+SETTLE_S = 0.05
 
 #: Environment variables that change BLAS / OpenMP behaviour; recorded with the results.
 THREAD_ENV = (

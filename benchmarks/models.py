@@ -165,7 +165,12 @@ def _bundled(name: str, workdir: Path, artifacts: Path | None) -> BenchModel:
         onnx_path, run_dir = artifacts / f"{name}.onnx", artifacts / "runs" / name
         if onnx_path.is_file() and (run_dir / "config.json").is_file():
             return BenchModel(
-                name, onnx_path, run_dir, _layers(run_dir), "artifacts", "make export"
+                name,
+                onnx_path,
+                run_dir,
+                _layers(run_dir),
+                "artifacts",
+                _recorded_exporter(onnx_path),
             )
     from onnxedge.models.train import TrainOptions, train
 
@@ -182,6 +187,24 @@ def _bundled(name: str, workdir: Path, artifacts: Path | None) -> BenchModel:
         "(same architecture as make export's; speed does not depend on the weights)"
     )
     return model
+
+
+def _recorded_exporter(onnx_path: Path) -> str:
+    """``make export (dynamo, opset 18)``, from the model's own metadata where it says."""
+    import onnx
+
+    props = {
+        p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props
+    }
+    details = [
+        value
+        for value in (
+            props.get("onnxedge.exporter"),
+            f"opset {props['onnxedge.opset']}" if "onnxedge.opset" in props else None,
+        )
+        if value
+    ]
+    return "make export" + (f" ({', '.join(details)})" if details else "")
 
 
 def _large_mlp(workdir: Path, seed: int = 0) -> BenchModel:

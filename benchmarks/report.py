@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.ceiling import LARGE
+from benchmarks.harness import SETTLE_S
 from benchmarks.paths import PATH_LABELS
 
 _ORDER = ("torch", "ort", "predictor", "edge", "ort-int8", "predictor-int8")
@@ -456,8 +457,8 @@ def _method(data: dict[str, Any]) -> list[str]:
         "fetching `probabilities` and `label` with Predictor's session options; Predictor is "
         "`Predictor(model, provider='cpu', threads=t).predict(x)` (input validation included); "
         "the embedded script is its scoring function, loaded from `runtime/edge_infer.py`.",
-        "- PyTorch eager is measured in its fast state: "
-        + (
+        (
+            "- PyTorch eager is measured in its fast state: "
             "glibc malloc's mmap and trim thresholds were pinned "
             f"({data.get('malloc', {}).get('mmap_threshold_bytes', 0) >> 20} MiB / "
             f"{data.get('malloc', {}).get('trim_threshold_bytes', 0) >> 20} MiB) "
@@ -466,10 +467,16 @@ def _method(data: dict[str, Any]) -> list[str]:
             "slower on the small models (breast-cancer, batch 4096, 1 thread: 2.2 ms "
             "with about 1000 page faults per call, against 0.58 ms)."
             if data.get("malloc", {}).get("pinned")
-            else "not applied (glibc malloc defaults; expect PyTorch eager to vary)."
+            else "- glibc malloc was left at its defaults: PyTorch eager may flip between a "
+            "fast state and one that page-faults its activations on every call."
         ),
-        "- Rounds interleave the paths in a rotating order with a 20 ms pause between timed "
-        "blocks (spinning worker threads park), so ratios compare figures taken seconds apart.",
+        "- Rounds interleave the paths in a rotating order, short blocks with a "
+        f"{SETTLE_S * 1000:.0f} ms pause between them (spinning worker threads park), so "
+        "ratios compare figures taken a moment apart and a burst of other work lands on "
+        "every path alike.",
+        "- On 2 cores, a 2-thread block sometimes runs at about 1-thread speed when the "
+        "scheduler puts the pool's worker beside the calling thread; the medians absorb "
+        "it, the ranges of the all-core ratios show it.",
         "- The issue's reference figures on this kind of machine: raw ORT about "
         "76% of numpy's GEMM rate on the larger MLP at batch 4096, PyTorch eager about 68%.",
     ]
