@@ -537,3 +537,20 @@ def test_onnxruntime_output_becomes_log_records(
         "Specified provider 'X'",
     ):
         assert any(text in m and "onnxruntime:" in m for m in messages), (text, messages)
+
+
+def test_binary_probabilities_are_built_from_the_positive_column(binary: ModelCase) -> None:
+    import onnxruntime as ort
+
+    x = binary.rows(5)
+    session = ort.InferenceSession(str(binary.path), providers=["CPUExecutionProvider"])
+    p = session.run(["probabilities"], {"input": x})[0][:, 0]
+    for batch in (x, x[:1]):
+        result = Predictor(binary.path, provider="cpu").predict(batch)
+        n = len(batch)
+        assert result.positive is not None
+        np.testing.assert_array_equal(result.positive, p[:n])
+        np.testing.assert_array_equal(result.probabilities[:, 1], p[:n])
+        np.testing.assert_array_equal(result.probabilities[:, 0], np.float32(1) - p[:n])
+        assert result.probabilities.dtype == np.float32
+        assert result.probabilities is result.probabilities  # built once, then kept
