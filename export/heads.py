@@ -7,7 +7,8 @@ option, validated here and nowhere else:
 - ``softmax`` (multiclass): ``probabilities = softmax(logits, dim=1)``, ``(batch, classes)``;
   ``label = argmax(probabilities, dim=1)``, ties to the lowest index.
 - ``sigmoid`` (binary): ``probabilities = sigmoid(logits)``, ``(batch, 1)``, the
-  positive class's probability; ``label = probabilities[:, 0] >= threshold``.
+  positive class's probability; ``label = probabilities.squeeze(1) >= threshold``
+  (exported as a Squeeze, cheaper than the Gather that ``[:, 0]`` becomes).
 - ``auto`` picks the head the run's task implies.
 
 ``label`` is int64 ``(batch,)`` in both cases.
@@ -135,7 +136,7 @@ class ClassifierWithHead(nn.Module):
             label = torch.argmax(probabilities, dim=1)  # (batch,) int64
         else:
             probabilities = torch.sigmoid(logits)  # (batch, 1): P(positive class)
-            label = (probabilities[:, 0] >= self.threshold).to(torch.int64)
+            label = (probabilities.squeeze(1) >= self.threshold).to(torch.int64)
         return logits, probabilities, label
 
 
