@@ -23,12 +23,13 @@ from onnxedge.runtime.errors import (
     ParityError,
     ProviderUnavailableError,
 )
-from onnxedge.runtime.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from onnxedge.runtime.predictor import Prediction, Predictor
 
 _LAZY = {
+    # Reading the installed version costs ~20 ms of package metadata: only on request.
+    "__version__": "onnxedge.runtime.version",
     "Predictor": "onnxedge.runtime.predictor",
     "Prediction": "onnxedge.runtime.predictor",
 }

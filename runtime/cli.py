@@ -16,7 +16,6 @@ from typing import Any
 
 import click
 from onnxedge.runtime.errors import MissingDependencyError, OnnxEdgeError
-from onnxedge.runtime.version import __version__
 
 # name -> ("module:attribute", one-line summary shown by --help without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -92,7 +91,8 @@ def _one_line(exc: BaseException) -> str:
         "Run `onnxedge COMMAND --help` for each command's options."
     ),
 )
-@click.version_option(__version__, "-V", "--version", prog_name="onnxedge")
+# package_name: the version is read from the metadata only when --version is asked.
+@click.version_option(None, "-V", "--version", package_name="onnxedge", prog_name="onnxedge")
 def cli() -> None:
     """onnxedge: PyTorch classifiers to verified ONNX models, scored anywhere."""
     _log_to_stderr()
