@@ -22,12 +22,13 @@ from onnxedge.export.verify import (
     tolerances_in_force,
     verify_model,
 )
+from onnxedge.runtime import Predictor
 from onnxedge.runtime.cli import cli
 from onnxedge.runtime.contract import INPUT_NAME, KEY_NORMALIZATION, KEY_THRESHOLD
 from onnxedge.runtime.errors import DataError, ModelLoadError
 from sklearn.metrics import log_loss
 
-from tests.export.tiny_models import TinyModel
+from tests.export.tiny_models import TinyModel, build_tiny
 
 
 def _verify(*args: str) -> tuple[int, str]:
@@ -323,3 +324,45 @@ def test_features_scaled_by_a_thousand(tiny: TinyModel) -> None:
     report = verify_model(tiny.model, run_dir=tiny.run, data=(x * 1e3, y))
     assert report.passed, report.failures
     assert all(c.passed for c in report.checks if c.name in ("finite", "head"))
+
+
+def test_batch_size_one_alone_covers_the_rows_it_ran(multiclass: TinyModel) -> None:
+    # With only batch size 1, capped below the data's size, accuracy is taken over the
+    # rows that ran (it once compared 100 labels with 240 targets and crashed).
+    report = verify_model(
+        multiclass.model, run_dir=multiclass.run_dir, batch_sizes=(1,), single_row_limit=100
+    )
+    assert report.passed, report.failures
+    x, y = multiclass.run.validation()
+    expected = float(np.mean(Predictor(multiclass.model).predict(x[:100]).labels == y[:100]))
+    assert report.accuracy["onnx"] == expected
+
+
+def test_eleven_hidden_layers_are_read_in_layer_order(tmp_path: Path) -> None:
+    # "hidden.10" sorts before "hidden.2" as text; the logit bounds must follow the layers.
+    hidden = (12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2)  # distinct widths: text order cannot chain
+    deep = build_tiny(tmp_path, "deep", classes=3, features=4, hidden=hidden)
+    report = verify_model(deep.model, run_dir=deep.run_dir)
+    assert report.passed, report.failures
+
+
+def test_metadata_promising_normalization_the_graph_lacks(
+    binary: TinyModel, tmp_path: Path
+) -> None:
+    # Cut the Sub / Div standardization out of the graph, keep the metadata's mean/std.
+    model = onnx.load(str(binary.model))
+    nodes = list(model.graph.node)
+    sub, div = nodes[0], nodes[1]
+    assert (sub.op_type, div.op_type) == ("Sub", "Div")
+    for node in nodes[2:]:
+        node.input[:] = [INPUT_NAME if name == div.output[0] else name for name in node.input]
+    del model.graph.node[:2]
+    dropped = {sub.input[1], div.input[1]}
+    kept = [t for t in model.graph.initializer if t.name not in dropped]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    cut = tmp_path / "no-standardization.onnx"
+    onnx.save(model, str(cut))
+    report = verify_model(cut, dataset=binary.data)
+    failed = {f.split(":")[0] for f in report.failures}
+    assert "normalization metadata~graph" in failed
