@@ -524,7 +524,10 @@ def _open_binary(path: Path) -> BinaryIO:
     magic = handle.read(2)
     handle.seek(0)
     if magic == _GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+        # Opened by name, the gzip stream owns its file and closes it (a fileobj= it
+        # would leave open until garbage collection).
+        handle.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     return handle
 
 

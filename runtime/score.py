@@ -874,9 +874,10 @@ def score_file(
         out.finish()
         if rejected_out is not None:
             rejected_out.finish()
-        out.commit()
+        # Rejected rows first: the output appears only once everything else is in place.
         if rejected_out is not None:
             rejected_out.commit()
+        out.commit()
     seconds = time.perf_counter() - started
     return ScoreSummary(
         model=predictor.model_label,
@@ -976,8 +977,8 @@ class _WriteBehind:
 
     def _raise(self) -> None:
         if self._error is not None:
+            self._cancelled = True  # before clearing _error: no write runs in between
             error, self._error = self._error, None
-            self._cancelled = True
             raise error
 
     def __enter__(self) -> _WriteBehind:

@@ -542,8 +542,9 @@ def score_ray(
             rows_skipped = (
                 _count_rows(_shards(rej_tmp.path), out_format) if rej_tmp.path is not None else 0
             )
-            out_tmp.commit()
+            # Rejected rows first: the output appears only once everything else is in place.
             rej_tmp.commit()
+            out_tmp.commit()
     seconds = time.perf_counter() - started
     return RayScoreSummary(
         model=predictor.model_label,
@@ -1055,6 +1056,9 @@ class _Staging:
                 os.rename(self.target, aside)
             os.rename(self.path, self.target)
         except OSError as exc:
+            if aside is not None:  # put the previous output back where it was
+                with contextlib.suppress(OSError):
+                    os.rename(aside, self.target)
             raise DataError(
                 f"cannot move the shards to {self.target}: {exc.strerror or exc}"
             ) from None

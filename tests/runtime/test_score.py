@@ -722,3 +722,27 @@ def test_the_scoring_predictor_does_not_spin(multiclass: ModelCase) -> None:
     predictor = score_mod._predictor(multiclass.path, provider="cpu", threads=1)
     assert predictor.session_config == {"session.intra_op.allow_spinning": "0"}
     assert predictor.nonfinite == "allow"  # score_batch checks the rows itself
+
+
+def test_gzip_input_closes_its_file(multiclass, tmp_path) -> None:
+    """A .csv.gz input must not leave its raw file handle for the garbage collector."""
+    import gzip
+    import subprocess
+    import sys
+
+    names = multiclass.feature_names
+    rows = multiclass.rows(20)
+    text = ",".join(names) + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n"
+    source = tmp_path / "rows.csv.gz"
+    source.write_bytes(gzip.compress(text.encode()))
+    code = (
+        "from onnxedge.runtime.score import score_file\n"
+        f"s = score_file({str(multiclass.path)!r}, {str(source)!r}, "
+        f"{str(tmp_path / 'out.csv')!r}, progress=False)\n"
+        "print(s.rows_scored)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "20"
+    assert "ResourceWarning" not in done.stderr, done.stderr
