@@ -303,3 +303,32 @@ def test_cli_engine_ray(ray_runtime: None, multiclass: ModelCase, tmp_path: Path
     assert done.exit_code == 0, done.output
     summary = __import__("json").loads(done.output.strip().splitlines()[-1])
     assert (summary["engine"], summary["rows_scored"], summary["rows_skipped"]) == ("ray", 39, 1)
+
+
+def test_failed_final_rename_puts_the_previous_output_back(tmp_path, monkeypatch) -> None:
+    """--overwrite moves the old output aside; if the new one cannot take its place, the
+    old one goes back, and no staging or aside folder is left."""
+    import os
+
+    from onnxedge.runtime import score_ray
+    from onnxedge.runtime.errors import DataError
+
+    target = tmp_path / "scores.parquet"
+    target.mkdir()
+    (target / "part-000000.parquet").write_text("old")
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if str(src).endswith(".tmp"):
+            raise OSError(28, "No space left on device")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(score_ray.os, "rename", rename)
+    with (
+        pytest.raises(DataError, match="No space left on device"),
+        score_ray._Staging(target, overwrite=True) as staging,
+    ):
+        (staging.path / "part-000000.parquet").write_text("new")
+        staging.commit()
+    assert (target / "part-000000.parquet").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.parquet"]
