@@ -81,11 +81,11 @@ from onnxedge.runtime.io import (
 from onnxedge.runtime.score import (
     BAD_ROW_POLICIES,
     DEFAULT_BATCH_SIZE,
-    DEFAULT_CHUNK_ROWS,
     REJECTED_TYPES,
     BadRowError,
     ScorePlan,
     ScoreSummary,
+    _chunk_rows,
     plan_scoring,
     score_batch,
 )
@@ -644,11 +644,6 @@ def _check_options(
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DataError(f"{name} must be an integer >= 1; got {value!r}")
-
-
-def _chunk_rows(batch_size: int) -> int:
-    """Rows per Ray batch: the local engine's chunk size (a multiple of the batch size)."""
-    return batch_size * max(1, DEFAULT_CHUNK_ROWS // batch_size)
 
 
 def _show_progress(progress: bool | None) -> bool:

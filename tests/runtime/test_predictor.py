@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnxedge.export.tolerances import (
+    LOGIT_ATOL,
     PROBABILITY_ATOL,
     PROBABILITY_SUM_ATOL,
     REFERENCE_FLOAT32_ATOL,
@@ -55,7 +56,7 @@ def test_multiclass_equals_onnxruntime_by_hand(multiclass: ModelCase) -> None:
     )
     np.testing.assert_array_equal(got.labels, want["label"])
     assert got.logits is not None
-    np.testing.assert_allclose(got.logits, want["logits"], rtol=0, atol=PROBABILITY_ATOL)
+    np.testing.assert_allclose(got.logits, want["logits"], rtol=0, atol=LOGIT_ATOL)
     assert got.class_names == ["class_0", "class_1", "class_2"]
     assert got.names == [f"class_{k}" for k in want["label"]]
 
@@ -119,7 +120,7 @@ def test_batching_gives_the_same_results(any_model: ModelCase, batch_size: int) 
     )
     if whole.logits is not None:
         assert batched.logits is not None
-        np.testing.assert_allclose(batched.logits, whole.logits, rtol=0, atol=PROBABILITY_ATOL)
+        np.testing.assert_allclose(batched.logits, whole.logits, rtol=0, atol=LOGIT_ATOL)
 
 
 @pytest.mark.parametrize("batch_size", [None, 1, 13])
