@@ -958,10 +958,14 @@ class ParquetReader(InputReader):
         import pyarrow.parquet as pq
 
         if path.is_dir():
+            # Like pyarrow datasets, Spark and Ray Data: names starting with "." or "_"
+            # (_temporary/, _SUCCESS, .crc files) are not data.
             files = sorted(
                 p
                 for p in path.rglob("*")
-                if p.is_file() and p.name.lower().endswith(_PARQUET_ENDINGS)
+                if p.is_file()
+                and p.name.lower().endswith(_PARQUET_ENDINGS)
+                and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
             )
             if not files:
                 raise DataError(f"{path}: folder holds no .parquet files")

@@ -729,7 +729,8 @@ def _folder_format(folder: Path) -> str:
 
 
 def _hidden(path: Path, root: Path) -> bool:
-    """Files Ray Data leaves out when it lists a folder (``.name``, ``_name``)."""
+    """Files Ray Data leaves out when it lists a folder (``.name``, ``_name``); the local
+    Parquet reader leaves out the same ones."""
     return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
 
 

@@ -431,6 +431,10 @@ def test_parquet_folder_in_name_order_with_rows_per_file(tmp_path: Path) -> None
     _parquet(folder / "part-1.parquet", 10, 5)
     _parquet(folder / "part-0.parquet", 0, 10)
     (folder / "_SUCCESS").write_text("")
+    # Spark / Ray leftovers are not data (Ray Data skips them too).
+    (folder / "_temporary").mkdir()
+    _parquet(folder / "_temporary" / "part-9.parquet", 100, 4)
+    _parquet(folder / ".part-2.parquet", 200, 4)
     with open_input(folder) as reader:
         assert reader.total_rows == 15
         assert reader.numeric_columns == ["f0"]
