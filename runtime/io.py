@@ -1409,7 +1409,6 @@ class AtomicOutput:
             raise DataError(f"cannot write in {folder}: {exc.strerror or exc}") from None
         os.close(fd)
         self.temp_path = Path(temp)
-        self.rows = 0
         self._done = False
         try:
             compress = self.path.name.lower().endswith(".gz")
@@ -1428,9 +1427,6 @@ class AtomicOutput:
             self._writer.write(columns)
         except OSError as exc:
             raise self._write_error(exc) from None
-        for values in columns.values():
-            self.rows += len(values)
-            break
 
     def finish(self) -> None:
         """Close the temporary file (everything written); :meth:`commit` renames it.

@@ -936,9 +936,9 @@ class _WriteBehind:
     writes to an output after it is discarded.
     """
 
-    def __init__(self, depth: int = 0) -> None:
+    def __init__(self) -> None:
         self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.Queue(
-            maxsize=depth or WRITE_BEHIND
+            maxsize=WRITE_BEHIND
         )
         self._error: BaseException | None = None
         self._cancelled = False

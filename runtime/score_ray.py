@@ -879,7 +879,6 @@ def _model_payload(model: str | os.PathLike[str] | bytes, predictor: Any) -> byt
 @dataclass
 class _Runtime:
     address: str
-    started_here: bool
     startup_seconds: float
 
 
@@ -889,7 +888,7 @@ def _ray_runtime(
 ) -> Iterator[_Runtime]:
     """Start a local runtime, join a cluster, or use the one already initialized."""
     if ray.is_initialized():
-        yield _Runtime(address="existing", started_here=False, startup_seconds=0.0)
+        yield _Runtime(address="existing", startup_seconds=0.0)
         return
     begin = time.perf_counter()
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
@@ -916,9 +915,7 @@ def _ray_runtime(
             ) from None
         label = address
     try:
-        yield _Runtime(
-            address=label, started_here=True, startup_seconds=time.perf_counter() - begin
-        )
+        yield _Runtime(address=label, startup_seconds=time.perf_counter() - begin)
     finally:
         ray.shutdown()
 
