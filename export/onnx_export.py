@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onnxedge.export.atomic import atomic_file
 from onnxedge.export.heads import HEAD_AUTO, ClassifierWithHead, HeadSpec, resolve_head
 from onnxedge.export.verify import (
     ParityReport,
     graph_weights_sha256,
-    readable_like_open,
     verify_model,
 )
 from onnxedge.runtime.contract import (
@@ -374,38 +374,8 @@ def library_versions() -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def atomic_file(target: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path]:
-    """Yield a temp file beside ``target`` that replaces ``target`` when the block succeeds.
-
-    On any error the temp file is removed and ``target`` is untouched.
-
-    Raises:
-        OutputExistsError: ``target`` exists and ``overwrite`` is false.
-        ExportError: ``target`` is a folder, or its folder cannot be created or written.
-    """
-    path = Path(target)
-    _check_target(path, overwrite)
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise ExportError(f"cannot write to {parent}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        if path.exists() and not overwrite:  # appeared while exporting
-            raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
-        readable_like_open(tmp)  # mkstemp makes 0600; a model is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _check_target(path: Path, overwrite: bool) -> None:
+    # Checked before the (slow) export, with a message that names a model file.
     if path.is_dir():
         raise ExportError(f"{path} is a folder; give the model's file name, like {path}/model.onnx")
     if path.exists() and not overwrite:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from onnxedge.export import tolerances
-from onnxedge.export.onnx_export import atomic_file
+from onnxedge.export.atomic import atomic_file
 from onnxedge.runtime.contract import (
     INPUT_NAME,
     KEY_GRAPH_WEIGHTS_SHA256,

@@ -47,7 +47,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from onnxedge.export import tolerances as tol
+from onnxedge.export.atomic import atomic_file
 from onnxedge.runtime.contract import (
     INPUT_NAME,
     KEY_GRAPH_WEIGHTS_SHA256,
@@ -573,31 +573,11 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as indented JSON to ``path`` via a temp file in the same folder.
 
     Raises:
-        DataError: the folder cannot be created or written.
+        DataError: ``path`` is a folder, or its folder cannot be created or written.
     """
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise DataError(f"cannot write {target}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        readable_like_open(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def readable_like_open(path: Path) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the mode ``open()`` would have: 0666 less umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    with atomic_file(path, overwrite=True, error=DataError) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    return Path(path)
 
 
 # --- the computations ---------------------------------------------------------------------
