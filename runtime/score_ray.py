@@ -79,7 +79,6 @@ from onnxedge.runtime.io import (
     rejected_path_for,
 )
 from onnxedge.runtime.score import (
-    BAD_ROW_POLICIES,
     DEFAULT_BATCH_SIZE,
     REJECTED_TYPES,
     BadRowError,
@@ -88,6 +87,9 @@ from onnxedge.runtime.score import (
     _chunk_rows,
     plan_scoring,
     score_batch,
+)
+from onnxedge.runtime.score import (
+    _check_options as check_score_options,
 )
 
 __all__ = [
@@ -632,15 +634,9 @@ def _score_in_cluster(
 def _check_options(
     on_bad_row: str, batch_size: int, workers: int | None, threads_per_worker: int
 ) -> None:
-    if on_bad_row not in BAD_ROW_POLICIES:
-        policies = ", ".join(BAD_ROW_POLICIES)
-        raise DataError(f"on_bad_row must be one of {policies}; got {on_bad_row!r}")
-    for name, value, optional in (
-        ("batch_size", batch_size, False),
-        ("workers", workers, True),
-        ("threads_per_worker", threads_per_worker, False),
-    ):
-        if value is None and optional:
+    check_score_options(on_bad_row, batch_size)  # the local engine's rules, then Ray's own
+    for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker)):
+        if name == "workers" and value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DataError(f"{name} must be an integer >= 1; got {value!r}")
