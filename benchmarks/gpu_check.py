@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rows must be >= 1")
 
     import onnxruntime as ort
-    from onnxedge.export.tolerances import PROVIDER_PROBABILITY_ATOL
+    from onnxedge.runtime.tolerances import PROVIDER_PROBABILITY_ATOL
     from onnxedge.runtime.errors import OnnxEdgeError
     from onnxedge.runtime.providers import (
         CUDA,

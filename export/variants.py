@@ -19,7 +19,7 @@ run folder it came from (its calibration sample and validation split):
   converter (:func:`onnx_to_ort`).
 
 Each variant then runs beside its source in onnxruntime on the validation split and
-must clear its own bar (``onnxedge.export.tolerances``): label agreement with the fp32
+must clear its own bar (``onnxedge.runtime.tolerances``): label agreement with the fp32
 model, accuracy drop, loss delta and max probability error. The figures go into the
 variant's metadata (``onnxedge.variant``, ``onnxedge.source_sha256``,
 ``onnxedge.variant_report``). A variant that misses its bar raises
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnxedge.export import tolerances
+from onnxedge.runtime import tolerances
 from onnxedge.export.atomic import atomic_file
 from onnxedge.runtime.contract import (
     INPUT_NAME,

@@ -20,7 +20,7 @@ and the mean loss (cross-entropy / BCE: from the ONNX logits, ``nn.CrossEntropyL
 ``nn.BCEWithLogitsLoss`` on the torch logits, and the reference). Each computation is
 checked for NaN / Inf and for probabilities that lie in [0, 1] (and sum to 1 for softmax),
 and the model's metadata for the digests and normalization it promises. Every check has
-a tolerance named in :mod:`onnxedge.export.tolerances`; a report lists every failing
+a tolerance named in :mod:`onnxedge.runtime.tolerances`; a report lists every failing
 check at once and :meth:`ParityReport.raise_for_failures` raises :class:`ParityError`
 with all of them.
 
@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnxedge.export import tolerances as tol
+from onnxedge.runtime import tolerances as tol
 from onnxedge.export.atomic import atomic_file
 from onnxedge.runtime.contract import (
     INPUT_NAME,
@@ -325,7 +325,7 @@ class Check:
         batch_size: the batch size the computations ran at, or None for whole-model checks.
         value: the measured figure (max error, count of bad rows, ...).
         limit: the largest value that passes.
-        tolerance: the name(s) of the limit in :mod:`onnxedge.export.tolerances`, or
+        tolerance: the name(s) of the limit in :mod:`onnxedge.runtime.tolerances`, or
             ``exact``.
         passed: value within limit.
         detail: one line saying what was measured, for the failure list.

@@ -1,8 +1,9 @@
 """The contract between an exported model and everything that runs it.
 
-The ONNX graph has one input, ``input`` (float32, ``[batch, features]``), and three
-outputs, ``logits``, ``probabilities`` and ``label`` (int64). What the graph cannot
-say (task, head, threshold, class and feature names, normalization, provenance) is
+The ONNX graph has one input, ``input`` (float32, ``[batch, *input_shape]``: one row is
+``(features,)`` for tabular models, ``(C, H, W)`` for image models), and three outputs,
+``logits``, ``probabilities`` and ``label`` (int64). What the graph cannot say (task,
+head, threshold, class and feature names, row shape, preprocessing, provenance) is
 stored in ONNX ``metadata_props`` under keys prefixed ``onnxedge.``. Export writes
 these keys through :meth:`ModelContract.to_metadata`; the runtime and the embedded
 script read them back. Keep the names stable: deployed models carry them.
@@ -41,6 +42,20 @@ KEY_CLASS_NAMES = PREFIX + "class_names"  # JSON list[str]
 KEY_NUM_FEATURES = PREFIX + "num_features"
 KEY_FEATURE_NAMES = PREFIX + "feature_names"  # JSON list[str]
 KEY_NORMALIZATION = PREFIX + "normalization"  # JSON {"mean": [...], "std": [...]}
+#: one row's shape without the batch axis, e.g. [64] or [1, 8, 8]; the graph input is
+#: [batch, *input_shape] and num_features is the product.
+KEY_INPUT_SHAPE = PREFIX + "input_shape"  # JSON list[int]
+#: the preprocessing inside the graph, in front of the net (None: the graph reads rows as
+#: given): {"kind": "standardize", "mean": [...], "std": [...]} or
+#: {"kind": "rescale", "factor": f}.
+KEY_PREPROCESS = PREFIX + "preprocess"  # JSON
+#: where a wrapped model came from: {"file": ..., "sha256": ..., "producer": ...}.
+KEY_SOURCE_MODEL = PREFIX + "source_model"  # JSON
+#: a small golden set for the on-device self-test: {"rows": [[...], ...] (each row
+#: flattened), "logits": [[...]], "probabilities": [[...]], "labels": [...],
+#: "tolerances": {"logits": atol, "probabilities": atol}}; floats as JSON numbers (a
+#: float32 widened to float64 round-trips exactly).
+KEY_GOLDEN = PREFIX + "golden"  # JSON
 KEY_TRAINING_METRICS = PREFIX + "training_metrics"  # JSON
 KEY_PARITY = PREFIX + "parity"  # JSON, the verification summary
 KEY_WEIGHTS_SHA256 = PREFIX + "weights_sha256"
@@ -60,6 +75,10 @@ _JSON_KEYS = frozenset(
         KEY_CLASS_NAMES,
         KEY_FEATURE_NAMES,
         KEY_NORMALIZATION,
+        KEY_INPUT_SHAPE,
+        KEY_PREPROCESS,
+        KEY_SOURCE_MODEL,
+        KEY_GOLDEN,
         KEY_TRAINING_METRICS,
         KEY_PARITY,
         KEY_VERSIONS,
@@ -79,6 +98,9 @@ class ModelContract:
         class_names: one name per class (2 for binary: negative, positive).
         num_features: features per row; None when neither metadata nor graph say.
         feature_names: column names, in the order the model reads them.
+        input_shape: one row's shape without the batch axis (``(64,)``, ``(1, 8, 8)``);
+            None when the metadata does not say (then ``(num_features,)`` if known).
+        preprocess: the in-graph preprocessing as recorded (see KEY_PREPROCESS).
         variant: ``fp32``, ``int8`` or ``fp16``.
         extra: every other ``onnxedge.`` key, decoded (JSON where it is JSON).
         missing: the keys a plain (non-onnxedge) model did not provide.
@@ -90,6 +112,8 @@ class ModelContract:
     class_names: list[str] | None = None
     num_features: int | None = None
     feature_names: list[str] | None = None
+    input_shape: tuple[int, ...] | None = None
+    preprocess: dict[str, Any] | None = None
     variant: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
@@ -127,6 +151,11 @@ class ModelContract:
         contract.num_features = _as_int(decoded.pop(KEY_NUM_FEATURES, None))
         fnames = decoded.pop(KEY_FEATURE_NAMES, None)
         contract.feature_names = [str(n) for n in fnames] if isinstance(fnames, list) else None
+        contract.input_shape = _as_shape(decoded.pop(KEY_INPUT_SHAPE, None))
+        if contract.input_shape is None and contract.num_features is not None:
+            contract.input_shape = (contract.num_features,)
+        preprocess = decoded.pop(KEY_PREPROCESS, None)
+        contract.preprocess = preprocess if isinstance(preprocess, dict) else None
         variant = decoded.pop(KEY_VARIANT, "fp32")
         contract.variant = variant if variant in VARIANTS else "fp32"
         decoded.pop(KEY_FORMAT_VERSION, None)
@@ -147,6 +176,10 @@ class ModelContract:
             props[KEY_NUM_FEATURES] = str(int(self.num_features))
         if self.feature_names is not None:
             props[KEY_FEATURE_NAMES] = json.dumps(self.feature_names)
+        if self.input_shape is not None:
+            props[KEY_INPUT_SHAPE] = json.dumps([int(d) for d in self.input_shape])
+        if self.preprocess is not None:
+            props[KEY_PREPROCESS] = json.dumps(self.preprocess)
         props[KEY_VARIANT] = self.variant
         for short, value in self.extra.items():
             key = PREFIX + short
@@ -166,3 +199,13 @@ def _as_int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _as_shape(value: Any) -> tuple[int, ...] | None:
+    if not isinstance(value, list) or not value:
+        return None
+    try:
+        shape = tuple(int(d) for d in value)
+    except (TypeError, ValueError):
+        return None
+    return shape if all(d > 0 for d in shape) else None

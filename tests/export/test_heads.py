@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnxedge.export import tolerances as tol
+from onnxedge.runtime import tolerances as tol
 from onnxedge.export.heads import (
     DEFAULT_THRESHOLD,
     ClassifierWithHead,

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from onnxedge.export import onnx_export
-from onnxedge.export import tolerances as tol
+from onnxedge.runtime import tolerances as tol
 from onnxedge.export.onnx_export import (
     DEFAULT_OPSET,
     MAX_OPSET,

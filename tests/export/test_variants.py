@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from onnxedge.export import tolerances as tol
+from onnxedge.runtime import tolerances as tol
 from onnxedge.export.onnx_export import checkpoint_to_onnx
 from onnxedge.export.variants import (
     CpuInt8Support,

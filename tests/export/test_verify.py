@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-from onnxedge.export import tolerances as tol
+from onnxedge.runtime import tolerances as tol
 from onnxedge.export.verify import (
     ODD_BATCH_SIZE,
     PAIRS,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from onnxedge.export.tolerances import REFERENCE_FLOAT32_ATOL, REFERENCE_FLOAT32_RTOL
+from onnxedge.runtime.tolerances import REFERENCE_FLOAT32_ATOL, REFERENCE_FLOAT32_RTOL
 from onnxedge.models.data import (
     BUNDLED,
     Dataset,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from onnxedge.export.tolerances import (
+from onnxedge.runtime.tolerances import (
     PROBABILITY_SUM_ATOL,
     REFERENCE_FLOAT32_ATOL,
     REFERENCE_FLOAT32_RTOL,

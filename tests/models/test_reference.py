@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from onnxedge.export.tolerances import (
+from onnxedge.runtime.tolerances import (
     BCE_UNSATURATED_MIN_PROBABILITY,
     LOGIT_ATOL,
     LOGIT_RTOL,

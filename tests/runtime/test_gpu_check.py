@@ -9,7 +9,7 @@ from types import ModuleType
 
 import onnxruntime as ort
 import pytest
-from onnxedge.export.tolerances import PROVIDER_PROBABILITY_ATOL
+from onnxedge.runtime.tolerances import PROVIDER_PROBABILITY_ATOL
 
 from tests.runtime.onnx_models import ModelCase
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from onnxedge.export.tolerances import (
+from onnxedge.runtime.tolerances import (
     LOGIT_ATOL,
     PROBABILITY_ATOL,
     PROBABILITY_SUM_ATOL,

@@ -149,7 +149,7 @@ def test_cpu_is_cpu(multiclass: ModelCase) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDAExecutionProvider")
 def test_cuda_predicts_what_cpu_predicts(multiclass: ModelCase, binary: ModelCase) -> None:
-    from onnxedge.export.tolerances import PROVIDER_PROBABILITY_ATOL
+    from onnxedge.runtime.tolerances import PROVIDER_PROBABILITY_ATOL
 
     for case in (multiclass, binary):
         x = case.rows(1000, seed=5)

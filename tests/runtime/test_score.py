@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onnxedge.export.tolerances import PROBABILITY_ATOL
+from onnxedge.runtime.tolerances import PROBABILITY_ATOL
 from onnxedge.runtime import Predictor
 from onnxedge.runtime import io as oio
 from onnxedge.runtime import score as score_mod

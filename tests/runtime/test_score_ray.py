@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from onnxedge.export.tolerances import ENGINE_PROBABILITY_ATOL
+from onnxedge.runtime.tolerances import ENGINE_PROBABILITY_ATOL
 from onnxedge.runtime.errors import DataError, MissingDependencyError, OutputExistsError
 from onnxedge.runtime.score import BadRowError, probability_column_names, score_file
 from onnxedge.runtime.score_ray import RAY_INSTALL_HINT, score_ray

@@ -1,6 +1,7 @@
 """Every numeric tolerance onnxedge uses, by name, in one place.
 
-Verification, the edge-variant bars and the tests import these names; no test or
+Verification, the edge-variant bars, the runtime and the tests import these names (the
+module lives in the torch-free base layer so every layer can); no test or
 check writes a tolerance literal of its own. float32 figures are for comparisons
 of float32 computations (torch / onnxruntime) with each other or with the float64
 numpy reference.
