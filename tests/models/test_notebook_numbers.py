@@ -22,12 +22,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from onnxedge.models import reference as ref
 from onnxedge.runtime.tolerances import (
     PROBABILITY_SUM_ATOL,
     REFERENCE_FLOAT32_ATOL,
     REFERENCE_FLOAT32_RTOL,
 )
-from onnxedge.models import reference as ref
 from torch import nn
 
 SOFTMAX_INPUT = [2.0, 1.0, 0.1, 1.2]

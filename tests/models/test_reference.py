@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from onnxedge.models import reference as ref
+from onnxedge.runtime.errors import CheckpointError, DataError, InputShapeError
 from onnxedge.runtime.tolerances import (
     BCE_UNSATURATED_MIN_PROBABILITY,
     LOGIT_ATOL,
@@ -30,8 +32,6 @@ from onnxedge.runtime.tolerances import (
     TORCH_BCE_WITH_LOGITS_FLOAT32_ERROR_PER_LOGIT,
     TORCH_BCE_WITH_LOGITS_FLOAT64_ERROR_PER_LOGIT,
 )
-from onnxedge.models import reference as ref
-from onnxedge.runtime.errors import CheckpointError, DataError, InputShapeError
 from torch import nn
 
 # No deadline: wall-clock limits do not belong in unit tests (a loaded CI box is slow).
