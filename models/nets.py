@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from onnxedge.models.reference import POOL_SIZE
 from onnxedge.runtime.contract import TASKS
 from onnxedge.runtime.errors import CheckpointError
 from torch import nn
@@ -34,7 +35,6 @@ DEFAULT_HIDDEN: tuple[int, ...] = (128,)
 DEFAULT_CHANNELS: tuple[int, ...] = (16, 32)
 #: Every conv block is conv(KERNEL_SIZE, same padding) -> ReLU -> max-pool(POOL_SIZE).
 KERNEL_SIZE = 3
-POOL_SIZE = 2
 
 
 @dataclass(frozen=True)
