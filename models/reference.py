@@ -1,4 +1,4 @@
-"""The numpy reference: the nets' forward pass, heads and losses, written once, stably.
+"""The numpy reference: the nets' forward passes (MLP, CNN), heads and losses, written once.
 
 This module is the oracle that torch and onnxruntime are checked against, so it imports
 numpy and nothing else of ours but the error types. Every function casts its inputs to
