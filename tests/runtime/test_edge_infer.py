@@ -224,13 +224,16 @@ def test_bad_inputs(
     assert _error([model, str(wide)], capsys) == "model expects 5 features, input has 6"
     text = tmp_path / "text.npy"
     np.save(text, np.array([["a"] * 5]))
-    assert _error([model, str(text)], capsys) == "input has dtype <U1; expected numbers"
+    assert _error([model, str(text)], capsys) == (
+        "input has dtype <U1; expected numbers (bool, int, uint or float, cast to float32)"
+    )
     nan = tmp_path / "nan.npy"
     bad = np.zeros((3, 5))
     bad[2, 4] = np.nan
     np.save(nan, bad)
     assert (
-        _error([model, str(nan)], capsys) == "input row 2, column 4 is nan; NaN / Inf are rejected"
+        _error([model, str(nan)], capsys)
+        == "input row 2, column 4 ('f4') is nan; NaN / Inf are rejected"
     )
     pickled = tmp_path / "objects.npy"
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
@@ -351,6 +354,6 @@ def test_huge_finite_values_pass_and_float32_overflow_is_refused(multiclass: Mod
     beyond = np.zeros((2, 5))
     beyond[1, 3] = 1e39  # finite float64, inf as float32
     with pytest.raises(
-        edge.EdgeError, match=r"^input row 1, column 3 is inf; NaN / Inf are rejected$"
+        edge.EdgeError, match=r"^input row 1, column 3 \('f3'\) is inf; NaN / Inf are rejected$"
     ):
         model.score(beyond)
