@@ -24,7 +24,8 @@ _INFO_EPILOG = (
     "  onnxedge info artifacts/breast-cancer.onnx --json\n"
     "\b\n"
     "Shows the signature (inputs and outputs with shapes and types), opsets, file\n"
-    "size, producer, the providers this onnxruntime offers, and every onnxedge.\n"
+    "size, producer, whether the model is usable as it is (its outputs known to be\n"
+    "probabilities), the providers this onnxruntime offers, and every onnxedge.\n"
     "metadata key decoded (training metrics, parity figures, versions, ...).\n"
     "Long values are shortened; --json prints everything."
 )
@@ -53,7 +54,9 @@ def info(model: Path, as_json: bool) -> None:
     quiet.propagate = False
     if not quiet.handlers:
         quiet.addHandler(logging.NullHandler())
-    described = Predictor(model, provider="cpu", logger=quiet).describe()
+    # A model that is not usable as it is (logits, no head) is still described.
+    predictor = Predictor(model, provider="cpu", logger=quiet, require_probabilities=False)
+    described = predictor.describe()
     if as_json:
         click.echo(json.dumps(described, indent=2, default=str))
     else:
@@ -108,6 +111,8 @@ def format_info(described: dict[str, Any]) -> str:
     task = meta.get("task") or "unknown"
     head = meta.get("head")
     rows.append(("task", f"{task}" + (f" ({head} head)" if head else "")))
+    refusal = described.get("refusal")
+    rows.append(("usable", "yes, as it is" if refusal is None else f"no: {refusal}"))
     classes = described.get("class_names")
     count = described.get("num_classes")
     class_text = f"{count if count is not None else 'unknown'}"

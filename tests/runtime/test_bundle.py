@@ -13,11 +13,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import helper
 from onnxedge.runtime import ModelLoadError, OutputExistsError, Predictor
 from onnxedge.runtime import edge_infer as edge
 from onnxedge.runtime.bundle import write_bundle
 
-from tests.runtime.onnx_models import ModelCase
+from tests.runtime.onnx_models import ModelCase, build_foreign, save
 
 EXPECTED_FILES = {
     "README.md",
@@ -210,3 +211,16 @@ def test_bundle_runs_in_a_torch_free_virtualenv(
         assert cuda.stderr == (
             "Error: CUDAExecutionProvider requested; available: CPUExecutionProvider\n"
         )
+
+
+def test_models_that_are_not_probabilities_are_not_bundled(tmp_path: Path) -> None:
+    path = save(build_foreign("logits"), tmp_path / "logits.onnx")
+    with pytest.raises(ModelLoadError, match=r"output 'logits' is not known to hold probabilities"):
+        write_bundle(path, tmp_path / "deploy")
+    # a head the values deny fails on the sample rows, before the folder appears
+    lying = build_foreign("dynamo")
+    helper.set_model_props(lying, {"onnxedge.head": "softmax", "onnxedge.num_features": "5"})
+    path = save(lying, tmp_path / "lying.onnx")
+    with pytest.raises(ModelLoadError, match=r"\(its values are not in \[0, 1\]\)"):
+        write_bundle(path, tmp_path / "deploy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logits.onnx", "lying.onnx"]

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import helper
 from onnxedge.runtime import Predictor
 from onnxedge.runtime import edge_infer as edge
 
-from tests.runtime.onnx_models import ModelCase
+from tests.runtime.onnx_models import ModelCase, build_foreign, build_sklearn_linear, save
 
 SCRIPT = Path(edge.__file__).resolve()
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -357,3 +358,40 @@ def test_huge_finite_values_pass_and_float32_overflow_is_refused(multiclass: Mod
         edge.EdgeError, match=r"^input row 1, column 3 \('f3'\) is inf; NaN / Inf are rejected$"
     ):
         model.score(beyond)
+
+
+# --- only probabilities are scored ------------------------------------------------------
+
+
+def test_logits_are_refused_with_the_wrap_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    save(build_foreign("dynamo"), tmp_path / "model.onnx")
+    np.save(tmp_path / "rows.npy", np.zeros((2, 5), dtype=np.float32))
+    assert _error(["model.onnx", "rows.npy"], capsys) == (
+        "model.onnx: output 'linear_1' is not known to hold probabilities (the model has no "
+        "onnxedge head in its metadata and is not a known converter's probability output) -- "
+        "add a head with: onnxedge wrap model.onnx -o wrapped.onnx"
+    )
+    lying = build_foreign("dynamo")
+    helper.set_model_props(lying, {"onnxedge.head": "softmax"})
+    save(lying, tmp_path / "model.onnx")
+    np.save(tmp_path / "rows.npy", np.full((2, 5), 40.0, dtype=np.float32))
+    assert _error(["model.onnx", "rows.npy"], capsys) == (
+        "model.onnx: output 'linear_1' is not known to hold probabilities (its values are not "
+        "in [0, 1]) -- add a head with: onnxedge wrap model.onnx -o wrapped.onnx"
+    )
+
+
+def test_skl2onnx_class_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = save(build_sklearn_linear()[0], tmp_path / "logreg.onnx")
+    x = np.random.default_rng(5).normal(0, 1, (6, 4)).astype(np.float32)
+    np.save(tmp_path / "rows.npy", x)
+    code, out, _ = _run_main([str(path), str(tmp_path / "rows.npy"), "--json"], capsys)
+    assert code == 0
+    labels, probs, classes = _json_rows(out)
+    want = Predictor(path).predict(x)
+    np.testing.assert_array_equal(labels, want.labels)
+    np.testing.assert_array_equal(probs, want.probabilities)
+    assert classes == want.names and set(classes) <= {"setosa", "versicolor", "virginica"}

@@ -8,6 +8,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -15,9 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from onnx import helper
 from onnxedge.runtime import (
     InputShapeError,
     InputValueError,
+    ModelLoadError,
     OnnxEdgeError,
     Prediction,
     Predictor,
@@ -31,7 +34,14 @@ from onnxedge.runtime.tolerances import (
     REFERENCE_FLOAT32_RTOL,
 )
 
-from tests.runtime.onnx_models import ModelCase, build_multiclass, numpy_forward, save
+from tests.runtime.onnx_models import (
+    ModelCase,
+    build_foreign,
+    build_multiclass,
+    build_sklearn_linear,
+    numpy_forward,
+    save,
+)
 
 
 def _by_hand(case: ModelCase, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -543,3 +553,135 @@ def test_binary_probabilities_are_built_from_the_positive_column(binary: ModelCa
         np.testing.assert_array_equal(result.probabilities[:, 0], np.float32(1) - p[:n])
         assert result.probabilities.dtype == np.float32
         assert result.probabilities is result.probabilities  # built once, then kept
+
+
+# --- only probabilities are scored ----------------------------------------------------
+
+
+def _refusal(label: str, output: str, why: str) -> str:
+    return (
+        f"{label}: output {output!r} is not known to hold probabilities ({why}) -- "
+        f"add a head with: onnxedge wrap {label} -o wrapped.onnx"
+    )
+
+
+NO_HEAD = (
+    "the model has no onnxedge head in its metadata and is not a known converter's "
+    "probability output"
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "output", "why"),
+    [
+        ("dynamo", "linear_1", NO_HEAD),
+        ("identity", "y", NO_HEAD),
+        ("logits", "logits", "it holds logits"),
+    ],
+)
+def test_outputs_not_known_to_be_probabilities_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, output: str, why: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    save(build_foreign(kind), tmp_path / "model.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor("model.onnx")
+    assert str(info.value) == _refusal("model.onnx", output, why)
+    # described all the same (onnxedge info), and refused when asked to score
+    predictor = Predictor("model.onnx", require_probabilities=False)
+    described = predictor.describe()
+    assert (described["usable"], described["refusal"]) == (False, str(info.value))
+    with pytest.raises(ModelLoadError, match=r"^model\.onnx: output .* -o wrapped\.onnx$"):
+        predictor.predict(np.zeros((2, 5), dtype=np.float32))
+
+
+def test_a_head_the_values_deny_fails_on_the_first_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dynamo export of a net with onnxedge metadata that claims a softmax head:
+    # the rule takes its one output, the first batch shows the values are logits.
+    model = build_foreign("dynamo")
+    helper.set_model_props(model, {"onnxedge.head": "softmax", "onnxedge.task": "multiclass"})
+    monkeypatch.chdir(tmp_path)
+    save(model, tmp_path / "model.onnx")
+    predictor = Predictor("model.onnx")
+    x = np.random.default_rng(0).normal(0, 50, (8, 5)).astype(np.float32)
+    logits = _by_hand_path(tmp_path / "model.onnx", x)["linear_1"]
+    assert logits.min() < 0 or logits.max() > 1, "the fixture must give values outside [0, 1]"
+    with pytest.raises(ModelLoadError) as info:
+        predictor.predict(x)
+    assert str(info.value) == (
+        "model.onnx: output 'linear_1' is not known to hold probabilities (its values are not "
+        "in [0, 1]) -- add a head with: onnxedge wrap model.onnx -o wrapped.onnx"
+    )
+
+
+def test_rows_that_do_not_sum_to_one_fail_on_the_first_batch(tmp_path: Path) -> None:
+    # sigmoid over three columns: each value in [0, 1], the rows do not sum to 1
+    model, _, contract = build_multiclass()
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    softmax.op_type = "Sigmoid"
+    del softmax.attribute[:]
+    path = save(model, tmp_path / "sigmoid3.onnx")
+    x = model_rows(contract, 6)
+    probs = _by_hand_path(path, x)["probabilities"]
+    sums = probs.astype(np.float64).sum(axis=1)
+    assert np.abs(sums - 1).max() > PROBABILITY_SUM_ATOL
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path).predict(x)
+    assert str(info.value) == _refusal(str(path), "probabilities", "its rows do not sum to 1")
+
+
+def test_the_edge_script_uses_the_named_tolerances() -> None:
+    from onnxedge.runtime import edge_infer, tolerances
+
+    assert edge_infer.PROBABILITY_SUM_ATOL == tolerances.PROBABILITY_SUM_ATOL
+    assert edge_infer.FP16_PROBABILITY_SUM_ATOL == tolerances.FP16_MAX_PROBABILITY_ERROR
+
+
+def test_skl2onnx_classifier_scores_with_its_class_labels(tmp_path: Path) -> None:
+    model, coef, intercepts = build_sklearn_linear()
+    path = save(model, tmp_path / "logreg.onnx")
+    predictor = Predictor(path)
+    assert predictor.class_names == ["setosa", "versicolor", "virginica"]
+    assert predictor.file_info.class_labels == ["setosa", "versicolor", "virginica"]
+    assert predictor.warnings[:2] == [
+        "output 'output_label' is tensor(string), not an integer label; ignored",
+        "output 'output_probability' is taken as the class probabilities "
+        "(skl2onnx's probability output)",
+    ]
+    x = np.random.default_rng(3).normal(0, 1, (40, 4)).astype(np.float32)
+    got = predictor.predict(x)
+    z = x.astype(np.float64) @ coef.T.astype(np.float64) + intercepts
+    want = np.exp(z - z.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        got.probabilities, want, rtol=REFERENCE_FLOAT32_RTOL, atol=REFERENCE_FLOAT32_ATOL
+    )
+    np.testing.assert_array_equal(got.labels, want.argmax(axis=1))
+    assert got.names == [predictor.class_names[k] for k in want.argmax(axis=1)]
+    assert predictor.describe()["usable"] is True
+
+
+def test_info_says_whether_a_model_is_usable(tmp_path: Path, multiclass: ModelCase) -> None:
+    from click.testing import CliRunner
+    from onnxedge.runtime.cli import cli
+
+    path = save(build_foreign("logits"), tmp_path / "logits.onnx")
+    result = CliRunner().invoke(cli, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"usable       no: {_refusal(str(path), 'logits', 'it holds logits')}" in (
+        result.output.splitlines()
+    )
+    good = CliRunner().invoke(cli, ["info", str(multiclass.path)])
+    assert "usable       yes, as it is" in good.output.splitlines()
+
+
+def _by_hand_path(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {session.get_inputs()[0].name: x}), strict=True))
+
+
+def model_rows(contract: Any, n: int) -> np.ndarray:
+    return np.random.default_rng(1).normal(0, 2, (n, contract.num_features)).astype(np.float32)
