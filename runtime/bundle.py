@@ -211,6 +211,15 @@ def _expected_output(predictor: Predictor, rows: np.ndarray) -> str:
     )
 
 
+def _row_text(predictor: Predictor) -> str:
+    shape = predictor.input_shape
+    if shape is None:
+        return "rows of an unknown number of float32 features"
+    if len(shape) == 1:
+        return f"{shape[0]} float32 features per row"
+    return f"rows of shape {shape} ({predictor.num_features} float32 values, flattened in CSV)"
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -236,9 +245,7 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
         f"Written by onnxedge {__version__} on {stamp}.",
         "",
         f"- model: `{name}` ({source.stat().st_size:,} bytes, sha256 `{_sha256(source)}`)",
-        f"- task: {task}; input `{predictor.input_name}`: "
-        f"{predictor.num_features if predictor.num_features is not None else 'unknown'} "
-        "float32 features per row",
+        f"- task: {task}; input `{predictor.input_name}`: {_row_text(predictor)}",
         f"- classes: {class_text}",
         "",
         "## Install (no torch needed)",
@@ -283,8 +290,9 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
     lines += [
         "## Input and output",
         "",
-        "INPUT is a `.npy` file (rows x features, or one row), a `.csv` file, or `-` for",
-        "CSV rows on stdin (answered row by row). A CSV header is optional; when it names",
+        "INPUT is a `.npy` file (rows x row shape, rows x features, or one row), a `.csv`",
+        "file (a row's values flattened), or `-` for CSV rows on stdin (answered row by",
+        "row). A CSV header is optional; when it names",
         "the model's features those columns are used, in the model's order, and other",
         "columns are ignored. NaN / Inf values are refused.",
         "",

@@ -18,7 +18,7 @@ from onnxedge.runtime import ModelLoadError, OutputExistsError, Predictor
 from onnxedge.runtime import edge_infer as edge
 from onnxedge.runtime.bundle import write_bundle
 
-from tests.runtime.onnx_models import ModelCase, build_foreign, save
+from tests.runtime.onnx_models import ModelCase, build_cnn, build_foreign, save
 
 EXPECTED_FILES = {
     "README.md",
@@ -224,3 +224,11 @@ def test_models_that_are_not_probabilities_are_not_bundled(tmp_path: Path) -> No
     with pytest.raises(ModelLoadError, match=r"\(its values are not in \[0, 1\]\)"):
         write_bundle(path, tmp_path / "deploy")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logits.onnx", "lying.onnx"]
+
+
+def test_image_model_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = save(build_cnn()[0], tmp_path / "cnn.onnx")
+    out = write_bundle(path, tmp_path / "deploy").path
+    assert (out / "sample.csv").read_text().count(",") == 63  # one row of 64 values
+    assert edge.main([str(out / "cnn.onnx"), str(out / "sample.csv")]) == 0
+    assert capsys.readouterr().out == (out / "sample_expected.txt").read_text()

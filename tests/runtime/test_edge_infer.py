@@ -16,7 +16,13 @@ from onnx import helper
 from onnxedge.runtime import Predictor
 from onnxedge.runtime import edge_infer as edge
 
-from tests.runtime.onnx_models import ModelCase, build_foreign, build_sklearn_linear, save
+from tests.runtime.onnx_models import (
+    ModelCase,
+    build_cnn,
+    build_foreign,
+    build_sklearn_linear,
+    save,
+)
 
 SCRIPT = Path(edge.__file__).resolve()
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -395,3 +401,25 @@ def test_skl2onnx_class_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str
     np.testing.assert_array_equal(labels, want.labels)
     np.testing.assert_array_equal(probs, want.probabilities)
     assert classes == want.names and set(classes) <= {"setosa", "versicolor", "virginica"}
+
+
+# --- image inputs -----------------------------------------------------------------------
+
+
+def test_image_rows_from_npy_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = save(build_cnn()[0], tmp_path / "cnn.onnx")
+    x = np.random.default_rng(6).uniform(0, 1, (7, 1, 8, 8)).astype(np.float32)
+    want = Predictor(path).predict(x)
+    np.save(tmp_path / "rows.npy", x)
+    _write_csv(tmp_path / "rows.csv", None, x.reshape(7, 64))
+    np.save(tmp_path / "row.npy", x[0])
+    for rows, n in (("rows.npy", 7), ("rows.csv", 7), ("row.npy", 1)):
+        code, out, err = _run_main([str(path), str(tmp_path / rows), "--json"], capsys)
+        assert (code, err) == (0, ""), rows
+        labels, probs, _ = _json_rows(out)
+        np.testing.assert_array_equal(labels, want.labels[:n])
+        np.testing.assert_array_equal(probs, want.probabilities[:n])
+    np.save(tmp_path / "bad.npy", np.zeros((3, 1, 7, 8), dtype=np.float32))
+    assert _error([str(path), str(tmp_path / "bad.npy")], capsys) == (
+        "model expects rows of shape (1, 8, 8), input has (1, 7, 8)"
+    )

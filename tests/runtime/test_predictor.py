@@ -36,9 +36,11 @@ from onnxedge.runtime.tolerances import (
 
 from tests.runtime.onnx_models import (
     ModelCase,
+    build_cnn,
     build_foreign,
     build_multiclass,
     build_sklearn_linear,
+    cnn_forward,
     numpy_forward,
     save,
 )
@@ -685,3 +687,67 @@ def _by_hand_path(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
 
 def model_rows(contract: Any, n: int) -> np.ndarray:
     return np.random.default_rng(1).normal(0, 2, (n, contract.num_features)).astype(np.float32)
+
+
+# --- image inputs ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    model, weights = build_cnn()
+    return save(model, tmp_path_factory.mktemp("cnn") / "cnn.onnx"), weights
+
+
+def test_image_rows_in_every_accepted_shape(cnn: tuple[Path, dict[str, np.ndarray]]) -> None:
+    path, weights = cnn
+    predictor = Predictor(path)
+    assert (predictor.input_shape, predictor.num_features) == ((1, 8, 8), 64)
+    assert predictor.warnings == []
+    x = np.random.default_rng(2).uniform(0, 1, (9, 1, 8, 8)).astype(np.float32)
+    got = predictor.predict(x, return_logits=True)
+    logits = cnn_forward(weights, x)
+    assert got.logits is not None
+    np.testing.assert_allclose(got.logits, logits, rtol=REFERENCE_FLOAT32_RTOL, atol=LOGIT_ATOL)
+    want = np.exp(logits - logits.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        got.probabilities, want, rtol=REFERENCE_FLOAT32_RTOL, atol=REFERENCE_FLOAT32_ATOL
+    )
+    np.testing.assert_array_equal(got.labels, want.argmax(axis=1))
+    # (n, 64) is reshaped to the row shape; one row of (1, 8, 8) is a batch of one
+    flat = predictor.predict(x.reshape(9, 64))
+    np.testing.assert_array_equal(flat.probabilities, got.probabilities)
+    one = predictor.predict(x[3])
+    np.testing.assert_array_equal(one.probabilities, got.probabilities[3:4])
+    np.testing.assert_array_equal(predictor.predict(x[:1]).labels, got.labels[:1])
+
+
+@pytest.mark.parametrize(
+    ("shape", "shown"), [((4, 1, 7, 8), "(1, 7, 8)"), ((1, 7, 8), "(1, 7, 8)"), ((4, 63), "(63,)")]
+)
+def test_wrong_image_shapes_name_both(
+    cnn: tuple[Path, dict[str, np.ndarray]], shape: tuple[int, ...], shown: str
+) -> None:
+    with pytest.raises(InputShapeError) as info:
+        Predictor(cnn[0]).predict(np.zeros(shape, dtype=np.float32))
+    assert str(info.value) == f"model expects rows of shape (1, 8, 8), input has {shown}"
+
+
+def test_row_shape_from_the_graph_and_the_contract(tmp_path: Path) -> None:
+    model, _ = build_cnn()
+    # the graph alone: its non-batch dims
+    del model.metadata_props[:]
+    plain = Predictor(save(model, tmp_path / "bare.onnx"), require_probabilities=False)
+    assert (plain.input_shape, plain.num_features) == ((1, 8, 8), 64)
+    # a contract that contradicts the graph is refused
+    flat, _, contract = build_multiclass(num_features=64)
+    contract.input_shape = (1, 8, 8)
+    del flat.metadata_props[:]
+    helper.set_model_props(flat, contract.to_metadata())
+    path = save(flat, tmp_path / "liar.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path)
+    assert str(info.value) == (
+        f"cannot use model {path}: its metadata says rows of shape (1, 8, 8) but input 'input' "
+        "takes (64,)"
+    )
