@@ -267,8 +267,8 @@ def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, i
     while pos < end:
         key, pos = _varint(buf, pos, end)
         number, wire = key >> 3, key & 7
-        if number == 0:
-            raise _WireError(f"field number 0 at byte {pos}")
+        if number == 0 or key > 0xFFFFFFFF:
+            raise _WireError(f"invalid field number {number} at byte {pos}")
         if wire == 0:
             value, pos = _varint(buf, pos, end)
             yield number, wire, value, pos
