@@ -33,7 +33,8 @@ from onnxedge.runtime.errors import OnnxEdgeError, OutputExistsError
 from onnxedge.runtime.predictor import Predictor
 from onnxedge.runtime.version import __version__
 
-#: Lower bounds written to requirements.txt (the runtime extra's in pyproject.toml).
+#: Lower bounds written to requirements.txt (the runtime extra's in pyproject.toml); the
+#: tests run the edge script on onnxruntime 1.18.0 with numpy 1.26 in a virtualenv.
 ONNXRUNTIME_MIN = "1.18"
 NUMPY_MIN = "1.26"
 #: Highest default-domain opset onnxruntime ONNXRUNTIME_MIN runs; a newer model asks
@@ -152,20 +153,22 @@ def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:
 
 
 def _requirements(predictor: Predictor) -> str:
+    """The tested range: from ONNXRUNTIME_MIN (tests run the edge script on it in a
+    virtualenv) to the onnxruntime this bundle was checked with."""
     import onnxruntime
 
+    major, minor = (int(part) for part in onnxruntime.__version__.split(".")[:2])
     opset = predictor.file_info.opsets.get("", predictor.file_info.opsets.get("ai.onnx", 0))
-    if opset > ONNXRUNTIME_MIN_MAX_OPSET:
-        ort_min = ".".join(onnxruntime.__version__.split(".")[:2])
-        why = f"opset {opset}: checked with onnxruntime {onnxruntime.__version__}"
-    else:
-        ort_min = ONNXRUNTIME_MIN
-        why = f"checked with onnxruntime {onnxruntime.__version__}"
+    ort_min = f"{major}.{minor}" if opset > ONNXRUNTIME_MIN_MAX_OPSET else ONNXRUNTIME_MIN
+    why = f"opset {opset}: " if opset > ONNXRUNTIME_MIN_MAX_OPSET else ""
     return (
         "# The model's runtime: nothing else is needed (no torch).\n"
         "# On an NVIDIA GPU install onnxruntime-gpu instead of onnxruntime (never both).\n"
-        f"onnxruntime>={ort_min}  # {why}\n"
-        f"numpy>={NUMPY_MIN}\n"
+        f"# Tested: onnxruntime {ONNXRUNTIME_MIN}.0 with numpy {NUMPY_MIN}, and "
+        f"onnxruntime {onnxruntime.__version__} with numpy {np.__version__}.\n"
+        f"onnxruntime>={ort_min},<{major}.{minor + 1}  # {why}checked with {onnxruntime.__version__}\n"
+        f"numpy>={NUMPY_MIN},<{np.__version__.split('.')[0]}.{int(np.__version__.split('.')[1]) + 1}"
+        "  # onnxruntime < 1.19 needs numpy < 2\n"
     )
 
 

@@ -16,7 +16,8 @@ import pytest
 from onnx import helper
 from onnxedge.runtime import ModelLoadError, OutputExistsError, Predictor
 from onnxedge.runtime import edge_infer as edge
-from onnxedge.runtime.bundle import write_bundle
+from onnxedge.runtime.bundle import NUMPY_MIN, ONNXRUNTIME_MIN, write_bundle
+from onnxedge.runtime.tolerances import PROBABILITY_ATOL
 
 from tests.runtime.onnx_models import ModelCase, build_cnn, build_foreign, save
 
@@ -42,9 +43,11 @@ def test_bundle_files(multiclass: ModelCase, tmp_path: Path) -> None:
     assert (out / "multiclass.onnx").read_bytes() == multiclass.data
     assert (out / "edge_infer.py").read_bytes() == Path(edge.__file__).read_bytes()
     requirements = (out / "requirements.txt").read_text().splitlines()
+    major, minor = (int(v) for v in ort.__version__.split(".")[:2])
+    np_major, np_minor = (int(v) for v in np.__version__.split(".")[:2])
     assert [line.split("  #")[0] for line in requirements if not line.startswith("#")] == [
-        "onnxruntime>=1.18",
-        "numpy>=1.26",
+        f"onnxruntime>=1.18,<{major}.{minor + 1}",
+        f"numpy>=1.26,<{np_major}.{np_minor + 1}",
     ]
     # sample rows: the normalization mean, then mean -/+ std, under the feature names
     assert (out / "sample.csv").read_text().splitlines()[0] == "f0,f1,f2,f3,f4"
@@ -148,29 +151,114 @@ def test_external_data_travels_with_the_model(multiclass: ModelCase, tmp_path: P
 # --- a virtualenv with only onnxruntime and numpy --------------------------------------
 
 
-@pytest.fixture(scope="session")
-def edge_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv holding onnxruntime and numpy (the installed versions) and nothing of ours."""
-    root = tmp_path_factory.mktemp("edge-venv")
+#: pip may need this long to install onnxruntime from its cache (or PyPI).
+PIP_TIMEOUT_S = 900
+#: a hang (a FIFO opened) fails after this long; a model loads in well under a second.
+RUN_TIMEOUT_S = 120
+
+
+def _venv(root: Path, *packages: str) -> Path:
+    """A venv holding ``packages`` (pinned) and nothing of ours; its python."""
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
     python = root / "venv" / ("Scripts" if os.name == "nt" else "bin") / "python"
     done = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            f"onnxruntime=={ort.__version__}",
-            f"numpy=={np.__version__}",
-        ],
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
         capture_output=True,
         text=True,
         check=False,
+        timeout=PIP_TIMEOUT_S,
     )
-    assert done.returncode == 0, f"pip could not install onnxruntime and numpy:\n{done.stderr}"
+    assert done.returncode == 0, f"pip could not install {packages}:\n{done.stderr}"
     return python
+
+
+@pytest.fixture(scope="session")
+def edge_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv holding onnxruntime and numpy (the installed versions) and nothing of ours."""
+    return _venv(
+        tmp_path_factory.mktemp("edge-venv"),
+        f"onnxruntime=={ort.__version__}",
+        f"numpy=={np.__version__}",
+    )
+
+
+@pytest.fixture(scope="session")
+def oldest_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with the oldest onnxruntime the project declares (and the numpy it needs)."""
+    return _venv(
+        tmp_path_factory.mktemp("oldest-venv"),
+        f"onnxruntime=={ONNXRUNTIME_MIN}.0",
+        f"numpy=={NUMPY_MIN}.4",
+    )
+
+
+def _device_run(python: Path, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # -I: no user site, no cwd on sys.path, PYTHON* variables ignored
+    try:
+        return subprocess.run(
+            [str(python), "-I", *args],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=RUN_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"hung for {RUN_TIMEOUT_S} s: {args}")
+
+
+@pytest.mark.slow
+def test_edge_script_on_the_oldest_declared_onnxruntime(
+    oldest_python: Path, multiclass: ModelCase, binary: ModelCase, tmp_path: Path
+) -> None:
+    version = _device_run(
+        oldest_python, tmp_path, "-c", "import onnxruntime; print(onnxruntime.__version__)"
+    )
+    assert version.stdout.strip() == f"{ONNXRUNTIME_MIN}.0"
+    cnn = save(build_cnn()[0], tmp_path / "cnn.onnx")
+    for path in (multiclass.path, binary.path, cnn):
+        device = write_bundle(path, tmp_path / f"made-{path.stem}").path
+        run = _device_run(oldest_python, device, "edge_infer.py", path.name, "sample.csv", "--json")
+        assert (run.returncode, run.stderr) == (0, ""), path
+        rows = [json.loads(line) for line in run.stdout.splitlines()]
+        sample = np.loadtxt(
+            device / "sample.csv",
+            delimiter=",",
+            ndmin=2,
+            comments=None,
+            skiprows=1 if path != cnn else 0,
+        )
+        want = Predictor(path).predict(sample)
+        np.testing.assert_array_equal([r["label"] for r in rows], want.labels)
+        got = np.array([r["probabilities"] for r in rows], dtype=np.float64)
+        np.testing.assert_allclose(got, want.probabilities, rtol=0, atol=PROBABILITY_ATOL)
+    # what onnxruntime 1.18 would read (a FIFO hangs it, ../ reads any file) is refused first
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    model = onnx.load(str(multiclass.path))
+    onnx.save_model(
+        model,
+        str(folder / "m.onnx"),
+        save_as_external_data=True,
+        location="m.bin",
+        size_threshold=0,
+    )
+    os.mkfifo(folder / "pipe.bin")
+    for location, why in (
+        ("pipe.bin", "reads external data from 'pipe.bin', which is not a regular file"),
+        ("*/_ORT_MEM_ADDR_/*", "has an invalid external data location '*/_ORT_MEM_ADDR_/*'"),
+    ):
+        hostile = onnx.load(str(folder / "m.onnx"), load_external_data=False)
+        for tensor in onnx.external_data_helper._get_all_tensors(hostile):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        onnx.save(hostile, str(folder / "h.onnx"))
+        np.save(folder / "rows.npy", multiclass.rows(2))
+        script = str(Path(edge.__file__))
+        run = _device_run(oldest_python, folder, script, "h.onnx", "rows.npy")
+        assert (run.returncode, run.stdout) == (1, "")
+        assert run.stderr == f"Error: refusing model h.onnx: tensor 'mean' {why}\n"
 
 
 @pytest.mark.slow
@@ -184,10 +272,7 @@ def test_bundle_runs_in_a_torch_free_virtualenv(
     shutil.copytree(bundle, device)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        # -I: no user site, no cwd on sys.path, PYTHON* variables ignored
-        return subprocess.run(
-            [str(edge_python), "-I", *args], cwd=device, capture_output=True, text=True, check=False
-        )
+        return _device_run(edge_python, device, *args)
 
     for module in ("torch", "onnxedge", "onnx"):
         missing = run("-c", f"import {module}")
