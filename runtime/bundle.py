@@ -158,6 +158,7 @@ def _requirements(predictor: Predictor) -> str:
     import onnxruntime
 
     major, minor = (int(part) for part in onnxruntime.__version__.split(".")[:2])
+    np_major, np_minor = (int(part) for part in np.__version__.split(".")[:2])
     opset = predictor.file_info.opsets.get("", predictor.file_info.opsets.get("ai.onnx", 0))
     ort_min = f"{major}.{minor}" if opset > ONNXRUNTIME_MIN_MAX_OPSET else ONNXRUNTIME_MIN
     why = f"opset {opset}: " if opset > ONNXRUNTIME_MIN_MAX_OPSET else ""
@@ -166,9 +167,9 @@ def _requirements(predictor: Predictor) -> str:
         "# On an NVIDIA GPU install onnxruntime-gpu instead of onnxruntime (never both).\n"
         f"# Tested: onnxruntime {ONNXRUNTIME_MIN}.0 with numpy {NUMPY_MIN}, and "
         f"onnxruntime {onnxruntime.__version__} with numpy {np.__version__}.\n"
-        f"onnxruntime>={ort_min},<{major}.{minor + 1}  # {why}checked with {onnxruntime.__version__}\n"
-        f"numpy>={NUMPY_MIN},<{np.__version__.split('.')[0]}.{int(np.__version__.split('.')[1]) + 1}"
-        "  # onnxruntime < 1.19 needs numpy < 2\n"
+        f"onnxruntime>={ort_min},<{major}.{minor + 1}  # {why}checked with "
+        f"{onnxruntime.__version__}\n"
+        f"numpy>={NUMPY_MIN},<{np_major}.{np_minor + 1}  # onnxruntime < 1.19 needs numpy < 2\n"
     )
 
 
