@@ -10,6 +10,8 @@
   feature names as header when the model names them;
 * ``sample_expected.txt``: what :class:`Predictor` prints for ``sample.csv``, in the
   script's text format, to diff against on the device;
+* ``selftest.json``: the self-test's report (the model's golden rows, run here) when
+  the model carries a golden set;
 * ``README.md`` with the exact commands.
 
 The folder is built beside its destination under a temporary name and renamed into
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import json
 import os
 import shutil
 import tempfile
@@ -29,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from onnxedge.runtime.contract import KEY_GOLDEN
 from onnxedge.runtime.errors import OnnxEdgeError, OutputExistsError
 from onnxedge.runtime.predictor import Predictor
 from onnxedge.runtime.version import __version__
@@ -44,6 +48,7 @@ ONNXRUNTIME_MIN_MAX_OPSET = 21
 SCRIPT_NAME = "edge_infer.py"
 SAMPLE_NAME = "sample.csv"
 EXPECTED_NAME = "sample_expected.txt"
+SELFTEST_NAME = "selftest.json"
 
 
 @dataclass
@@ -146,6 +151,16 @@ def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:
         (folder / SAMPLE_NAME).write_text(_sample_csv(predictor, sample))
         (folder / EXPECTED_NAME).write_text(_expected_output(predictor, sample))
         bundle.sample_rows = int(sample.shape[0])
+    if KEY_GOLDEN in predictor.metadata:
+        # the golden rows on the bundled copy, here; the README has the device run it too
+        report = Predictor(folder / source.name, provider="cpu").self_test()
+        (folder / SELFTEST_NAME).write_text(json.dumps(report, indent=2) + "\n")
+        if not report["passed"]:
+            raise OnnxEdgeError(
+                f"{source}: the self-test failed on the bundled copy (max |error| "
+                f"{report['max_abs_error']}, {report['labels_agreeing']} of {report['rows']} "
+                "labels agree)"
+            )
     bundle.run_command = f"python {SCRIPT_NAME} {source.name} {SAMPLE_NAME}"
     (folder / "README.md").write_text(_readme(predictor, source, bundle))
     bundle.files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
@@ -279,6 +294,25 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
         "```",
         "",
     ]
+    if KEY_GOLDEN in predictor.metadata:
+        lines += [
+            "## First: the self-test",
+            "",
+            "```sh",
+            f"python {SCRIPT_NAME} {name} --self-test         # add --json for fleets",
+            "```",
+            "",
+            "It runs the golden rows stored in the model on this device's onnxruntime and",
+            "compares them with the outputs recorded at export (exit status 1 on a mismatch);",
+            f"`{SELFTEST_NAME}` is its report where the bundle was made.",
+            "",
+        ]
+    else:
+        lines += [
+            "The model carries no golden set for a self-test (`onnxedge export` and",
+            "`onnxedge wrap` store one).",
+            "",
+        ]
     if bundle.sample_rows:
         lines += [
             "## Check the device",

@@ -30,10 +30,15 @@ must then be in [0, 1] (rows summing to 1). A model file is untrusted input: bef
 onnxruntime opens it, its protobuf is walked here, and external data is read only from
 regular files inside the model's folder, within their size.
 
+``python edge_infer.py model.onnx --self-test [--json]`` runs the golden rows the model
+carries (metadata ``onnxedge.golden``, stored by onnxedge export / wrap) on this
+machine's onnxruntime and provider, and compares them with the outputs recorded at
+export under the recorded tolerances: run it first on a new device.
+
 Exit status: 0 on success, 1 with one line ``Error: ...`` on stderr for a bad model,
-bad input or an unavailable provider, 2 for bad arguments. ``--provider cuda`` is
-strict: it fails when onnxruntime cannot run the model on CUDA instead of falling
-back to the CPU.
+bad input or an unavailable provider (and for a failed self-test), 2 for bad arguments.
+``--provider cuda`` is strict: it fails when onnxruntime cannot run the model on CUDA
+instead of falling back to the CPU.
 
 Runs on Python 3.9 or later. The same code is onnxedge's scoring core
 (``onnxedge.runtime.Predictor`` is built on :class:`EdgeModel`): ``EdgeModel(path).score(x)``
@@ -1000,12 +1005,96 @@ class EdgeModel:
         if not self._checked:
             self.check_probabilities(raw[0])
         probs, labels = self.outputs(raw)
-        if probs.shape[1] == 1:
-            both = np.empty((probs.shape[0], 2), dtype=np.float32)
-            both[:, 1] = probs[:, 0]
-            np.subtract(np.float32(1), probs[:, 0], out=both[:, 0])
-            probs = both
-        return labels, probs
+        return labels, _per_class(probs)
+
+    def self_test(self) -> dict[str, Any]:
+        """Run the model's golden rows (metadata ``onnxedge.golden``) on this machine.
+
+        Compares this onnxruntime's probabilities, logits and labels with the ones
+        recorded at export, under the recorded tolerances.
+
+        Returns:
+            A JSON-ready report: ``passed``, ``rows``, ``max_abs_error`` and
+            ``tolerances`` per output, ``labels_agreeing``, and where it ran
+            (``machine``, ``platform``, ``python``, ``onnxruntime``, ``provider``).
+
+        Raises:
+            EdgeError: no golden set, or one that does not fit the model's signature.
+        """
+        import platform
+
+        import onnxruntime as ort
+
+        golden = self._golden()
+        x = np.asarray(golden["rows"], dtype=np.float64)
+        fetch = self.fetch + ([self.logits_output] if self.logits_output else [])
+        raw = self.run(self.check(x), fetch)
+        computed, labels = self.outputs(raw)
+        probs = _per_class(computed)
+        report: dict[str, Any] = {"rows": int(x.shape[0]), "max_abs_error": {}, "tolerances": {}}
+        passed = True
+        for name, got in (
+            ("probabilities", probs),
+            ("logits", raw[-1] if self.logits_output else None),
+        ):
+            if name not in golden or got is None:
+                continue
+            want = np.asarray(golden[name], dtype=np.float64)
+            if want.shape != got.shape:
+                want = _per_class(want.astype(np.float32)) if name == "probabilities" else want
+            if want.shape != got.shape:
+                raise self._golden_error(
+                    f"{name} of shape {want.shape}, the model computes {got.shape}"
+                )
+            error = float(np.abs(got.astype(np.float64) - want).max()) if want.size else 0.0
+            tolerance = float(golden["tolerances"][name])
+            report["max_abs_error"][name] = error
+            report["tolerances"][name] = tolerance
+            passed = passed and error <= tolerance
+        agreeing = int((labels == np.asarray(golden["labels"], dtype=np.int64)).sum())
+        report["labels_agreeing"] = agreeing
+        report["passed"] = passed and agreeing == x.shape[0]
+        report.update(
+            model=self.label,
+            machine=platform.machine(),
+            platform=platform.platform(),
+            python=platform.python_version(),
+            onnxruntime=ort.__version__,
+            provider=self.session.get_providers()[0],
+        )
+        return report
+
+    def _golden(self) -> dict[str, Any]:
+        text = self.metadata.get("onnxedge.golden")
+        if not text:
+            raise EdgeError(
+                f"{self.label} has no golden set (metadata onnxedge.golden) to self-test with; "
+                "onnxedge export and onnxedge wrap store one in the model"
+            )
+        try:
+            golden = json.loads(text)
+            rows = np.asarray(golden["rows"], dtype=np.float64)
+            labels = np.asarray(golden["labels"], dtype=np.int64)
+            tolerances = {k: float(v) for k, v in golden["tolerances"].items()}
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise self._golden_error(f"it cannot be read ({type(exc).__name__}: {exc})") from None
+        width = self.num_features
+        if rows.ndim != 2 or (width is not None and rows.shape[1] != width):
+            raise self._golden_error(
+                f"rows of shape {rows.shape[1:]}, the model takes {width} values"
+            )
+        if labels.shape != (rows.shape[0],) or not set(tolerances) >= (
+            set(golden) & {"logits", "probabilities"}
+        ):
+            raise self._golden_error(
+                f"{rows.shape[0]} rows but {labels.shape[0]} labels, or outputs without a tolerance"
+            )
+        return golden
+
+    def _golden_error(self, text: str) -> EdgeError:
+        return EdgeError(
+            f"cannot use model {self.label}: its golden set does not fit the model: {text}"
+        )
 
     def name_of(self, label: int) -> str:
         """The class name of ``label`` (its digits when the model names no classes)."""
@@ -1022,6 +1111,16 @@ def score(
         EdgeError: bad model or bad input.
     """
     return EdgeModel(session_or_path).score(x, batch_size)
+
+
+def _per_class(probs: np.ndarray) -> np.ndarray:
+    """One column per class: a binary model's ``p`` becomes ``[1 - p, p]`` (float32)."""
+    if probs.shape[1] != 1:
+        return probs
+    both = np.empty((probs.shape[0], 2), dtype=np.float32)
+    both[:, 1] = probs[:, 0]
+    np.subtract(np.float32(1), probs[:, 0], out=both[:, 0])
+    return both
 
 
 def _json_list(value: str | None) -> list[Any] | None:
@@ -1200,6 +1299,22 @@ def format_rows(
     )
 
 
+def format_self_test(report: dict[str, Any]) -> str:
+    """The one-screen text of a :meth:`EdgeModel.self_test` report."""
+    lines = [
+        f"self-test {'PASSED' if report['passed'] else 'FAILED'}: {report['model']}, "
+        f"{report['rows']} golden rows",
+        f"machine      {report['machine']}, {report['platform']}, Python {report['python']}",
+        f"onnxruntime  {report['onnxruntime']} on {report['provider']}",
+    ]
+    for name, error in report["max_abs_error"].items():
+        tolerance = report["tolerances"][name]
+        verdict = "ok" if error <= tolerance else "TOO LARGE"
+        lines.append(f"{name:<13}max |error| {error:.3g} (tolerance {tolerance:.3g}): {verdict}")
+    lines.append(f"labels       {report['labels_agreeing']} of {report['rows']} agree")
+    return "\n".join(lines)
+
+
 def _parser() -> Any:
     import argparse
 
@@ -1210,12 +1325,18 @@ def _parser() -> Any:
             "examples:\n"
             "  python edge_infer.py model.onnx rows.csv\n"
             "  python edge_infer.py model.onnx rows.npy --json\n"
-            "  cat rows.csv | python edge_infer.py model.onnx - --provider cpu"
+            "  cat rows.csv | python edge_infer.py model.onnx - --provider cpu\n"
+            "  python edge_infer.py model.onnx --self-test          # run this first on a device"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", help="an .onnx (or .ort) model file")
-    parser.add_argument("input", help=".npy file, .csv file, or - for CSV rows on stdin")
+    parser.add_argument("input", nargs="?", help=".npy file, .csv file, or - for CSV rows on stdin")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="run the model's golden rows on this machine and compare (exit 1 on a mismatch)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
     parser.add_argument(
@@ -1245,7 +1366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EdgeError(f"--threads must be >= 1; got {args.threads}")
         if args.batch_size is not None and args.batch_size < 1:
             raise EdgeError(f"--batch-size must be >= 1; got {args.batch_size}")
+        if args.input is None and not args.self_test:
+            raise EdgeError("give an INPUT file (or - for stdin), or --self-test")
         model = EdgeModel(args.model, provider=args.provider, threads=args.threads)
+        if args.self_test:
+            report = model.self_test()
+            print(json.dumps(report) if args.json else format_self_test(report))
+            return 0 if report["passed"] else 1
         out = sys.stdout
         for batch in input_batches(args.input, model, args.batch_size, header=args.header):
             labels, probabilities = model.score(batch)

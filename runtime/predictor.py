@@ -263,9 +263,6 @@ class Predictor(EdgeModel):
         self.warnings: list[str] = [*notes, *([fallback] if fallback else []), *self.notes]
         for note in self.warnings:
             self._log.warning("%s: %s", label, note)
-        self.binary = self.prob_columns == 1 or (
-            self.prob_columns is None and self.contract.task == "binary"
-        )
         self._fetch_with_logits = self.fetch + ([self.logits_output] if self.logits_output else [])
         self._warned_no_logits = False
 
@@ -355,18 +352,6 @@ class Predictor(EdgeModel):
             return self.empty_outputs(fetch)
         return [np.concatenate([p[i] for p in parts]) for i in range(len(fetch))]
 
-    def validate(self, x: Any) -> np.ndarray:
-        """``x`` as a C-contiguous ``(n, *input_shape)`` array of the model's input type.
-
-        Raises:
-            InputShapeError: a shape the model does not take.
-            InputValueError: non-numeric dtype; NaN / Inf under ``nonfinite="reject"``.
-        """
-        try:
-            return self.check(x)
-        except EdgeError as exc:
-            raise _typed(exc) from None
-
     def warmup(self, runs: int = 1) -> None:
         """Run one row of zeros ``runs`` times (allocations, kernel choice).
 
@@ -383,6 +368,17 @@ class Predictor(EdgeModel):
                 self.run(row, self.fetch)
             if self._use_binding:
                 self._run_bound(row, self.fetch, 1)
+        except EdgeError as exc:
+            raise _typed(exc) from None
+
+    def self_test(self) -> dict[str, Any]:
+        """Run the model's golden rows on this machine; see ``EdgeModel.self_test``.
+
+        Raises:
+            ModelLoadError: no golden set, or one that does not fit the model.
+        """
+        try:
+            return super().self_test()
         except EdgeError as exc:
             raise _typed(exc) from None
 

@@ -346,3 +346,30 @@ def numpy_forward(case: ModelCase, x: np.ndarray) -> dict[str, np.ndarray]:
         exp = np.exp(shifted)
         probs = exp / exp.sum(axis=1, keepdims=True)
     return {"logits": logits, "probabilities": probs}
+
+
+def with_golden(model: onnx.ModelProto, rows: np.ndarray) -> onnx.ModelProto:
+    """``model`` with a golden set (contract KEY_GOLDEN) of ``rows``, computed by onnxruntime
+    here, under the named tolerances, as export stores one."""
+    import json
+
+    import onnxruntime as ort
+    from onnxedge.runtime.contract import KEY_GOLDEN
+    from onnxedge.runtime.tolerances import LOGIT_ATOL, PROBABILITY_ATOL
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    logits, probs, labels = session.run(["logits", "probabilities", "label"], {"input": rows})
+    golden = {
+        "rows": rows.reshape(rows.shape[0], -1).astype(np.float64).tolist(),
+        "logits": logits.astype(np.float64).tolist(),
+        "probabilities": probs.astype(np.float64).tolist(),
+        "labels": labels.tolist(),
+        "tolerances": {"logits": LOGIT_ATOL, "probabilities": PROBABILITY_ATOL},
+    }
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    helper.set_model_props(
+        out,
+        {**{p.key: p.value for p in model.metadata_props}, KEY_GOLDEN: json.dumps(golden)},
+    )
+    return out

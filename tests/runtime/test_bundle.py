@@ -13,13 +13,20 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper
-from onnxedge.runtime import ModelLoadError, OutputExistsError, Predictor
+from onnx import helper, numpy_helper
+from onnxedge.runtime import ModelLoadError, OnnxEdgeError, OutputExistsError, Predictor
 from onnxedge.runtime import edge_infer as edge
 from onnxedge.runtime.bundle import NUMPY_MIN, ONNXRUNTIME_MIN, write_bundle
 from onnxedge.runtime.tolerances import PROBABILITY_ATOL
 
-from tests.runtime.onnx_models import ModelCase, build_cnn, build_foreign, save
+from tests.runtime.onnx_models import (
+    ModelCase,
+    build_cnn,
+    build_foreign,
+    build_multiclass,
+    save,
+    with_golden,
+)
 
 EXPECTED_FILES = {
     "README.md",
@@ -317,3 +324,35 @@ def test_image_model_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert (out / "sample.csv").read_text().count(",") == 63  # one row of 64 values
     assert edge.main([str(out / "cnn.onnx"), str(out / "sample.csv")]) == 0
     assert capsys.readouterr().out == (out / "sample_expected.txt").read_text()
+
+
+def _golden_model(tmp_path: Path, tamper: bool = False) -> Path:
+    model, weights, _ = build_multiclass()
+    rows = np.random.default_rng(9).normal(0, 2, (8, 5)).astype(np.float32)
+    golden = with_golden(model, rows)
+    if tamper:
+        w2 = next(t for t in golden.graph.initializer if t.name == "W2")
+        w2.CopyFrom(numpy_helper.from_array(weights["W2"] * np.float32(1.5), "W2"))
+    return save(golden, tmp_path / ("tampered.onnx" if tamper else "golden.onnx"))
+
+
+def test_bundle_runs_the_self_test_and_writes_its_report(tmp_path: Path) -> None:
+    bundle = write_bundle(_golden_model(tmp_path), tmp_path / "deploy")
+    assert "selftest.json" in bundle.files
+    report = json.loads((bundle.path / "selftest.json").read_text())
+    assert report["passed"] is True and report["rows"] == 8
+    assert "python edge_infer.py golden.onnx --self-test" in (bundle.path / "README.md").read_text()
+    with pytest.raises(OnnxEdgeError, match=r"the self-test failed on the bundled copy"):
+        write_bundle(_golden_model(tmp_path, tamper=True), tmp_path / "deploy2")
+    assert not (tmp_path / "deploy2").exists()
+
+
+@pytest.mark.slow
+def test_self_test_in_a_torch_free_virtualenv(edge_python: Path, tmp_path: Path) -> None:
+    for tamper, code in ((False, 0), (True, 1)):
+        path = _golden_model(tmp_path, tamper)
+        run = _device_run(
+            edge_python, tmp_path, str(Path(edge.__file__)), path.name, "--self-test", "--json"
+        )
+        assert run.returncode == code, run.stderr
+        assert json.loads(run.stdout)["passed"] is (not tamper)

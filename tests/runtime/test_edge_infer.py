@@ -20,8 +20,10 @@ from tests.runtime.onnx_models import (
     ModelCase,
     build_cnn,
     build_foreign,
+    build_multiclass,
     build_sklearn_linear,
     save,
+    with_golden,
 )
 
 SCRIPT = Path(edge.__file__).resolve()
@@ -423,3 +425,30 @@ def test_image_rows_from_npy_and_csv(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert _error([str(path), str(tmp_path / "bad.npy")], capsys) == (
         "model expects rows of shape (1, 8, 8), input has (1, 7, 8)"
     )
+
+
+# --- the self-test ----------------------------------------------------------------------
+
+
+def test_self_test_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = build_multiclass()[0]
+    x = np.random.default_rng(8).normal(0, 2, (6, 5)).astype(np.float32)
+    path = save(with_golden(model, x), tmp_path / "golden.onnx")
+    code, out, err = _run_main([str(path), "--self-test", "--json"], capsys)
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert report == Predictor(path).self_test() | {"max_abs_error": report["max_abs_error"]}
+    assert report["passed"] and report["labels_agreeing"] == 6
+    code, text, _ = _run_main([str(path), "--self-test"], capsys)
+    assert code == 0 and text.startswith(f"self-test PASSED: {path}, 6 golden rows\n")
+    assert _error([str(multiclass_path(tmp_path))], capsys) == (
+        "give an INPUT file (or - for stdin), or --self-test"
+    )
+    assert _error([str(multiclass_path(tmp_path)), "--self-test"], capsys).endswith(
+        "has no golden set (metadata onnxedge.golden) to self-test with; onnxedge export and "
+        "onnxedge wrap store one in the model"
+    )
+
+
+def multiclass_path(tmp_path: Path) -> Path:
+    return save(build_multiclass()[0], tmp_path / "plain_multiclass.onnx")

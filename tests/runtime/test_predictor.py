@@ -3,6 +3,7 @@ validation with exact messages, batching, bytes vs path, plain models, threads."
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from onnx import helper
+from onnx import helper, numpy_helper
 from onnxedge.runtime import (
     InputShapeError,
     InputValueError,
@@ -43,6 +44,7 @@ from tests.runtime.onnx_models import (
     cnn_forward,
     numpy_forward,
     save,
+    with_golden,
 )
 
 
@@ -751,3 +753,69 @@ def test_row_shape_from_the_graph_and_the_contract(tmp_path: Path) -> None:
         f"cannot use model {path}: its metadata says rows of shape (1, 8, 8) but input 'input' "
         "takes (64,)"
     )
+
+
+# --- the on-device self-test -------------------------------------------------------------
+
+
+def _golden_case(tmp_path: Path, tamper: bool = False) -> Path:
+    model, weights, contract = build_multiclass()
+    x = model_rows(contract, 8)
+    golden = with_golden(model, x)
+    if tamper:  # a weight changed after export
+        w2 = next(t for t in golden.graph.initializer if t.name == "W2")
+        w2.CopyFrom(numpy_helper.from_array(weights["W2"] * np.float32(1.5), "W2"))
+    return save(golden, tmp_path / ("tampered.onnx" if tamper else "golden.onnx"))
+
+
+def test_self_test_passes_on_a_fresh_model_and_fails_on_a_tampered_one(tmp_path: Path) -> None:
+    report = Predictor(_golden_case(tmp_path)).self_test()
+    assert report["passed"] is True
+    assert (report["rows"], report["labels_agreeing"]) == (8, 8)
+    assert report["tolerances"] == {"probabilities": PROBABILITY_ATOL, "logits": LOGIT_ATOL}
+    assert report["max_abs_error"]["probabilities"] <= PROBABILITY_ATOL
+    assert report["onnxruntime"] == ort.__version__
+    assert report["provider"] == "CPUExecutionProvider"
+    bad = Predictor(_golden_case(tmp_path, tamper=True)).self_test()
+    assert bad["passed"] is False
+    assert bad["max_abs_error"]["logits"] > LOGIT_ATOL
+
+
+def test_self_test_without_a_golden_set_says_how_to_add_one(multiclass: ModelCase) -> None:
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(multiclass.path).self_test()
+    assert str(info.value) == (
+        f"{multiclass.path} has no golden set (metadata onnxedge.golden) to self-test with; "
+        "onnxedge export and onnxedge wrap store one in the model"
+    )
+
+
+def test_a_golden_set_that_does_not_fit_is_a_load_error(tmp_path: Path) -> None:
+    model, _, contract = build_multiclass()
+    golden = with_golden(model, model_rows(contract, 4))
+    entry = next(p for p in golden.metadata_props if p.key == "onnxedge.golden")
+    data = json.loads(entry.value)
+    data["rows"] = [row[:4] for row in data["rows"]]
+    entry.value = json.dumps(data)
+    path = save(golden, tmp_path / "misfit.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path).self_test()
+    assert str(info.value) == (
+        f"cannot use model {path}: its golden set does not fit the model: rows of shape (4,), "
+        "the model takes 5 values"
+    )
+
+
+def test_info_self_test(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from onnxedge.runtime.cli import cli
+
+    good = CliRunner().invoke(cli, ["info", str(_golden_case(tmp_path)), "--self-test"])
+    assert good.exit_code == 0, good.output
+    assert good.output.startswith(f"self-test PASSED: {tmp_path / 'golden.onnx'}, 8 golden rows")
+    tampered = _golden_case(tmp_path, tamper=True)
+    bad = CliRunner().invoke(cli, ["info", str(tampered), "--self-test", "--json"])
+    assert bad.exit_code == 1
+    report, error = bad.output.rsplit("\n", 2)[0], bad.output.splitlines()[-1]
+    assert json.loads(report)["passed"] is False
+    assert error == f"Error: self-test failed on {tampered}"
