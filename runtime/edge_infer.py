@@ -10,30 +10,20 @@ device next to a model exported by onnxedge and run
     some-sensor | python edge_infer.py model.onnx -     # CSV rows on stdin, answered as they come
 
 INPUT is a ``.npy`` file (``(n, *row_shape)``, ``(n, features)`` or one row), a ``.csv``
-file, or ``-`` for CSV on stdin; CSV rows hold a row's values flattened (an image
-model of rows ``(1, 8, 8)`` reads 64 values per line). A CSV header is optional: the
-first row is a header when none of its cells is a number (``--header yes|no`` decides
-for headers like ``0,1,2``). When the model's metadata names its features and the
-header holds all of them, those columns are used, in the model's order (other columns,
-a label for instance, are ignored); otherwise every column is a feature.
+file of rows (a row's values flattened), or ``-`` for CSV on stdin. A CSV header is
+optional (a first row without numbers; ``--header yes|no`` decides for ``0,1,2``); when
+it holds the model's feature names, those columns are used in the model's order.
 
-Output, one line per row, in input order: ``label<TAB>class_name<TAB>probability``
-(the probability of that label; the class name is the label's digits when the model
-names no classes), or with ``--json``:
-``{"label": 3, "class": "3", "probabilities": [...]}`` with one probability per
-class (a binary model's single sigmoid output ``p`` becomes ``[1 - p, p]``).
+Output, one line per row: ``label<TAB>class_name<TAB>probability of that label``, or with
+``--json`` ``{"label": 3, "class": "3", "probabilities": [one per class]}`` (a binary
+model's sigmoid ``p`` becomes ``[1 - p, p]``).
 
-An output is taken as class probabilities only when the model says so: onnxedge
-metadata with a softmax / sigmoid head, or a known converter's probability output
-(skl2onnx's ``probabilities`` / ``output_probability``); the first batch's values
-must then be in [0, 1] (rows summing to 1). A model file is untrusted input: before
-onnxruntime opens it, its protobuf is walked here, and external data is read only from
-regular files inside the model's folder, within their size.
-
-``python edge_infer.py model.onnx --self-test [--json]`` runs the golden rows the model
-carries (metadata ``onnxedge.golden``, stored by onnxedge export / wrap) on this
-machine's onnxruntime and provider, and compares them with the outputs recorded at
-export under the recorded tolerances: run it first on a new device.
+An output is taken as class probabilities only when the model says so (onnxedge metadata
+with a softmax / sigmoid head, or skl2onnx's ``probabilities`` / ``output_probability``),
+and the first batch must be probabilities. The model file is untrusted: its protobuf is
+walked here first, and external data is read only from regular files inside its folder.
+``--self-test [--json]`` runs the golden rows the model carries (``onnxedge.golden``) on
+this machine and compares them with the outputs recorded at export: run it first.
 
 Exit status: 0 on success, 1 with one line ``Error: ...`` on stderr for a bad model,
 bad input or an unavailable provider (and for a failed self-test), 2 for bad arguments.
@@ -147,36 +137,30 @@ def _is_ort_error(exc: BaseException) -> bool:
 # protobuf). Per message: field -> sub-message, or "v" / "f4" / "f8" for packed varints /
 # fixed32 / fixed64. A test checks the table against onnx's own descriptors.
 _SCHEMA: dict[str, dict[int, str]] = {
-    "Model": {7: "Graph", 8: "Opset", 14: "Entry", 20: "Training", 25: "Function", 26: "Config"},
-    "Opset": {},
-    "Entry": {},
-    "Config": {},
-    "Graph": {1: "Node", 5: "Tensor", 11: "Value", 12: "Value", 13: "Value", 14: "Annotation"}
-    | {15: "Sparse", 16: "Entry"},
-    "Node": {5: "Attribute", 9: "Entry", 10: "NodeConfig"},
-    "Attribute": {5: "Tensor", 6: "Graph", 7: "f4", 8: "v", 10: "Tensor", 11: "Graph"}
-    | {14: "Type", 15: "Type", 22: "Sparse", 23: "Sparse"},
-    "Tensor": {1: "v", 3: "Segment", 4: "f4", 5: "v", 7: "v", 10: "f8", 11: "v", 13: "Entry"}
-    | {16: "Entry"},
-    "Segment": {},
-    "Sparse": {1: "Tensor", 2: "Tensor", 3: "v"},
-    "Value": {2: "Type", 4: "Entry"},
-    "Type": {1: "TensorType", 4: "ElemType", 5: "MapType", 7: "Opaque", 8: "TensorType"}
-    | {9: "ElemType"},
-    "TensorType": {2: "Shape"},
-    "ElemType": {1: "Type"},
-    "MapType": {2: "Type"},
-    "Opaque": {},
-    "Shape": {1: "Dim"},
-    "Dim": {},
-    "Annotation": {2: "Entry"},
-    "Training": {1: "Graph", 2: "Graph", 3: "Entry", 4: "Entry"},
-    "Function": {7: "Node", 9: "Opset", 11: "Attribute", 12: "Value", 14: "Entry"},
-    "NodeConfig": {2: "Sharding"},
-    "Sharding": {2: "v", 3: "IntList", 4: "ShardedDim"},
-    "IntList": {2: "v"},
-    "ShardedDim": {2: "SimpleDim"},
-    "SimpleDim": {},
+    name: {int(n): kind for n, kind in (f.split(":") for f in spec.split())}
+    for name, spec in {
+        "Model": "7:Graph 8:Opset 14:Entry 20:Training 25:Function 26:Config",
+        "Graph": "1:Node 5:Tensor 11:Value 12:Value 13:Value 14:Annotation 15:Sparse 16:Entry",
+        "Node": "5:Attribute 9:Entry 10:NodeConfig",
+        "Attribute": "5:Tensor 6:Graph 7:f4 8:v 10:Tensor 11:Graph 14:Type 15:Type 22:Sparse "
+        "23:Sparse",
+        "Tensor": "1:v 3:Segment 4:f4 5:v 7:v 10:f8 11:v 13:Entry 16:Entry",
+        "Sparse": "1:Tensor 2:Tensor 3:v",
+        "Value": "2:Type 4:Entry",
+        "Type": "1:TensorType 4:ElemType 5:MapType 7:Opaque 8:TensorType 9:ElemType",
+        "TensorType": "2:Shape",
+        "ElemType": "1:Type",
+        "MapType": "2:Type",
+        "Shape": "1:Dim",
+        "Annotation": "2:Entry",
+        "Training": "1:Graph 2:Graph 3:Entry 4:Entry",
+        "Function": "7:Node 9:Opset 11:Attribute 12:Value 14:Entry",
+        "NodeConfig": "2:Sharding",
+        "Sharding": "2:v 3:IntList 4:ShardedDim",
+        "IntList": "2:v",
+        "ShardedDim": "2:SimpleDim",
+        **dict.fromkeys(("Opset", "Entry", "Config", "Segment", "Opaque", "Dim", "SimpleDim"), ""),
+    }.items()
 }
 #: Subgraphs nest (If inside Loop inside ...), and so do types; a crafted file could nest
 #: them until the interpreter's stack runs out (protobuf stops at 100 messages).

@@ -1,26 +1,19 @@
 """``Predictor``: run a classifier with onnxruntime, honestly.
 
 A :class:`Predictor` is the edge script's :class:`~onnxedge.runtime.edge_infer.EdgeModel`
-(one scoring core: the model file's checks, the output rules, input validation,
-batching) plus what a library adds: execution providers chosen and checked
-(:mod:`onnxedge.runtime.providers`), session options, logging, ``describe()``,
-CUDA I/O binding, typed errors (:mod:`onnxedge.runtime.errors`) and a
-:class:`Prediction`.
+(one scoring core: file checks, output rules, input validation, batching) plus what a
+library adds: providers chosen and checked (:mod:`onnxedge.runtime.providers`), session
+options, logging, ``describe()``, CUDA I/O binding, typed errors and a :class:`Prediction`.
 
-Input rule: anything ``numpy.asarray`` accepts, of shape ``(n, *input_shape)``,
-``(n, num_features)`` (reshaped to the row shape) or one row of ``input_shape``
-(``(features,)`` for a flat model). bool, integers, float16 and float64 are cast to the
-model's input type; strings, objects, complex numbers and dates raise
-:class:`InputValueError`, and so do NaN / +-Inf (naming the first bad row and column)
-unless ``nonfinite="allow"``. An empty batch returns empty results of the right shapes.
+Input rule: ``(n, *input_shape)``, ``(n, num_features)`` (reshaped) or one row of
+``input_shape``, of any numeric dtype (cast to the model's input type); strings, objects,
+complex numbers and dates, and NaN / +-Inf unless ``nonfinite="allow"``, raise
+:class:`InputValueError` (naming the first bad row and column).
 
-Outputs: a model's output is taken as class probabilities only when the model says so
-(onnxedge metadata with a softmax / sigmoid head, or a known converter's probability
-output); otherwise opening it raises :class:`ModelLoadError` with the ``onnxedge wrap``
-hint, and the first batch's values must be probabilities. ``probabilities`` is always
-``(n, C)`` float32; a binary (sigmoid) model's one column ``p`` is returned as
-``[1 - p, p]``, so column ``k`` is the probability of label ``k``. ``labels`` are the
-model's own ``label`` output when it has one.
+Outputs are probabilities only when the model says so (see the edge script), else opening
+it raises :class:`ModelLoadError` with the ``onnxedge wrap`` hint. ``probabilities`` is
+``(n, C)`` float32, a binary model's ``p`` as ``[1 - p, p]``; ``labels`` are the model's
+own ``label`` output when it has one.
 
 Thread safety: ``InferenceSession.run`` may be called from several threads at once and
 ``predict`` keeps no state between calls, so concurrent ``predict`` calls are safe.
@@ -64,8 +57,8 @@ __all__ = [
 
 LOGGER_NAME = "onnxedge.runtime"
 
-#: Rows per ``session.run`` when ``predict`` is not given a batch size: beyond a few
-#: thousand rows the per-call overhead is negligible, and one batch's activations small.
+#: Rows per ``session.run`` by default: the per-call overhead is negligible beyond a few
+#: thousand rows.
 DEFAULT_BATCH_SIZE = 8192
 
 #: ``graph_optimization_level`` names, in increasing order of rewriting.
@@ -99,8 +92,8 @@ class Prediction:
         positive: ``(n,)`` float32, the positive-class probability of a binary model
             (None for multiclass).
 
-    A binary model's two-column ``probabilities`` are built from ``positive`` the first
-    time they are read: at batch 1 the copy would cost a fifth of ``session.run``.
+    A binary model's two columns are built from ``positive`` when first read (at batch 1
+    the copy would cost a fifth of ``session.run``).
     """
 
     __slots__ = ("_positive", "_probabilities", "class_names", "labels", "logits")
@@ -459,20 +452,18 @@ def _installed_distributions() -> list[str]:
     return _providers.installed_ort_distributions()
 
 
+def _positive_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and bool(value >= 1)
+
+
 def _check_threads(threads: int | None) -> int:
-    if threads is None:
-        return default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if threads is not None and not _positive_int(threads):
         raise InputValueError(f"threads must be an integer >= 1 or None; got {threads!r}")
-    return threads
+    return default_threads() if threads is None else int(threads)
 
 
 def _check_batch_size(batch_size: Any) -> int:
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int | np.integer)
-        or batch_size < 1
-    ):
+    if not _positive_int(batch_size):
         raise InputValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     return int(batch_size)
 
@@ -506,5 +497,4 @@ def _open_model_source(
 
 
 def _describe_node(node: Any) -> dict[str, Any]:
-    shape = list(node.shape) if node.shape is not None else None
-    return {"name": node.name, "type": node.type, "shape": shape}
+    return {"name": node.name, "type": node.type, "shape": node.shape and list(node.shape)}
