@@ -473,39 +473,31 @@ def check_external_data(
 # --- the session ------------------------------------------------------------------------
 
 
-def create_session(
-    source: str | bytes, options: Any, providers: list[Any], label: str, notes: list[str]
-) -> Any:
+def create_session(source: str | bytes, options: Any, providers: list[Any], label: str) -> Any:
     """``onnxruntime.InferenceSession`` for a checked model, with one-line errors.
 
-    Python warnings onnxruntime emits meanwhile are appended to ``notes``; the model's
-    own session settings are never applied, and onnxruntime may not fall back to
-    other providers by itself (the provider reported must stay true).
+    The model's own session settings are never applied, and onnxruntime may not fall
+    back to other providers by itself (the provider reported must stay true).
 
     Raises:
         EdgeError: onnxruntime cannot load the model.
     """
-    import warnings
-
     import onnxruntime as ort
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            session = ort.InferenceSession(
-                source,
-                sess_options=options,
-                providers=providers,
-                read_config_from_model=0,
-                enable_fallback=0,
-            )
+        session = ort.InferenceSession(
+            source,
+            sess_options=options,
+            providers=providers,
+            read_config_from_model=0,
+            enable_fallback=0,  # read by recent releases; 1.18 ignores it (disabled below)
+        )
     except Exception as exc:
         if not _is_ort_error(exc):
             raise
         if type(exc).__name__ in ("InvalidProtobuf", "NoSuchFile", "InvalidGraph"):
             raise EdgeError(f"not a valid ONNX model: {label}: {ort_message(exc)}") from None
         raise EdgeError(f"onnxruntime cannot load model {label}: {ort_message(exc)}") from None
-    notes.extend("onnxruntime: " + " ".join(str(w.message).split()) for w in caught)
     session.disable_fallback()
     return session
 
@@ -546,7 +538,7 @@ def load_session(
     options.inter_op_num_threads = 1
     if scan.format == "ort":
         options.add_session_config_entry("session.load_model_format", "ORT")
-    session = create_session(path, options, providers, path, [])
+    session = create_session(path, options, providers, path)
     if request == "cuda" and CUDA not in session.get_providers():
         got = ", ".join(session.get_providers())
         raise EdgeError(
@@ -761,10 +753,6 @@ class EdgeModel:
         columns = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
         #: columns the probabilities output has as the graph computes it (1: binary).
         self.prob_columns: int | None = 1 if len(shape) == 1 else columns
-        logit_shape = logits.shape if logits is not None and logits.shape else []
-        self.logit_columns: int | None = (
-            logit_shape[1] if len(logit_shape) == 2 and isinstance(logit_shape[1], int) else None
-        )
         names = _json_list(self.metadata.get("onnxedge.class_names"))
         names = [str(n) for n in names] if names is not None else None
         if names is None and self.scan is not None:
@@ -917,34 +905,11 @@ class EdgeModel:
         )
 
     def run_batches(self, batch: np.ndarray, fetch: list[str], step: int) -> list[np.ndarray]:
-        """Run ``batch`` in slices of ``step`` rows into arrays allocated once."""
-        n = batch.shape[0]
-        if 0 < n <= step or (n == 0 and self.prob_columns is None):
+        """Run ``batch`` in slices of ``step`` rows (an empty batch runs as it is)."""
+        if batch.shape[0] <= step:
             return self.run(batch, fetch)
-        out: list[np.ndarray] = []
-        for start in range(0, n, step):
-            part = self.run(batch[start : start + step], fetch)
-            if not out:
-                out = [np.empty((n, *p.shape[1:]), dtype=p.dtype) for p in part]
-            for buffer, values in zip(out, part):  # noqa: B905 - Python 3.9
-                buffer[start : start + values.shape[0]] = values
-        return out or self.empty_outputs(fetch)
-
-    def empty_outputs(self, fetch: list[str], rows: int = 0) -> list[np.ndarray]:
-        """Arrays of ``rows`` rows shaped and typed like the graph's outputs."""
-        info = {o.name: o for o in self.session.get_outputs()}
-        out = []
-        for name in fetch:
-            node = info[name]
-            dtype = _FLOAT_TYPES.get(node.type, np.dtype(np.int64))
-            if name == self.probability_output:
-                shape: tuple[int, ...] = (rows, self.prob_columns or 0)
-            elif name == self.logits_output:
-                shape = (rows, self.logit_columns or 0)
-            else:  # the label: one per row, (batch, 1) keeps its column
-                shape = (rows,) if len(node.shape or [0]) == 1 else (rows, 1)
-            out.append(np.empty(shape, dtype=dtype))
-        return out
+        parts = [self.run(batch[i : i + step], fetch) for i in range(0, batch.shape[0], step)]
+        return [np.concatenate([part[k] for part in parts]) for k in range(len(fetch))]
 
     def outputs(self, raw: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """``(probabilities, labels)`` from a run's outputs in fetch order.

@@ -227,7 +227,7 @@ class Predictor(EdgeModel):
         if conflict:
             notes.append(conflict)
         try:
-            session = create_session(source, self._session_options(), resolved, label, notes)
+            session = create_session(source, self._session_options(), resolved, label)
             super().__init__(
                 session,
                 label=label,
@@ -329,7 +329,7 @@ class Predictor(EdgeModel):
     def _run_bound(self, batch: np.ndarray, fetch: list[str], step: int) -> list[np.ndarray]:
         """Run through I/O binding (the input copied to the device once per slice)."""
         parts: list[list[np.ndarray]] = []
-        for start in range(0, batch.shape[0], step):
+        for start in range(0, max(1, batch.shape[0]), step):  # an empty batch runs once
             binding = self.session.io_binding()
             binding.bind_cpu_input(self.input_name, batch[start : start + step])
             for name in fetch:
@@ -341,8 +341,6 @@ class Predictor(EdgeModel):
             parts.append(binding.copy_outputs_to_cpu())
         if len(parts) == 1:
             return parts[0]
-        if not parts:
-            return self.empty_outputs(fetch)
         return [np.concatenate([p[i] for p in parts]) for i in range(len(fetch))]
 
     def warmup(self, runs: int = 1) -> None:

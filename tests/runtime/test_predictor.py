@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -520,26 +519,26 @@ def test_warmup(multiclass: ModelCase, tmp_path: Path) -> None:
     ]
 
 
-# --- onnxruntime's own output becomes log records --------------------------------------
+# --- onnxruntime's own output --------------------------------------------------------
 
 
-def test_onnxruntime_warnings_become_log_records(
-    multiclass: ModelCase, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_onnxruntime_prints_errors_only_and_never_falls_back(
+    multiclass: ModelCase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    seen: dict[str, object] = {}
     real = ort.InferenceSession
 
-    def noisy(*args: object, **kwargs: object) -> ort.InferenceSession:
-        warnings.warn("Specified provider 'X' is not in available provider names.", stacklevel=1)
+    def spy(*args: object, **kwargs: object) -> ort.InferenceSession:
+        seen.update(kwargs)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ort, "InferenceSession", noisy)
-    with caplog.at_level(logging.WARNING, logger="onnxedge.runtime"):
-        predictor = Predictor(multiclass.path)
-    note = "onnxruntime: Specified provider 'X' is not in available provider names."
-    assert predictor.warnings == [note]
-    assert [r.getMessage() for r in caplog.records] == [f"{multiclass.path}: {note}"]
-    # onnxruntime's C++ log prints errors only (its warnings would go straight to fd 2)
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    predictor = Predictor(multiclass.path)
+    # its C++ log would go straight to fd 2: errors only (they become exceptions)
     assert predictor.session.get_session_options().log_severity_level == 3
+    assert predictor.run_options.log_severity_level == 4
+    # no provider fallback printed on stdout, no session settings from the model
+    assert (seen["enable_fallback"], seen["read_config_from_model"]) == (0, 0)
 
 
 def test_binary_probabilities_are_built_from_the_positive_column(binary: ModelCase) -> None:
@@ -819,3 +818,21 @@ def test_info_self_test(tmp_path: Path) -> None:
     report, error = bad.output.rsplit("\n", 2)[0], bad.output.splitlines()[-1]
     assert json.loads(report)["passed"] is False
     assert error == f"Error: self-test failed on {tampered}"
+
+
+def test_score_refuses_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxedge.runtime.score import score_file
+
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "rows.npy", np.full((20, 5), 30.0, dtype=np.float32))
+    save(build_foreign("dynamo"), tmp_path / "model.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        score_file("model.onnx", "rows.npy", "out.csv", progress=False)
+    assert str(info.value) == _refusal("model.onnx", "linear_1", NO_HEAD)
+    lying = build_foreign("dynamo")
+    helper.set_model_props(lying, {"onnxedge.head": "softmax"})
+    save(lying, tmp_path / "lying.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        score_file("lying.onnx", "rows.npy", "out.csv", progress=False)
+    assert str(info.value) == _refusal("lying.onnx", "linear_1", "its values are not in [0, 1]")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lying.onnx", "model.onnx", "rows.npy"]
