@@ -10,6 +10,8 @@
   feature names as header when the model names them;
 * ``sample_expected.txt``: what :class:`Predictor` prints for ``sample.csv``, in the
   script's text format, to diff against on the device;
+* ``selftest.json``: the self-test's report (the model's golden rows, run here) when
+  the model carries a golden set;
 * ``README.md`` with the exact commands.
 
 The folder is built beside its destination under a temporary name and renamed into
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import json
 import os
 import shutil
 import tempfile
@@ -29,11 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from onnxedge.runtime.contract import KEY_GOLDEN
 from onnxedge.runtime.errors import OnnxEdgeError, OutputExistsError
 from onnxedge.runtime.predictor import Predictor
 from onnxedge.runtime.version import __version__
 
-#: Lower bounds written to requirements.txt (the runtime extra's in pyproject.toml).
+#: Lower bounds written to requirements.txt (the runtime extra's in pyproject.toml); the
+#: tests run the edge script on onnxruntime 1.18.0 with numpy 1.26 in a virtualenv.
 ONNXRUNTIME_MIN = "1.18"
 NUMPY_MIN = "1.26"
 #: Highest default-domain opset onnxruntime ONNXRUNTIME_MIN runs; a newer model asks
@@ -43,6 +48,7 @@ ONNXRUNTIME_MIN_MAX_OPSET = 21
 SCRIPT_NAME = "edge_infer.py"
 SAMPLE_NAME = "sample.csv"
 EXPECTED_NAME = "sample_expected.txt"
+SELFTEST_NAME = "selftest.json"
 
 
 @dataclass
@@ -145,6 +151,16 @@ def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:
         (folder / SAMPLE_NAME).write_text(_sample_csv(predictor, sample))
         (folder / EXPECTED_NAME).write_text(_expected_output(predictor, sample))
         bundle.sample_rows = int(sample.shape[0])
+    if KEY_GOLDEN in predictor.metadata:
+        # the golden rows on the bundled copy, here; the README has the device run it too
+        report = Predictor(folder / source.name, provider="cpu").self_test()
+        (folder / SELFTEST_NAME).write_text(json.dumps(report, indent=2) + "\n")
+        if not report["passed"]:
+            raise OnnxEdgeError(
+                f"{source}: the self-test failed on the bundled copy (max |error| "
+                f"{report['max_abs_error']}, {report['labels_agreeing']} of {report['rows']} "
+                "labels agree)"
+            )
     bundle.run_command = f"python {SCRIPT_NAME} {source.name} {SAMPLE_NAME}"
     (folder / "README.md").write_text(_readme(predictor, source, bundle))
     bundle.files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
@@ -152,20 +168,23 @@ def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:
 
 
 def _requirements(predictor: Predictor) -> str:
+    """The tested range: from ONNXRUNTIME_MIN (tests run the edge script on it in a
+    virtualenv) to the onnxruntime this bundle was checked with."""
     import onnxruntime
 
+    major, minor = (int(part) for part in onnxruntime.__version__.split(".")[:2])
+    np_major, np_minor = (int(part) for part in np.__version__.split(".")[:2])
     opset = predictor.file_info.opsets.get("", predictor.file_info.opsets.get("ai.onnx", 0))
-    if opset > ONNXRUNTIME_MIN_MAX_OPSET:
-        ort_min = ".".join(onnxruntime.__version__.split(".")[:2])
-        why = f"opset {opset}: checked with onnxruntime {onnxruntime.__version__}"
-    else:
-        ort_min = ONNXRUNTIME_MIN
-        why = f"checked with onnxruntime {onnxruntime.__version__}"
+    ort_min = f"{major}.{minor}" if opset > ONNXRUNTIME_MIN_MAX_OPSET else ONNXRUNTIME_MIN
+    why = f"opset {opset}: " if opset > ONNXRUNTIME_MIN_MAX_OPSET else ""
     return (
         "# The model's runtime: nothing else is needed (no torch).\n"
         "# On an NVIDIA GPU install onnxruntime-gpu instead of onnxruntime (never both).\n"
-        f"onnxruntime>={ort_min}  # {why}\n"
-        f"numpy>={NUMPY_MIN}\n"
+        f"# Tested: onnxruntime {ONNXRUNTIME_MIN}.0 with numpy {NUMPY_MIN}, and "
+        f"onnxruntime {onnxruntime.__version__} with numpy {np.__version__}.\n"
+        f"onnxruntime>={ort_min},<{major}.{minor + 1}  # {why}checked with "
+        f"{onnxruntime.__version__}\n"
+        f"numpy>={NUMPY_MIN},<{np_major}.{np_minor + 1}  # onnxruntime < 1.19 needs numpy < 2\n"
     )
 
 
@@ -211,6 +230,15 @@ def _expected_output(predictor: Predictor, rows: np.ndarray) -> str:
     )
 
 
+def _row_text(predictor: Predictor) -> str:
+    shape = predictor.input_shape
+    if shape is None:
+        return "rows of an unknown number of float32 features"
+    if len(shape) == 1:
+        return f"{shape[0]} float32 features per row"
+    return f"rows of shape {shape} ({predictor.num_features} float32 values, flattened in CSV)"
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -236,9 +264,7 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
         f"Written by onnxedge {__version__} on {stamp}.",
         "",
         f"- model: `{name}` ({source.stat().st_size:,} bytes, sha256 `{_sha256(source)}`)",
-        f"- task: {task}; input `{predictor.input_name}`: "
-        f"{predictor.num_features if predictor.num_features is not None else 'unknown'} "
-        "float32 features per row",
+        f"- task: {task}; input `{predictor.input_name}`: {_row_text(predictor)}",
         f"- classes: {class_text}",
         "",
         "## Install (no torch needed)",
@@ -268,6 +294,25 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
         "```",
         "",
     ]
+    if KEY_GOLDEN in predictor.metadata:
+        lines += [
+            "## First: the self-test",
+            "",
+            "```sh",
+            f"python {SCRIPT_NAME} {name} --self-test         # add --json for fleets",
+            "```",
+            "",
+            "It runs the golden rows stored in the model on this device's onnxruntime and",
+            "compares them with the outputs recorded at export (exit status 1 on a mismatch);",
+            f"`{SELFTEST_NAME}` is its report where the bundle was made.",
+            "",
+        ]
+    else:
+        lines += [
+            "The model carries no golden set for a self-test (`onnxedge export` and",
+            "`onnxedge wrap` store one).",
+            "",
+        ]
     if bundle.sample_rows:
         lines += [
             "## Check the device",
@@ -283,8 +328,9 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
     lines += [
         "## Input and output",
         "",
-        "INPUT is a `.npy` file (rows x features, or one row), a `.csv` file, or `-` for",
-        "CSV rows on stdin (answered row by row). A CSV header is optional; when it names",
+        "INPUT is a `.npy` file (rows x row shape, rows x features, or one row), a `.csv`",
+        "file (a row's values flattened), or `-` for CSV rows on stdin (answered row by",
+        "row). A CSV header is optional; when it names",
         "the model's features those columns are used, in the model's order, and other",
         "columns are ignored. NaN / Inf values are refused.",
         "",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from onnxedge.runtime.errors import OnnxEdgeError
 
 #: Longest metadata value shown in full by ``info`` without ``--json``.
 _SHOWN_CHARS = 100
@@ -22,9 +23,11 @@ _INFO_EPILOG = (
     "\b\n"
     "  onnxedge info artifacts/digits.onnx\n"
     "  onnxedge info artifacts/breast-cancer.onnx --json\n"
+    "  onnxedge info artifacts/digits.onnx --self-test\n"
     "\b\n"
     "Shows the signature (inputs and outputs with shapes and types), opsets, file\n"
-    "size, producer, the providers this onnxruntime offers, and every onnxedge.\n"
+    "size, producer, whether the model is usable as it is (its outputs known to be\n"
+    "probabilities), the providers this onnxruntime offers, and every onnxedge.\n"
     "metadata key decoded (training metrics, parity figures, versions, ...).\n"
     "Long values are shortened; --json prints everything."
 )
@@ -44,7 +47,12 @@ _BUNDLE_EPILOG = (
 @click.command("info", epilog=_INFO_EPILOG)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def info(model: Path, as_json: bool) -> None:
+@click.option(
+    "--self-test",
+    is_flag=True,
+    help="Run the model's golden rows on this machine's onnxruntime (exit 1 on a mismatch).",
+)
+def info(model: Path, as_json: bool, self_test: bool) -> None:
     """Describe an ONNX model: signature, opsets, providers and onnxedge metadata."""
     from onnxedge.runtime.predictor import LOGGER_NAME, Predictor
 
@@ -53,7 +61,17 @@ def info(model: Path, as_json: bool) -> None:
     quiet.propagate = False
     if not quiet.handlers:
         quiet.addHandler(logging.NullHandler())
-    described = Predictor(model, provider="cpu", logger=quiet).describe()
+    # A model that is not usable as it is (logits, no head) is still described.
+    predictor = Predictor(model, provider="cpu", logger=quiet, require_probabilities=False)
+    if self_test:
+        from onnxedge.runtime.edge_infer import format_self_test
+
+        report = predictor.self_test()
+        click.echo(json.dumps(report, indent=2) if as_json else format_self_test(report))
+        if not report["passed"]:
+            raise OnnxEdgeError(f"self-test failed on {model}")
+        return
+    described = predictor.describe()
     if as_json:
         click.echo(json.dumps(described, indent=2, default=str))
     else:
@@ -108,6 +126,8 @@ def format_info(described: dict[str, Any]) -> str:
     task = meta.get("task") or "unknown"
     head = meta.get("head")
     rows.append(("task", f"{task}" + (f" ({head} head)" if head else "")))
+    refusal = described.get("refusal")
+    rows.append(("usable", "yes, as it is" if refusal is None else f"no: {refusal}"))
     classes = described.get("class_names")
     count = described.get("num_classes")
     class_text = f"{count if count is not None else 'unknown'}"

@@ -9,39 +9,46 @@ device next to a model exported by onnxedge and run
     python edge_infer.py model.onnx rows.npy --json     # one JSON object per row
     some-sensor | python edge_infer.py model.onnx -     # CSV rows on stdin, answered as they come
 
-INPUT is a ``.npy`` file (2-D, or 1-D for one row), a ``.csv`` file, or ``-`` for
-CSV on stdin. A CSV header is optional: the first row is a header when none of its
-cells is a number (``--header yes|no`` decides for headers like ``0,1,2``). When the
-model's metadata names its features and the header holds all of them, those columns
-are used, in the model's order (other columns, a label for instance, are ignored);
-otherwise every column is a feature.
+INPUT is a ``.npy`` file (``(n, *row_shape)``, ``(n, features)`` or one row), a ``.csv``
+file of rows (a row's values flattened), or ``-`` for CSV on stdin. A CSV header is
+optional (a first row without numbers; ``--header yes|no`` decides for ``0,1,2``); when
+it holds the model's feature names, those columns are used in the model's order.
 
-Output, one line per row, in input order: ``label<TAB>class_name<TAB>probability``
-(the probability of that label; the class name is the label's digits when the model
-names no classes), or with ``--json``:
-``{"label": 3, "class": "3", "probabilities": [...]}`` with one probability per
-class (a binary model's single sigmoid output ``p`` becomes ``[1 - p, p]``).
+Output, one line per row: ``label<TAB>class_name<TAB>probability of that label``, or with
+``--json`` ``{"label": 3, "class": "3", "probabilities": [one per class]}`` (a binary
+model's sigmoid ``p`` becomes ``[1 - p, p]``).
+
+An output is taken as class probabilities only when the model says so (onnxedge metadata
+with a softmax / sigmoid head, or skl2onnx's ``probabilities`` / ``output_probability``),
+and the first batch must be probabilities. The model file is untrusted: its protobuf is
+walked here first, and external data is read only from regular files inside its folder.
+``--self-test [--json]`` runs the golden rows the model carries (``onnxedge.golden``) on
+this machine and compares them with the outputs recorded at export: run it first.
 
 Exit status: 0 on success, 1 with one line ``Error: ...`` on stderr for a bad model,
-bad input or an unavailable provider, 2 for bad arguments. ``--provider cuda`` is
-strict: it fails when onnxruntime cannot run the model on CUDA instead of falling
-back to the CPU.
+bad input or an unavailable provider (and for a failed self-test), 2 for bad arguments.
+``--provider cuda`` is strict: it fails when onnxruntime cannot run the model on CUDA
+instead of falling back to the CPU.
 
-Runs on Python 3.9 or later. The same functions serve as a library: ``EdgeModel(path).score(x)`` and
-``score(session_or_path, x)`` return ``(labels, probabilities)``.
+Runs on Python 3.9 or later. The same code is onnxedge's scoring core
+(``onnxedge.runtime.Predictor`` is built on :class:`EdgeModel`): ``EdgeModel(path).score(x)``
+and ``score(session_or_path, x)`` return ``(labels, probabilities)``.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import mmap
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["EdgeError", "EdgeModel", "load_session", "main", "score"]
+__all__ = ["EdgeError", "EdgeModel", "ModelScan", "load_session", "main", "scan_model", "score"]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -49,22 +56,53 @@ CUDA = "CUDAExecutionProvider"
 _NOT_LOCAL = ("AzureExecutionProvider",)
 #: Rows per session.run for files; stdin is answered row by row unless --batch-size.
 FILE_BATCH_SIZE = 1024
+#: The default thread count never exceeds this: past a few threads the synchronization
+#: of these small graphs costs more than the arithmetic it splits.
 MAX_DEFAULT_THREADS = 4
-_PROBABILITY_NAMES = ("probabilities", "probability", "probs", "proba", "output_probability")
-_LOGIT_NAMES = ("logits", "logit", "scores")
+#: |sum(probabilities) - 1| per row, and the slack around [0, 1]; fp16 variants round
+#: each probability to half precision. Equal to onnxedge.runtime.tolerances'
+#: PROBABILITY_SUM_ATOL and FP16_MAX_PROBABILITY_ERROR (a test checks).
+PROBABILITY_SUM_ATOL = 1e-5
+FP16_PROBABILITY_SUM_ATOL = 5e-3
+#: Producers whose probability outputs are known to hold probabilities, by output name.
+CONVERTER_PROBABILITY_OUTPUTS = {
+    "skl2onnx": ("probabilities", "output_probability"),
+    "onnxmltools": ("probabilities", "output_probability"),
+}
+OUTPUT_PROBABILITIES = "probabilities"
+_LOGIT_NAMES = ("logits", "logit")
 _LABEL_NAMES = ("label", "labels", "output_label", "predicted_label")
-_FLOAT_TYPES = ("tensor(float)", "tensor(double)", "tensor(float16)")
+_FLOAT_TYPES: dict[str, np.dtype[Any]] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(float16)": np.dtype(np.float16),
+}
+_HEADS = ("softmax", "sigmoid")
+#: ORT-format (flatbuffer) models carry this file identifier at bytes 4..8.
+ORT_FORMAT_MAGIC = b"ORTM"
 
 
 class EdgeError(Exception):
-    """Bad model, bad input or unavailable provider: printed as one line, exit 1."""
+    """Bad model, bad input or unavailable provider: printed as one line, exit 1.
 
+    Attributes:
+        kind: ``model``, ``shape``, ``value``, ``provider`` or ``run`` (onnxedge maps
+            each to its own exception class).
+    """
 
-# --- the model --------------------------------------------------------------------------
+    def __init__(self, message: str, kind: str = "model") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def default_threads() -> int:
-    """CPUs this process may use (``os.sched_getaffinity``), at most 4."""
+    """The intra-op thread count used when none is given.
+
+    The number of CPUs this process may run on (``os.sched_getaffinity``, which honours
+    ``taskset`` and cpusets; ``os.cpu_count()`` where it does not exist), capped at
+    :data:`MAX_DEFAULT_THREADS`: onnxruntime's own default (every physical core,
+    spinning) oversubscribes containers and gains nothing on small graphs.
+    """
     try:
         available = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -72,63 +110,8 @@ def default_threads() -> int:
     return max(1, min(available, MAX_DEFAULT_THREADS))
 
 
-def load_session(path: str, provider: str = "auto", threads: int | None = None) -> Any:
-    """Open ``path`` with onnxruntime on the requested provider.
-
-    Args:
-        path: an ``.onnx`` or ``.ort`` file.
-        provider: ``auto`` (CUDA when it really works, else CPU), ``cpu`` or ``cuda``
-            (strict).
-        threads: intra-op threads (default :func:`default_threads`).
-
-    Raises:
-        EdgeError: missing / empty / invalid model, or ``cuda`` unavailable.
-    """
-    import onnxruntime as ort
-
-    request = provider.strip().lower()
-    if request not in ("auto", "cpu", "cuda"):
-        raise EdgeError(f"provider must be one of auto, cpu, cuda; got {provider!r}")
-    if not os.path.isfile(path):
-        if os.path.isdir(path):
-            raise EdgeError(f"model path is a directory, not a file: {path}")
-        raise EdgeError(f"model file not found: {path}")
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if not head:
-        raise EdgeError(f"not a valid ONNX model: {path}: the file is empty")
-    available = ort.get_available_providers()
-    local = [name for name in available if name not in _NOT_LOCAL]
-    if request == "cpu" or (request == "auto" and CUDA not in available):
-        providers: list[Any] = [CPU]
-    elif CUDA in available:
-        providers = [(CUDA, {"device_id": 0}), CPU]
-    else:
-        raise EdgeError(f"{CUDA} requested; available: {', '.join(local) or 'none'}")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads or default_threads()
-    options.inter_op_num_threads = 1
-    if head[4:8] == b"ORTM":
-        options.add_session_config_entry("session.load_model_format", "ORT")
-    try:
-        session = ort.InferenceSession(
-            path, sess_options=options, providers=providers, read_config_from_model=0
-        )
-    except Exception as exc:
-        if not type(exc).__module__.startswith("onnxruntime") and not isinstance(
-            exc, (ValueError, RuntimeError)
-        ):
-            raise
-        raise EdgeError(f"not a valid ONNX model: {path}: {_ort_message(exc)}") from None
-    session.disable_fallback()
-    if request == "cuda" and CUDA not in session.get_providers():
-        got = ", ".join(session.get_providers())
-        raise EdgeError(f"{CUDA} requested; the session got: {got} (check CUDA / cuDNN)")
-    return session
-
-
-def _ort_message(exc: BaseException) -> str:
+def ort_message(exc: BaseException) -> str:
+    """onnxruntime's message on one line, without its ``[ONNXRuntimeError] : 7 : ...`` prefix."""
     text = " ".join(str(exc).split())
     if text.startswith("[ONNXRuntimeError]"):
         parts = text.split(" : ", 3)
@@ -138,153 +121,929 @@ def _ort_message(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _is_ort_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("onnxruntime") or isinstance(
+        exc, (ValueError, RuntimeError)
+    )
+
+
+# --- the model file: a strict protobuf walk, without onnx ------------------------------
+#
+# Wire format: each field is a varint key (number << 3) | type; type 0 is a varint, 1
+# eight bytes, 2 a length-prefixed run (strings, bytes, sub-messages, packed numbers), 5
+# four bytes. onnx.proto (its field numbers are stable) as far as protobuf's parser checks
+# it: every message field is parsed (a corrupt sub-message fails the file, as in protobuf),
+# packed numbers must fill their run, a field of an unexpected wire type is unknown (as in
+# protobuf). Per message: field -> sub-message, or "v" / "f4" / "f8" for packed varints /
+# fixed32 / fixed64. A test checks the table against onnx's own descriptors.
+_SCHEMA: dict[str, dict[int, str]] = {
+    name: {int(n): kind for n, kind in (f.split(":") for f in spec.split())}
+    for name, spec in {
+        "Model": "7:Graph 8:Opset 14:Entry 20:Training 25:Function 26:Config",
+        "Graph": "1:Node 5:Tensor 11:Value 12:Value 13:Value 14:Annotation 15:Sparse 16:Entry",
+        "Node": "5:Attribute 9:Entry 10:NodeConfig",
+        "Attribute": "5:Tensor 6:Graph 7:f4 8:v 10:Tensor 11:Graph 14:Type 15:Type 22:Sparse "
+        "23:Sparse",
+        "Tensor": "1:v 3:Segment 4:f4 5:v 7:v 10:f8 11:v 13:Entry 16:Entry",
+        "Sparse": "1:Tensor 2:Tensor 3:v",
+        "Value": "2:Type 4:Entry",
+        "Type": "1:TensorType 4:ElemType 5:MapType 7:Opaque 8:TensorType 9:ElemType",
+        "TensorType": "2:Shape",
+        "ElemType": "1:Type",
+        "MapType": "2:Type",
+        "Shape": "1:Dim",
+        "Annotation": "2:Entry",
+        "Training": "1:Graph 2:Graph 3:Entry 4:Entry",
+        "Function": "7:Node 9:Opset 11:Attribute 12:Value 14:Entry",
+        "NodeConfig": "2:Sharding",
+        "Sharding": "2:v 3:IntList 4:ShardedDim",
+        "IntList": "2:v",
+        "ShardedDim": "2:SimpleDim",
+        **dict.fromkeys(("Opset", "Entry", "Config", "Segment", "Opaque", "Dim", "SimpleDim"), ""),
+    }.items()
+}
+#: Subgraphs nest (If inside Loop inside ...), and so do types; a crafted file could nest
+#: them until the interpreter's stack runs out (protobuf stops at 100 messages).
+MAX_SUBGRAPH_DEPTH = 64
+_MAX_MESSAGE_DEPTH = 256
+_DATA_LOCATION_EXTERNAL = 1
+
+
+class ModelScan:
+    """What :func:`scan_model` learned from a model's bytes.
+
+    Attributes:
+        format: ``onnx`` or ``ort`` (onnxruntime's flatbuffer format; not walked).
+        ir_version, producer_name, producer_version: the header (None / "" when absent).
+        opsets: opset version per domain (``""`` is the default ONNX domain).
+        external: ``(tensor name, {key: value})`` per tensor stored as external data.
+        class_labels: the first ``classlabels_*`` attribute of the main graph's nodes
+            (how skl2onnx records class names), as strings; None when there is none.
+        size_bytes: the length of the bytes walked.
+    """
+
+    def __init__(self, size_bytes: int = 0) -> None:
+        self.format = "onnx"
+        self.ir_version: int | None = None
+        self.producer_name = ""
+        self.producer_version = ""
+        self.opsets: dict[str, int] = {}
+        self.external: list[tuple[str, dict[str, str]]] = []
+        self.class_labels: list[str] | None = None
+        self.size_bytes = size_bytes
+
+
+def scan_model(buf: Any, label: str) -> ModelScan:
+    """Walk a model's bytes (bytes or a memoryview) as protobuf's parser would.
+
+    Raises:
+        EdgeError: empty, not a well-formed ONNX protobuf (truncated, corrupt, not
+            ONNX), no graph, or nested too deep.
+    """
+    scan = ModelScan(len(buf))
+    problem = None
+    with memoryview(buf) as view:
+        if not len(view):
+            problem = f"not a valid ONNX model: {label}: the file is empty"
+        elif bytes(view[4:8]) == ORT_FORMAT_MAGIC:
+            scan.format = "ort"
+            return scan
+        else:
+            # The message is built here and raised outside: a traceback would keep the
+            # (memory-mapped) buffer exported.
+            try:
+                if 7 not in _message(view, 0, len(view), "Model", scan, 0, 0):
+                    problem = f"not a valid ONNX model: {label}: the file holds no graph"
+            except _WireError as exc:
+                problem = (
+                    f"not a valid ONNX model: {label}: protobuf parsing failed ({exc}); the "
+                    "file is truncated or not ONNX"
+                )
+            except _TooDeepError as exc:
+                problem = f"refusing model {label}: {exc}"
+    if problem is not None:
+        raise EdgeError(problem)
+    return scan
+
+
+class _WireError(Exception):
+    """The bytes are not a well-formed protobuf message."""
+
+
+class _TooDeepError(Exception):
+    """Messages or subgraphs nest deeper than the walk follows."""
+
+
+def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise _WireError(f"varint runs past the end at byte {pos}")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise _WireError(f"varint longer than 10 bytes at byte {pos}")
+
+
+def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(number, wire_type, a, b)`` per field of ``buf[start:end]`` (type 2: ``buf[a:b]``,
+    type 0: ``a`` is the value)."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0 or key > 0xFFFFFFFF:
+            raise _WireError(f"invalid field number {number} at byte {pos}")
+        if wire == 0:
+            value, pos = _varint(buf, pos, end)
+            yield number, wire, value, pos
+            continue
+        if wire == 2:
+            length, pos = _varint(buf, pos, end)
+            first = pos
+            pos += length
+        elif wire in (1, 5):
+            first = pos
+            pos += 8 if wire == 1 else 4
+        else:
+            raise _WireError(f"unsupported wire type {wire} at byte {pos}")
+        if pos > end:
+            raise _WireError(f"field {number} runs past the end at byte {first}")
+        yield number, wire, first, pos
+
+
+def _packed(buf: memoryview, a: int, b: int, kind: str) -> None:
+    if kind == "v":
+        while a < b:
+            a = _varint(buf, a, b)[1]
+    elif (b - a) % (4 if kind == "f4" else 8):
+        raise _WireError(f"packed numbers of {b - a} bytes at byte {a}")
+
+
+_Field = tuple[int, int, int]  # (wire, a, b) as _fields yields them
+_Kept = dict[int, list[_Field]]
+
+
+def _text(buf: memoryview, a: int, b: int) -> str:
+    return bytes(buf[a:b]).decode("utf-8", errors="replace")
+
+
+def _message(
+    buf: memoryview, start: int, end: int, kind: str, scan: ModelScan, graphs: int, depth: int
+) -> _Kept:
+    """Check one message (and every message inside it); record what ``scan`` wants.
+
+    Returns the message's own fields by number (``[(wire, a, b), ...]``).
+    """
+    if depth > _MAX_MESSAGE_DEPTH:
+        raise _TooDeepError(f"messages nest deeper than {_MAX_MESSAGE_DEPTH} levels")
+    schema = _SCHEMA[kind]
+    kept: _Kept = {}
+    for number, wire, a, b in _fields(buf, start, end):
+        kept.setdefault(number, []).append((wire, a, b))
+        sub = schema.get(number)
+        if sub is None or wire != 2:
+            continue
+        if sub in ("v", "f4", "f8"):
+            _packed(buf, a, b, sub)
+            continue
+        # graphs: how many graphs enclose a message (1 inside the main graph; functions
+        # and training graphs count as nested, so their labels are not the model's).
+        level = graphs + (sub == "Graph") + 2 * (sub in ("Function", "Training"))
+        if level > MAX_SUBGRAPH_DEPTH + 1:
+            raise _TooDeepError(f"subgraphs nest deeper than {MAX_SUBGRAPH_DEPTH} levels")
+        _message(buf, a, b, sub, scan, level, depth + 1)
+    if kind == "Model":
+        _read_header(buf, kept, scan)
+    elif kind == "Tensor":
+        _read_tensor(buf, kept, scan)
+    elif kind == "Attribute" and graphs == 1 and scan.class_labels is None:
+        _read_class_labels(buf, kept, scan)
+    return kept
+
+
+def _texts(buf: memoryview, kept: _Kept, number: int) -> list[str]:
+    return [_text(buf, a, b) for wire, a, b in kept.get(number, []) if wire == 2]
+
+
+def _ints(buf: memoryview, kept: _Kept, number: int) -> list[int]:
+    """A varint field's values, one per field or packed."""
+    values = []
+    for wire, a, b in kept.get(number, []):
+        if wire == 0:
+            values.append(a)
+        while wire == 2 and a < b:
+            value, a = _varint(buf, a, b)
+            values.append(value)
+    return [v - (1 << 64) if v >= 1 << 63 else v for v in values]
+
+
+def _entries(buf: memoryview, kept: _Kept, number: int) -> list[tuple[str, _Field]]:
+    """``(field 1 as text, field 2)`` per sub-message: opset imports, string entries."""
+    out = []
+    for wire, a, b in kept.get(number, []):
+        fields = {n: (w, x, y) for n, w, x, y in _fields(buf, a, b)} if wire == 2 else {}
+        first, second = fields.get(1), fields.get(2)
+        out.append(
+            (
+                _text(buf, first[1], first[2]) if first and first[0] == 2 else "",
+                second if second is not None else (0, 0, 0),
+            )
+        )
+    return out
+
+
+def _read_header(buf: memoryview, kept: _Kept, scan: ModelScan) -> None:
+    scan.ir_version = next(iter(_ints(buf, kept, 1)), None)
+    scan.producer_name = next(iter(_texts(buf, kept, 2)), "")
+    scan.producer_version = next(iter(_texts(buf, kept, 3)), "")
+    for domain, (wire, version, _) in _entries(buf, kept, 8):
+        scan.opsets[domain] = version if wire == 0 else 0
+
+
+def _read_tensor(buf: memoryview, kept: _Kept, scan: ModelScan) -> None:
+    # Readers follow `external_data` only when data_location says EXTERNAL; stale entries
+    # on an embedded tensor are never read.
+    if _DATA_LOCATION_EXTERNAL in _ints(buf, kept, 14):
+        entries = {
+            key: _text(buf, a, b) if wire == 2 else ""
+            for key, (wire, a, b) in _entries(buf, kept, 13)
+        }
+        scan.external.append((next(iter(_texts(buf, kept, 8)), ""), entries))
+
+
+def _read_class_labels(buf: memoryview, kept: _Kept, scan: ModelScan) -> None:
+    if next(iter(_texts(buf, kept, 1)), "").startswith("classlabels_"):
+        labels = _texts(buf, kept, 9) + [str(v) for v in _ints(buf, kept, 8)]
+        scan.class_labels = labels or None
+
+
+def read_model_file(path: str, label: str) -> ModelScan:
+    """Stat, map and walk the model file at ``path`` (never opening a FIFO or device).
+
+    Raises:
+        EdgeError: missing, a folder or special file, unreadable, or not a valid model.
+    """
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise EdgeError(f"model path is a directory, not a file: {label}")
+        if not stat.S_ISREG(info.st_mode):
+            raise EdgeError(f"refusing model {label}: it is not a regular file")
+        if info.st_size == 0:
+            raise EdgeError(f"not a valid ONNX model: {label}: the file is empty")
+        with open(path, "rb") as handle:  # noqa: SIM117 - Python 3.9 has no (a, b) form
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return scan_model(mapped, label)
+    except FileNotFoundError:
+        raise EdgeError(f"model file not found: {label}") from None
+    except PermissionError:
+        raise EdgeError(f"cannot read model file (permission denied): {label}") from None
+    except OSError as exc:
+        raise EdgeError(f"cannot read model file: {label}: {exc.strerror or exc}") from None
+
+
+def check_external_data(
+    external: list[tuple[str, dict[str, str]]], folder: str | None, label: str
+) -> None:
+    """Refuse external data a model may not read (checked before anything is opened).
+
+    Each location must be relative, name no special marker (onnxruntime's
+    ``_ORT_MEM_ADDR_`` reads process memory), resolve (symbolic links followed) inside
+    ``folder`` to a regular file (a FIFO would block the reader forever), with its
+    ``offset`` + ``length`` inside the file. A model given as bytes (``folder`` None)
+    may have no external data at all.
+
+    Raises:
+        EdgeError: the first tensor that breaks a rule, named with its location.
+    """
+    if not external:
+        return
+    if folder is None:
+        tensor, entries = external[0]
+        raise EdgeError(
+            f"refusing model {label}: tensor {tensor!r} is stored in external file "
+            f"{entries.get('location', '')!r}, and a model given as bytes has no folder to read "
+            "it from; open the model from its path instead"
+        )
+    root = os.path.realpath(folder)
+    for tensor, entries in external:
+        location = entries.get("location", "")
+        where = f"refusing model {label}: tensor {tensor!r} reads external data from"
+        parts = location.replace("\\", "/").split("/")
+        if not location or "\x00" in location or any(p.startswith(("_ORT_", "*")) for p in parts):
+            raise EdgeError(
+                f"refusing model {label}: tensor {tensor!r} has an invalid external data "
+                f"location {location!r}"
+            )
+        if os.path.isabs(location) or location.startswith(("/", "\\")) or location[1:2] == ":":
+            raise EdgeError(
+                f"{where} absolute path {location!r}; external data must lie in the model's folder"
+            )
+        target = os.path.realpath(os.path.join(root, location))
+        if os.path.commonpath([root, target]) != root:
+            raise EdgeError(
+                f"{where} {location!r}, which resolves to {target!r} outside the model's folder "
+                f"{root!r}"
+            )
+        try:
+            info = os.stat(target)
+        except OSError:
+            raise EdgeError(f"{where} {location!r}, which does not exist") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise EdgeError(f"{where} {location!r}, which is not a regular file")
+        try:
+            offset = int(entries.get("offset", "0"))
+            length = int(entries["length"]) if "length" in entries else info.st_size - offset
+        except ValueError:
+            raise EdgeError(
+                f"{where} {location!r} at an offset or length that is not a number"
+            ) from None
+        if offset < 0 or length < 0 or offset + length > info.st_size:
+            raise EdgeError(
+                f"{where} {location!r} at bytes {offset}..{offset + length}, past the end of the "
+                f"file ({info.st_size} bytes)"
+            )
+
+
+# --- the session ------------------------------------------------------------------------
+
+
+def create_session(source: str | bytes, options: Any, providers: list[Any], label: str) -> Any:
+    """``onnxruntime.InferenceSession`` for a checked model, with one-line errors.
+
+    The model's own session settings are never applied, and onnxruntime may not fall
+    back to other providers by itself (the provider reported must stay true).
+
+    Raises:
+        EdgeError: onnxruntime cannot load the model.
+    """
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(
+            source,
+            sess_options=options,
+            providers=providers,
+            read_config_from_model=0,
+            enable_fallback=0,  # read by recent releases; 1.18 ignores it (disabled below)
+        )
+    except Exception as exc:
+        if not _is_ort_error(exc):
+            raise
+        if type(exc).__name__ in ("InvalidProtobuf", "NoSuchFile", "InvalidGraph"):
+            raise EdgeError(f"not a valid ONNX model: {label}: {ort_message(exc)}") from None
+        raise EdgeError(f"onnxruntime cannot load model {label}: {ort_message(exc)}") from None
+    session.disable_fallback()
+    return session
+
+
+def load_session(
+    path: str, provider: str = "auto", threads: int | None = None, *, scan: ModelScan | None = None
+) -> Any:
+    """Check the model file at ``path``, then open it with onnxruntime.
+
+    Args:
+        path: an ``.onnx`` or ``.ort`` file.
+        provider: ``auto`` (CUDA when it really works, else CPU), ``cpu`` or ``cuda``
+            (strict).
+        threads: intra-op threads (default :func:`default_threads`).
+        scan: the file's :func:`read_model_file` result, when already read.
+
+    Raises:
+        EdgeError: missing / empty / invalid / unsafe model, or ``cuda`` unavailable.
+    """
+    import onnxruntime as ort
+
+    request = provider.strip().lower()
+    if request not in ("auto", "cpu", "cuda"):
+        raise EdgeError(f"provider must be one of auto, cpu, cuda; got {provider!r}", "provider")
+    scan = scan or read_model_file(path, path)
+    check_external_data(scan.external, os.path.dirname(os.path.abspath(path)), path)
+    available = ort.get_available_providers()
+    if request == "cpu" or (request == "auto" and CUDA not in available):
+        providers: list[Any] = [CPU]
+    elif CUDA in available:
+        providers = [(CUDA, {"device_id": 0}), CPU]
+    else:
+        local = ", ".join(n for n in available if n not in _NOT_LOCAL) or "none"
+        raise EdgeError(f"{CUDA} requested; available: {local}", "provider")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    if scan.format == "ort":
+        options.add_session_config_entry("session.load_model_format", "ORT")
+    session = create_session(path, options, providers, path)
+    if request == "cuda" and CUDA not in session.get_providers():
+        got = ", ".join(session.get_providers())
+        raise EdgeError(
+            f"{CUDA} requested; the session got: {got} (check CUDA / cuDNN)", "provider"
+        )
+    return session
+
+
+# --- the model --------------------------------------------------------------------------
+
+
 class EdgeModel:
-    """An onnxruntime session plus what the model's metadata says about it.
+    """An onnxruntime session plus what the model says about its rows and outputs.
 
     Args:
         session_or_path: an ``onnxruntime.InferenceSession`` or a model path.
         provider: for a path: ``auto``, ``cpu`` or ``cuda``.
         threads: for a path: intra-op threads.
+        label: how messages name the model (default: the path).
+        scan: what :func:`scan_model` found (anything with ``class_labels``; read from a
+            path by itself).
+        require_probabilities: refuse at once a model whose outputs are not known to be
+            probabilities (False: keep the reason in ``refusal``; scoring raises it).
+        reject_nonfinite: refuse NaN / Inf inputs.
+
+    Attributes:
+        input_shape: one row's shape (``(64,)``, ``(1, 8, 8)``); None when unknown.
+        num_features: values per row (the product); None when unknown.
+        notes: what could not be known or was assumed (onnxedge logs them).
 
     Raises:
-        EdgeError: the model cannot be opened, or is not a single-input classifier.
+        EdgeError: the model cannot be opened, is not a single-input classifier, or its
+            outputs are not known to hold probabilities.
     """
 
+    #: appended to the NaN / Inf refusal (onnxedge names its option there).
+    nonfinite_hint = ""
+
     def __init__(
-        self, session_or_path: Any, provider: str = "auto", threads: int | None = None
+        self,
+        session_or_path: Any,
+        provider: str = "auto",
+        threads: int | None = None,
+        *,
+        label: str | None = None,
+        scan: Any = None,
+        require_probabilities: bool = True,
+        reject_nonfinite: bool = True,
     ) -> None:
+        import onnxruntime as ort
+
         if isinstance(session_or_path, (str, os.PathLike)):
-            self.session = load_session(os.fspath(session_or_path), provider, threads)
+            path = os.fspath(session_or_path)
+            scan = read_model_file(path, path)
+            self.session = load_session(path, provider, threads, scan=scan)
+            label = label or path
         else:
             self.session = session_or_path
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].type not in _FLOAT_TYPES:
-            raise EdgeError("the model must have one float input (batch, features)")
-        self.input_name: str = inputs[0].name
-        self.input_dtype = {
-            "tensor(float)": np.float32,
-            "tensor(double)": np.float64,
-            "tensor(float16)": np.float16,
-        }[inputs[0].type]
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.class_names: list[str] | None = _json_list(meta.get("onnxedge.class_names"))
-        self.feature_names: list[str] | None = _json_list(meta.get("onnxedge.feature_names"))
+        self.label = label or "<session>"
+        self.scan = scan
+        self.notes: list[str] = []
+        self.reject_nonfinite = reject_nonfinite
+        # The binding under InferenceSession.run: that wrapper re-checks input names on
+        # every call, which check() has done (measured: ~35% of a batch-1 run of a small
+        # MLP). Same signature since onnxruntime 1.0.
+        inner = getattr(self.session, "_sess", None)
+        self._run_fn = getattr(inner, "run", None) or self.session.run
+        # A failing run raises with onnxruntime's message; printing it too would repeat it.
+        self.run_options = ort.RunOptions()
+        self.run_options.log_severity_level = 4
+        meta = self.session.get_modelmeta()
+        self.metadata: dict[str, str] = dict(meta.custom_metadata_map)
+        self.producer = (meta.producer_name or "").strip()
+        self.head = self.metadata.get("onnxedge.head")
         try:
-            self.threshold = float(meta.get("onnxedge.threshold", 0.5))
+            self.threshold = float(self.metadata.get("onnxedge.threshold", 0.5))
         except ValueError:
             self.threshold = 0.5
-        shape = inputs[0].shape
-        width = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
-        if width is None and meta.get("onnxedge.num_features", "").isdigit():
-            width = int(meta["onnxedge.num_features"])
-        self.num_features: int | None = width
+        names = _json_list(self.metadata.get("onnxedge.feature_names"))
+        self.feature_names = [str(n) for n in names] if names is not None else None
+        fp16 = self.metadata.get("onnxedge.variant") == "fp16"
+        self.sum_atol = FP16_PROBABILITY_SUM_ATOL if fp16 else PROBABILITY_SUM_ATOL
+        self._read_input()
+        self._read_outputs(require_probabilities)
+
+    def _error(self, text: str) -> EdgeError:
+        return EdgeError(f"cannot use model {self.label}: {text}")
+
+    def _read_input(self) -> None:
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            listing = ", ".join(i.name for i in inputs)
+            raise self._error(
+                "onnxedge runs classifiers with one input; "
+                f"this model has {len(inputs)} ({listing})"
+            )
+        node = inputs[0]
+        self.input_name: str = node.name
+        if node.type not in _FLOAT_TYPES:
+            raise self._error(
+                f"input {node.name!r} is {node.type}; onnxedge feeds float tensors (batch, ...)"
+            )
+        self.input_dtype: np.dtype[Any] = _FLOAT_TYPES[node.type]
+        dims = list(node.shape) if node.shape is not None else None
+        if dims is not None and len(dims) < 2:
+            raise self._error(
+                f"input {node.name!r} has shape {dims}; onnxedge feeds batches (batch, ...)"
+            )
+        graph = tuple(dims[1:]) if dims and all(isinstance(d, int) for d in dims[1:]) else None
+        meta_shape = _json_list(self.metadata.get("onnxedge.input_shape"))
+        try:
+            meta = tuple(int(d) for d in meta_shape) if meta_shape else None
+        except (TypeError, ValueError):
+            meta = None
+        count = self.metadata.get("onnxedge.num_features", "")
+        features = int(count) if count.isdigit() else None
+        if meta is None and features is not None:
+            if graph is not None and math.prod(graph) != features:
+                raise self._error(
+                    f"its metadata says {features} features but input {node.name!r} takes "
+                    f"{math.prod(graph)}"
+                )
+            meta = graph or (features,)
+        if graph is not None and meta is not None and graph != meta:
+            raise self._error(
+                f"its metadata says rows of shape {meta} but input {node.name!r} takes {graph}"
+            )
+        if dims is not None and meta is not None and len(dims) != len(meta) + 1:
+            raise self._error(
+                f"its metadata says rows of shape {meta} but input {node.name!r} has shape {dims}"
+            )
+        self.input_shape: tuple[int, ...] | None = graph or meta
+        self.num_features: int | None = (
+            math.prod(self.input_shape) if self.input_shape is not None else None
+        )
+        if self.input_shape is None:
+            self.notes.append(
+                "the model does not say how many features it takes; inputs are not checked"
+            )
+        # -1 never equals a width: with the shape unknown check() takes the slow path.
+        self._row = self.input_shape if self.input_shape is not None else (-1,)
+        self._flat = self.input_shape is not None and len(self.input_shape) == 1
+
+    def _read_outputs(self, require_probabilities: bool) -> None:
         outputs = self.session.get_outputs()
         lowered = {o.name.lower(): o for o in outputs}
-        prob = next((lowered[n] for n in _PROBABILITY_NAMES if n in lowered), None)
-        logits = next((lowered[n].name for n in _LOGIT_NAMES if n in lowered), None)
-        if prob is None:
-            floats = [o for o in outputs if o.type in _FLOAT_TYPES and o.name != logits]
-            if len(floats) != 1:
-                raise EdgeError("cannot tell which model output holds the class probabilities")
-            prob = floats[0]
-        if prob.type not in _FLOAT_TYPES:
-            raise EdgeError(f"output {prob.name!r} is {prob.type}, not a float tensor")
+        logits = next((lowered[n] for n in _LOGIT_NAMES if n in lowered), None)
         label = next((lowered[n] for n in _LABEL_NAMES if n in lowered), None)
         if label is not None and not label.type.startswith(("tensor(int", "tensor(uint")):
+            self.notes.append(
+                f"output {label.name!r} is {label.type}, not an integer label; ignored"
+            )
             label = None
+        floats = [o for o in outputs if o.type in _FLOAT_TYPES]
+        known = CONVERTER_PROBABILITY_OUTPUTS.get(self.producer.lower(), ())
+        prob = None
+        self.refusal: str | None = None
+        if self.head in _HEADS:
+            named = lowered.get(OUTPUT_PROBABILITIES)
+            others = [o for o in floats if o is not logits]
+            prob = named or (others[0] if len(others) == 1 else None)
+            if prob is None:
+                raise self._error(
+                    f"its metadata says it has a {self.head} head, but no output is named "
+                    f"{OUTPUT_PROBABILITIES!r} and the probabilities cannot be told apart among: "
+                    + ", ".join(f"{o.name} ({o.type})" for o in outputs)
+                )
+        else:
+            prob = next((o for o in outputs if o.name.lower() in known), None)
+            if prob is not None:
+                self.notes.append(
+                    f"output {prob.name!r} is taken as the class probabilities "
+                    f"({self.producer}'s probability output)"
+                )
+        if prob is not None and prob.type not in _FLOAT_TYPES:
+            raise self._error(
+                f"output {prob.name!r} is {prob.type}; a float tensor (batch, classes) is needed "
+                "(for sklearn-onnx models convert with zipmap=False)"
+            )
+        if prob is None:
+            candidate = logits or next((o for o in floats if o is not label), None)
+            if candidate is None:
+                raise self._error("it has no float output to score")
+            why = (
+                "it holds logits"
+                if candidate is logits
+                else "the model has no onnxedge head in its metadata and is not a known "
+                "converter's probability output"
+            )
+            self.refusal = self.not_probabilities(candidate.name, why)
+            if require_probabilities:
+                raise EdgeError(self.refusal)
+            prob = candidate
+        if label is None:
+            self.notes.append(
+                "the model has no label output; labels are computed from the probabilities"
+            )
+        self.probability_output: str = prob.name
+        self.label_output: str | None = label.name if label is not None else None
+        self.logits_output: str | None = logits.name if logits is not None else None
         self.fetch = [prob.name] + ([label.name] if label is not None else [])
-        self.has_label = label is not None
-        if self.class_names is not None:
-            prob_shape = prob.shape
-            columns = prob_shape[1] if len(prob_shape) == 2 else 1
-            classes = 2 if columns == 1 else columns
-            if isinstance(classes, int) and classes != len(self.class_names):
-                self.class_names = None
+        # The graph's outputs used as they come ((n, C) float32, (n,) int64): nothing to do.
+        self._as_is = (
+            label is not None
+            and label.type == "tensor(int64)"
+            and len(label.shape or []) == 1
+            and prob.type == "tensor(float)"
+            and len(prob.shape or []) == 2
+        )
+        self._checked = False
+        shape = prob.shape or []
+        columns = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+        #: columns the probabilities output has as the graph computes it (1: binary).
+        self.prob_columns: int | None = 1 if len(shape) == 1 else columns
+        names = _json_list(self.metadata.get("onnxedge.class_names"))
+        names = [str(n) for n in names] if names is not None else None
+        if names is None and self.scan is not None:
+            names = self.scan.class_labels
+        cols = self.prob_columns
+        self.num_classes: int | None = (2 if cols == 1 else cols) if cols else None
+        if self.num_classes is None and names is not None:
+            self.num_classes = len(names)
+        if names is not None and len(names) != self.num_classes:
+            self.notes.append(
+                f"metadata names {len(names)} classes but the model computes {self.num_classes}; "
+                "class names are ignored"
+            )
+            names = None
+        self.class_names: list[str] | None = names
+
+    def not_probabilities(self, output: str, why: str) -> str:
+        """The refusal of an output that is not known to hold probabilities."""
+        return (
+            f"{self.label}: output {output!r} is not known to hold probabilities ({why}) -- "
+            f"add a head with: onnxedge wrap {self.label} -o wrapped.onnx"
+        )
+
+    def check_probabilities(self, probs: np.ndarray) -> None:
+        """Back the output rule up on a first batch: values in [0, 1], rows summing to 1.
+
+        Raises:
+            EdgeError: the values are not probabilities (or the model was refused).
+        """
+        if self.refusal is not None:
+            raise EdgeError(self.refusal)
+        rows = probs.reshape(probs.shape[0], -1) if probs.ndim != 2 else probs
+        rows = rows[np.isfinite(rows).all(axis=1)]
+        if not rows.size:
+            return
+        why = None
+        if rows.min() < -self.sum_atol or rows.max() > 1 + self.sum_atol:
+            why = "its values are not in [0, 1]"
+        elif rows.shape[1] > 1 and np.abs(rows.sum(axis=1, dtype=np.float64) - 1).max() > (
+            self.sum_atol
+        ):
+            why = "its rows do not sum to 1"
+        if why is not None:
+            raise EdgeError(self.not_probabilities(self.probability_output, why))
+        self._checked = True
 
     def check(self, x: Any) -> np.ndarray:
-        """``x`` as a C-contiguous ``(n, features)`` array of the model's input type.
+        """``x`` as a C-contiguous ``(n, *input_shape)`` array of the model's input type.
+
+        Accepts ``(n, *input_shape)``, ``(n, num_features)`` (reshaped) and one row of
+        ``input_shape``; numbers of any dtype are cast.
 
         Raises:
-            EdgeError: not numeric, wrong rank or feature count, or NaN / Inf.
+            EdgeError: not numeric, a shape the model does not take, or NaN / Inf.
         """
-        arr = x if type(x) is np.ndarray else np.asarray(x)
-        if arr.dtype.kind not in "biuf":
-            raise EdgeError(f"input has dtype {arr.dtype}; expected numbers")
-        if arr.ndim == 1:
-            arr = arr.reshape(1, -1)
-        if arr.ndim != 2:
-            raise EdgeError(f"input must be 2-D (rows, features); got shape {tuple(arr.shape)}")
-        if self.num_features is not None and arr.shape[1] != self.num_features:
-            raise EdgeError(f"model expects {self.num_features} features, input has {arr.shape[1]}")
-        if arr.dtype != self.input_dtype or not arr.flags.c_contiguous:
+        arr = x if type(x) is np.ndarray else self._asarray(x)
+        if arr.dtype != self.input_dtype:
+            if arr.dtype.kind not in "biuf":
+                raise EdgeError(
+                    f"input has dtype {arr.dtype}; expected numbers (bool, int, uint or float, "
+                    f"cast to {self.input_dtype})",
+                    "value",
+                )
             with np.errstate(over="ignore", invalid="ignore"):
-                arr = np.ascontiguousarray(arr, dtype=self.input_dtype)
-        # x.x is finite exactly when every value is (no cancellation among squares);
-        # one BLAS call. On overflow of large finite values the exact test decides.
-        if arr.size and not math.isfinite(np.vdot(arr, arr)) and not np.isfinite(arr).all():
-            row, column = (int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-            raise EdgeError(
-                f"input row {row}, column {column} is {arr[row, column]}; NaN / Inf are rejected"
-            )
+                # float64 beyond float32's range becomes inf here; the check below sees it.
+                arr = arr.astype(self.input_dtype)
+        if arr.shape[1:] != self._row:
+            arr = self._reshape(arr)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        # x.x is finite exactly when every value is (squares are >= 0: an inf or a NaN
+        # cannot cancel); one BLAS call, no temporary. On overflow the exact test decides.
+        if (
+            self.reject_nonfinite
+            and arr.size
+            and not math.isfinite(np.vdot(arr, arr))
+            and not np.isfinite(arr).all()
+        ):
+            raise self._nonfinite(arr)
         return arr
 
-    def score(self, x: Any, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Score rows.
+    def _asarray(self, x: Any) -> np.ndarray:
+        try:
+            return np.asarray(x)
+        except ValueError:
+            lengths = [len(row) if hasattr(row, "__len__") else 1 for row in x]
+            for index, length in enumerate(lengths):
+                if self._flat and length != self.num_features:
+                    raise EdgeError(
+                        f"model expects {self.num_features} features, "
+                        f"input row {index} has {length}",
+                        "shape",
+                    ) from None
+            raise EdgeError("input rows have different shapes", "shape") from None
 
-        Args:
-            x: ``(n, features)`` numbers, or one row.
-            batch_size: rows per ``session.run`` (default: all at once).
+    def _reshape(self, arr: np.ndarray) -> np.ndarray:
+        shape = self.input_shape
+        if shape is None:
+            return arr.reshape(1, -1) if arr.ndim == 1 else arr
+        if arr.shape == shape or (arr.ndim == 1 and arr.shape[0] == self.num_features):
+            return arr.reshape(1, *shape)
+        if arr.ndim == 2 and arr.shape[1] == self.num_features:
+            return arr.reshape(arr.shape[0], *shape)
+        if self._flat:
+            if arr.ndim in (1, 2):
+                got = arr.shape[-1]
+                raise EdgeError(
+                    f"model expects {self.num_features} features, input has {got}", "shape"
+                )
+            raise EdgeError(
+                f"input must be 2-D (batch, features) or one 1-D row; got shape {tuple(arr.shape)}",
+                "shape",
+            )
+        got = tuple(arr.shape) if arr.ndim == len(shape) else tuple(arr.shape[1:])
+        raise EdgeError(f"model expects rows of shape {shape}, input has {got}", "shape")
 
-        Returns:
-            ``(labels, probabilities)``: ``(n,)`` int64 and ``(n, C)`` float32.
+    def _nonfinite(self, arr: np.ndarray) -> EdgeError:
+        flat = arr.reshape(arr.shape[0], -1)
+        row, column = (int(i) for i in np.argwhere(~np.isfinite(flat))[0])
+        where = f"column {column}"
+        names = self.feature_names
+        if names is not None and column < len(names):
+            where += f" ({names[column]!r})"
+        return EdgeError(
+            f"input row {row}, {where} is {flat[row, column]}; NaN / Inf are rejected"
+            + self.nonfinite_hint,
+            "value",
+        )
+
+    def run(self, batch: np.ndarray, fetch: list[str]) -> list[np.ndarray]:
+        """One ``session.run`` on a checked batch.
 
         Raises:
-            EdgeError: bad input, or onnxruntime failed to run.
+            EdgeError: onnxruntime refused the input or failed to run.
         """
-        arr = self.check(x)
-        n = arr.shape[0]
-        if batch_size is None or batch_size >= n:
-            return self._classes(self._run(arr))
-        labels_out: list[np.ndarray] = []
-        probs_out: list[np.ndarray] = []
-        for start in range(0, n, max(1, batch_size)):
-            labels, probs = self._classes(self._run(arr[start : start + batch_size]))
-            labels_out.append(labels)
-            probs_out.append(probs)
-        return np.concatenate(labels_out), np.concatenate(probs_out)
-
-    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         try:
-            return self.session.run(self.fetch, {self.input_name: batch})
+            return self._run_fn(fetch, {self.input_name: batch}, self.run_options)
         except Exception as exc:
-            if not type(exc).__module__.startswith("onnxruntime"):
-                raise
-            reason = _ort_message(exc)
-            raise EdgeError(f"onnxruntime failed to run the model: {reason}") from None
+            raise self._run_error(exc) from None
 
-    def _classes(self, result: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        probs = result[0]
+    def _run_error(self, exc: Exception) -> EdgeError:
+        if not _is_ort_error(exc):
+            raise exc
+        if type(exc).__name__ == "InvalidArgument":
+            return EdgeError(
+                f"{self.label}: onnxruntime refused the input: {ort_message(exc)}", "shape"
+            )
+        return EdgeError(
+            f"{self.label}: onnxruntime failed to run the model: {ort_message(exc)}", "run"
+        )
+
+    def run_batches(self, batch: np.ndarray, fetch: list[str], step: int) -> list[np.ndarray]:
+        """Run ``batch`` in slices of ``step`` rows (an empty batch runs as it is)."""
+        if batch.shape[0] <= step:
+            return self.run(batch, fetch)
+        parts = [self.run(batch[i : i + step], fetch) for i in range(0, batch.shape[0], step)]
+        return [np.concatenate([part[k] for part in parts]) for k in range(len(fetch))]
+
+    def outputs(self, raw: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(probabilities, labels)`` from a run's outputs in fetch order.
+
+        ``probabilities`` is ``(n, C)`` float32 as the graph computes it (one column ``p``
+        for a binary model); labels are the graph's own, else the threshold / argmax.
+        """
+        if self._as_is:
+            return raw[0], raw[1]
+        probs = raw[0]
         if probs.dtype != np.float32:
             probs = probs.astype(np.float32)
-        if probs.ndim == 1:
-            probs = probs.reshape(-1, 1)
-        if probs.shape[1] == 1:
-            # one sigmoid output p: the positive class; per class it is [1 - p, p]
-            positive = probs[:, 0]
-            per_class = np.empty((probs.shape[0], 2), dtype=np.float32)
-            per_class[:, 1] = positive
-            np.subtract(np.float32(1), positive, out=per_class[:, 0])
-        else:
-            per_class = probs
-        if self.has_label:
-            labels = result[1]
+        if probs.ndim != 2:
+            probs = probs.reshape(probs.shape[0], -1)
+        if self.label_output is not None:
+            labels = raw[1]
             if labels.ndim != 1 or labels.dtype != np.int64:
                 labels = labels.reshape(-1).astype(np.int64)
         elif probs.shape[1] == 1:
             labels = (probs[:, 0] >= np.float32(self.threshold)).astype(np.int64)
         else:
-            labels = per_class.argmax(axis=1).astype(np.int64, copy=False)
-        return labels, per_class
+            labels = probs.argmax(axis=1).astype(np.int64, copy=False)
+        return probs, labels
+
+    def score(self, x: Any, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Score rows.
+
+        Args:
+            x: ``(n, *input_shape)`` or ``(n, features)`` numbers, or one row.
+            batch_size: rows per ``session.run`` (default: all at once).
+
+        Returns:
+            ``(labels, probabilities)``: ``(n,)`` int64 and ``(n, C)`` float32 (a binary
+            model's ``p`` as ``[1 - p, p]``).
+
+        Raises:
+            EdgeError: bad input, outputs that are not probabilities, or onnxruntime
+                failed to run.
+        """
+        arr = self.check(x)
+        raw = self.run_batches(arr, self.fetch, batch_size or max(1, arr.shape[0]))
+        if not self._checked:
+            self.check_probabilities(raw[0])
+        probs, labels = self.outputs(raw)
+        return labels, _per_class(probs)
+
+    def self_test(self) -> dict[str, Any]:
+        """Run the model's golden rows (metadata ``onnxedge.golden``) on this machine.
+
+        Compares this onnxruntime's probabilities, logits and labels with the ones
+        recorded at export, under the recorded tolerances.
+
+        Returns:
+            A JSON-ready report: ``passed``, ``rows``, ``max_abs_error`` and
+            ``tolerances`` per output, ``labels_agreeing``, and where it ran
+            (``machine``, ``platform``, ``python``, ``onnxruntime``, ``provider``).
+
+        Raises:
+            EdgeError: no golden set, or one that does not fit the model's signature.
+        """
+        import platform
+
+        import onnxruntime as ort
+
+        golden = self._golden()
+        x = np.asarray(golden["rows"], dtype=np.float64)
+        fetch = self.fetch + ([self.logits_output] if self.logits_output else [])
+        raw = self.run(self.check(x), fetch)
+        computed, labels = self.outputs(raw)
+        probs = _per_class(computed)
+        report: dict[str, Any] = {"rows": int(x.shape[0]), "max_abs_error": {}, "tolerances": {}}
+        passed = True
+        for name, got in (
+            ("probabilities", probs),
+            ("logits", raw[-1] if self.logits_output else None),
+        ):
+            if name not in golden or got is None:
+                continue
+            want = np.asarray(golden[name], dtype=np.float64)
+            if want.shape != got.shape:
+                want = _per_class(want.astype(np.float32)) if name == "probabilities" else want
+            if want.shape != got.shape:
+                raise self._golden_error(
+                    f"{name} of shape {want.shape}, the model computes {got.shape}"
+                )
+            error = float(np.abs(got.astype(np.float64) - want).max()) if want.size else 0.0
+            tolerance = float(golden["tolerances"][name])
+            report["max_abs_error"][name] = error
+            report["tolerances"][name] = tolerance
+            passed = passed and error <= tolerance
+        agreeing = int((labels == np.asarray(golden["labels"], dtype=np.int64)).sum())
+        report["labels_agreeing"] = agreeing
+        report["passed"] = passed and agreeing == x.shape[0]
+        report.update(
+            model=self.label,
+            machine=platform.machine(),
+            platform=platform.platform(),
+            python=platform.python_version(),
+            onnxruntime=ort.__version__,
+            provider=self.session.get_providers()[0],
+        )
+        return report
+
+    def _golden(self) -> dict[str, Any]:
+        text = self.metadata.get("onnxedge.golden")
+        if not text:
+            raise EdgeError(
+                f"{self.label} has no golden set (metadata onnxedge.golden) to self-test with; "
+                "onnxedge export and onnxedge wrap store one in the model"
+            )
+        try:
+            golden = json.loads(text)
+            rows = np.asarray(golden["rows"], dtype=np.float64)
+            labels = np.asarray(golden["labels"], dtype=np.int64)
+            tolerances = {k: float(v) for k, v in golden["tolerances"].items()}
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise self._golden_error(f"it cannot be read ({type(exc).__name__}: {exc})") from None
+        width = self.num_features
+        if rows.ndim != 2 or (width is not None and rows.shape[1] != width):
+            raise self._golden_error(
+                f"rows of shape {rows.shape[1:]}, the model takes {width} values"
+            )
+        if labels.shape != (rows.shape[0],) or not set(tolerances) >= (
+            set(golden) & {"logits", "probabilities"}
+        ):
+            raise self._golden_error(
+                f"{rows.shape[0]} rows but {labels.shape[0]} labels, or outputs without a tolerance"
+            )
+        return golden
+
+    def _golden_error(self, text: str) -> EdgeError:
+        return EdgeError(
+            f"cannot use model {self.label}: its golden set does not fit the model: {text}"
+        )
 
     def name_of(self, label: int) -> str:
         """The class name of ``label`` (its digits when the model names no classes)."""
@@ -303,16 +1062,24 @@ def score(
     return EdgeModel(session_or_path).score(x, batch_size)
 
 
-def _json_list(value: str | None) -> list[str] | None:
+def _per_class(probs: np.ndarray) -> np.ndarray:
+    """One column per class: a binary model's ``p`` becomes ``[1 - p, p]`` (float32)."""
+    if probs.shape[1] != 1:
+        return probs
+    both = np.empty((probs.shape[0], 2), dtype=np.float32)
+    both[:, 1] = probs[:, 0]
+    np.subtract(np.float32(1), probs[:, 0], out=both[:, 0])
+    return both
+
+
+def _json_list(value: str | None) -> list[Any] | None:
     if not value:
         return None
-    import json
-
     try:
         data = json.loads(value)
     except ValueError:
         return None
-    return [str(item) for item in data] if isinstance(data, list) else None
+    return data if isinstance(data, list) else None
 
 
 # --- input ------------------------------------------------------------------------------
@@ -430,6 +1197,9 @@ def input_batches(
 ) -> Iterator[np.ndarray]:
     """Yield batches of rows from ``source`` (``.npy``, ``.csv`` or ``-`` for stdin).
 
+    A ``.npy`` file keeps its shape (``(n, *input_shape)``, ``(n, features)`` or one
+    row); CSV rows are a row's values flattened.
+
     Raises:
         EdgeError: unknown suffix, unreadable file, or bad rows.
     """
@@ -441,8 +1211,9 @@ def input_batches(
     step = batch_size or FILE_BATCH_SIZE
     if suffix == ".npy":
         data = _read_npy(source)
-        if data.ndim == 1:
-            data = data.reshape(1, -1)
+        if data.ndim <= len(model.input_shape or (0,)):  # one row (check() says if it fits)
+            yield np.asarray(data)
+            return
         for start in range(0, data.shape[0], step):
             yield np.asarray(data[start : start + step])
         return
@@ -466,8 +1237,6 @@ def format_rows(
 ) -> str:
     """The output lines for one batch (each ending in a newline)."""
     if as_json:
-        import json
-
         return "".join(
             json.dumps({"label": label, "class": model.name_of(label), "probabilities": row}) + "\n"
             for label, row in zip(labels.tolist(), probabilities.tolist())  # noqa: B905
@@ -477,6 +1246,22 @@ def format_rows(
         f"{label}\t{model.name_of(label)}\t{p:.6f}\n"
         for label, p in zip(labels.tolist(), top.tolist())  # noqa: B905
     )
+
+
+def format_self_test(report: dict[str, Any]) -> str:
+    """The one-screen text of a :meth:`EdgeModel.self_test` report."""
+    lines = [
+        f"self-test {'PASSED' if report['passed'] else 'FAILED'}: {report['model']}, "
+        f"{report['rows']} golden rows",
+        f"machine      {report['machine']}, {report['platform']}, Python {report['python']}",
+        f"onnxruntime  {report['onnxruntime']} on {report['provider']}",
+    ]
+    for name, error in report["max_abs_error"].items():
+        tolerance = report["tolerances"][name]
+        verdict = "ok" if error <= tolerance else "TOO LARGE"
+        lines.append(f"{name:<13}max |error| {error:.3g} (tolerance {tolerance:.3g}): {verdict}")
+    lines.append(f"labels       {report['labels_agreeing']} of {report['rows']} agree")
+    return "\n".join(lines)
 
 
 def _parser() -> Any:
@@ -489,12 +1274,18 @@ def _parser() -> Any:
             "examples:\n"
             "  python edge_infer.py model.onnx rows.csv\n"
             "  python edge_infer.py model.onnx rows.npy --json\n"
-            "  cat rows.csv | python edge_infer.py model.onnx - --provider cpu"
+            "  cat rows.csv | python edge_infer.py model.onnx - --provider cpu\n"
+            "  python edge_infer.py model.onnx --self-test          # run this first on a device"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", help="an .onnx (or .ort) model file")
-    parser.add_argument("input", help=".npy file, .csv file, or - for CSV rows on stdin")
+    parser.add_argument("input", nargs="?", help=".npy file, .csv file, or - for CSV rows on stdin")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="run the model's golden rows on this machine and compare (exit 1 on a mismatch)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
     parser.add_argument(
@@ -524,7 +1315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EdgeError(f"--threads must be >= 1; got {args.threads}")
         if args.batch_size is not None and args.batch_size < 1:
             raise EdgeError(f"--batch-size must be >= 1; got {args.batch_size}")
+        if args.input is None and not args.self_test:
+            raise EdgeError("give an INPUT file (or - for stdin), or --self-test")
         model = EdgeModel(args.model, provider=args.provider, threads=args.threads)
+        if args.self_test:
+            report = model.self_test()
+            print(json.dumps(report) if args.json else format_self_test(report))
+            return 0 if report["passed"] else 1
         out = sys.stdout
         for batch in input_batches(args.input, model, args.batch_size, header=args.header):
             labels, probabilities = model.score(batch)

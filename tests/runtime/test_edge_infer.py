@@ -12,10 +12,19 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import helper
 from onnxedge.runtime import Predictor
 from onnxedge.runtime import edge_infer as edge
 
-from tests.runtime.onnx_models import ModelCase
+from tests.runtime.onnx_models import (
+    ModelCase,
+    build_cnn,
+    build_foreign,
+    build_multiclass,
+    build_sklearn_linear,
+    save,
+    with_golden,
+)
 
 SCRIPT = Path(edge.__file__).resolve()
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -224,13 +233,16 @@ def test_bad_inputs(
     assert _error([model, str(wide)], capsys) == "model expects 5 features, input has 6"
     text = tmp_path / "text.npy"
     np.save(text, np.array([["a"] * 5]))
-    assert _error([model, str(text)], capsys) == "input has dtype <U1; expected numbers"
+    assert _error([model, str(text)], capsys) == (
+        "input has dtype <U1; expected numbers (bool, int, uint or float, cast to float32)"
+    )
     nan = tmp_path / "nan.npy"
     bad = np.zeros((3, 5))
     bad[2, 4] = np.nan
     np.save(nan, bad)
     assert (
-        _error([model, str(nan)], capsys) == "input row 2, column 4 is nan; NaN / Inf are rejected"
+        _error([model, str(nan)], capsys)
+        == "input row 2, column 4 ('f4') is nan; NaN / Inf are rejected"
     )
     pickled = tmp_path / "objects.npy"
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
@@ -351,6 +363,92 @@ def test_huge_finite_values_pass_and_float32_overflow_is_refused(multiclass: Mod
     beyond = np.zeros((2, 5))
     beyond[1, 3] = 1e39  # finite float64, inf as float32
     with pytest.raises(
-        edge.EdgeError, match=r"^input row 1, column 3 is inf; NaN / Inf are rejected$"
+        edge.EdgeError, match=r"^input row 1, column 3 \('f3'\) is inf; NaN / Inf are rejected$"
     ):
         model.score(beyond)
+
+
+# --- only probabilities are scored ------------------------------------------------------
+
+
+def test_logits_are_refused_with_the_wrap_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    save(build_foreign("dynamo"), tmp_path / "model.onnx")
+    np.save(tmp_path / "rows.npy", np.zeros((2, 5), dtype=np.float32))
+    assert _error(["model.onnx", "rows.npy"], capsys) == (
+        "model.onnx: output 'linear_1' is not known to hold probabilities (the model has no "
+        "onnxedge head in its metadata and is not a known converter's probability output) -- "
+        "add a head with: onnxedge wrap model.onnx -o wrapped.onnx"
+    )
+    lying = build_foreign("dynamo")
+    helper.set_model_props(lying, {"onnxedge.head": "softmax"})
+    save(lying, tmp_path / "model.onnx")
+    np.save(tmp_path / "rows.npy", np.full((2, 5), 40.0, dtype=np.float32))
+    assert _error(["model.onnx", "rows.npy"], capsys) == (
+        "model.onnx: output 'linear_1' is not known to hold probabilities (its values are not "
+        "in [0, 1]) -- add a head with: onnxedge wrap model.onnx -o wrapped.onnx"
+    )
+
+
+def test_skl2onnx_class_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = save(build_sklearn_linear()[0], tmp_path / "logreg.onnx")
+    x = np.random.default_rng(5).normal(0, 1, (6, 4)).astype(np.float32)
+    np.save(tmp_path / "rows.npy", x)
+    code, out, _ = _run_main([str(path), str(tmp_path / "rows.npy"), "--json"], capsys)
+    assert code == 0
+    labels, probs, classes = _json_rows(out)
+    want = Predictor(path).predict(x)
+    np.testing.assert_array_equal(labels, want.labels)
+    np.testing.assert_array_equal(probs, want.probabilities)
+    assert classes == want.names and set(classes) <= {"setosa", "versicolor", "virginica"}
+
+
+# --- image inputs -----------------------------------------------------------------------
+
+
+def test_image_rows_from_npy_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = save(build_cnn()[0], tmp_path / "cnn.onnx")
+    x = np.random.default_rng(6).uniform(0, 1, (7, 1, 8, 8)).astype(np.float32)
+    want = Predictor(path).predict(x)
+    np.save(tmp_path / "rows.npy", x)
+    _write_csv(tmp_path / "rows.csv", None, x.reshape(7, 64))
+    np.save(tmp_path / "row.npy", x[0])
+    for rows, n in (("rows.npy", 7), ("rows.csv", 7), ("row.npy", 1)):
+        code, out, err = _run_main([str(path), str(tmp_path / rows), "--json"], capsys)
+        assert (code, err) == (0, ""), rows
+        labels, probs, _ = _json_rows(out)
+        np.testing.assert_array_equal(labels, want.labels[:n])
+        np.testing.assert_array_equal(probs, want.probabilities[:n])
+    np.save(tmp_path / "bad.npy", np.zeros((3, 1, 7, 8), dtype=np.float32))
+    assert _error([str(path), str(tmp_path / "bad.npy")], capsys) == (
+        "model expects rows of shape (1, 8, 8), input has (1, 7, 8)"
+    )
+
+
+# --- the self-test ----------------------------------------------------------------------
+
+
+def test_self_test_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = build_multiclass()[0]
+    x = np.random.default_rng(8).normal(0, 2, (6, 5)).astype(np.float32)
+    path = save(with_golden(model, x), tmp_path / "golden.onnx")
+    code, out, err = _run_main([str(path), "--self-test", "--json"], capsys)
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert report == Predictor(path).self_test() | {"max_abs_error": report["max_abs_error"]}
+    assert report["passed"] and report["labels_agreeing"] == 6
+    code, text, _ = _run_main([str(path), "--self-test"], capsys)
+    assert code == 0 and text.startswith(f"self-test PASSED: {path}, 6 golden rows\n")
+    assert _error([str(multiclass_path(tmp_path))], capsys) == (
+        "give an INPUT file (or - for stdin), or --self-test"
+    )
+    assert _error([str(multiclass_path(tmp_path)), "--self-test"], capsys).endswith(
+        "has no golden set (metadata onnxedge.golden) to self-test with; onnxedge export and "
+        "onnxedge wrap store one in the model"
+    )
+
+
+def multiclass_path(tmp_path: Path) -> Path:
+    return save(build_multiclass()[0], tmp_path / "plain_multiclass.onnx")

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnxedge.runtime import ModelLoadError, Predictor
+from onnxedge.runtime import ModelLoadError, Predictor, edge_infer
+from onnxedge.runtime.edge_infer import _SCHEMA
 from onnxedge.runtime.model_file import check_external_data, inspect_model
 
-from tests.runtime.onnx_models import ModelCase, build_multiclass, save
+from tests.runtime.onnx_models import (
+    ModelCase,
+    build_cnn,
+    build_multiclass,
+    build_sklearn_linear,
+    save,
+)
 
 
 def _with_external_data(model: onnx.ModelProto, folder: Path, name: str) -> Path:
@@ -289,3 +298,200 @@ def test_ort_format_opens(tmp_path: Path, multiclass: ModelCase) -> None:
         np.testing.assert_array_equal(got.labels, want.labels)
         np.testing.assert_array_equal(got.probabilities, want.probabilities)
         assert predictor.describe()["format"] == "ort"
+
+
+# --- as strict as protobuf --------------------------------------------------------------
+
+
+def _our_name(descriptor: object) -> str:
+    names = {
+        "onnx.ModelProto": "Model",
+        "onnx.OperatorSetIdProto": "Opset",
+        "onnx.StringStringEntryProto": "Entry",
+        "onnx.DeviceConfigurationProto": "Config",
+        "onnx.GraphProto": "Graph",
+        "onnx.NodeProto": "Node",
+        "onnx.AttributeProto": "Attribute",
+        "onnx.TensorProto": "Tensor",
+        "onnx.TensorProto.Segment": "Segment",
+        "onnx.SparseTensorProto": "Sparse",
+        "onnx.ValueInfoProto": "Value",
+        "onnx.TypeProto": "Type",
+        "onnx.TypeProto.Tensor": "TensorType",
+        "onnx.TypeProto.SparseTensor": "TensorType",
+        "onnx.TypeProto.Sequence": "ElemType",
+        "onnx.TypeProto.Optional": "ElemType",
+        "onnx.TypeProto.Map": "MapType",
+        "onnx.TypeProto.Opaque": "Opaque",
+        "onnx.TensorShapeProto": "Shape",
+        "onnx.TensorShapeProto.Dimension": "Dim",
+        "onnx.TensorAnnotation": "Annotation",
+        "onnx.TrainingInfoProto": "Training",
+        "onnx.FunctionProto": "Function",
+        "onnx.NodeDeviceConfigurationProto": "NodeConfig",
+        "onnx.ShardingSpecProto": "Sharding",
+        "onnx.IntIntListEntryProto": "IntList",
+        "onnx.ShardedDimProto": "ShardedDim",
+        "onnx.SimpleShardedDimProto": "SimpleDim",
+    }
+    return names[descriptor.full_name]  # type: ignore[attr-defined]
+
+
+def test_the_walk_follows_onnx_proto() -> None:
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    fixed32 = {F.TYPE_FLOAT, F.TYPE_FIXED32, F.TYPE_SFIXED32}
+    fixed64 = {F.TYPE_DOUBLE, F.TYPE_FIXED64, F.TYPE_SFIXED64}
+    todo, seen = [onnx.ModelProto.DESCRIPTOR], set()
+    while todo:
+        descriptor = todo.pop()
+        if descriptor.full_name in seen:
+            continue
+        seen.add(descriptor.full_name)
+        expected: dict[int, str] = {}
+        for f in descriptor.fields:
+            if f.type == F.TYPE_MESSAGE:
+                expected[f.number] = _our_name(f.message_type)
+                todo.append(f.message_type)
+            elif f.is_repeated and f.type not in (F.TYPE_STRING, F.TYPE_BYTES):
+                expected[f.number] = (
+                    "f4" if f.type in fixed32 else "f8" if f.type in fixed64 else "v"
+                )
+        assert _SCHEMA[_our_name(descriptor)] == expected, descriptor.full_name
+
+
+def _corrupted(data: bytes, seed: int, truncations: int, flips: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    copies = [data[:k] for k in rng.integers(1, len(data), truncations)]
+    for _ in range(flips):
+        copy = bytearray(data)
+        copy[rng.integers(0, len(copy))] ^= int(rng.integers(1, 256))
+        copies.append(bytes(copy))
+    return copies
+
+
+def test_corrupted_copies_are_refused_as_protobuf_refuses_them(multiclass: ModelCase) -> None:
+    models = [multiclass.data, build_cnn()[0].SerializeToString()]
+    models.append(build_sklearn_linear()[0].SerializeToString())
+    refused_by_protobuf = 0
+    for seed, data in enumerate(models):
+        for copy in _corrupted(data, seed, truncations=60, flips=300):
+            try:
+                onnx.ModelProto().ParseFromString(copy)
+                parsed = True
+            except Exception:
+                parsed = False
+            try:
+                inspect_model(copy)
+                walked = ""
+            except ModelLoadError as exc:
+                walked = str(exc)
+            if not parsed:
+                refused_by_protobuf += 1
+                assert walked.startswith("not a valid ONNX model: <bytes>: "), copy
+            elif walked:  # stricter than protobuf only where onnxedge asks for a graph
+                assert walked == "not a valid ONNX model: <bytes>: the file holds no graph"
+    assert refused_by_protobuf > 300, "the corruptions should hit protobuf's checks"
+
+
+# --- untrusted external data: nothing is opened that may not be read ---------------------
+
+
+def _set_entries(path: Path, out: Path, **entries: str) -> Path:
+    """Rewrite the external-data entries of every tensor of the model at ``path``."""
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        for entry in tensor.external_data:
+            if entry.key in entries:
+                entry.value = entries[entry.key]
+        for key in set(entries) - {e.key for e in tensor.external_data}:
+            tensor.external_data.add(key=key, value=entries[key])
+    onnx.save(model, str(out))
+    return out
+
+
+def _run(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run Python code in a subprocess; a hang (a FIFO opened) fails instead of blocking."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=SUBPROCESS_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"hung for {SUBPROCESS_TIMEOUT_S} s: {code} {args}")
+
+
+#: a hang fails the test after this long (model loads take well under a second)
+SUBPROCESS_TIMEOUT_S = 120
+
+PREDICTOR = (
+    "import sys\nfrom onnxedge.runtime import OnnxEdgeError, Predictor\n"
+    "try:\n    Predictor(sys.argv[1])\nexcept OnnxEdgeError as exc:\n"
+    "    print(exc)\n    sys.exit(1)\n"
+)
+EDGE = (
+    "import runpy, sys\nsys.argv = ['edge_infer.py', *sys.argv[1:]]\n"
+    "runpy.run_path({script!r}, run_name='__main__')\n"
+)
+SCORE = "import sys\nfrom onnxedge.runtime.cli import main\nmain(sys.argv[1:])\n"
+
+
+@pytest.fixture
+def hostile(tmp_path: Path, multiclass: ModelCase) -> dict[str, tuple[Path, str]]:
+    """Models whose external data must not be read, with the refusal each gets."""
+    folder = tmp_path / "models"
+    path = _with_external_data(onnx.load(str(multiclass.path)), folder, "model")
+    size = (folder / "model.bin").stat().st_size
+    os.mkfifo(folder / "pipe.bin")
+    (tmp_path / "secret").write_bytes(b"\x00" * size)
+    where = "tensor 'mean' reads external data from"
+    cases = {
+        "fifo": ({"location": "pipe.bin"}, f"{where} 'pipe.bin', which is not a regular file"),
+        "marker": (
+            {"location": "*/_ORT_MEM_ADDR_/*"},
+            "tensor 'mean' has an invalid external data location '*/_ORT_MEM_ADDR_/*'",
+        ),
+        "traversal": (
+            {"location": "../secret"},
+            f"{where} '../secret', which resolves to "
+            f"{os.path.realpath(tmp_path / 'secret')!r} outside the model's folder "
+            f"{os.path.realpath(folder)!r}",
+        ),
+        "past_the_end": (
+            {"offset": str(size - 4), "length": "64"},
+            f"{where} 'model.bin' at bytes {size - 4}..{size + 60}, past the end of the file "
+            f"({size} bytes)",
+        ),
+        "folder": ({"location": "."}, f"{where} '.', which is not a regular file"),
+    }
+    out = {}
+    for name, (entries, why) in cases.items():
+        target = _set_entries(path, folder / f"{name}.onnx", **entries)
+        out[name] = (target, f"refusing model {target}: {why}")
+    fifo_model = folder / "fifo_model.onnx"
+    os.mkfifo(fifo_model)
+    out["model_is_a_fifo"] = (fifo_model, f"refusing model {fifo_model}: it is not a regular file")
+    return out
+
+
+def test_hostile_external_data_is_refused_everywhere(
+    hostile: dict[str, tuple[Path, str]], tmp_path: Path, multiclass: ModelCase
+) -> None:
+    rows = tmp_path / "rows.npy"
+    np.save(rows, multiclass.rows(3))
+    edge = EDGE.format(script=str(Path(edge_infer.__file__)))
+    for name, (path, message) in hostile.items():
+        got = _run(PREDICTOR, str(path), cwd=tmp_path)
+        assert (got.returncode, got.stdout, got.stderr) == (1, message + "\n", ""), name
+        got = _run(edge, str(path), str(rows), cwd=tmp_path)
+        assert (got.returncode, got.stdout) == (1, ""), name
+        assert got.stderr == f"Error: {message}\n", name
+        out = tmp_path / f"{name}.csv"
+        got = _run(SCORE, "score", str(path), str(rows), "-o", str(out), cwd=tmp_path)
+        assert got.returncode == 1 and got.stderr.endswith(f"Error: {message}\n"), name
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "rows.npy", "secret"]

@@ -3,12 +3,12 @@ validation with exact messages, batching, bytes vs path, plain models, threads."
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import sys
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -16,6 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from onnx import helper, numpy_helper
+from onnxedge.runtime import (
+    InputShapeError,
+    InputValueError,
+    ModelLoadError,
+    OnnxEdgeError,
+    Prediction,
+    Predictor,
+)
+from onnxedge.runtime.predictor import MAX_DEFAULT_THREADS, default_threads
 from onnxedge.runtime.tolerances import (
     LOGIT_ATOL,
     PROBABILITY_ATOL,
@@ -23,16 +33,18 @@ from onnxedge.runtime.tolerances import (
     REFERENCE_FLOAT32_ATOL,
     REFERENCE_FLOAT32_RTOL,
 )
-from onnxedge.runtime import (
-    InputShapeError,
-    InputValueError,
-    OnnxEdgeError,
-    Prediction,
-    Predictor,
-)
-from onnxedge.runtime.predictor import MAX_DEFAULT_THREADS, default_threads
 
-from tests.runtime.onnx_models import ModelCase, build_multiclass, numpy_forward, save
+from tests.runtime.onnx_models import (
+    ModelCase,
+    build_cnn,
+    build_foreign,
+    build_multiclass,
+    build_sklearn_linear,
+    cnn_forward,
+    numpy_forward,
+    save,
+    with_golden,
+)
 
 
 def _by_hand(case: ModelCase, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -153,7 +165,7 @@ def test_plain_model_runs_and_says_what_it_does_not_know(
     with caplog.at_level(logging.WARNING, logger="onnxedge.runtime"):
         predictor = Predictor(plain.path)
     assert predictor.input_name == "float_input"
-    assert predictor.output_names == ["output"]
+    assert predictor.output_names == ["output_probability"]
     assert predictor.num_features == 3 and predictor.num_classes == 4
     assert predictor.class_names is None
     assert predictor.contract.missing == [
@@ -163,8 +175,8 @@ def test_plain_model_runs_and_says_what_it_does_not_know(
         "onnxedge.num_features",
     ]
     assert predictor.warnings == [
-        "output 'output' is taken as the class probabilities "
-        "(the model has no 'probabilities' output)",
+        "output 'output_probability' is taken as the class probabilities "
+        "(skl2onnx's probability output)",
         "the model has no label output; labels are computed from the probabilities",
         "no onnxedge metadata for onnxedge.task, onnxedge.head, onnxedge.class_names, "
         "onnxedge.num_features; labels are class indices",
@@ -173,7 +185,7 @@ def test_plain_model_runs_and_says_what_it_does_not_know(
     assert all(any(w in message for message in logged) for w in predictor.warnings)
     x = plain.rows(25)
     got = predictor.predict(x, return_logits=True)
-    want = _by_hand(plain, x)["output"]
+    want = _by_hand(plain, x)["output_probability"]
     np.testing.assert_allclose(got.probabilities, want, rtol=0, atol=PROBABILITY_ATOL)
     np.testing.assert_array_equal(got.labels, want.argmax(axis=1))
     assert got.logits is None
@@ -507,37 +519,26 @@ def test_warmup(multiclass: ModelCase, tmp_path: Path) -> None:
     ]
 
 
-# --- onnxruntime's own output becomes log records --------------------------------------
+# --- onnxruntime's own output --------------------------------------------------------
 
 
-def test_onnxruntime_output_becomes_log_records(
-    multiclass: ModelCase,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
+def test_onnxruntime_prints_errors_only_and_never_falls_back(
+    multiclass: ModelCase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    seen: dict[str, object] = {}
     real = ort.InferenceSession
 
-    def noisy(*args: object, **kwargs: object) -> ort.InferenceSession:
-        # what onnxruntime does when a provider fails: C++ log on fd 2, print(), warn()
-        os.write(2, b"[W:onnxruntime:Default, provider_bridge.cc:1] Failed to load library\n")
-        print("EP Error: falling back to CPU")
-        warnings.warn("Specified provider 'X' is not in available provider names.", stacklevel=1)
-        sys.stdout.flush()
+    def spy(*args: object, **kwargs: object) -> ort.InferenceSession:
+        seen.update(kwargs)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ort, "InferenceSession", noisy)
-    with caplog.at_level(logging.WARNING, logger="onnxedge.runtime"):
-        Predictor(multiclass.path)
-    out, err = capfd.readouterr()
-    assert "Failed to load library" not in err and "EP Error" not in out
-    messages = [r.getMessage() for r in caplog.records]
-    for text in (
-        "Failed to load library",
-        "EP Error: falling back to CPU",
-        "Specified provider 'X'",
-    ):
-        assert any(text in m and "onnxruntime:" in m for m in messages), (text, messages)
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    predictor = Predictor(multiclass.path)
+    # its C++ log would go straight to fd 2: errors only (they become exceptions)
+    assert predictor.session.get_session_options().log_severity_level == 3
+    assert predictor.run_options.log_severity_level == 4
+    # no provider fallback printed on stdout, no session settings from the model
+    assert (seen["enable_fallback"], seen["read_config_from_model"]) == (0, 0)
 
 
 def test_binary_probabilities_are_built_from_the_positive_column(binary: ModelCase) -> None:
@@ -555,3 +556,283 @@ def test_binary_probabilities_are_built_from_the_positive_column(binary: ModelCa
         np.testing.assert_array_equal(result.probabilities[:, 0], np.float32(1) - p[:n])
         assert result.probabilities.dtype == np.float32
         assert result.probabilities is result.probabilities  # built once, then kept
+
+
+# --- only probabilities are scored ----------------------------------------------------
+
+
+def _refusal(label: str, output: str, why: str) -> str:
+    return (
+        f"{label}: output {output!r} is not known to hold probabilities ({why}) -- "
+        f"add a head with: onnxedge wrap {label} -o wrapped.onnx"
+    )
+
+
+NO_HEAD = (
+    "the model has no onnxedge head in its metadata and is not a known converter's "
+    "probability output"
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "output", "why"),
+    [
+        ("dynamo", "linear_1", NO_HEAD),
+        ("identity", "y", NO_HEAD),
+        ("logits", "logits", "it holds logits"),
+    ],
+)
+def test_outputs_not_known_to_be_probabilities_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, output: str, why: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    save(build_foreign(kind), tmp_path / "model.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor("model.onnx")
+    assert str(info.value) == _refusal("model.onnx", output, why)
+    # described all the same (onnxedge info), and refused when asked to score
+    predictor = Predictor("model.onnx", require_probabilities=False)
+    described = predictor.describe()
+    assert (described["usable"], described["refusal"]) == (False, str(info.value))
+    with pytest.raises(ModelLoadError, match=r"^model\.onnx: output .* -o wrapped\.onnx$"):
+        predictor.predict(np.zeros((2, 5), dtype=np.float32))
+
+
+def test_a_head_the_values_deny_fails_on_the_first_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dynamo export of a net with onnxedge metadata that claims a softmax head:
+    # the rule takes its one output, the first batch shows the values are logits.
+    model = build_foreign("dynamo")
+    helper.set_model_props(model, {"onnxedge.head": "softmax", "onnxedge.task": "multiclass"})
+    monkeypatch.chdir(tmp_path)
+    save(model, tmp_path / "model.onnx")
+    predictor = Predictor("model.onnx")
+    x = np.random.default_rng(0).normal(0, 50, (8, 5)).astype(np.float32)
+    logits = _by_hand_path(tmp_path / "model.onnx", x)["linear_1"]
+    assert logits.min() < 0 or logits.max() > 1, "the fixture must give values outside [0, 1]"
+    with pytest.raises(ModelLoadError) as info:
+        predictor.predict(x)
+    assert str(info.value) == (
+        "model.onnx: output 'linear_1' is not known to hold probabilities (its values are not "
+        "in [0, 1]) -- add a head with: onnxedge wrap model.onnx -o wrapped.onnx"
+    )
+
+
+def test_rows_that_do_not_sum_to_one_fail_on_the_first_batch(tmp_path: Path) -> None:
+    # sigmoid over three columns: each value in [0, 1], the rows do not sum to 1
+    model, _, contract = build_multiclass()
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    softmax.op_type = "Sigmoid"
+    del softmax.attribute[:]
+    path = save(model, tmp_path / "sigmoid3.onnx")
+    x = model_rows(contract, 6)
+    probs = _by_hand_path(path, x)["probabilities"]
+    sums = probs.astype(np.float64).sum(axis=1)
+    assert np.abs(sums - 1).max() > PROBABILITY_SUM_ATOL
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path).predict(x)
+    assert str(info.value) == _refusal(str(path), "probabilities", "its rows do not sum to 1")
+
+
+def test_the_edge_script_uses_the_named_tolerances() -> None:
+    from onnxedge.runtime import edge_infer, tolerances
+
+    assert edge_infer.PROBABILITY_SUM_ATOL == tolerances.PROBABILITY_SUM_ATOL
+    assert edge_infer.FP16_PROBABILITY_SUM_ATOL == tolerances.FP16_MAX_PROBABILITY_ERROR
+
+
+def test_skl2onnx_classifier_scores_with_its_class_labels(tmp_path: Path) -> None:
+    model, coef, intercepts = build_sklearn_linear()
+    path = save(model, tmp_path / "logreg.onnx")
+    predictor = Predictor(path)
+    assert predictor.class_names == ["setosa", "versicolor", "virginica"]
+    assert predictor.file_info.class_labels == ["setosa", "versicolor", "virginica"]
+    assert predictor.warnings[:2] == [
+        "output 'output_label' is tensor(string), not an integer label; ignored",
+        "output 'output_probability' is taken as the class probabilities "
+        "(skl2onnx's probability output)",
+    ]
+    x = np.random.default_rng(3).normal(0, 1, (40, 4)).astype(np.float32)
+    got = predictor.predict(x)
+    z = x.astype(np.float64) @ coef.T.astype(np.float64) + intercepts
+    want = np.exp(z - z.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        got.probabilities, want, rtol=REFERENCE_FLOAT32_RTOL, atol=REFERENCE_FLOAT32_ATOL
+    )
+    np.testing.assert_array_equal(got.labels, want.argmax(axis=1))
+    assert got.names == [predictor.class_names[k] for k in want.argmax(axis=1)]
+    assert predictor.describe()["usable"] is True
+
+
+def test_info_says_whether_a_model_is_usable(tmp_path: Path, multiclass: ModelCase) -> None:
+    from click.testing import CliRunner
+    from onnxedge.runtime.cli import cli
+
+    path = save(build_foreign("logits"), tmp_path / "logits.onnx")
+    result = CliRunner().invoke(cli, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"usable       no: {_refusal(str(path), 'logits', 'it holds logits')}" in (
+        result.output.splitlines()
+    )
+    good = CliRunner().invoke(cli, ["info", str(multiclass.path)])
+    assert "usable       yes, as it is" in good.output.splitlines()
+
+
+def _by_hand_path(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {session.get_inputs()[0].name: x}), strict=True))
+
+
+def model_rows(contract: Any, n: int) -> np.ndarray:
+    return np.random.default_rng(1).normal(0, 2, (n, contract.num_features)).astype(np.float32)
+
+
+# --- image inputs ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    model, weights = build_cnn()
+    return save(model, tmp_path_factory.mktemp("cnn") / "cnn.onnx"), weights
+
+
+def test_image_rows_in_every_accepted_shape(cnn: tuple[Path, dict[str, np.ndarray]]) -> None:
+    path, weights = cnn
+    predictor = Predictor(path)
+    assert (predictor.input_shape, predictor.num_features) == ((1, 8, 8), 64)
+    assert predictor.warnings == []
+    x = np.random.default_rng(2).uniform(0, 1, (9, 1, 8, 8)).astype(np.float32)
+    got = predictor.predict(x, return_logits=True)
+    logits = cnn_forward(weights, x)
+    assert got.logits is not None
+    np.testing.assert_allclose(got.logits, logits, rtol=REFERENCE_FLOAT32_RTOL, atol=LOGIT_ATOL)
+    want = np.exp(logits - logits.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        got.probabilities, want, rtol=REFERENCE_FLOAT32_RTOL, atol=REFERENCE_FLOAT32_ATOL
+    )
+    np.testing.assert_array_equal(got.labels, want.argmax(axis=1))
+    # (n, 64) is reshaped to the row shape; one row of (1, 8, 8) is a batch of one
+    flat = predictor.predict(x.reshape(9, 64))
+    np.testing.assert_array_equal(flat.probabilities, got.probabilities)
+    one = predictor.predict(x[3])
+    np.testing.assert_array_equal(one.probabilities, got.probabilities[3:4])
+    np.testing.assert_array_equal(predictor.predict(x[:1]).labels, got.labels[:1])
+
+
+@pytest.mark.parametrize(
+    ("shape", "shown"), [((4, 1, 7, 8), "(1, 7, 8)"), ((1, 7, 8), "(1, 7, 8)"), ((4, 63), "(63,)")]
+)
+def test_wrong_image_shapes_name_both(
+    cnn: tuple[Path, dict[str, np.ndarray]], shape: tuple[int, ...], shown: str
+) -> None:
+    with pytest.raises(InputShapeError) as info:
+        Predictor(cnn[0]).predict(np.zeros(shape, dtype=np.float32))
+    assert str(info.value) == f"model expects rows of shape (1, 8, 8), input has {shown}"
+
+
+def test_row_shape_from_the_graph_and_the_contract(tmp_path: Path) -> None:
+    model, _ = build_cnn()
+    # the graph alone: its non-batch dims
+    del model.metadata_props[:]
+    plain = Predictor(save(model, tmp_path / "bare.onnx"), require_probabilities=False)
+    assert (plain.input_shape, plain.num_features) == ((1, 8, 8), 64)
+    # a contract that contradicts the graph is refused
+    flat, _, contract = build_multiclass(num_features=64)
+    contract.input_shape = (1, 8, 8)
+    del flat.metadata_props[:]
+    helper.set_model_props(flat, contract.to_metadata())
+    path = save(flat, tmp_path / "liar.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path)
+    assert str(info.value) == (
+        f"cannot use model {path}: its metadata says rows of shape (1, 8, 8) but input 'input' "
+        "takes (64,)"
+    )
+
+
+# --- the on-device self-test -------------------------------------------------------------
+
+
+def _golden_case(tmp_path: Path, tamper: bool = False) -> Path:
+    model, weights, contract = build_multiclass()
+    x = model_rows(contract, 8)
+    golden = with_golden(model, x)
+    if tamper:  # a weight changed after export
+        w2 = next(t for t in golden.graph.initializer if t.name == "W2")
+        w2.CopyFrom(numpy_helper.from_array(weights["W2"] * np.float32(1.5), "W2"))
+    return save(golden, tmp_path / ("tampered.onnx" if tamper else "golden.onnx"))
+
+
+def test_self_test_passes_on_a_fresh_model_and_fails_on_a_tampered_one(tmp_path: Path) -> None:
+    report = Predictor(_golden_case(tmp_path)).self_test()
+    assert report["passed"] is True
+    assert (report["rows"], report["labels_agreeing"]) == (8, 8)
+    assert report["tolerances"] == {"probabilities": PROBABILITY_ATOL, "logits": LOGIT_ATOL}
+    assert report["max_abs_error"]["probabilities"] <= PROBABILITY_ATOL
+    assert report["onnxruntime"] == ort.__version__
+    assert report["provider"] == "CPUExecutionProvider"
+    bad = Predictor(_golden_case(tmp_path, tamper=True)).self_test()
+    assert bad["passed"] is False
+    assert bad["max_abs_error"]["logits"] > LOGIT_ATOL
+
+
+def test_self_test_without_a_golden_set_says_how_to_add_one(multiclass: ModelCase) -> None:
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(multiclass.path).self_test()
+    assert str(info.value) == (
+        f"{multiclass.path} has no golden set (metadata onnxedge.golden) to self-test with; "
+        "onnxedge export and onnxedge wrap store one in the model"
+    )
+
+
+def test_a_golden_set_that_does_not_fit_is_a_load_error(tmp_path: Path) -> None:
+    model, _, contract = build_multiclass()
+    golden = with_golden(model, model_rows(contract, 4))
+    entry = next(p for p in golden.metadata_props if p.key == "onnxedge.golden")
+    data = json.loads(entry.value)
+    data["rows"] = [row[:4] for row in data["rows"]]
+    entry.value = json.dumps(data)
+    path = save(golden, tmp_path / "misfit.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        Predictor(path).self_test()
+    assert str(info.value) == (
+        f"cannot use model {path}: its golden set does not fit the model: rows of shape (4,), "
+        "the model takes 5 values"
+    )
+
+
+def test_info_self_test(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from onnxedge.runtime.cli import cli
+
+    good = CliRunner().invoke(cli, ["info", str(_golden_case(tmp_path)), "--self-test"])
+    assert good.exit_code == 0, good.output
+    assert good.output.startswith(f"self-test PASSED: {tmp_path / 'golden.onnx'}, 8 golden rows")
+    tampered = _golden_case(tmp_path, tamper=True)
+    bad = CliRunner().invoke(cli, ["info", str(tampered), "--self-test", "--json"])
+    assert bad.exit_code == 1
+    report, error = bad.output.rsplit("\n", 2)[0], bad.output.splitlines()[-1]
+    assert json.loads(report)["passed"] is False
+    assert error == f"Error: self-test failed on {tampered}"
+
+
+def test_score_refuses_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxedge.runtime.score import score_file
+
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "rows.npy", np.full((20, 5), 30.0, dtype=np.float32))
+    save(build_foreign("dynamo"), tmp_path / "model.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        score_file("model.onnx", "rows.npy", "out.csv", progress=False)
+    assert str(info.value) == _refusal("model.onnx", "linear_1", NO_HEAD)
+    lying = build_foreign("dynamo")
+    helper.set_model_props(lying, {"onnxedge.head": "softmax"})
+    save(lying, tmp_path / "lying.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        score_file("lying.onnx", "rows.npy", "out.csv", progress=False)
+    assert str(info.value) == _refusal("lying.onnx", "linear_1", "its values are not in [0, 1]")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lying.onnx", "model.onnx", "rows.npy"]
