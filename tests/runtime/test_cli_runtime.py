@@ -52,7 +52,10 @@ def test_info_plain_model_lists_what_is_unknown(plain: ModelCase) -> None:
         "missing      onnxedge.task, onnxedge.head, onnxedge.class_names, onnxedge.num_features"
         in result.output
     )
-    assert "warnings     output 'output' is taken as the class probabilities" in result.output
+    assert (
+        "warnings     output 'output_probability' is taken as the class probabilities "
+        "(skl2onnx's probability output)" in result.output
+    )
     assert "task         unknown" in result.output
 
 
