@@ -43,7 +43,6 @@ import json
 import math
 import mmap
 import os
-import tempfile
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from onnxedge.runtime.atomic import Staged, exists_message
 from onnxedge.runtime.errors import (
     DataError,
     InputShapeError,
@@ -250,7 +250,7 @@ def check_output_path(
         if source.resolve() == resolved:
             raise DataError(f"output {p} is the input file; write the scores somewhere else")
     if p.exists() and not overwrite:
-        raise OutputExistsError(f"output {p} already exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"output {exists_message(p)}")
     return p
 
 
@@ -1366,55 +1366,48 @@ _WRITERS: dict[str, type[_TableWriter]] = {
 }
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 class AtomicOutput:
-    """An output table written under a temporary name and renamed into place.
+    """An output table written under a temporary name and moved into place.
 
-    The temporary file (``.<name>.<random>.tmp``) lives in the target's folder, so
-    the final :func:`os.replace` is a rename on one file system: readers of the
-    target see the old file or the complete new one, never a part.
-
-    Use as a context manager: leaving the block by an exception (KeyboardInterrupt
-    included) without :meth:`commit` removes the temporary file.
+    The temp file comes from the one atomic writer (:class:`onnxedge.runtime.atomic.Staged`):
+    beside the target, flushed before :meth:`commit`, which never replaces a file that
+    appeared meanwhile unless ``overwrite``. Use as a context manager: leaving the block
+    by an exception (KeyboardInterrupt, SIGTERM included) without :meth:`commit` removes
+    the temp file.
 
     Args:
         path: the target file.
-        fmt: ``csv``, ``parquet`` or ``jsonl``; ``csv`` is gzip-compressed when the
-            name ends in ``.gz``.
+        fmt: ``csv``, ``parquet`` or ``jsonl``; compressed when the name ends in ``.gz``.
         types: column -> pyarrow type alias (``int64``, ``string``, ...) for columns
             given as object arrays whose type cannot be inferred from an empty or
             all-null first chunk.
+        overwrite: whether an existing target may be replaced.
 
     Raises:
         DataError: the folder cannot be written.
-        MissingDependencyError: Parquet without pyarrow.
+        OutputExistsError: the target exists and ``overwrite`` is false.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], fmt: str, *, types: Mapping[str, str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        fmt: str,
+        *,
+        types: Mapping[str, str] | None = None,
+        overwrite: bool = True,
     ) -> None:
         self.path = Path(path)
         if fmt not in _WRITERS:
             raise DataError(f"unknown output format {fmt!r}; known: {', '.join(OUTPUT_FORMATS)}")
         self.format = fmt
-        folder = self.path.parent if str(self.path.parent) else Path(".")
-        try:
-            fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
-        except OSError as exc:
-            raise DataError(f"cannot write in {folder}: {exc.strerror or exc}") from None
-        os.close(fd)
-        self.temp_path = Path(temp)
+        self._staged = Staged(self.path, overwrite=overwrite, error=DataError)
+        self.temp_path = self._staged.path
         self._done = False
         try:
             compress = self.path.name.lower().endswith(".gz")
             self._writer = _WRITERS[fmt](self.temp_path, compress, types or {})
         except BaseException:
-            self.temp_path.unlink(missing_ok=True)
+            self._staged.discard()
             raise
 
     def write(self, columns: Mapping[str, Any]) -> None:
@@ -1440,18 +1433,13 @@ class AtomicOutput:
             raise self._write_error(exc) from None
 
     def commit(self) -> Path:
-        """Move the finished file over the target; returns the target path.
+        """Move the finished file to the target; returns the target path.
 
         Raises:
-            DataError: the rename failed.
+            OutputExistsError: the target appeared meanwhile and overwriting was not asked.
+            DataError: the move failed.
         """
-        # mkstemp makes 0600: keep the old file's rights, or give the usual ones.
-        mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o666 & ~_umask()
-        try:
-            os.chmod(self.temp_path, mode)
-            os.replace(self.temp_path, self.path)
-        except OSError as exc:
-            raise self._write_error(exc) from None
+        self._staged.commit()
         self._done = True
         return self.path
 
@@ -1466,7 +1454,7 @@ class AtomicOutput:
         self._done = True
         with contextlib.suppress(Exception):
             self._writer.close()
-        self.temp_path.unlink(missing_ok=True)
+        self._staged.discard()
 
     def __enter__(self) -> AtomicOutput:
         return self

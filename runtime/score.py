@@ -847,9 +847,11 @@ def score_file(
             on_bad_row=on_bad_row,
             batch_size=batch_size,
         )
-        out = stack.enter_context(AtomicOutput(out_path, out_format))
+        out = stack.enter_context(AtomicOutput(out_path, out_format, overwrite=overwrite))
         rejected_out = (
-            stack.enter_context(AtomicOutput(rejected_path, out_format, types=REJECTED_TYPES))
+            stack.enter_context(
+                AtomicOutput(rejected_path, out_format, types=REJECTED_TYPES, overwrite=overwrite)
+            )
             if rejected_path is not None
             else None
         )

@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onnxedge.runtime.tolerances import PROBABILITY_ATOL
 from onnxedge.runtime import Predictor
 from onnxedge.runtime import io as oio
 from onnxedge.runtime import score as score_mod
@@ -30,6 +29,7 @@ from onnxedge.runtime.score import (
     score_batch,
     score_file,
 )
+from onnxedge.runtime.tolerances import PROBABILITY_ATOL
 
 from tests.runtime.onnx_models import ModelCase
 
