@@ -60,6 +60,9 @@ _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _log = logging.getLogger("onnxedge")
+#: Temps not yet committed or discarded: a signal that lands between creating one and
+#: entering its ``with`` block still finds it (:func:`exit_on_signals` removes them).
+_LIVE: set[Path] = set()
 
 
 def exists_message(target: str | os.PathLike[str]) -> str:
@@ -258,6 +261,7 @@ class Staged:
         parent = self.target.parent
         _clear_stale(self.target)
         self.path = parent / f".{self.target.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+        _LIVE.add(self.path)
         try:
             parent.mkdir(parents=True, exist_ok=True)
             if folder:
@@ -273,6 +277,7 @@ class Staged:
         if not self.done:
             place(self.path, self.target, overwrite=self.overwrite, error=self.error)
             self.done = True
+            _LIVE.discard(self.path)
         return self.target
 
     def discard(self) -> None:
@@ -280,6 +285,7 @@ class Staged:
         if not self.done:
             self.done = True
             _remove(self.path)
+            _LIVE.discard(self.path)
 
     def __enter__(self) -> Staged:
         return self
@@ -349,6 +355,11 @@ def exit_on_signals() -> Iterator[None]:
                 previous[number] = signal.signal(number, _on_signal)
     try:
         yield
+    except _Terminated:
+        for path in list(_LIVE):
+            _remove(path)
+        _LIVE.clear()
+        raise
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)

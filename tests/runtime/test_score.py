@@ -287,21 +287,42 @@ def test_model_as_predictor_or_bytes_gives_the_same_file(
     assert a == (tmp_path / "b.csv").read_bytes() == (tmp_path / "c.csv").read_bytes()
 
 
-def test_csv_parsers_agree(
-    tmp_path: Path, multiclass: ModelCase, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    x = multiclass.rows(40, seed=8)
-    source = write_input(tmp_path, "csv", x, multiclass.feature_names or [])
-    score_file(multiclass.path, source, tmp_path / "arrow.parquet", id_column="id", progress=False)
-    monkeypatch.setattr(oio, "_arrow_available", lambda: False)
-    score_file(multiclass.path, source, tmp_path / "python.jsonl", id_column="id", progress=False)
-    arrow = read_output(tmp_path / "arrow.parquet")
-    python = read_output(tmp_path / "python.jsonl")
-    assert arrow["id"] == python["id"] and arrow["label"] == python["label"]
-    for column in ("prob_class_0", "prob_class_1", "prob_class_2"):
-        np.testing.assert_array_equal(
-            np.array(arrow[column], dtype=np.float32), np.array(python[column], dtype=np.float32)
-        )
+def test_csv_fields_far_over_128_kib(tmp_path: Path, multiclass: ModelCase) -> None:
+    """A long text column the model does not read does not limit the file (issue 13)."""
+    x = multiclass.rows(5, seed=8)
+    names = list(multiclass.feature_names or [])
+    long_name, long_cell = "n" * 200_000, "t" * 200_000
+    lines = [",".join(["id", *names, long_name])]
+    lines += [
+        ",".join([f"r{i}", *map(repr, map(float, row)), long_cell]) for i, row in enumerate(x)
+    ]
+    source = tmp_path / "long.csv"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "o.parquet"
+    score_file(multiclass.path, source, out, id_column="id", progress=False, features=names)
+    assert_matches_predictor(read_output(out), multiclass, x, multiclass.class_names or [])
+
+    # The long cell in a feature column: a located error, quoting the start of it.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(",".join(names) + "\n" + ",".join([long_cell, *["1"] * (len(names) - 1)]) + "\n")
+    with pytest.raises(
+        BadRowError,
+        match=rf"bad\.csv: line 2 \(line 1 is the header\), column "
+        rf"'{names[0]}': cannot parse 'ttttt",
+    ):
+        score_file(multiclass.path, bad, tmp_path / "b.csv", progress=False)
+
+    # 10 MiB without a newline: one header, no rows.
+    flat = tmp_path / "flat.csv"
+    flat.write_text("x" * (10 << 20))
+    with pytest.raises(DataError, match=r"flat\.csv: header only, no data rows$"):
+        score_file(multiclass.path, flat, tmp_path / "f.csv", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad.csv",
+        "flat.csv",
+        "long.csv",
+        "o.parquet",
+    ]
 
 
 def test_summary_line_and_json(tmp_path: Path, multiclass: ModelCase) -> None:
