@@ -14,6 +14,7 @@ shows them (1-based, the header is line 1); places in NPY / NPZ / Parquet files 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import os
@@ -499,7 +500,7 @@ def _load_table(path: Path, label_column: str | int | None) -> Dataset:
     for j, name in enumerate(names):
         values = column(name)
         if text:
-            blocks.append(_parse_cells(path, values.to_pylist(), lambda i, j=j: locate(i, j)))
+            blocks.append(_parse_cells(path, values.to_pylist(), functools.partial(locate, j=j)))
             continue
         kind = values.type
         if not (
