@@ -84,12 +84,10 @@ from onnxedge.runtime.score import (
     BadRowError,
     ScorePlan,
     ScoreSummary,
-    _chunk_rows,
+    check_options,
+    chunk_rows_for,
     plan_scoring,
     score_batch,
-)
-from onnxedge.runtime.score import (
-    _check_options as check_score_options,
 )
 
 __all__ = [
@@ -524,7 +522,7 @@ def score_ray(
                     "rejected_dir": str(rej_tmp.path) if rej_tmp is not None else None,
                     "rejected_format": out_format,
                 },
-                batch_size=_chunk_rows(batch_size),
+                batch_size=chunk_rows_for(batch_size),
                 batch_format="numpy" if source.format == "npy" else "pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=size),
                 num_cpus=threads_per_worker,
@@ -634,7 +632,7 @@ def _score_in_cluster(
 def _check_options(
     on_bad_row: str, batch_size: int, workers: int | None, threads_per_worker: int
 ) -> None:
-    check_score_options(on_bad_row, batch_size)  # the local engine's rules, then Ray's own
+    check_options(on_bad_row, batch_size)  # the local engine's rules, then Ray's own
     for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker)):
         if name == "workers" and value is None:
             continue
@@ -1134,7 +1132,7 @@ def _scan(name: str, source: _Input, plan: ScorePlan, predictor: Any) -> BadRowE
             for batch in reader.batches(
                 features=strict.features or (),
                 carry=strict.carry,
-                batch_rows=_chunk_rows(strict.batch_size),
+                batch_rows=chunk_rows_for(strict.batch_size),
             ):
                 score_batch(predictor, batch, strict)
     except BadRowError as exc:
