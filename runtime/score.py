@@ -210,6 +210,7 @@ def plan_scoring(
     columns: Sequence[str] | None,
     numeric_columns: Sequence[str] = (),
     num_columns: int | None = None,
+    row_shape: Sequence[int] | None = None,
     features: str | Sequence[str] | None = None,
     id_column: str | None = None,
     keep_columns: str | Sequence[str] | None = None,
@@ -228,7 +229,8 @@ def plan_scoring(
         source: the input as messages name it.
         columns: the input's column names, or None for a matrix without names (NPY).
         numeric_columns: the columns whose values look numeric.
-        num_columns: values per row of a matrix input (NPY).
+        num_columns: values per row of a matrix input (NPY, IDX), flattened.
+        row_shape: one row's shape in a matrix input (``(64,)``, ``(1, 8, 8)``).
         features: feature column names (a list or comma-separated text).
         id_column: a column to copy first into the output.
         keep_columns: more columns to copy (a list or comma-separated text).
@@ -239,7 +241,8 @@ def plan_scoring(
     Raises:
         DataError: a named column is missing, names are asked of a matrix input, an
             output column would appear twice, or an option is invalid.
-        InputShapeError: the feature count differs from the model's.
+        InputShapeError: the feature count differs from the model's, or image rows have
+            another shape than the model's input.
     """
     check_options(on_bad_row, batch_size)
     wanted_features = _split_names(features)
@@ -254,6 +257,15 @@ def plan_scoring(
                 "--keep-columns need CSV, Parquet or JSONL input"
             )
         width = int(num_columns or 0)
+        # The Predictor takes rows of its input shape or flattened; an image of another
+        # shape with the same number of values is still refused.
+        shape = tuple(getattr(predictor, "input_shape", None) or (expected,))
+        given = tuple(row_shape or (width,))
+        if len(given) > 1 and len(shape) > 1 and given != shape:
+            raise InputShapeError(
+                f"{source}: rows of shape {given}; model {predictor.model_label} expects rows "
+                f"of shape {shape} (or {expected} values each)"
+            )
         if expected is not None and width != expected:
             raise InputShapeError(
                 f"{source}: rows have {width} values; model {predictor.model_label} expects "
@@ -826,6 +838,7 @@ def score_file(
             columns=reader.columns,
             numeric_columns=reader.numeric_columns,
             num_columns=reader.num_columns,
+            row_shape=reader.row_shape,
             features=features,
             id_column=id_column,
             keep_columns=keep_columns,

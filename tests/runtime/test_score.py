@@ -767,3 +767,42 @@ def test_gzip_input_closes_its_file(multiclass, tmp_path) -> None:
     )
     assert done.stdout.strip() == "20"
     assert "ResourceWarning" not in done.stderr, done.stderr
+
+
+def _write_idx(path: Path, images: np.ndarray) -> Path:
+    """IDX images by the format's own header (uint8, big-endian dims), gzipped for .gz."""
+    header = bytes([0, 0, 0x08, images.ndim]) + b"".join(d.to_bytes(4, "big") for d in images.shape)
+    payload = header + images.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if path.name.endswith(".gz") else payload)
+    return path
+
+
+@pytest.mark.parametrize("name", ["x.idx3-ubyte", "x.idx3-ubyte.gz"])
+def test_image_rows_from_npy_and_idx_score_like_flat_rows(
+    tmp_path: Path, multiclass: ModelCase, name: str
+) -> None:
+    """(n, 1, f) images, from NPY or MNIST IDX, score as their flattened (n, f) rows."""
+    images = np.random.default_rng(3).integers(0, 255, (9, 1, multiclass.num_features))
+    flat = images.reshape(9, -1).astype(np.float32)
+    np.save(tmp_path / "img.npy", images.astype(np.float32))
+    score_file(multiclass.path, tmp_path / "img.npy", tmp_path / "a.parquet", progress=False)
+    idx = _write_idx(tmp_path / name, images)
+    score_file(multiclass.path, idx, tmp_path / "b.parquet", progress=False, input_format="idx")
+    for out in ("a.parquet", "b.parquet"):
+        assert_matches_predictor(
+            read_output(tmp_path / out), multiclass, flat, multiclass.class_names or []
+        )
+
+
+def test_image_rows_of_another_shape_are_refused(tmp_path: Path, multiclass: ModelCase) -> None:
+    class ImagePredictor(Predictor):
+        input_shape = (1, multiclass.num_features)  # as the contract would say
+
+    source = tmp_path / "img.npy"
+    np.save(source, np.ones((4, multiclass.num_features, 1), np.float32))
+    with pytest.raises(InputShapeError) as info:
+        score_file(ImagePredictor(multiclass.path), source, tmp_path / "o.csv", progress=False)
+    assert str(info.value) == (
+        f"{source}: rows of shape (5, 1); model {multiclass.path} expects rows of shape "
+        "(1, 5) (or 5 values each)"
+    )
