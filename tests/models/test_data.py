@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from onnxedge.runtime.tolerances import REFERENCE_FLOAT32_ATOL, REFERENCE_FLOAT32_RTOL
 from onnxedge.models.data import (
     BUNDLED,
     Dataset,
@@ -22,6 +21,7 @@ from onnxedge.models.data import (
     write_idx,
 )
 from onnxedge.runtime.errors import DataError, MissingDependencyError
+from onnxedge.runtime.tolerances import REFERENCE_FLOAT32_ATOL, REFERENCE_FLOAT32_RTOL
 
 # --------------------------------------------------------------------------------------
 # fixtures
