@@ -355,7 +355,7 @@ def exit_on_signals() -> Iterator[None]:
                 previous[number] = signal.signal(number, _on_signal)
     try:
         yield
-    except _Terminated:
+    except (_Terminated, KeyboardInterrupt):
         for path in list(_LIVE):
             _remove(path)
         _LIVE.clear()
