@@ -1160,80 +1160,6 @@ def _arrow_table(columns: Mapping[str, Any], types: Mapping[str, str]) -> Any:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-class _Writer:
-    """Batches of columns (name -> ``(n,)`` array) appended to one open file."""
-
-    def __init__(self, path: Path, fmt: str, types: Mapping[str, str]) -> None:
-        self.path, self.format, self.types = path, fmt, dict(types)
-        self.compress = path.name.lower().endswith(".gz")
-        self._writer: Any = None
-        self._schema: Any = None
-        self._sink: Any = None
-        self._first: Any = None  # the first table, kept for its schema until rows come
-
-    def write(self, columns: Mapping[str, Any]) -> None:
-        if self.format == "jsonl":
-            self._write_jsonl(columns)
-            return
-        import pyarrow as pa
-
-        table = _arrow_table(columns, self.types)
-        if self._writer is None:
-            if table.num_rows == 0 and self._first is None:
-                self._first = table
-                return
-            self._open(table.schema)
-        elif not table.schema.equals(self._schema):
-            try:
-                table = table.cast(self._schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-                raise DataError(
-                    f"output columns change type between chunks ({self._schema} then "
-                    f"{table.schema}): {exc}"
-                ) from None
-        if table.num_rows:
-            self._writer.write_table(table)
-
-    def _open(self, schema: Any) -> None:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
-
-        self._schema = schema
-        if self.format == "parquet":
-            # Dictionary-encode the text columns only: on float columns of distinct
-            # values (probabilities) the default dictionary overflows and falls back.
-            text = [f.name for f in schema if not pa.types.is_floating(f.type)]
-            self._writer = pq.ParquetWriter(str(self.path), schema, use_dictionary=text)
-            return
-        self._sink = pa.output_stream(str(self.path), compression="gzip" if self.compress else None)
-        self._writer = pacsv.CSVWriter(
-            self._sink, schema, write_options=pacsv.WriteOptions(quoting_style="needed")
-        )
-
-    def _write_jsonl(self, columns: Mapping[str, Any]) -> None:
-        if self._sink is None:
-            opener: Any = gzip.open if self.compress else open
-            self._sink = opener(self.path, "wt", encoding="utf-8", newline="\n")
-        keys = [json.dumps(str(name), ensure_ascii=False) + ":" for name in columns]
-        encoded = [_json_texts(values) for values in columns.values()]
-        self._sink.writelines(
-            "{" + ",".join(k + v for k, v in zip(keys, row, strict=True)) + "}\n"
-            for row in zip(*encoded, strict=True)
-        )
-
-    def close(self) -> None:
-        if self._writer is None and self._first is not None:
-            self._open(self._first.schema)  # no rows at all: still the columns
-            self._writer.write_table(self._first)  # type: ignore[attr-defined]
-        if self._writer is not None:
-            self._writer.close()
-        if self._sink is not None:
-            self._sink.close()
-        elif self.format == "jsonl":
-            self.path.write_bytes(gzip.compress(b"") if self.compress else b"")
-
-
 def _json_texts(values: Any) -> list[str]:
     """One column as JSON value texts (NaN / Inf as null)."""
     if isinstance(values, CategoricalColumn):
@@ -1254,7 +1180,7 @@ def _json_texts(values: Any) -> list[str]:
 
 
 class AtomicOutput:
-    """An output table written under a temporary name and moved into place.
+    """An output table (CSV, Parquet, JSONL) written to a temp file and moved into place.
 
     The temp file comes from the one atomic writer (:class:`onnxedge.runtime.atomic.Staged`):
     beside the target, flushed before :meth:`commit`, which never replaces a file that
@@ -1288,24 +1214,76 @@ class AtomicOutput:
             raise DataError(f"unknown output format {fmt!r}; known: {', '.join(OUTPUT_FORMATS)}")
         if fmt != "jsonl":
             _require_pyarrow(f"writing {self.path}")
-        self.format = fmt
+        self.format, self.types = fmt, dict(types or {})
+        self.compress = self.path.name.lower().endswith(".gz")
+        self._writer: Any = None
+        self._schema: Any = None
+        self._sink: Any = None
+        self._first: Any = None  # an empty first table, kept for its schema until rows come
         self._staged = Staged(self.path, overwrite=overwrite, error=DataError)
         self.temp_path = self._staged.path
-        self._writer = _Writer(self.temp_path, fmt, types or {})
-        self._writer.path = self.temp_path
-        self._writer.compress = self.path.name.lower().endswith(".gz")
         self._done = False
 
     def write(self, columns: Mapping[str, Any]) -> None:
         """Append a batch of rows (name -> ``(n,)`` array; same names every call).
 
         Raises:
-            DataError: the file system refused the write (disk full, ...).
+            DataError: the file system refused the write (disk full, ...), or a column
+                changed type.
         """
         try:
-            self._writer.write(columns)
+            self._write(columns)
         except OSError as exc:
             raise self._write_error(exc) from None
+
+    def _write(self, columns: Mapping[str, Any]) -> None:
+        if self.format == "jsonl":
+            if self._sink is None:
+                opener: Any = gzip.open if self.compress else open
+                self._sink = opener(self.temp_path, "wt", encoding="utf-8", newline="\n")
+            keys = [json.dumps(str(name), ensure_ascii=False) + ":" for name in columns]
+            encoded = [_json_texts(values) for values in columns.values()]
+            self._sink.writelines(
+                "{" + ",".join(k + v for k, v in zip(keys, row, strict=True)) + "}\n"
+                for row in zip(*encoded, strict=True)
+            )
+            return
+        import pyarrow as pa
+
+        table = _arrow_table(columns, self.types)
+        if self._writer is None:
+            if table.num_rows == 0 and self._first is None:
+                self._first = table
+                return
+            self._open(table.schema)
+        elif not table.schema.equals(self._schema):
+            try:
+                table = table.cast(self._schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+                raise DataError(
+                    f"output columns change type between chunks ({self._schema} then "
+                    f"{table.schema}): {exc}"
+                ) from None
+        if table.num_rows:
+            self._writer.write_table(table)
+
+    def _open(self, schema: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        self._schema = schema
+        if self.format == "parquet":
+            # Dictionary-encode the text columns only: on float columns of distinct
+            # values (probabilities) the default dictionary overflows and falls back.
+            text = [f.name for f in schema if not pa.types.is_floating(f.type)]
+            self._writer = pq.ParquetWriter(str(self.temp_path), schema, use_dictionary=text)
+            return
+        compression = "gzip" if self.compress else None
+        self._sink = pa.output_stream(str(self.temp_path), compression=compression)
+        self._writer = pacsv.CSVWriter(
+            self._sink, schema, write_options=pacsv.WriteOptions(quoting_style="needed")
+        )
 
     def finish(self) -> None:
         """Close the temporary file (everything written); :meth:`commit` moves it.
@@ -1314,7 +1292,15 @@ class AtomicOutput:
             DataError: the file system refused the last writes.
         """
         try:
-            self._writer.close()
+            if self._writer is None and self._first is not None:
+                self._open(self._first.schema)  # no rows at all: still the columns
+                self._writer.write_table(self._first)  # type: ignore[attr-defined]
+            if self._writer is not None:
+                self._writer.close()
+            if self._sink is not None:
+                self._sink.close()
+            elif self.format == "jsonl" and self.compress:
+                self.temp_path.write_bytes(gzip.compress(b""))
         except OSError as exc:
             raise self._write_error(exc) from None
 
@@ -1339,7 +1325,7 @@ class AtomicOutput:
             return
         self._done = True
         with contextlib.suppress(Exception):
-            self._writer.close()
+            self.finish()
         self._staged.discard()
 
     def __enter__(self) -> AtomicOutput:
