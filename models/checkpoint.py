@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +29,7 @@ from typing import Any
 import numpy as np
 from onnxedge.models.nets import MLP, NetConfig, build_net
 from onnxedge.models.preprocess import Preprocess, Standardize, preprocess_from_dict
-from onnxedge.runtime.errors import CheckpointError, OutputExistsError
+from onnxedge.runtime.errors import CheckpointError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -149,33 +147,17 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary folder beside ``target`` that becomes ``target`` on success.
 
+    The folder form of the one writer, :func:`onnxedge.runtime.atomic.atomic_folder`.
     On any error the temporary folder is removed and ``target`` is untouched.
 
     Raises:
         OutputExistsError: ``target`` exists and ``overwrite`` is false.
         CheckpointError: the parent folder cannot be written.
     """
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
-    parent = target.parent if str(target.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
-        raise CheckpointError(f"cannot write to {parent}: {exc.strerror or exc}") from None
-    try:
+    from onnxedge.runtime.atomic import atomic_folder
+
+    with atomic_folder(target, overwrite=overwrite, error=CheckpointError) as tmp:
         yield tmp
-        if target.exists():
-            backup = tmp.with_name(tmp.name + ".old")
-            target.rename(backup)
-            tmp.rename(target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_run(

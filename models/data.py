@@ -14,18 +14,17 @@ shows them (1-based, the header is line 1); places in NPY / NPZ / Parquet files 
 
 from __future__ import annotations
 
-import csv
+import functools
 import gzip
 import math
 import os
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from onnxedge.runtime.errors import DataError, MissingDependencyError
+from onnxedge.runtime.errors import DataError
 
 __all__ = [
     "BUNDLED",
@@ -287,8 +286,8 @@ def load_dataset(
             f"labels_path is only for IDX images files; {path} is a {kind} file, "
             "its labels are in one of its columns (label_column=)"
         )
-    if kind == "csv":
-        return _load_csv(path, label_column)
+    if kind in ("csv", "parquet"):
+        return _load_table(path, label_column)
     if kind == "npy":
         return _load_npy(path, label_column)
     if kind == "npz":
@@ -297,7 +296,7 @@ def load_dataset(
                 f"{path}: label_column does not apply to .npz files; labels are the array 'y'"
             )
         return _load_npz(path)
-    return _load_parquet(path, label_column)
+    raise AssertionError(kind)
 
 
 def _existing_file(source: str | os.PathLike[str], what: str) -> Path:
@@ -484,91 +483,88 @@ def _pick_label_column(path: Path, columns: list[str], label_column: str | int |
 
 
 # --------------------------------------------------------------------------------------
-# CSV
+# CSV and Parquet: through the runtime's reader layer (one parser for train and score)
 # --------------------------------------------------------------------------------------
 
 
-def _load_csv(path: Path, label_column: str | int | None) -> Dataset:
-    # Whole-file read: training data fits in memory; scoring streams elsewhere (runtime).
-    try:
-        with _open_text(path) as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            rows: list[list[str]] = []
-            lines: list[int] = []  # 1-based line of each data row; the header is line 1
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # blank line
-                rows.append(row)
-                lines.append(reader.line_num)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV: {exc}") from None
+def _load_table(path: Path, label_column: str | int | None) -> Dataset:
+    # Whole-file read: training data fits in memory; scoring streams the same reader.
+    from onnxedge.runtime.io import open_input
 
-    if header is None or not any(cell.strip() for cell in header):
-        raise DataError(f"{path}: empty file; expected a header row and data rows")
-    columns = [cell.strip() for cell in header]
-    seen: set[str] = set()
-    for column in columns:
-        if column in seen:
-            raise DataError(f"{path}: column name {column!r} appears twice in the header")
-        seen.add(column)
-    if not rows:
-        raise DataError(f"{path}: header only, no data rows")
-    for row, line in zip(rows, lines, strict=True):
-        if len(row) != len(columns):
-            raise DataError(
-                f"{path}: line {line} has {len(row)} fields, the header has {len(columns)} "
-                "(line 1 is the header)"
-            )
+    with open_input(path) as reader:  # MissingDependencyError without pyarrow
+        import pyarrow as pa
 
-    label_at = _pick_label_column(path, columns, label_column)
-    feature_at = [j for j in range(len(columns)) if j != label_at]
-    if not feature_at:
-        raise DataError(f"{path}: no feature columns besides the label {columns[label_at]!r}")
-    feature_names = [columns[j] for j in feature_at]
+        text = reader.format == "csv"
+        columns = list(reader.columns or [])
+        label_at = _pick_label_column(path, columns, label_column)
+        names = [c for j, c in enumerate(columns) if j != label_at]
+        if not names:
+            raise DataError(f"{path}: no feature columns besides the label {columns[label_at]!r}")
+        label = columns[label_at]
+        batches = list(reader.batches(features=names, carry=[label], batch_rows=1 << 16))
+    for bad in (bad for batch in batches for bad in batch.malformed):
+        raise DataError(f"{path}: line {bad.line} {bad.reason} (line 1 is the header)")
+    lines = np.concatenate([b.lines for b in batches if b.lines is not None] or [np.empty(0)])
+
+    def where(i: int) -> str:
+        return f"line {int(lines[i])} (line 1 is the header)" if text else f"row {i} (0-based)"
 
     def locate(i: int, j: int) -> str:
-        return f"line {lines[i]} (line 1 is the header), column {feature_names[j]!r}"
+        return f"{where(i)}, column {names[j]!r}"
 
-    cells = [[row[j] for j in feature_at] for row in rows]  # (n, f) strings
+    def column(name: str) -> Any:
+        return pa.chunked_array([b.columns[name] for b in batches])
+
+    blocks = []  # one (n,) float64 per feature column
+    for j, name in enumerate(names):
+        values = column(name)
+        if text:
+            blocks.append(_parse_cells(path, values.to_pylist(), functools.partial(locate, j=j)))
+            continue
+        kind = values.type
+        if not (
+            pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_boolean(kind)
+            or pa.types.is_decimal(kind)
+        ):
+            raise DataError(
+                f"{path}: column {name!r} has type {kind}, not a number (row 0 (0-based) "
+                f"holds {values[0].as_py()!r}); feature columns must be numeric"
+            )
+        if values.null_count:
+            first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(
+                f"{path}: {locate(first, j)}: missing value (null); features must all be present"
+            )
+        blocks.append(np.asarray(values.to_numpy(), dtype=np.float64))
+    features = _finite_float32(path, np.column_stack(blocks), locate)
+
+    labels_column = column(label)
+    if labels_column.null_count:
+        first = int(np.flatnonzero(labels_column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{path}: {where(first)}: missing label (null) in column {label!r}")
+    kind = labels_column.type
+    raw: np.ndarray | list[Any]
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        raw = np.asarray(labels_column.to_numpy())
+    else:
+        raw = [str(v) for v in labels_column.to_pylist()]
+    labels, class_names = _encode_labels(path, repr(label), raw, where)
+    return Dataset(features, labels, class_names, names, path.name)
+
+
+def _parse_cells(path: Path, cells: list[str], locate: Callable[[int], str]) -> np.ndarray:
+    """Text cells as float64; the first cell that is not a number is named."""
     try:
-        values = np.array(cells, dtype=np.float64)
+        return np.array(cells, dtype=np.float64)
     except ValueError:
-        values = _parse_cells(path, cells, locate)
-    features = _finite_float32(path, values, locate)
-
-    labels, class_names = _encode_labels(
-        path,
-        repr(columns[label_at]),
-        [row[label_at] for row in rows],
-        lambda i: f"line {lines[i]} (line 1 is the header)",
-    )
-    return Dataset(features, labels, class_names, feature_names, path.name)
-
-
-def _open_text(path: Path) -> Any:
-    # utf-8-sig drops the byte-order mark spreadsheet programs write.
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
-def _parse_cells(path: Path, cells: list[list[str]], locate: Locate) -> np.ndarray:
-    """Cell-by-cell parse, to name the first cell that is not a number."""
-    values = np.empty((len(cells), len(cells[0])), dtype=np.float64)
-    for i, row in enumerate(cells):
-        for j, cell in enumerate(row):
+        for i, cell in enumerate(cells):
             try:
-                values[i, j] = float(cell)
+                float(cell)
             except ValueError:
-                raise DataError(
-                    f"{path}: {locate(i, j)}: cannot parse {cell!r} as a number"
-                ) from None
-    return values
+                raise DataError(f"{path}: {locate(i)}: cannot parse {cell!r} as a number") from None
+        raise
 
 
 # --------------------------------------------------------------------------------------
@@ -680,86 +676,6 @@ def _load_npz(path: Path) -> Dataset:
 
 
 # --------------------------------------------------------------------------------------
-# Parquet
-# --------------------------------------------------------------------------------------
-
-
-def _load_parquet(path: Path, label_column: str | int | None) -> Dataset:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise MissingDependencyError(
-            f"reading {path.name} needs pyarrow: pip install 'onnxedge[parquet]'"
-        ) from None
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
-
-    columns = [str(c) for c in table.column_names]
-    if not columns:
-        raise DataError(f"{path}: no columns")
-    if len(set(columns)) != len(columns):
-        twice = next(c for c in columns if columns.count(c) > 1)
-        raise DataError(f"{path}: column name {twice!r} appears twice")
-    if table.num_rows == 0:
-        raise DataError(f"{path}: no data rows (columns: {', '.join(map(repr, columns))})")
-    label_at = _pick_label_column(path, columns, label_column)
-    feature_at = [j for j in range(len(columns)) if j != label_at]
-    if not feature_at:
-        raise DataError(f"{path}: no feature columns besides the label {columns[label_at]!r}")
-
-    blocks = []  # one (n,) float64 per feature column
-    for j in feature_at:
-        column = table.column(j)
-        name = columns[j]
-        kind = column.type
-        if not (
-            pa.types.is_integer(kind)
-            or pa.types.is_floating(kind)
-            or pa.types.is_boolean(kind)
-            or pa.types.is_decimal(kind)
-        ):
-            first = column.slice(0, 1).to_pylist()[0]
-            raise DataError(
-                f"{path}: column {name!r} has type {kind}, not a number (row 0 (0-based) "
-                f"holds {first!r}); feature columns must be numeric"
-            )
-        if column.null_count:
-            nulls = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
-            raise DataError(
-                f"{path}: row {int(nulls[0])} (0-based), column {name!r}: missing value "
-                "(null); features must all be present"
-            )
-        blocks.append(np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64))
-    feature_names = [columns[j] for j in feature_at]
-
-    def locate(i: int, j: int) -> str:
-        return f"row {i} (0-based), column {feature_names[j]!r}"
-
-    features = _finite_float32(path, np.column_stack(blocks), locate)
-
-    label_name = columns[label_at]
-    label_col = table.column(label_at)
-    if label_col.null_count:
-        first_null = int(np.flatnonzero(label_col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(
-            f"{path}: row {first_null} (0-based): missing label (null) in column {label_name!r}"
-        )
-    kind = label_col.type
-    raw: np.ndarray | list[Any]
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        raw = np.asarray(label_col.to_numpy(zero_copy_only=False))
-    else:
-        raw = [str(v) for v in label_col.to_pylist()]
-    labels, class_names = _encode_labels(
-        path, repr(label_name), raw, lambda i: f"row {i} (0-based)"
-    )
-    return Dataset(features, labels, class_names, feature_names, path.name)
-
-
-# --------------------------------------------------------------------------------------
 # IDX (MNIST format)
 # --------------------------------------------------------------------------------------
 
@@ -767,65 +683,22 @@ def _load_parquet(path: Path, label_column: str | int | None) -> Dataset:
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one IDX file (the MNIST format) into an array of its own shape and dtype.
 
-    The header is two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16,
-    0x0C int32, 0x0D float32, 0x0E float64), a byte with the number of dimensions, then
-    each dimension as a big-endian uint32; the data follow, big-endian. MNIST images are
-    magic ``0x00000803`` (uint8, 3-D), labels ``0x00000801`` (uint8, 1-D). Gzipped files
-    (``.gz``, detected by content) are decompressed.
-
-    Args:
-        path: the IDX file.
-
-    Returns:
-        The data in native byte order, shaped as the header says.
+    The reader is :func:`onnxedge.runtime.io.read_idx` (scoring reads IDX images too).
 
     Raises:
         DataError: the file is missing, not IDX (bad magic), truncated, or longer than
             its header says.
     """
-    array, _ = _read_idx(Path(path))
-    return array
+    from onnxedge.runtime.io import read_idx as read
+
+    return read(_existing_file(path, "IDX file"))
 
 
 def _read_idx(path: Path) -> tuple[np.ndarray, int]:
-    path = _existing_file(path, "IDX file")
-    try:
-        data = path.read_bytes()
-        packed = data.startswith(_GZIP_MAGIC)
-        if packed:
-            data = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
-    unpacked = " (after gunzip)" if packed else ""
-    if len(data) < 4:
-        raise DataError(
-            f"{path}: truncated IDX file: expected at least 4 header bytes, "
-            f"got {len(data)}{unpacked}"
-        )
-    magic = int.from_bytes(data[:4], "big")
-    type_code, ndim = data[2], data[3]
-    if data[0] != 0 or data[1] != 0 or type_code not in _IDX_DTYPES or ndim == 0:
-        raise DataError(
-            f"{path}: not an IDX file: magic 0x{magic:08x} (expected 0x{_IDX_IMAGES_MAGIC:08x} "
-            f"for images, 0x{_IDX_LABELS_MAGIC:08x} for labels)"
-        )
-    dtype = _IDX_DTYPES[type_code]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(
-            f"{path}: truncated IDX file: expected {header} header bytes for {ndim} "
-            f"dimensions, got {len(data)}{unpacked}"
-        )
-    shape = tuple(int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
-    expected = header + math.prod(shape) * dtype.itemsize
-    if len(data) != expected:
-        problem = "truncated IDX file" if len(data) < expected else "IDX file too long"
-        raise DataError(
-            f"{path}: {problem}: expected {expected} bytes for shape {shape} of "
-            f"{dtype.newbyteorder('=').name}, got {len(data)}{unpacked}"
-        )
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-    return array.astype(dtype.newbyteorder("=")), magic
+    """The array and its magic number (type code and number of dimensions)."""
+    array = read_idx(path)
+    code = next(c for c, dt in _IDX_DTYPES.items() if dt.newbyteorder("=") == array.dtype)
+    return array, (code << 8) | array.ndim
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:

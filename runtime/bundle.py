@@ -118,20 +118,10 @@ def _check_target(target: Path, overwrite: bool) -> None:
 
 
 def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
-    old: Path | None = None
-    if target.exists():
-        if not overwrite:  # appeared while the bundle was written
-            raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
-        old = target.with_name(f".{target.name}.old.{os.getpid()}")
-        os.rename(target, old)
-    try:
-        os.rename(staging, target)
-    except OSError as exc:
-        if old is not None:
-            os.rename(old, target)
-        raise OnnxEdgeError(f"cannot create {target}: {exc.strerror or exc}") from None
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    # The final step of the one writer: never replaces without overwrite.
+    from onnxedge.runtime.atomic import place
+
+    place(staging, target, overwrite=overwrite)
 
 
 def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:

@@ -4,18 +4,24 @@ Commands are loaded lazily by name, so ``onnxedge --help`` and ``onnxedge score`
 never import torch; ``train`` / ``export`` / ``verify`` live beside the code they
 call (``onnxedge.models.cli``, ``onnxedge.export.cli``) and need the ``train``
 extra. Library errors (:class:`OnnxEdgeError`) become one line ``Error: ...`` and
-exit code 1 here, and nowhere else.
+exit code 1 here, and nowhere else (with ``--json`` also ``{"error": "..."}`` on
+stdout); SIGTERM and SIGHUP end a command like Ctrl-C does, without a traceback and
+with no temporary file left, and exit with 128 + the signal's number.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import sys
 from typing import Any
 
 import click
+from onnxedge.runtime.atomic import exit_on_signals
 from onnxedge.runtime.errors import MissingDependencyError, OnnxEdgeError
+
+_JSON_KEY = "onnxedge.json"
 
 # name -> ("module:attribute", one-line summary shown by --help without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -65,11 +71,21 @@ class LazyGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # The error boundary below must know whether the command was asked for JSON.
+        ctx.meta[_JSON_KEY] = "--json" in args[: args.index("--") if "--" in args else None]
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (OnnxEdgeError, MissingDependencyError) as exc:
-            raise click.ClickException(_one_line(exc)) from None
+        # SIGTERM / SIGHUP unwind like Ctrl-C (temps removed) and exit 128 + signum.
+        with exit_on_signals():
+            try:
+                return super().invoke(ctx)
+            except (OnnxEdgeError, MissingDependencyError) as exc:
+                message = _one_line(exc)
+                if ctx.meta.get(_JSON_KEY):
+                    click.echo(json.dumps({"error": message}))
+                raise click.ClickException(message) from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,20 +1,24 @@
-"""Streaming readers and atomic writers for batch scoring.
+"""Streaming readers and atomic writers: the one file layer of score, verify and train.
 
 Readers yield :class:`InputBatch` chunks of at most ``batch_rows`` rows, so memory
 stays bounded whatever the input size:
 
-* **NPY** is memory-mapped; each chunk is a row slice of the map, and the pages of a
-  chunk are handed back to the kernel (``madvise(MADV_DONTNEED)``) once the next one
-  is asked for, so the resident set does not grow with the file.
-* **CSV** (``.csv``, ``.csv.gz``; comma-separated, UTF-8, a header row) is read in
-  blocks of whole lines. A block is parsed by ``pyarrow.csv`` when pyarrow is
-  installed; a block that pyarrow refuses, or whose rows cannot be matched to lines
-  exactly (blank lines, quoted newlines), is parsed again with the stdlib ``csv``
-  module, which locates every problem. Without pyarrow every block takes that path.
-* **Parquet** (a file, or a folder of ``.parquet`` files read in name order) is read
-  in record batches of the requested columns only. Needs pyarrow.
+* **NPY** through ``numpy.load(mmap_mode="r")``; each chunk is a map of its own rows
+  only (``numpy.memmap`` at an offset), dropped with the chunk, so the resident set
+  does not grow with the file. Rows of more than one axis (images, ``(n, 1, 8, 8)``)
+  are flattened to ``(n, 64)`` views.
+* **IDX** (MNIST images, ``.idx3-ubyte``, optionally gzipped) through :func:`read_idx`,
+  flattened the same way.
+* **CSV** (``.csv``, ``.csv.gz``; comma-separated, UTF-8, a header row) through
+  ``pyarrow.csv.open_csv``; rows with the wrong number of fields are set aside with
+  ``ParseOptions(invalid_row_handler=...)``. The bytes pass through :class:`_LineCounter`
+  on their way to pyarrow, which notes the line each record starts on, so every
+  message names a line exactly (blank lines and quoted newlines included).
+* **Parquet** (a file, or a folder of ``.parquet`` files read in name order) through
+  ``pyarrow.parquet``, in record batches of the requested columns only.
 * **JSONL** (``.jsonl``, ``.ndjson``, optionally ``.gz``): one JSON object per line;
-  the first record names the columns.
+  the first record names the columns. Read with the stdlib ``json`` line by line:
+  ``pyarrow.json`` stops at the first bad line, and a bad line must be set aside.
 
 Readers split rows into fields; they do not judge values. A row that cannot be split
 (wrong field count, invalid JSON) is returned in :attr:`InputBatch.malformed`; the
@@ -22,36 +26,30 @@ scoring step (:func:`onnxedge.runtime.score.score_batch`) checks the values.
 
 Where things are (every message and the rejected-rows file use this): text formats
 (CSV, JSONL) name the **line** as an editor shows it (1-based; a CSV's header is line
-1); binary formats (NPY, Parquet) name the **row** as a 0-based index within the
+1); binary formats (NPY, IDX, Parquet) name the **row** as a 0-based index within the
 named file, and say "(0-based)". NPY columns are 0-based indices; other formats name
 columns.
 
-Writers (:class:`AtomicOutput`) write CSV, Parquet or JSONL to a temporary file in
-the target folder and rename it over the target only on :meth:`AtomicOutput.commit`;
-on error or Ctrl-C the temporary file is removed and an existing file at the target
-is left untouched.
+Writers (:class:`AtomicOutput`) write CSV and Parquet through pyarrow (JSONL by text:
+pyarrow has no JSON writer) to a temp file of the one atomic writer
+(:mod:`onnxedge.runtime.atomic`), moved into place by :meth:`AtomicOutput.commit`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import gzip
-import io
-import itertools
 import json
 import math
-import mmap
 import os
-import tempfile
 import zlib
-from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from onnxedge.runtime.atomic import Staged, exists_message
 from onnxedge.runtime.errors import (
     DataError,
     InputShapeError,
@@ -75,26 +73,31 @@ __all__ = [
     "open_input",
     "output_format_of",
     "quote_value",
+    "read_idx",
     "rejected_path_for",
 ]
 
-INPUT_FORMATS: tuple[str, ...] = ("npy", "csv", "parquet", "jsonl")
+INPUT_FORMATS: tuple[str, ...] = ("npy", "csv", "parquet", "jsonl", "idx")
 OUTPUT_FORMATS: tuple[str, ...] = ("csv", "parquet", "jsonl")
 
-#: Bytes of CSV / JSONL text read per block (whole lines; a block is parsed at once).
+#: CSV bytes pyarrow parses at once; a record longer than this makes the reader try
+#: again with blocks up to :data:`_MAX_BLOCK_BYTES` (a header of 10 MiB still opens).
 DEFAULT_BLOCK_BYTES = 8 << 20
+_MAX_BLOCK_BYTES = 1 << 30
 
 #: Name endings -> format; longest first so ``.csv.gz`` wins over ``.gz``.
 _INPUT_SUFFIXES: tuple[tuple[str, str], ...] = (
     (".csv.gz", "csv"),
     (".jsonl.gz", "jsonl"),
     (".ndjson.gz", "jsonl"),
+    (".idx3-ubyte.gz", "idx"),
     (".npy", "npy"),
     (".csv", "csv"),
     (".parquet", "parquet"),
     (".pq", "parquet"),
     (".jsonl", "jsonl"),
     (".ndjson", "jsonl"),
+    (".idx3-ubyte", "idx"),
 )
 _OUTPUT_SUFFIXES: tuple[tuple[str, str], ...] = (
     (".csv.gz", "csv"),
@@ -107,25 +110,19 @@ _OUTPUT_SUFFIXES: tuple[tuple[str, str], ...] = (
 _PARQUET_ENDINGS = (".parquet", ".pq")
 _GZIP_MAGIC = b"\x1f\x8b"
 _NPY_MAGIC = b"\x93NUMPY"
-#: A block of text that grows past this many block sizes without a row boundary
-#: means an unterminated quote (or no newlines at all): stop instead of buffering it all.
-_MAX_BLOCKS_PER_ROW = 8
-#: Rows sampled to decide which CSV columns are numeric when the model names none,
-#: from at most this many bytes of text after the header.
-_NUMERIC_SAMPLE_ROWS = 1000
-_SAMPLE_BYTES = 1 << 20
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_IDX_IMAGES_MAGIC, _IDX_LABELS_MAGIC = 0x00000803, 0x00000801
 #: Reasons quote at most this many characters of a bad value.
 _QUOTE_CHARS = 40
 _HEADER_NOTE = "line 1 is the header"
-
-
-def _arrow_available() -> bool:
-    """Whether pyarrow can be imported (tests turn it off to cover the stdlib paths)."""
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        return False
-    return True
+_READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 def _require_pyarrow(what: str) -> Any:
@@ -133,7 +130,7 @@ def _require_pyarrow(what: str) -> Any:
         import pyarrow
     except ImportError:
         raise MissingDependencyError(
-            f"{what} needs pyarrow, which is not installed: pip install 'onnxedge[parquet]'"
+            f"{what} needs pyarrow, which is not installed: pip install 'onnxedge[cpu]'"
         ) from None
     return pyarrow
 
@@ -144,6 +141,10 @@ def quote_value(value: Any) -> str:
     return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 # --------------------------------------------------------------------------------------
 # Formats and paths
 # --------------------------------------------------------------------------------------
@@ -151,10 +152,30 @@ def quote_value(value: Any) -> str:
 
 def _suffix_format(name: str, table: tuple[tuple[str, str], ...]) -> str | None:
     lowered = name.lower()
-    for suffix, fmt in table:
-        if lowered.endswith(suffix):
-            return fmt
-    return None
+    return next((fmt for suffix, fmt in table if lowered.endswith(suffix)), None)
+
+
+def _format_of(path: str | os.PathLike[str], override: str | None, what: str) -> str:
+    known, table = (
+        (INPUT_FORMATS, _INPUT_SUFFIXES) if what == "input" else (OUTPUT_FORMATS, _OUTPUT_SUFFIXES)
+    )
+    if override is not None:
+        fmt = override.lower()
+        if fmt not in known:
+            raise DataError(f"unknown {what} format {override!r}; known: {', '.join(known)}")
+        return fmt
+    p = Path(path)
+    if what == "input" and p.is_dir():
+        return "parquet"
+    found = _suffix_format(p.name, table)
+    if found is None:
+        endings = ", ".join(suffix for suffix, _ in table if not suffix.startswith(".idx"))
+        folder = ", or a folder of .parquet files" if what == "input" else ""
+        raise DataError(
+            f"{p}: cannot tell the {what} format from the name (known endings: {endings}"
+            f"{folder}); name it with --{what}-format"
+        )
+    return found
 
 
 def input_format_of(path: str | os.PathLike[str], override: str | None = None) -> str:
@@ -165,22 +186,7 @@ def input_format_of(path: str | os.PathLike[str], override: str | None = None) -
     Raises:
         DataError: unknown override, or a name whose format cannot be told.
     """
-    if override is not None:
-        fmt = override.lower()
-        if fmt not in INPUT_FORMATS:
-            raise DataError(f"unknown input format {override!r}; known: {', '.join(INPUT_FORMATS)}")
-        return fmt
-    p = Path(path)
-    if p.is_dir():
-        return "parquet"
-    found = _suffix_format(p.name, _INPUT_SUFFIXES)
-    if found is None:
-        known = ", ".join(suffix for suffix, _ in _INPUT_SUFFIXES)
-        raise DataError(
-            f"{p}: cannot tell the input format from the name (known endings: {known}, or a "
-            "folder of .parquet files); name it with --input-format"
-        )
-    return found
+    return _format_of(path, override, "input")
 
 
 def output_format_of(path: str | os.PathLike[str], override: str | None = None) -> str:
@@ -189,22 +195,7 @@ def output_format_of(path: str | os.PathLike[str], override: str | None = None) 
     Raises:
         DataError: unknown override, or a name whose format cannot be told.
     """
-    if override is not None:
-        fmt = override.lower()
-        if fmt not in OUTPUT_FORMATS:
-            raise DataError(
-                f"unknown output format {override!r}; known: {', '.join(OUTPUT_FORMATS)}"
-            )
-        return fmt
-    p = Path(path)
-    found = _suffix_format(p.name, _OUTPUT_SUFFIXES)
-    if found is None:
-        known = ", ".join(suffix for suffix, _ in _OUTPUT_SUFFIXES)
-        raise DataError(
-            f"{p}: cannot tell the output format from the name (known endings: {known}); "
-            "name it with --output-format"
-        )
-    return found
+    return _format_of(path, override, "output")
 
 
 def rejected_path_for(output: str | os.PathLike[str], fmt: str) -> Path:
@@ -250,7 +241,7 @@ def check_output_path(
         if source.resolve() == resolved:
             raise DataError(f"output {p} is the input file; write the scores somewhere else")
     if p.exists() and not overwrite:
-        raise OutputExistsError(f"output {p} already exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"output {exists_message(p)}")
     return p
 
 
@@ -287,8 +278,8 @@ class InputBatch:
     Attributes:
         source: the file the rows come from, as messages name it.
         columns: name -> ``(n,)`` array (numpy, or pyarrow Array / ChunkedArray) for
-            named formats; empty for NPY.
-        matrix: ``(n, f)`` numeric array for NPY (a view of the memory map), else None.
+            named formats; empty for NPY / IDX.
+        matrix: ``(n, f)`` numeric array for NPY / IDX (rows flattened), else None.
         rows: ``(n,)`` int64 0-based data row indices within ``source``, or None
             where not known (e.g. a distributed engine).
         lines: ``(n,)`` int64 1-based line numbers for text formats, else None.
@@ -331,17 +322,18 @@ def describe_location(location: str, *, row: int | None, line: int | None, heade
 # --------------------------------------------------------------------------------------
 
 
-class InputReader(ABC):
+class InputReader:
     """A file (or folder) of rows, opened and checked, ready to stream.
 
     Attributes:
         path: what was opened.
-        format: ``npy``, ``csv``, ``parquet`` or ``jsonl``.
-        columns: column names in file order; None for NPY (no names).
+        format: ``npy``, ``idx``, ``csv``, ``parquet`` or ``jsonl``.
+        columns: column names in file order; None for NPY / IDX (no names).
         numeric_columns: the columns whose values look numeric (from the schema, or
-            sampled from the first rows), in file order; empty for NPY.
-        num_columns: fields per row.
-        total_rows: rows in the input when known without reading it (NPY, Parquet).
+            inferred from the first block), in file order; empty for NPY / IDX.
+        num_columns: values per row (for NPY / IDX, of the flattened row).
+        row_shape: one row's shape for NPY / IDX (``(64,)``, ``(1, 8, 8)``), else None.
+        total_rows: rows in the input when known without reading it (NPY, IDX, Parquet).
     """
 
     format: str = ""
@@ -351,6 +343,7 @@ class InputReader(ABC):
         self.columns: list[str] | None = None
         self.numeric_columns: list[str] = []
         self.num_columns = 0
+        self.row_shape: tuple[int, ...] | None = None
         self.total_rows: int | None = None
 
     @property
@@ -358,23 +351,23 @@ class InputReader(ABC):
         """The input as messages name it."""
         return str(self.path)
 
-    @abstractmethod
     def batches(
-        self, *, features: Sequence[str], carry: Sequence[str], batch_rows: int
+        self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
     ) -> Iterator[InputBatch]:
         """Yield the input in chunks of at most ``batch_rows`` rows (malformed included).
 
         Args:
-            features: feature columns to read, in model order (ignored for NPY).
+            features: feature columns to read, in model order (ignored for NPY / IDX).
             carry: columns carried to the output as they are (ids, kept columns).
             batch_rows: the most rows one chunk holds.
 
         Raises:
             DataError: the file turns out to be unreadable part-way.
         """
+        raise NotImplementedError
 
-    def close(self) -> None:  # noqa: B027 - most readers hold nothing open between batches
-        """Release files and maps (the reader can not be used afterwards)."""
+    def close(self) -> None:
+        """Release what the reader holds (it can not be used afterwards)."""
 
     def __enter__(self) -> InputReader:
         return self
@@ -394,13 +387,13 @@ def open_input(
     Args:
         path: a file, or for Parquet a file or a folder of ``.parquet`` files.
         fmt: one of :data:`INPUT_FORMATS`; None infers it from the name.
-        block_bytes: text read per block (CSV, JSONL).
+        block_bytes: CSV bytes parsed at once (grown for longer records).
 
     Raises:
         DataError: missing, empty, header-only, unreadable or corrupt input;
             unknown format.
-        InputShapeError: an NPY array that is not 2-D.
-        MissingDependencyError: Parquet without pyarrow.
+        InputShapeError: an NPY array of one axis only.
+        MissingDependencyError: CSV or Parquet without pyarrow.
     """
     p = Path(path)
     if not p.exists():
@@ -410,195 +403,304 @@ def open_input(
         raise DataError(f"input {p} is a folder; only Parquet input may be a folder of files")
     if kind == "npy":
         return NpyReader(p)
+    if kind == "idx":
+        return MatrixReader(p, read_idx(p), "idx")
     if kind == "csv":
         return CsvReader(p, block_bytes=block_bytes)
     if kind == "jsonl":
-        return JsonlReader(p, block_bytes=block_bytes)
+        return JsonlReader(p)
     return ParquetReader(p)
 
 
-# --- NPY -------------------------------------------------------------------------------
+# --- NPY and IDX: a numeric array of rows -----------------------------------------------
 
 
-class NpyReader(InputReader):
-    """A 2-D numeric ``.npy`` array, memory-mapped and read in row slices."""
+class MatrixReader(InputReader):
+    """Rows of a numeric array (an NPY map or IDX images), flattened to ``(n, f)``."""
 
-    format = "npy"
-
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, array: np.ndarray, fmt: str) -> None:
         super().__init__(path)
-        if path.stat().st_size == 0:
-            raise DataError(f"{path}: empty file (no NPY header)")
-        with open(path, "rb") as handle:
-            magic = handle.read(len(_NPY_MAGIC))
-        if magic != _NPY_MAGIC:
-            raise DataError(f"{path}: not an NPY file (it does not start with the NPY magic bytes)")
-        try:
-            # np.load parses and checks the header; the map itself is made below so
-            # that pages can be released with the mmap module's public madvise().
-            header = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(
-                f"{path}: not a readable NPY file: {' '.join(str(exc).split())}"
-            ) from None
-        if not isinstance(header, np.memmap):
-            raise DataError(f"{path}: not a single NumPy array")
-        shape, dtype, offset = header.shape, header.dtype, int(header.offset)
-        fortran = bool(header.flags.f_contiguous and not header.flags.c_contiguous)
-        del header
-        if len(shape) != 2:
+        self.format = fmt
+        if array.ndim < 2:
             raise InputShapeError(
-                f"{path}: holds an array of shape {shape}; expected 2-D (rows, features)"
+                f"{path}: holds an array of shape {array.shape}; expected 2-D (rows, features) "
+                "or more (rows, *row shape)"
             )
-        if dtype.kind not in "biuf":
+        if array.dtype.kind not in "biuf":
             raise DataError(
-                f"{path}: has dtype {dtype}; features must be real numbers (bool, int or float)"
+                f"{path}: has dtype {array.dtype}; features must be real numbers "
+                "(bool, int or float)"
             )
-        if shape[0] == 0:
-            raise DataError(f"{path}: no rows (shape {shape})")
-        self.num_columns = int(shape[1])
-        self.total_rows = int(shape[0])
-        self._file = open(path, "rb")  # noqa: SIM115 - kept open for the map's lifetime
-        try:
-            self._map: mmap.mmap | None = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as exc:
-            self._file.close()
-            raise DataError(f"{path}: cannot memory-map: {exc}") from None
-        if hasattr(self._map, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
-            self._map.madvise(mmap.MADV_SEQUENTIAL)
-        self._array = np.ndarray(
-            shape, dtype=dtype, buffer=self._map, offset=offset, order="F" if fortran else "C"
-        )
-        self._offset = offset
-        # Row slices of a Fortran-order array are strided over the whole file, so their
-        # pages cannot be released chunk by chunk.
-        self._releasable = not fortran and hasattr(mmap, "MADV_DONTNEED")
+        if array.shape[0] == 0:
+            raise DataError(f"{path}: no rows (shape {array.shape})")
+        self.row_shape = tuple(int(d) for d in array.shape[1:])
+        self.num_columns = math.prod(self.row_shape)
+        self.total_rows = int(array.shape[0])
+        self._array: np.ndarray | None = array
+
+    def _chunk(self, start: int, stop: int) -> np.ndarray:
+        assert self._array is not None
+        return self._array[start:stop]
 
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
     ) -> Iterator[InputBatch]:
-        array = self._array
-        row_bytes = array.shape[1] * array.dtype.itemsize
-        n = array.shape[0]
+        n = self.total_rows or 0
         for start in range(0, n, batch_rows):
             stop = min(n, start + batch_rows)
             yield InputBatch(
                 source=self.name,
-                matrix=array[start:stop],  # (rows, features), a view of the map
+                matrix=self._chunk(start, stop).reshape(stop - start, self.num_columns),
                 rows=np.arange(start, stop, dtype=np.int64),
                 location="row",
             )
-            # The consumer asked for the next chunk: this one's pages can go.
-            if self._releasable:
-                self._release(self._offset + start * row_bytes, (stop - start) * row_bytes)
-
-    def _release(self, begin: int, length: int) -> None:
-        """Drop the mapped pages of ``[begin, begin + length)`` from this process.
-
-        The file's pages stay in the page cache; only this process's resident set
-        shrinks. Without this, reading a mapped file of N bytes leaves N bytes resident.
-        """
-        if self._map is None or length <= 0:
-            return
-        page = mmap.PAGESIZE
-        first = (begin // page) * page
-        end = min(begin + length, len(self._map))
-        with contextlib.suppress(OSError, ValueError):
-            self._map.madvise(mmap.MADV_DONTNEED, first, end - first)
 
     def close(self) -> None:
-        # The map is not closed here: numpy views of it handed out as chunks may still
-        # be alive, and closing would unmap their memory under them. Dropping the
-        # references lets the map go with its last view.
-        self._array = np.empty((0, self.num_columns), dtype=np.float32)
-        self._map = None
-        self._file.close()
+        self._array = None
 
 
-# --- text blocks (CSV, JSONL) -----------------------------------------------------------
+class NpyReader(MatrixReader):
+    """An ``.npy`` array of rows; each chunk maps only its own rows of the file."""
+
+    def __init__(self, path: Path) -> None:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (no NPY header)")
+        with open(path, "rb") as handle:
+            if handle.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+                raise DataError(
+                    f"{path}: not an NPY file (it does not start with the NPY magic bytes)"
+                )
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"{path}: not a readable NPY file: {_one_line(exc)}") from None
+        if not isinstance(array, np.memmap):
+            raise DataError(f"{path}: not a single NumPy array")
+        super().__init__(path, array, "npy")
+        self._offset = int(array.offset)
+        # A map per chunk, released with it: the resident set stays one chunk. Row
+        # slices of a Fortran-order array stride over the whole file, so those use the
+        # one map.
+        self._per_chunk = bool(array.flags.c_contiguous)
+
+    def _chunk(self, start: int, stop: int) -> np.ndarray:
+        assert self._array is not None
+        if not self._per_chunk:
+            return self._array[start:stop]
+        row_bytes = self.num_columns * self._array.dtype.itemsize
+        shape = (stop - start, *(self.row_shape or ()))
+        offset = self._offset + start * row_bytes
+        return np.memmap(self.path, dtype=self._array.dtype, mode="r", offset=offset, shape=shape)
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one IDX file (the MNIST format) into an array of its own shape and dtype.
+
+    The header is two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16,
+    0x0C int32, 0x0D float32, 0x0E float64), a byte with the number of dimensions, then
+    each dimension as a big-endian uint32; the data follow, big-endian. MNIST images are
+    magic ``0x00000803`` (uint8, 3-D), labels ``0x00000801`` (uint8, 1-D). Gzipped files
+    (detected by content) are decompressed.
+
+    Args:
+        path: the IDX file.
+
+    Returns:
+        The data in native byte order, shaped as the header says.
+
+    Raises:
+        DataError: the file is missing, not IDX (bad magic), truncated, or longer than
+            its header says.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"IDX file {path} does not exist")
+    try:
+        data = path.read_bytes()
+        packed = data.startswith(_GZIP_MAGIC)
+        if packed:
+            data = gzip.decompress(data)
+    except _READ_ERRORS as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    unpacked = " (after gunzip)" if packed else ""
+    if len(data) < 4:
+        raise DataError(
+            f"{path}: truncated IDX file: expected at least 4 header bytes, "
+            f"got {len(data)}{unpacked}"
+        )
+    magic = int.from_bytes(data[:4], "big")
+    type_code, ndim = data[2], data[3]
+    if data[0] != 0 or data[1] != 0 or type_code not in _IDX_DTYPES or ndim == 0:
+        raise DataError(
+            f"{path}: not an IDX file: magic 0x{magic:08x} (expected 0x{_IDX_IMAGES_MAGIC:08x} "
+            f"for images, 0x{_IDX_LABELS_MAGIC:08x} for labels)"
+        )
+    dtype = _IDX_DTYPES[type_code]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(
+            f"{path}: truncated IDX file: expected {header} header bytes for {ndim} "
+            f"dimensions, got {len(data)}{unpacked}"
+        )
+    shape = tuple(int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
+    expected = header + math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        problem = "truncated IDX file" if len(data) < expected else "IDX file too long"
+        raise DataError(
+            f"{path}: {problem}: expected {expected} bytes for shape {shape} of "
+            f"{dtype.newbyteorder('=').name}, got {len(data)}{unpacked}"
+        )
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
+
+
+# --- CSV --------------------------------------------------------------------------------
 
 
 def _open_binary(path: Path) -> BinaryIO:
     """The file's bytes, decompressed when it starts with the gzip magic."""
-    handle: BinaryIO = open(path, "rb")  # noqa: SIM115 - returned to the caller
-    magic = handle.read(2)
-    handle.seek(0)
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
     if magic == _GZIP_MAGIC:
-        # Opened by name, the gzip stream owns its file and closes it (a fileobj= it
-        # would leave open until garbage collection).
-        handle.close()
         return gzip.open(path, "rb")  # type: ignore[return-value]
-    return handle
+    return open(path, "rb")
 
 
-def _read_error(path: Path, exc: BaseException) -> DataError:
-    return DataError(f"{path}: cannot read: {' '.join(str(exc).split()) or type(exc).__name__}")
+class _LineCounter:
+    """A CSV's bytes on their way to pyarrow, noting the line where each record starts.
 
-
-_READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile)
-
-
-def _text_blocks(
-    path: Path, handle: BinaryIO, block_bytes: int, *, quotes: bool, first_line: int
-) -> Iterator[tuple[bytes, int, int]]:
-    """Yield ``(block, line of its first byte, newlines in it)``; blocks end at row ends.
-
-    With ``quotes`` a newline inside a double-quoted field is not a boundary: a
-    newline ends a row only after an even number of quote characters (RFC 4180
-    escapes a quote as two, which keeps the count even).
+    A newline ends a record when an even number of quote characters precede it
+    (RFC 4180 escapes a quote as two); a record that starts with a newline is a blank
+    line, which pyarrow skips too. ``starts[k]`` is the 1-based line of record ``k``
+    (the header is record 0), so pyarrow's record numbers map to lines.
     """
-    pending = b""
-    line = first_line
-    eof = False
-    while not eof:
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.raw = _open_binary(path)
+        self.line = 1  # line of the next byte
+        self.quoted = False  # inside a quoted field at the end of what was read
+        self.pending: int | None = 1  # a record may start at the next byte, on this line
+        self.parts: list[np.ndarray] = []
+        self.base = 0  # the record number of the first line kept in parts
+        self.last_start = 1  # the line the last record seen starts on
+        self.blank = True  # only whitespace read so far
+        self.eof = False
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
         try:
-            data = handle.read(block_bytes)
+            data = self.raw.read(size)
         except _READ_ERRORS as exc:
-            raise _read_error(path, exc) from None
-        eof = not data
-        buf = pending + data if pending else data
-        if eof:
-            if buf:
-                yield buf, line, buf.count(b"\n")
-            return
-        cut = buf.rfind(b"\n")
-        if quotes and b'"' in buf:  # a memchr; the parity count only where quotes are
-            while cut >= 0 and buf.count(b'"', 0, cut) % 2:
-                cut = buf.rfind(b"\n", 0, cut)
-        if cut < 0:
-            if len(buf) > _MAX_BLOCKS_PER_ROW * block_bytes:
-                raise DataError(
-                    f"{path}: line {line}: no end of row within {len(buf)} bytes "
-                    "(an unterminated quoted field?)"
-                )
-            pending = buf
-            continue
-        block, pending = buf[: cut + 1], buf[cut + 1 :]
-        newlines = block.count(b"\n")
-        yield block, line, newlines
-        line += newlines
+            raise DataError(f"{self.path}: cannot read: {_one_line(exc)}") from None
+        if data:
+            self._scan(data)
+        else:
+            self.eof = True
+        return data
+
+    def _scan(self, data: bytes) -> None:
+        a = np.frombuffer(data, dtype=np.uint8)
+        if self.blank and data.strip():
+            self.blank = False
+        newlines = np.flatnonzero(a == 10)
+        quotes = a == 34
+        if self.quoted or quotes.any():
+            parity = (np.cumsum(quotes)[newlines] + self.quoted) & 1
+            ends = newlines[parity == 0]
+            self.quoted = bool((int(quotes.sum()) + self.quoted) & 1)
+        else:
+            ends = newlines
+        # Candidate record starts: the byte after each record end (and the first byte
+        # if a record was pending); a start on a newline or CR is a blank line.
+        lines = self.line + np.searchsorted(newlines, ends) + 1
+        positions = ends + 1
+        starts = []
+        if self.pending is not None and a[0] not in (10, 13):
+            starts.append(np.array([self.pending], dtype=np.int64))
+        keep = positions < len(a)
+        inside = positions[keep]
+        real = (a[inside] != 10) & (a[inside] != 13)
+        starts.append(lines[keep][real].astype(np.int64))
+        self.parts += [s for s in starts if s.size]
+        if self.parts and self.parts[-1].size:
+            self.last_start = int(self.parts[-1][-1])
+        if len(ends) and ends[-1] == len(a) - 1:
+            self.pending = int(lines[-1])
+        elif len(ends) or (self.pending is not None and a[0] not in (10, 13)):
+            self.pending = None
+        self.line += len(newlines)
+
+    def _joined(self) -> np.ndarray:
+        if len(self.parts) != 1:
+            self.parts = [np.concatenate(self.parts or [np.empty(0, dtype=np.int64)])]
+        return self.parts[0]
+
+    def at(self, records: np.ndarray) -> np.ndarray:
+        """The first line of each record (record 0 is the header), ``(n,)`` int64."""
+        return self._joined()[np.asarray(records, dtype=np.int64) - self.base]
+
+    def forget(self, before: int) -> None:
+        """Drop the lines of records before ``before``: memory stays one block's worth."""
+        joined = self._joined()
+        cut = min(max(0, before - self.base), joined.size)
+        self.parts = [joined[cut:]]
+        self.base += cut
+
+    def close(self) -> None:
+        self.closed = True
+        self.raw.close()
 
 
-def _decode(path: Path, block: bytes, line: int) -> str:
-    try:
-        return block.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad_line = line + block.count(b"\n", 0, exc.start)
-        raise DataError(
-            f"{path}: line {bad_line}: not UTF-8 text (byte {block[exc.start : exc.start + 1]!r}); "
-            "save the file as UTF-8"
-        ) from None
+def _csv_reader(
+    path: Path, block_bytes: int, **convert: Any
+) -> tuple[Any, _LineCounter, list[tuple[int, int, str]], int]:
+    """``pyarrow.csv.open_csv`` over a :class:`_LineCounter`, malformed rows set aside.
 
+    Returns the reader, its line counter, the list the malformed rows go to (as
+    ``(record number, fields, text)``) and the block size that held the header.
 
-def _looks_numeric(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
+    Raises:
+        DataError: an empty file, or a record longer than the largest block.
+    """
+    pa = _require_pyarrow(f"reading {path}")
+    import pyarrow.csv as pacsv
 
+    malformed: list[tuple[int, int, str]] = []
 
-# --- CSV --------------------------------------------------------------------------------
+    def set_aside(row: Any) -> str:
+        malformed.append((int(row.number), int(row.actual_columns), str(row.text)))
+        return "skip"
+
+    size = block_bytes
+    while True:
+        counter = _LineCounter(path)
+        try:
+            reader = pacsv.open_csv(
+                pa.PythonFile(counter, mode="r"),
+                read_options=pacsv.ReadOptions(use_threads=False, block_size=size),
+                parse_options=pacsv.ParseOptions(
+                    newlines_in_values=True, invalid_row_handler=set_aside
+                ),
+                convert_options=pacsv.ConvertOptions(**convert),
+            )
+            return reader, counter, malformed, size
+        except pa.ArrowInvalid as exc:
+            counter.close()
+            if counter.blank:
+                raise DataError(f"{path}: empty file (no header row)") from None
+            if "UTF8" in str(exc):
+                raise _utf8_error(path) from None
+            if counter.eof and counter.line == 1:  # pyarrow wants a newline after the header
+                raise DataError(f"{path}: header only, no data rows") from None
+            if (
+                counter.eof
+                or size >= _MAX_BLOCK_BYTES
+                or not any(text in str(exc) for text in ("Empty CSV file", "straddl"))
+            ):
+                raise _csv_error(path, exc, counter) from None
+            size = min(4 * size, _MAX_BLOCK_BYTES)  # the header or first row outgrew a block
+            malformed.clear()
 
 
 class CsvReader(InputReader):
@@ -608,212 +710,201 @@ class CsvReader(InputReader):
 
     def __init__(self, path: Path, *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> None:
         super().__init__(path)
-        self.block_bytes = int(block_bytes)
-        with contextlib.closing(_open_binary(path)) as handle:
-            blocks = _text_blocks(path, handle, self.block_bytes, quotes=True, first_line=1)
-            first = next(blocks, None)
-            if first is None or not first[0].strip():
-                raise DataError(f"{path}: empty file (no header row)")
-            text = first[0]
-            # The header is the first record; what follows it starts at header_bytes.
-            header_text, self._header_bytes = _first_record(path, text)
-            sample_text = _decode(path, _head(text[self._header_bytes :]), 2)
-            if not sample_text.strip():
-                # The first block may end right after the header: look one block further.
-                nxt = next(blocks, None)
-                if nxt is not None:
-                    sample_text = _decode(path, _head(nxt[0]), nxt[1])
-        header = next(csv.reader([header_text]), [])
-        if header and header[0].startswith("\ufeff"):
-            header[0] = header[0][1:]  # the byte-order mark spreadsheet programs write
-        header = [name.strip() for name in header]
-        if not header or header == [""]:
+        pa = _require_pyarrow(f"reading {path}")
+        reader, counter, malformed, self._block_bytes = _csv_reader(path, int(block_bytes))
+        try:
+            first = next(iter(reader), None)
+        except pa.ArrowInvalid as exc:
+            raise _csv_error(path, exc, counter) from None
+        finally:
+            counter.close()
+        self._raw_names = [str(n) for n in reader.schema.names]
+        header = [name.strip() for name in self._raw_names]
+        if header == [""]:
             raise DataError(f"{path}: line 1 is empty; expected a header row of column names")
         seen: set[str] = set()
         for name in header:
             if name in seen:
                 raise DataError(f"{path}: column name {name!r} appears twice in the header")
             seen.add(name)
-        rows = (row for row in csv.reader(io.StringIO(sample_text)) if row)
-        sample = list(itertools.islice(rows, _NUMERIC_SAMPLE_ROWS))
-        if not sample:
+        if (first is None or first.num_rows == 0) and not malformed:
             raise DataError(f"{path}: header only, no data rows")
         self.columns = header
         self.num_columns = len(header)
-        self._header_lines = header_text.count("\n") + 1
-        sample = [row for row in sample if len(row) == len(header)]
-        numeric = []
-        for j, name in enumerate(header):
-            cells = [row[j].strip() for row in sample if row[j].strip()]
-            if cells and all(_looks_numeric(c) for c in cells):
-                numeric.append(name)
-        self.numeric_columns = numeric
+        self.numeric_columns = [
+            name
+            for name, kind in zip(header, reader.schema.types, strict=True)
+            if pa.types.is_integer(kind) or pa.types.is_floating(kind)
+        ]
 
     def batches(
-        self, *, features: Sequence[str], carry: Sequence[str], batch_rows: int
+        self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
     ) -> Iterator[InputBatch]:
+        import pyarrow as pa
+
         assert self.columns is not None
         wanted = list(dict.fromkeys([*features, *carry]))
-        text_columns = set(carry)
-        use_arrow = _arrow_available()
+        raw = dict(zip(self.columns, self._raw_names, strict=True))
+        # Every wanted column as text: score parses the numbers and names bad cells.
+        reader, counter, malformed, _ = _csv_reader(
+            self.path,
+            self._block_bytes,
+            include_columns=[raw[name] for name in wanted],
+            column_types={raw[name]: pa.string() for name in wanted},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        )
         row = 0
-        with contextlib.closing(_open_binary(self.path)) as handle:
-            try:
-                handle.read(self._header_bytes)
-            except _READ_ERRORS as exc:
-                raise _read_error(self.path, exc) from None
-            for block, line, newlines in _text_blocks(
-                self.path, handle, self.block_bytes, quotes=True, first_line=self._header_lines + 1
-            ):
-                table = (
-                    self._arrow_block(block, newlines, wanted, text_columns) if use_arrow else None
-                )
-                if table is not None:
-                    for start in range(0, table.num_rows, batch_rows):
-                        part = table.slice(start, batch_rows)
-                        n = part.num_rows
-                        yield InputBatch(
-                            source=self.name,
-                            columns={name: part.column(name) for name in wanted},
-                            rows=np.arange(row, row + n, dtype=np.int64),
-                            lines=np.arange(line + start, line + start + n, dtype=np.int64),
-                            location="line",
-                            header=True,
-                        )
-                        row += n
-                    continue
-                for batch in self._python_block(block, line, row, wanted, batch_rows):
-                    row += batch.num_rows + len(batch.malformed)
-                    yield batch
-
-    def _arrow_block(
-        self, block: bytes, newlines: int, wanted: list[str], text_columns: set[str]
-    ) -> Any:
-        """Parse a clean block with pyarrow; None when it needs the exact (stdlib) path."""
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-
-        assert self.columns is not None
-        types = {name: (pa.string() if name in text_columns else pa.float64()) for name in wanted}
+        pending: list[tuple[int, int, str]] = []  # malformed rows not yet handed out
         try:
-            table = pacsv.read_csv(
-                pa.py_buffer(block),
-                read_options=pacsv.ReadOptions(column_names=self.columns, use_threads=True),
-                parse_options=pacsv.ParseOptions(newlines_in_values=False),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=wanted,
-                    column_types=types,
-                    null_values=[],
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return None
-        lines = newlines + (0 if block.endswith(b"\n") else 1)
-        # One row per line is what makes line numbers exact; blank lines or quoted
-        # newlines break it, and the stdlib path counts those itself.
-        if table.num_rows != lines:
-            return None
-        return table
+            while True:
+                try:
+                    table = reader.read_next_batch()
+                except StopIteration:
+                    table = None
+                except pa.ArrowInvalid as exc:
+                    raise _csv_error(self.path, exc, counter) from None
+                pending = sorted(pending + malformed)
+                malformed.clear()
+                # A malformed row before this batch's last row belongs to it
+                # (record number k is data row k - 2: 1-based, after the header).
+                stop = row + (0 if table is None else table.num_rows)
+                taken = 0
+                while taken < len(pending) and (table is None or pending[taken][0] - 2 < stop):
+                    stop += 1
+                    taken += 1
+                mine, pending = pending[:taken], pending[taken:]
+                yield from self._split(table, row, stop, mine, wanted, counter, batch_rows)
+                row = stop
+                counter.forget(row + 1)
+                if table is None:
+                    break
+        finally:
+            counter.close()
+        if counter.quoted:
+            raise _unclosed(self.path, counter)
 
-    def _python_block(
-        self, block: bytes, line: int, row: int, wanted: list[str], batch_rows: int
+    def _split(
+        self,
+        table: Any,
+        start: int,
+        stop: int,
+        bad: list[tuple[int, int, str]],
+        wanted: list[str],
+        counter: _LineCounter,
+        batch_rows: int,
     ) -> Iterator[InputBatch]:
-        """Split a block with the stdlib csv module; every row's line is known exactly."""
+        """Data rows ``start:stop`` (``bad`` among them) in chunks of ``batch_rows`` rows."""
         assert self.columns is not None
         width = len(self.columns)
-        index = [self.columns.index(name) for name in wanted]
-        text = _decode(self.path, block, line)
-        reader = csv.reader(io.StringIO(text))
-        physical: list[str] | None = None  # the block's lines, split only if a row is malformed
-        cells: list[list[str]] = []
-        rows: list[int] = []
-        lines: list[int] = []
-        malformed: list[RejectedRow] = []
-        last_line = 0
-        count = 0  # rows in the chunk being built, malformed included
-        try:
-            for fields in reader:
-                first_line = line + last_line  # the record's first line
-                last_line = reader.line_num
-                if not fields:
-                    continue  # a blank line is no row
-                if len(fields) != width:
-                    if physical is None:
-                        physical = text.split("\n")
-                    raw = "\n".join(physical[first_line - line : last_line]).rstrip("\r")
-                    malformed.append(
-                        RejectedRow(
-                            row=row,
-                            line=first_line,
-                            column=None,
-                            reason=f"has {len(fields)} fields, the header has {width}",
-                            raw=raw,
-                        )
-                    )
-                else:
-                    cells.append([fields[j] for j in index])
-                    rows.append(row)
-                    lines.append(first_line)
-                row += 1
-                count += 1
-                if count == batch_rows:
-                    yield self._python_batch(wanted, cells, rows, lines, malformed)
-                    cells, rows, lines, malformed, count = [], [], [], [], 0
-        except csv.Error as exc:
-            raise DataError(f"{self.path}: line {line + reader.line_num - 1}: {exc}") from None
-        if count:
-            yield self._python_batch(wanted, cells, rows, lines, malformed)
+        numbers = np.array([number for number, _, _ in bad], dtype=np.int64)
+        rows = np.setdiff1d(np.arange(start, stop, dtype=np.int64), numbers - 2)
+        bad_lines = counter.at(numbers - 1).tolist()
+        rejected = [
+            RejectedRow(
+                number - 2, line, None, f"has {fields} fields, the header has {width}", text
+            )
+            for (number, fields, text), line in zip(bad, bad_lines, strict=True)
+        ]
+        raw = dict(zip(self.columns, self._raw_names, strict=True))
+        n = len(rows)
+        bounds = list(range(0, n, batch_rows)) or [0]
+        for k, begin in enumerate(bounds):
+            end = min(n, begin + batch_rows)
+            last = k == len(bounds) - 1
+            mine = [r for r in rejected if last or int(r.row or 0) < rows[end - 1]]
+            rejected = rejected[len(mine) :]  # in row order: what is handed out is a prefix
+            if end == begin and not mine:
+                return
+            chunk = rows[begin:end]
+            part = table.slice(begin, end - begin) if table is not None else None
+            yield InputBatch(
+                source=self.name,
+                columns={
+                    name: part.column(raw[name]) if part is not None else _empty_text()
+                    for name in wanted
+                },
+                rows=chunk,
+                lines=counter.at(chunk + 1),
+                malformed=mine,
+                location="line",
+                header=True,
+            )
 
-    def _python_batch(
-        self,
-        wanted: list[str],
-        cells: list[list[str]],
-        rows: list[int],
-        lines: list[int],
-        malformed: list[RejectedRow],
-    ) -> InputBatch:
-        columns: dict[str, Any] = {}
-        for j, name in enumerate(wanted):
-            column = np.empty(len(cells), dtype=object)
-            column[:] = [r[j] for r in cells]
-            columns[name] = column
-        return InputBatch(
-            source=self.name,
-            columns=columns,
-            rows=np.asarray(rows, dtype=np.int64),
-            lines=np.asarray(lines, dtype=np.int64),
-            malformed=malformed,
-            location="line",
-            header=True,
+
+def _empty_text() -> Any:
+    import pyarrow as pa
+
+    return pa.array([], type=pa.string())
+
+
+def _csv_error(path: Path, exc: BaseException, counter: _LineCounter) -> DataError:
+    """A pyarrow CSV error as a located DataError."""
+    text = _one_line(exc)
+    if "UTF8" in text or "UTF-8" in text:
+        return _utf8_error(path)
+    if counter.eof and counter.quoted:
+        return _unclosed(path, counter)
+    if "straddling" in text or "block" in text:
+        return DataError(
+            f"{path}: line {counter.last_start}: a row longer than the read block "
+            "(an unterminated quoted field?)"
         )
+    return DataError(f"{path}: cannot read: {text}")
 
 
-def _head(block: bytes) -> bytes:
-    """The first :data:`_SAMPLE_BYTES` of a block, cut after a newline (a sample)."""
-    if len(block) <= _SAMPLE_BYTES:
-        return block
-    cut = block.rfind(b"\n", 0, _SAMPLE_BYTES)
-    return block[: cut + 1] if cut >= 0 else block[:_SAMPLE_BYTES]
+def _unclosed(path: Path, counter: _LineCounter) -> DataError:
+    return DataError(
+        f"{path}: line {counter.last_start}: a quoted field is never closed (no end of row "
+        "before the end of the file)"
+    )
 
 
-def _first_record(path: Path, block: bytes) -> tuple[str, int]:
-    """The header record's text and the byte offset where the data starts."""
-    cut = -1
-    while True:
-        cut = block.find(b"\n", cut + 1)
-        if cut < 0:
-            end = len(block)
-            break
-        if block.count(b'"', 0, cut) % 2 == 0:
-            end = cut + 1
-            break
-    header = _decode(path, block[:end], 1)
-    return header.rstrip("\r\n"), end
+def _utf8_error(path: Path) -> DataError:
+    """Where the first byte that is not UTF-8 is, as a DataError."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with contextlib.closing(_open_binary(path)) as handle:
+        while block := handle.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                start = max(0, exc.start - len(decoder.getstate()[0]))
+                line += block.count(b"\n", 0, start)
+                return DataError(
+                    f"{path}: line {line}: not UTF-8 text (byte {block[start : start + 1]!r}); "
+                    "save the file as UTF-8"
+                )
+            line += block.count(b"\n")
+    return DataError(f"{path}: not UTF-8 text; save the file as UTF-8")
 
 
 # --- JSONL ------------------------------------------------------------------------------
+
+
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of every non-blank line."""
+    with contextlib.closing(_open_binary(path)) as handle:
+        number = 0
+        while True:
+            try:
+                raw = handle.readline()
+            except _READ_ERRORS as exc:
+                raise DataError(f"{path}: cannot read: {_one_line(exc)}") from None
+            if not raw:
+                return
+            number += 1
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}: line {number}: not UTF-8 text (byte "
+                    f"{raw[exc.start : exc.start + 1]!r}); save the file as UTF-8"
+                ) from None
+            if text.strip():
+                yield number, text
 
 
 class JsonlReader(InputReader):
@@ -821,35 +912,22 @@ class JsonlReader(InputReader):
 
     format = "jsonl"
 
-    def __init__(self, path: Path, *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> None:
+    def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.block_bytes = int(block_bytes)
-        first: dict[str, Any] | None = None
-        with contextlib.closing(_open_binary(path)) as handle:
-            for block, line, _ in _text_blocks(
-                path, handle, self.block_bytes, quotes=False, first_line=1
-            ):
-                text = _decode(path, block, line)
-                for offset, raw in enumerate(text.split("\n")):
-                    if not raw.strip():
-                        continue
-                    try:
-                        value = json.loads(raw)
-                    except ValueError as exc:
-                        raise DataError(
-                            f"{path}: line {line + offset}: invalid JSON ({exc}); the first "
-                            "record names the columns"
-                        ) from None
-                    if not isinstance(value, dict):
-                        raise DataError(
-                            f"{path}: line {line + offset}: not a JSON object "
-                            f"(found {type(value).__name__}); each line must be one object"
-                        )
-                    first = value
-                    break
-                if first is not None:
-                    break
-        if first is None:
+        for line, text in _jsonl_lines(path):
+            try:
+                first = json.loads(text)
+            except ValueError as exc:
+                raise DataError(
+                    f"{path}: line {line}: invalid JSON ({exc}); the first record names the columns"
+                ) from None
+            if not isinstance(first, dict):
+                raise DataError(
+                    f"{path}: line {line}: not a JSON object (found {type(first).__name__}); "
+                    "each line must be one object"
+                )
+            break
+        else:
             raise DataError(f"{path}: empty file (no JSON records)")
         self.columns = [str(key) for key in first]
         self.num_columns = len(self.columns)
@@ -860,80 +938,55 @@ class JsonlReader(InputReader):
         ]
 
     def batches(
-        self, *, features: Sequence[str], carry: Sequence[str], batch_rows: int
+        self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
     ) -> Iterator[InputBatch]:
         wanted = list(dict.fromkeys([*features, *carry]))
         carried = set(carry)
-        row = 0
-        state = _JsonlChunk(wanted)
-        with contextlib.closing(_open_binary(self.path)) as handle:
-            for block, line, _ in _text_blocks(
-                self.path, handle, self.block_bytes, quotes=False, first_line=1
-            ):
-                text = _decode(self.path, block, line)
-                for offset, raw in enumerate(text.split("\n")):
-                    if not raw.strip():
-                        continue
-                    state.add(raw.rstrip("\r"), row, line + offset)
-                    row += 1
-                    if state.count == batch_rows:
-                        yield state.batch(self.name, carried)
-                        state = _JsonlChunk(wanted)
-        if state.count:
-            yield state.batch(self.name, carried)
+        chunk: list[tuple[int, int, str]] = []
+        for row, (line, text) in enumerate(_jsonl_lines(self.path)):
+            chunk.append((row, line, text))
+            if len(chunk) == batch_rows:
+                yield self._batch(chunk, wanted, carried)
+                chunk = []
+        if chunk:
+            yield self._batch(chunk, wanted, carried)
 
-
-class _JsonlChunk:
-    """Rows of one JSONL chunk as they are parsed."""
-
-    def __init__(self, wanted: list[str]) -> None:
-        self.wanted = wanted
-        self.values: list[list[Any]] = []
-        self.rows: list[int] = []
-        self.lines: list[int] = []
-        self.malformed: list[RejectedRow] = []
-        self.count = 0
-
-    def add(self, raw: str, row: int, line: int) -> None:
-        self.count += 1
-        try:
-            record = json.loads(raw)
-        except ValueError as exc:
-            self._reject(raw, row, line, None, f"invalid JSON ({exc})")
-            return
-        if not isinstance(record, dict):
-            self._reject(raw, row, line, None, f"not a JSON object (found {type(record).__name__})")
-            return
-        missing = [name for name in self.wanted if name not in record]
-        if missing:
-            self._reject(raw, row, line, missing[0], f"missing column {missing[0]!r}")
-            return
-        self.values.append([record[name] for name in self.wanted])
-        self.rows.append(row)
-        self.lines.append(line)
-
-    def _reject(self, raw: str, row: int, line: int, column: str | None, reason: str) -> None:
-        self.malformed.append(
-            RejectedRow(row=row, line=line, column=column, reason=reason, raw=raw)
-        )
-
-    def batch(self, source: str, carried: set[str]) -> InputBatch:
-        columns: dict[str, Any] = {}
-        for j, name in enumerate(self.wanted):
-            column = np.empty(len(self.values), dtype=object)
-            if name in carried:
-                # Carried JSONL values are written as text: one type per output column
-                # whatever each record holds (numbers keep their JSON spelling).
-                column[:] = [_json_text(v[j]) for v in self.values]
+    def _batch(
+        self, chunk: list[tuple[int, int, str]], wanted: list[str], carried: set[str]
+    ) -> InputBatch:
+        values: list[list[Any]] = []
+        rows, lines, malformed = [], [], []
+        for row, line, text in chunk:
+            reason, column = None, None
+            try:
+                record = json.loads(text)
+            except ValueError as exc:
+                reason = f"invalid JSON ({exc})"
             else:
-                column[:] = [v[j] for v in self.values]
-            columns[name] = column
+                if not isinstance(record, dict):
+                    reason = f"not a JSON object (found {type(record).__name__})"
+                else:
+                    column = next((name for name in wanted if name not in record), None)
+                    if column is not None:
+                        reason = f"missing column {column!r}"
+            if reason is not None:
+                malformed.append(RejectedRow(row, line, column, reason, text))
+                continue
+            # Carried values are written as text: one type per output column whatever
+            # each record holds (numbers keep their JSON spelling).
+            values.append([_json_text(record[n]) if n in carried else record[n] for n in wanted])
+            rows.append(row)
+            lines.append(line)
+        columns = {}
+        for j, name in enumerate(wanted):
+            columns[name] = np.empty(len(values), dtype=object)
+            columns[name][:] = [v[j] for v in values]
         return InputBatch(
-            source=source,
+            source=self.name,
             columns=columns,
-            rows=np.asarray(self.rows, dtype=np.int64),
-            lines=np.asarray(self.lines, dtype=np.int64),
-            malformed=self.malformed,
+            rows=np.asarray(rows, dtype=np.int64),
+            lines=np.asarray(lines, dtype=np.int64),
+            malformed=malformed,
             location="line",
         )
 
@@ -973,38 +1026,35 @@ class ParquetReader(InputReader):
             files = [path]
         self.files = files
         self._row_counts: list[int] = []
-        schema_names: list[str] | None = None
-        numeric: list[str] = []
         for file in files:
             if file.stat().st_size == 0:
                 raise DataError(f"{file}: empty file (not Parquet)")
             try:
-                meta = pq.ParquetFile(file)
+                meta = pq.read_metadata(file)
+                if self.columns is None:
+                    schema = meta.schema.to_arrow_schema()
+                    self.columns = [str(n) for n in schema.names]
+                    self.numeric_columns = [
+                        str(f.name)
+                        for f in schema
+                        if pa.types.is_integer(f.type)
+                        or pa.types.is_floating(f.type)
+                        or pa.types.is_decimal(f.type)
+                    ]
             except (pa.ArrowException, OSError) as exc:
-                raise DataError(
-                    f"{file}: not a readable Parquet file: {' '.join(str(exc).split())}"
-                ) from None
-            try:
-                schema = meta.schema_arrow
-                if schema_names is None:
-                    schema_names = [str(n) for n in schema.names]
-                    numeric = [str(f.name) for f in schema if _is_numeric_arrow(pa, f.type)]
-                self._row_counts.append(int(meta.metadata.num_rows))
-            finally:
-                meta.close()
-        assert schema_names is not None
-        if len(set(schema_names)) != len(schema_names):
-            twice = next(c for c in schema_names if schema_names.count(c) > 1)
+                raise DataError(f"{file}: not a readable Parquet file: {_one_line(exc)}") from None
+            self._row_counts.append(int(meta.num_rows))
+        names = self.columns or []
+        if len(set(names)) != len(names):
+            twice = next(c for c in names if names.count(c) > 1)
             raise DataError(f"{files[0]}: column name {twice!r} appears twice")
-        self.columns = schema_names
-        self.numeric_columns = numeric
-        self.num_columns = len(schema_names)
+        self.num_columns = len(names)
         self.total_rows = sum(self._row_counts)
         if self.total_rows == 0:
-            raise DataError(f"{path}: no data rows (columns: {', '.join(map(repr, schema_names))})")
+            raise DataError(f"{path}: no data rows (columns: {', '.join(map(repr, names))})")
 
     def batches(
-        self, *, features: Sequence[str], carry: Sequence[str], batch_rows: int
+        self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
     ) -> Iterator[InputBatch]:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -1014,41 +1064,27 @@ class ParquetReader(InputReader):
             if count == 0:
                 continue
             try:
-                parquet = pq.ParquetFile(file)
+                with pq.ParquetFile(file) as parquet:
+                    missing = [n for n in wanted if n not in parquet.schema_arrow.names]
+                    if missing:
+                        raise DataError(
+                            f"{file}: missing columns {', '.join(map(repr, missing))} "
+                            f"(present in {self.files[0].name})"
+                        )
+                    row = 0
+                    for part in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
+                        n = part.num_rows
+                        yield InputBatch(
+                            source=str(file),
+                            columns={name: part.column(name) for name in wanted},
+                            rows=np.arange(row, row + n, dtype=np.int64),
+                            location="row",
+                        )
+                        row += n
             except (pa.ArrowException, OSError) as exc:
                 raise DataError(
-                    f"{file}: not a readable Parquet file: {' '.join(str(exc).split())}"
+                    f"{file}: cannot read (corrupt Parquet?): {_one_line(exc)}"
                 ) from None
-            try:
-                names = set(parquet.schema_arrow.names)
-                missing = [name for name in wanted if name not in names]
-                if missing:
-                    raise DataError(
-                        f"{file}: missing columns {', '.join(map(repr, missing))} "
-                        f"(present in {self.files[0].name})"
-                    )
-                row = 0
-                for record_batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
-                    n = record_batch.num_rows
-                    yield InputBatch(
-                        source=str(file),
-                        columns={name: record_batch.column(name) for name in wanted},
-                        rows=np.arange(row, row + n, dtype=np.int64),
-                        location="row",
-                    )
-                    row += n
-            except (pa.ArrowException, OSError) as exc:
-                raise DataError(
-                    f"{file}: cannot read (corrupt Parquet?): {' '.join(str(exc).split())}"
-                ) from None
-            finally:
-                parquet.close()
-
-
-def _is_numeric_arrow(pa: Any, kind: Any) -> bool:
-    return bool(
-        pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -1060,8 +1096,8 @@ def _is_numeric_arrow(pa: Any, kind: Any) -> bool:
 class CategoricalColumn:
     """A text column drawn from a few names, held as codes (e.g. the predicted class name).
 
-    Writers turn it into text without building one Python string per row; call
-    :meth:`to_numpy` for an ordinary object array.
+    Written as an Arrow dictionary column: no string per row. Call :meth:`to_numpy`
+    for an ordinary object array.
 
     Attributes:
         codes: ``(n,)`` integer indices into ``categories``.
@@ -1092,366 +1128,190 @@ def columns_to_numpy(columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-class _TableWriter(ABC):
-    """Writes batches of columns (name -> ``(n,)`` array) to an open path."""
+def _arrow_table(columns: Mapping[str, Any], types: Mapping[str, str]) -> Any:
+    """The columns as a pyarrow Table (categorical columns as dictionary arrays).
 
-    def __init__(self, path: Path, compress: bool, types: Mapping[str, str]) -> None:
-        self.path = path
-        self.compress = compress
-        self.types = dict(types)  # column -> arrow type name, for columns of Python objects
-
-    @abstractmethod
-    def write(self, columns: Mapping[str, Any]) -> None:
-        """Append rows (every column the same length; the same names every time)."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Flush and close the file."""
-
-
-def _to_arrow(values: Any, type_name: str | None = None) -> tuple[Any, bool]:
-    """One column as a pyarrow Array, and whether it may hold nulls.
-
-    Numeric numpy arrays and categorical columns never hold nulls; declaring them
-    non-nullable spares the Parquet writer its definition levels (a quarter of the
-    time it spends on float columns).
+    Numeric numpy columns are declared non-nullable: that spares the Parquet writer
+    its definition levels.
     """
-    import pyarrow as pa
-
-    if isinstance(values, CategoricalColumn):
-        # Codes and names as they are: no string per row, and Parquet stores the
-        # dictionary directly instead of hashing every value to rebuild it.
-        codes = pa.array(np.asarray(values.codes, dtype=np.int32))
-        names = pa.array(list(values.categories), type=pa.string())
-        return pa.DictionaryArray.from_arrays(codes, names), False
-    if isinstance(values, pa.ChunkedArray):
-        return (values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)), True
-    if isinstance(values, pa.Array):
-        return values, True
-    kind = pa.type_for_alias(type_name) if type_name else None
-    if isinstance(values, np.ndarray) and values.dtype == object:
-        # Directly from the object array: no intermediate list of Python objects.
-        return pa.array(values, type=kind, from_pandas=False), True
-    return pa.array(values, type=kind), False
-
-
-def _arrow_table(columns: Mapping[str, Any], schema: Any, types: Mapping[str, str]) -> Any:
     import pyarrow as pa
 
     arrays, fields = [], []
     for name, values in columns.items():
-        array, nullable = _to_arrow(values, types.get(name))
+        nullable = True
+        if isinstance(values, CategoricalColumn):
+            array = pa.DictionaryArray.from_arrays(
+                pa.array(np.asarray(values.codes, dtype=np.int32)),
+                pa.array(list(values.categories), type=pa.string()),
+            )
+            nullable = False
+        elif isinstance(values, pa.ChunkedArray):
+            array = values.combine_chunks()
+        elif isinstance(values, pa.Array):
+            array = values
+        else:
+            kind = pa.type_for_alias(types[name]) if name in types else None
+            array = pa.array(values, type=kind, from_pandas=False)
+            nullable = values.dtype == object
+        if pa.types.is_null(array.type):  # an empty or all-null first chunk
+            array = array.cast(pa.string())
         arrays.append(array)
         fields.append(pa.field(name, array.type, nullable=nullable))
-    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-    if schema is not None and not table.schema.equals(schema):
-        try:
-            table = table.cast(schema)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-            raise DataError(
-                f"output columns change type between chunks ({schema} then {table.schema}): {exc}"
-            ) from None
-    return table
-
-
-def _widen_nulls(schema: Any) -> Any:
-    """A schema where columns of null type (an empty first chunk) become strings."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            pa.field(f.name, pa.string(), nullable=True) if pa.types.is_null(f.type) else f
-            for f in schema
-        ]
-    )
-
-
-def _parquet_writer(path: Path, schema: Any) -> Any:
-    """A ParquetWriter that dictionary-encodes text columns and compresses non-floats.
-
-    pyarrow tries a dictionary for every column by default; on float columns of
-    distinct values (probabilities) it builds one, overflows and falls back, which
-    made writing several times slower than the inference it records. Snappy does not
-    shrink such floats at all (1M rows x 10 probabilities: 39.4 MB either way) and
-    costs a fifth of their write time, so float columns are stored uncompressed.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    text = [
-        f.name
-        for f in schema
-        if pa.types.is_string(f.type)
-        or pa.types.is_large_string(f.type)
-        or pa.types.is_dictionary(f.type)
-    ]
-    compression = {f.name: "none" if pa.types.is_floating(f.type) else "snappy" for f in schema}
-    return pq.ParquetWriter(str(path), schema, compression=compression, use_dictionary=text)
-
-
-class _ParquetWriter(_TableWriter):
-    def __init__(self, path: Path, compress: bool, types: Mapping[str, str]) -> None:
-        super().__init__(path, compress, types)
-        _require_pyarrow("writing Parquet")
-        self._writer: Any = None
-        self._pending: Any = None  # an empty first chunk, kept for its schema
-
-    def write(self, columns: Mapping[str, Any]) -> None:
-
-        table = _arrow_table(columns, self._writer.schema if self._writer else None, self.types)
-        if self._writer is None:
-            if table.num_rows == 0:
-                self._pending = table
-                return
-            schema = _widen_nulls(table.schema)
-            table = table.cast(schema)
-            self._writer = _parquet_writer(self.path, schema)
-        if table.num_rows:
-            self._writer.write_table(table)
-
-    def close(self) -> None:
-
-        if self._writer is None:
-            if self._pending is None:
-                return
-            # No rows at all: still a valid Parquet file with the columns.
-            schema = _widen_nulls(self._pending.schema)
-            self._writer = _parquet_writer(self.path, schema)
-            self._writer.write_table(self._pending.cast(schema))
-        self._writer.close()
-
-
-class _CsvWriter(_TableWriter):
-    """CSV with a header; pyarrow's writer when available, else the stdlib's."""
-
-    def __init__(self, path: Path, compress: bool, types: Mapping[str, str]) -> None:
-        super().__init__(path, compress, types)
-        self._arrow = _arrow_available()
-        self._writer: Any = None
-        self._sink: Any = None
-        self._schema: Any = None
-        self._header_pending: list[str] | None = None
-
-    def write(self, columns: Mapping[str, Any]) -> None:
-        if self._arrow:
-            self._write_arrow(columns)
-        else:
-            self._write_python(columns)
-
-    def _write_arrow(self, columns: Mapping[str, Any]) -> None:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-
-        table = _arrow_table(columns, self._schema, self.types)
-        if self._writer is None:
-            if table.num_rows == 0:
-                self._header_pending = list(columns)  # written at close if no rows come
-                return
-            self._schema = _widen_nulls(table.schema)
-            table = table.cast(self._schema)
-            if self.compress:
-                self._sink = pa.CompressedOutputStream(str(self.path), "gzip")
-            else:
-                self._sink = pa.OSFile(str(self.path), "wb")
-            self._writer = pacsv.CSVWriter(
-                self._sink, self._schema, write_options=pacsv.WriteOptions(quoting_style="needed")
-            )
-        if table.num_rows:
-            self._writer.write_table(table)
-
-    def _write_python(self, columns: Mapping[str, Any]) -> None:
-        if self._writer is None:
-            self._sink = (
-                gzip.open(self.path, "wt", encoding="utf-8", newline="")  # noqa: SIM115
-                if self.compress
-                else open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115
-            )
-            self._writer = csv.writer(self._sink, lineterminator="\n")
-            self._writer.writerow(list(columns))
-        texts = [_csv_texts(values) for values in columns.values()]
-        self._writer.writerows(zip(*texts, strict=True))
-
-    def close(self) -> None:
-        if self._arrow:
-            if self._writer is None and self._header_pending is not None:
-                self._write_header_only()
-                return
-            if self._writer is not None:
-                self._writer.close()
-                self._sink.close()
-            return
-        if self._sink is not None:
-            self._sink.close()
-
-    def _write_header_only(self) -> None:
-        assert self._header_pending is not None
-        opener = gzip.open if self.compress else open
-        with opener(self.path, "wt", encoding="utf-8", newline="") as sink:
-            csv.writer(sink, lineterminator="\n").writerow(self._header_pending)
-
-
-def _csv_texts(values: Any) -> list[str]:
-    """One column as CSV cell texts (floats in their shortest round-trip form)."""
-    if isinstance(values, CategoricalColumn):
-        return [values.categories[k] for k in values.codes.tolist()]
-    if not isinstance(values, np.ndarray) and hasattr(values, "to_pylist"):
-        values = np.array(values.to_pylist(), dtype=object)
-    array = np.asarray(values)
-    if array.dtype.kind == "f":
-        texts = array.astype(str)
-        bad = ~np.isfinite(array)
-        if bad.any():
-            texts[bad & np.isnan(array)] = ""
-        return texts.tolist()
-    if array.dtype.kind in "iub":
-        return array.astype(str).tolist()
-    return ["" if v is None else str(v) for v in array.tolist()]
-
-
-class _JsonlWriter(_TableWriter):
-    """One JSON object per line, keys in column order."""
-
-    def __init__(self, path: Path, compress: bool, types: Mapping[str, str]) -> None:
-        super().__init__(path, compress, types)
-        self._sink: Any = (
-            gzip.open(path, "wt", encoding="utf-8", newline="\n")  # noqa: SIM115
-            if compress
-            else open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
-        )
-
-    def write(self, columns: Mapping[str, Any]) -> None:
-        keys = [json.dumps(str(name), ensure_ascii=False) + ":" for name in columns]
-        encoded = [_json_texts(values) for values in columns.values()]
-        lines = [
-            "{" + ",".join(k + v for k, v in zip(keys, row, strict=True)) + "}\n"
-            for row in zip(*encoded, strict=True)
-        ]
-        self._sink.writelines(lines)
-
-    def close(self) -> None:
-        self._sink.close()
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def _json_texts(values: Any) -> list[str]:
-    """One column as JSON value texts (floats shortest; NaN / Inf as null)."""
+    """One column as JSON value texts (NaN / Inf as null)."""
     if isinstance(values, CategoricalColumn):
         names = [json.dumps(name, ensure_ascii=False) for name in values.categories]
         return [names[k] for k in values.codes.tolist()]
-    if not isinstance(values, np.ndarray):
-        values = values.to_pylist() if hasattr(values, "to_pylist") else list(values)
-        return [_json_value(v) for v in values]
-    if values.dtype.kind == "f":
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
         texts = values.astype(str)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            texts[bad] = "null"
-        return texts.tolist()
-    if values.dtype.kind in "iu":
-        return values.astype(str).tolist()
-    if values.dtype.kind == "b":
-        return ["true" if v else "false" for v in values.tolist()]
-    return [_json_value(v) for v in values.tolist()]
-
-
-def _json_value(value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "null"
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-_WRITERS: dict[str, type[_TableWriter]] = {
-    "csv": _CsvWriter,
-    "parquet": _ParquetWriter,
-    "jsonl": _JsonlWriter,
-}
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        if values.dtype.kind == "f":
+            texts[~np.isfinite(values)] = "null"
+        return list(texts.tolist())
+    items = values.tolist() if isinstance(values, np.ndarray) else values.to_pylist()
+    return [
+        "null"
+        if isinstance(v, float) and not math.isfinite(v)
+        else json.dumps(v, ensure_ascii=False, default=str)
+        for v in items
+    ]
 
 
 class AtomicOutput:
-    """An output table written under a temporary name and renamed into place.
+    """An output table (CSV, Parquet, JSONL) written to a temp file and moved into place.
 
-    The temporary file (``.<name>.<random>.tmp``) lives in the target's folder, so
-    the final :func:`os.replace` is a rename on one file system: readers of the
-    target see the old file or the complete new one, never a part.
-
-    Use as a context manager: leaving the block by an exception (KeyboardInterrupt
-    included) without :meth:`commit` removes the temporary file.
+    The temp file comes from the one atomic writer (:class:`onnxedge.runtime.atomic.Staged`):
+    beside the target, flushed before :meth:`commit`, which never replaces a file that
+    appeared meanwhile unless ``overwrite``. Use as a context manager: leaving the block
+    by an exception (KeyboardInterrupt, SIGTERM included) without :meth:`commit` removes
+    the temp file.
 
     Args:
         path: the target file.
-        fmt: ``csv``, ``parquet`` or ``jsonl``; ``csv`` is gzip-compressed when the
-            name ends in ``.gz``.
+        fmt: ``csv``, ``parquet`` or ``jsonl``; compressed when the name ends in ``.gz``.
         types: column -> pyarrow type alias (``int64``, ``string``, ...) for columns
             given as object arrays whose type cannot be inferred from an empty or
             all-null first chunk.
+        overwrite: whether an existing target may be replaced.
 
     Raises:
         DataError: the folder cannot be written.
-        MissingDependencyError: Parquet without pyarrow.
+        OutputExistsError: the target exists and ``overwrite`` is false.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], fmt: str, *, types: Mapping[str, str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        fmt: str,
+        *,
+        types: Mapping[str, str] | None = None,
+        overwrite: bool = True,
     ) -> None:
         self.path = Path(path)
-        if fmt not in _WRITERS:
+        if fmt not in OUTPUT_FORMATS:
             raise DataError(f"unknown output format {fmt!r}; known: {', '.join(OUTPUT_FORMATS)}")
-        self.format = fmt
-        folder = self.path.parent if str(self.path.parent) else Path(".")
-        try:
-            fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
-        except OSError as exc:
-            raise DataError(f"cannot write in {folder}: {exc.strerror or exc}") from None
-        os.close(fd)
-        self.temp_path = Path(temp)
+        if fmt != "jsonl":
+            _require_pyarrow(f"writing {self.path}")
+        self.format, self.types = fmt, dict(types or {})
+        self.compress = self.path.name.lower().endswith(".gz")
+        self._writer: Any = None
+        self._schema: Any = None
+        self._sink: Any = None
+        self._first: Any = None  # an empty first table, kept for its schema until rows come
+        self._staged = Staged(self.path, overwrite=overwrite, error=DataError)
+        self.temp_path = self._staged.path
         self._done = False
-        try:
-            compress = self.path.name.lower().endswith(".gz")
-            self._writer = _WRITERS[fmt](self.temp_path, compress, types or {})
-        except BaseException:
-            self.temp_path.unlink(missing_ok=True)
-            raise
 
     def write(self, columns: Mapping[str, Any]) -> None:
         """Append a batch of rows (name -> ``(n,)`` array; same names every call).
 
         Raises:
-            DataError: the file system refused the write (disk full, ...).
+            DataError: the file system refused the write (disk full, ...), or a column
+                changed type.
         """
         try:
-            self._writer.write(columns)
+            self._write(columns)
         except OSError as exc:
             raise self._write_error(exc) from None
 
+    def _write(self, columns: Mapping[str, Any]) -> None:
+        if self.format == "jsonl":
+            if self._sink is None:
+                opener: Any = gzip.open if self.compress else open
+                self._sink = opener(self.temp_path, "wt", encoding="utf-8", newline="\n")
+            keys = [json.dumps(str(name), ensure_ascii=False) + ":" for name in columns]
+            encoded = [_json_texts(values) for values in columns.values()]
+            self._sink.writelines(
+                "{" + ",".join(k + v for k, v in zip(keys, row, strict=True)) + "}\n"
+                for row in zip(*encoded, strict=True)
+            )
+            return
+        import pyarrow as pa
+
+        table = _arrow_table(columns, self.types)
+        if self._writer is None:
+            if table.num_rows == 0 and self._first is None:
+                self._first = table
+                return
+            self._open(table.schema)
+        elif not table.schema.equals(self._schema):
+            try:
+                table = table.cast(self._schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+                raise DataError(
+                    f"output columns change type between chunks ({self._schema} then "
+                    f"{table.schema}): {exc}"
+                ) from None
+        if table.num_rows:
+            self._writer.write_table(table)
+
+    def _open(self, schema: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        self._schema = schema
+        if self.format == "parquet":
+            # Dictionary-encode the text columns only: on float columns of distinct
+            # values (probabilities) the default dictionary overflows and falls back.
+            text = [f.name for f in schema if not pa.types.is_floating(f.type)]
+            self._writer = pq.ParquetWriter(str(self.temp_path), schema, use_dictionary=text)
+            return
+        compression = "gzip" if self.compress else None
+        self._sink = pa.output_stream(str(self.temp_path), compression=compression)
+        self._writer = pacsv.CSVWriter(
+            self._sink, schema, write_options=pacsv.WriteOptions(quoting_style="needed")
+        )
+
     def finish(self) -> None:
-        """Close the temporary file (everything written); :meth:`commit` renames it.
+        """Close the temporary file (everything written); :meth:`commit` moves it.
 
         Raises:
             DataError: the file system refused the last writes.
         """
         try:
-            self._writer.close()
+            if self._writer is None and self._first is not None:
+                self._open(self._first.schema)  # no rows at all: still the columns
+                self._writer.write_table(self._first)  # type: ignore[attr-defined]
+            if self._writer is not None:
+                self._writer.close()
+            if self._sink is not None:
+                self._sink.close()
+            elif self.format == "jsonl" and self.compress:
+                self.temp_path.write_bytes(gzip.compress(b""))
         except OSError as exc:
             raise self._write_error(exc) from None
 
     def commit(self) -> Path:
-        """Move the finished file over the target; returns the target path.
+        """Move the finished file to the target; returns the target path.
 
         Raises:
-            DataError: the rename failed.
+            OutputExistsError: the target appeared meanwhile and overwriting was not asked.
+            DataError: the move failed.
         """
-        # mkstemp makes 0600: keep the old file's rights, or give the usual ones.
-        mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o666 & ~_umask()
-        try:
-            os.chmod(self.temp_path, mode)
-            os.replace(self.temp_path, self.path)
-        except OSError as exc:
-            raise self._write_error(exc) from None
+        self._staged.commit()
         self._done = True
         return self.path
 
@@ -1465,8 +1325,8 @@ class AtomicOutput:
             return
         self._done = True
         with contextlib.suppress(Exception):
-            self._writer.close()
-        self.temp_path.unlink(missing_ok=True)
+            self.finish()
+        self._staged.discard()
 
     def __enter__(self) -> AtomicOutput:
         return self

@@ -20,7 +20,7 @@ class names) and one ``prob_<class name>`` float32 column per class (names made 
 runs of characters other than letters, digits and ``_`` become ``_``), unless
 probabilities are turned off.
 
-Speed: the output is written by a background thread (:class:`_WriteBehind`) while the
+Speed: the output is written by a worker thread (a ``ThreadPoolExecutor``) while the
 next chunk is read and scored, and the Predictor is built without spinning workers so
 that thread gets the cores between runs (``benchmarks/bench_score.py`` measures it).
 
@@ -35,12 +35,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
 import re
 import sys
-import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +75,8 @@ __all__ = [
     "ScorePlan",
     "ScoreSummary",
     "ScoredBatch",
+    "check_options",
+    "chunk_rows_for",
     "plan_scoring",
     "probability_column_names",
     "score_batch",
@@ -208,6 +210,7 @@ def plan_scoring(
     columns: Sequence[str] | None,
     numeric_columns: Sequence[str] = (),
     num_columns: int | None = None,
+    row_shape: Sequence[int] | None = None,
     features: str | Sequence[str] | None = None,
     id_column: str | None = None,
     keep_columns: str | Sequence[str] | None = None,
@@ -226,7 +229,8 @@ def plan_scoring(
         source: the input as messages name it.
         columns: the input's column names, or None for a matrix without names (NPY).
         numeric_columns: the columns whose values look numeric.
-        num_columns: values per row of a matrix input (NPY).
+        num_columns: values per row of a matrix input (NPY, IDX), flattened.
+        row_shape: one row's shape in a matrix input (``(64,)``, ``(1, 8, 8)``).
         features: feature column names (a list or comma-separated text).
         id_column: a column to copy first into the output.
         keep_columns: more columns to copy (a list or comma-separated text).
@@ -237,9 +241,10 @@ def plan_scoring(
     Raises:
         DataError: a named column is missing, names are asked of a matrix input, an
             output column would appear twice, or an option is invalid.
-        InputShapeError: the feature count differs from the model's.
+        InputShapeError: the feature count differs from the model's, or image rows have
+            another shape than the model's input.
     """
-    _check_options(on_bad_row, batch_size)
+    check_options(on_bad_row, batch_size)
     wanted_features = _split_names(features)
     keep = _split_names(keep_columns)
     carry = list(dict.fromkeys(([id_column] if id_column else []) + keep))
@@ -252,6 +257,15 @@ def plan_scoring(
                 "--keep-columns need CSV, Parquet or JSONL input"
             )
         width = int(num_columns or 0)
+        # The Predictor takes rows of its input shape or flattened; an image of another
+        # shape with the same number of values is still refused.
+        shape = tuple(getattr(predictor, "input_shape", None) or (expected,))
+        given = tuple(row_shape or (width,))
+        if len(given) > 1 and len(shape) > 1 and given != shape:
+            raise InputShapeError(
+                f"{source}: rows of shape {given}; model {predictor.model_label} expects rows "
+                f"of shape {shape} (or {expected} values each)"
+            )
         if expected is not None and width != expected:
             raise InputShapeError(
                 f"{source}: rows have {width} values; model {predictor.model_label} expects "
@@ -321,7 +335,12 @@ def plan_scoring(
     )
 
 
-def _check_options(on_bad_row: str, batch_size: int) -> None:
+def check_options(on_bad_row: str, batch_size: int) -> None:
+    """Check the options every engine shares.
+
+    Raises:
+        DataError: ``on_bad_row`` is not a policy, or ``batch_size`` is not an int >= 1.
+    """
     if on_bad_row not in BAD_ROW_POLICIES:
         policies = ", ".join(BAD_ROW_POLICIES)
         raise DataError(f"on_bad_row must be one of {policies}; got {on_bad_row!r}")
@@ -489,39 +508,18 @@ def _matrix_features(batch: InputBatch, plan: ScorePlan) -> tuple[np.ndarray, li
     return matrix, problems
 
 
-#: Rows per block when columns are interleaved into rows: a block of 64 float32
-#: features stays in cache (1M x 64 from Parquet: 35% faster than whole columns).
-_INTERLEAVE_ROWS = 4096
-
-
 def _rows_from_columns(columns: list[np.ndarray], n: int) -> np.ndarray:
-    """``(n, f)`` float32, C order, from ``f`` columns of ``n`` values each.
-
-    Writing whole columns into a row-major matrix touches every cache line of it once
-    per column; going block by block keeps each block in cache.
-    """
+    """``(n, f)`` float32 from ``f`` columns of ``n`` values each."""
     matrix = np.empty((n, len(columns)), dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         # float64 beyond float32's range becomes inf here; the finiteness check refuses it
-        for start in range(0, n, _INTERLEAVE_ROWS):
-            block = matrix[start : start + _INTERLEAVE_ROWS]
-            for j, values in enumerate(columns):
-                block[:, j] = values[start : start + _INTERLEAVE_ROWS]
+        for j, values in enumerate(columns):
+            matrix[:, j] = values
     return matrix
 
 
 def _all_finite(matrix: np.ndarray) -> bool:
-    """Whether every value is finite: one BLAS pass (x . x), exact check only if not.
-
-    NaN or Inf makes the dot product non-finite; so may large finite values (the
-    squares overflow), which the exact check then clears.
-    """
-    if matrix.size == 0:
-        return True
-    flat = matrix.reshape(-1) if matrix.flags.c_contiguous else np.ravel(matrix)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.dot(flat, flat)):
-            return True
+    """Whether every value is finite: the one finiteness check of scoring."""
     return bool(np.isfinite(matrix).all())
 
 
@@ -815,7 +813,7 @@ def score_file(
         MissingDependencyError: Parquet without pyarrow.
     """
     started = time.perf_counter()
-    _check_options(on_bad_row, batch_size)
+    check_options(on_bad_row, batch_size)
     input_path = Path(input)
     if not input_path.exists():
         raise DataError(f"input {input_path} does not exist")
@@ -827,7 +825,7 @@ def score_file(
         rejected_path = check_output_path(
             rejected_path_for(out_path, out_format), overwrite=overwrite, inputs=[input_path]
         )
-    rows = chunk_rows if chunk_rows is not None else _chunk_rows(batch_size)
+    rows = chunk_rows if chunk_rows is not None else chunk_rows_for(batch_size)
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise DataError(f"chunk_rows must be an integer >= 1; got {chunk_rows!r}")
 
@@ -840,6 +838,7 @@ def score_file(
             columns=reader.columns,
             numeric_columns=reader.numeric_columns,
             num_columns=reader.num_columns,
+            row_shape=reader.row_shape,
             features=features,
             id_column=id_column,
             keep_columns=keep_columns,
@@ -847,16 +846,20 @@ def score_file(
             on_bad_row=on_bad_row,
             batch_size=batch_size,
         )
-        out = stack.enter_context(AtomicOutput(out_path, out_format))
+        out = stack.enter_context(AtomicOutput(out_path, out_format, overwrite=overwrite))
         rejected_out = (
-            stack.enter_context(AtomicOutput(rejected_path, out_format, types=REJECTED_TYPES))
+            stack.enter_context(
+                AtomicOutput(rejected_path, out_format, types=REJECTED_TYPES, overwrite=overwrite)
+            )
             if rejected_path is not None
             else None
         )
         bar = stack.enter_context(_progress(progress, reader.total_rows))
-        # Entered last, so it stops (and drops queued writes) before the outputs are
-        # discarded on an error.
-        writes = stack.enter_context(_WriteBehind())
+        # Entered last, so that on an error the writer stops (queued writes dropped)
+        # before the outputs are discarded.
+        pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="onnxedge-write"))
+        stack.callback(pool.shutdown, cancel_futures=True)
+        writes = _WriteBehind(pool)
         scored = skipped = 0
         for batch in reader.batches(
             features=plan.features or (), carry=plan.carry, batch_rows=rows
@@ -897,7 +900,9 @@ def score_file(
     )
 
 
-def _chunk_rows(batch_size: int) -> int:
+def chunk_rows_for(batch_size: int) -> int:
+    """Rows read, scored and written at once: the batch size rounded to a multiple near
+    :data:`DEFAULT_CHUNK_ROWS`."""
     return batch_size * max(1, DEFAULT_CHUNK_ROWS // batch_size)
 
 
@@ -926,90 +931,46 @@ def _predictor(
 
 
 class _WriteBehind:
-    """Output writes in one background thread, at most :data:`WRITE_BEHIND` chunks behind.
+    """Output writes on one worker thread, at most :data:`WRITE_BEHIND` chunks behind.
 
-    Turning a chunk into Arrow, encoding and compressing it (pyarrow releases the GIL)
-    then overlaps the next chunk's reading and inference instead of adding to it;
-    memory stays bounded by the queue. An error in the thread is raised in the caller
-    at the next :meth:`submit` or at :meth:`finish`. Leaving the ``with`` block on an
-    error drops the writes still queued and waits for the thread, so that nothing
-    writes to an output after it is discarded.
+    Turning a chunk into Arrow and encoding it (pyarrow releases the GIL) then overlaps
+    the next chunk's reading and inference; memory stays bounded by the queue. An
+    error in a write is raised in the caller at the next :meth:`submit` or at
+    :meth:`finish`.
     """
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.Queue(
-            maxsize=WRITE_BEHIND
-        )
-        self._error: BaseException | None = None
-        self._cancelled = False
-        self._thread = threading.Thread(
-            target=self._work, name="onnxedge-score-writer", daemon=True
-        )
-        self._thread.start()
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None or self._cancelled:
-                continue  # drain: the run is failing
-            task, args = item
-            try:
-                task(*args)
-            except BaseException as exc:  # re-raised in the caller's thread
-                self._error = exc
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self.pending: deque[Future[None]] = deque()
+        self.failed = False
 
     def submit(self, task: Callable[..., None], *args: Any) -> None:
-        """Queue ``task(*args)``; blocks while the queue is full."""
-        self._raise()
-        self._queue.put((task, args))
+        """Queue ``task(*args)``; waits while :data:`WRITE_BEHIND` writes are queued."""
+        while len(self.pending) >= WRITE_BEHIND:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self._run, task, *args))
+
+    def _run(self, task: Callable[..., None], *args: Any) -> None:
+        if self.failed:
+            return  # the run is failing: nothing more goes to the doomed outputs
+        try:
+            task(*args)
+        except BaseException:
+            self.failed = True
+            raise
 
     def finish(self) -> None:
         """Wait for every queued write; raise the first error one of them met."""
-        self._stop()
-        self._raise()
-
-    def _stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            self._cancelled = True  # before clearing _error: no write runs in between
-            error, self._error = self._error, None
-            raise error
-
-    def __enter__(self) -> _WriteBehind:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            self._cancelled = True
-        self._stop()
-
-
-class _NoProgress:
-    def update(self, rows: int) -> None:
-        pass
-
-    def __enter__(self) -> _NoProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
+        while self.pending:
+            self.pending.popleft().result()
 
 
 def _progress(show: bool | None, total: int | None) -> Any:
-    if show is None:
-        show = sys.stderr.isatty()
-    if not show:
-        return _NoProgress()
     from tqdm import tqdm
 
     return tqdm(
         total=total,
+        disable=not (sys.stderr.isatty() if show is None else show),
         unit=" rows",
         unit_scale=True,
         dynamic_ncols=True,

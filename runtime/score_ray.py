@@ -52,7 +52,6 @@ import dataclasses
 import itertools
 import logging
 import os
-import shutil
 import time
 import uuid
 import warnings
@@ -62,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from onnxedge.runtime.atomic import Staged
 from onnxedge.runtime.errors import (
     DataError,
     MissingDependencyError,
@@ -84,12 +84,10 @@ from onnxedge.runtime.score import (
     BadRowError,
     ScorePlan,
     ScoreSummary,
-    _chunk_rows,
+    check_options,
+    chunk_rows_for,
     plan_scoring,
     score_batch,
-)
-from onnxedge.runtime.score import (
-    _check_options as check_score_options,
 )
 
 __all__ = [
@@ -509,8 +507,8 @@ def score_ray(
         # which keeps only its text): _driver_error finds the onnxedge error in it.
         context.raise_original_map_exception = True
         with (
-            _Staging(out_path, overwrite) as out_tmp,
-            _Staging(rejected_path, overwrite) as rej_tmp,
+            _staging(out_path, overwrite) as out_tmp,
+            _staging(rejected_path, overwrite) as rej_tmp,
         ):
             scored = dataset.map_batches(
                 RayBatchScorer,
@@ -521,10 +519,10 @@ def score_ray(
                     "input_format": source.format,
                     "source": source.name,
                     "names": source.names,
-                    "rejected_dir": str(rej_tmp.path) if rej_tmp.path is not None else None,
+                    "rejected_dir": str(rej_tmp.path) if rej_tmp is not None else None,
                     "rejected_format": out_format,
                 },
-                batch_size=_chunk_rows(batch_size),
+                batch_size=chunk_rows_for(batch_size),
                 batch_format="numpy" if source.format == "npy" else "pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=size),
                 num_cpus=threads_per_worker,
@@ -538,14 +536,14 @@ def score_ray(
                 # Ray's own failures keep their traceback as the cause; onnxedge's errors
                 # are complete as they are.
                 raise error from (None if isinstance(_unwrap(exc), OnnxEdgeError) else exc)
-            assert out_tmp.path is not None
             shards = _shards(out_tmp.path)
             rows_scored = _count_rows(shards, out_format)
             rows_skipped = (
-                _count_rows(_shards(rej_tmp.path), out_format) if rej_tmp.path is not None else 0
+                _count_rows(_shards(rej_tmp.path), out_format) if rej_tmp is not None else 0
             )
             # Rejected rows first: the output appears only once everything else is in place.
-            rej_tmp.commit()
+            if rej_tmp is not None:
+                rej_tmp.commit()
             out_tmp.commit()
     seconds = time.perf_counter() - started
     return RayScoreSummary(
@@ -634,7 +632,7 @@ def _score_in_cluster(
 def _check_options(
     on_bad_row: str, batch_size: int, workers: int | None, threads_per_worker: int
 ) -> None:
-    check_score_options(on_bad_row, batch_size)  # the local engine's rules, then Ray's own
+    check_options(on_bad_row, batch_size)  # the local engine's rules, then Ray's own
     for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker)):
         if name == "workers" and value is None:
             continue
@@ -1005,66 +1003,11 @@ def _check_output_folder(
     return path
 
 
-class _Staging:
-    """A temporary folder beside ``target``, renamed over it by :meth:`commit`.
-
-    Leaving the ``with`` block without a commit (an error, Ctrl-C) removes it;
-    ``target`` is untouched until the commit.
-    """
-
-    def __init__(self, target: Path | None, overwrite: bool) -> None:
-        self.target = target
-        self.overwrite = overwrite
-        self.path: Path | None = None
-        self._done = target is None
-
-    def __enter__(self) -> _Staging:
-        if self.target is not None:
-            name = f".{self.target.name}.{uuid.uuid4().hex[:12]}.tmp"
-            self.path = self.target.with_name(name)
-            try:
-                self.path.mkdir()
-            except OSError as exc:
-                raise DataError(
-                    f"cannot write in {self.target.parent}: {exc.strerror or exc}"
-                ) from None
-        return self
-
-    def commit(self) -> None:
-        """Move the folder to the target (replacing it when overwriting)."""
-        if self._done or self.path is None or self.target is None:
-            return
-        aside: Path | None = None
-        try:
-            if self.target.exists() or self.target.is_symlink():
-                if not self.overwrite:
-                    raise OutputExistsError(
-                        f"output {self.target} already exists; pass --overwrite to replace it"
-                    )
-                aside = self.target.with_name(f".{self.target.name}.{uuid.uuid4().hex[:12]}.old")
-                os.rename(self.target, aside)
-            os.rename(self.path, self.target)
-        except OSError as exc:
-            if aside is not None:  # put the previous output back where it was
-                with contextlib.suppress(OSError):
-                    os.rename(aside, self.target)
-            raise DataError(
-                f"cannot move the shards to {self.target}: {exc.strerror or exc}"
-            ) from None
-        self._done = True
-        if aside is not None:
-            _remove(aside)
-
-    def __exit__(self, *exc: object) -> None:
-        if not self._done and self.path is not None:
-            _remove(self.path)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+def _staging(target: Path | None, overwrite: bool) -> Any:
+    """The one writer's temp folder for ``target``, or nothing when there is none."""
+    if target is None:
+        return contextlib.nullcontext(None)
+    return Staged(target, overwrite=overwrite, folder=True, error=DataError)
 
 
 def _part_names(ending: str) -> Any:
@@ -1189,7 +1132,7 @@ def _scan(name: str, source: _Input, plan: ScorePlan, predictor: Any) -> BadRowE
             for batch in reader.batches(
                 features=strict.features or (),
                 carry=strict.carry,
-                batch_rows=_chunk_rows(strict.batch_size),
+                batch_rows=chunk_rows_for(strict.batch_size),
             ):
                 score_batch(predictor, batch, strict)
     except BadRowError as exc:

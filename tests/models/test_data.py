@@ -21,6 +21,7 @@ from onnxedge.models.data import (
     write_idx,
 )
 from onnxedge.runtime.errors import DataError, MissingDependencyError
+from onnxedge.runtime.tolerances import REFERENCE_FLOAT32_ATOL, REFERENCE_FLOAT32_RTOL
 
 # --------------------------------------------------------------------------------------
 # fixtures
@@ -422,7 +423,7 @@ def test_csv_empty_and_header_only(tmp_path: Path) -> None:
     empty = _write(tmp_path / "empty.csv", "")
     with pytest.raises(DataError) as excinfo:
         load_dataset(empty)
-    assert _message(excinfo) == f"{empty}: empty file; expected a header row and data rows"
+    assert _message(excinfo) == f"{empty}: empty file (no header row)"
     header_only = _write(tmp_path / "h.csv", "a,label\n")
     with pytest.raises(DataError) as excinfo:
         load_dataset(header_only)
@@ -677,7 +678,9 @@ def test_parquet_without_pyarrow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(MissingDependencyError) as excinfo:
         load_dataset(path)
-    assert _message(excinfo) == "reading d.parquet needs pyarrow: pip install 'onnxedge[parquet]'"
+    assert _message(excinfo) == (
+        f"reading {path} needs pyarrow, which is not installed: pip install 'onnxedge[cpu]'"
+    )
 
 
 def test_parquet_unreadable(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onnxedge.runtime.tolerances import PROBABILITY_ATOL
 from onnxedge.runtime import Predictor
 from onnxedge.runtime import io as oio
 from onnxedge.runtime import score as score_mod
@@ -30,6 +29,7 @@ from onnxedge.runtime.score import (
     score_batch,
     score_file,
 )
+from onnxedge.runtime.tolerances import PROBABILITY_ATOL
 
 from tests.runtime.onnx_models import ModelCase
 
@@ -287,21 +287,42 @@ def test_model_as_predictor_or_bytes_gives_the_same_file(
     assert a == (tmp_path / "b.csv").read_bytes() == (tmp_path / "c.csv").read_bytes()
 
 
-def test_csv_parsers_agree(
-    tmp_path: Path, multiclass: ModelCase, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    x = multiclass.rows(40, seed=8)
-    source = write_input(tmp_path, "csv", x, multiclass.feature_names or [])
-    score_file(multiclass.path, source, tmp_path / "arrow.parquet", id_column="id", progress=False)
-    monkeypatch.setattr(oio, "_arrow_available", lambda: False)
-    score_file(multiclass.path, source, tmp_path / "python.jsonl", id_column="id", progress=False)
-    arrow = read_output(tmp_path / "arrow.parquet")
-    python = read_output(tmp_path / "python.jsonl")
-    assert arrow["id"] == python["id"] and arrow["label"] == python["label"]
-    for column in ("prob_class_0", "prob_class_1", "prob_class_2"):
-        np.testing.assert_array_equal(
-            np.array(arrow[column], dtype=np.float32), np.array(python[column], dtype=np.float32)
-        )
+def test_csv_fields_far_over_128_kib(tmp_path: Path, multiclass: ModelCase) -> None:
+    """A long text column the model does not read does not limit the file (issue 13)."""
+    x = multiclass.rows(5, seed=8)
+    names = list(multiclass.feature_names or [])
+    long_name, long_cell = "n" * 200_000, "t" * 200_000
+    lines = [",".join(["id", *names, long_name])]
+    lines += [
+        ",".join([f"r{i}", *map(repr, map(float, row)), long_cell]) for i, row in enumerate(x)
+    ]
+    source = tmp_path / "long.csv"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "o.parquet"
+    score_file(multiclass.path, source, out, id_column="id", progress=False, features=names)
+    assert_matches_predictor(read_output(out), multiclass, x, multiclass.class_names or [])
+
+    # The long cell in a feature column: a located error, quoting the start of it.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(",".join(names) + "\n" + ",".join([long_cell, *["1"] * (len(names) - 1)]) + "\n")
+    with pytest.raises(
+        BadRowError,
+        match=rf"bad\.csv: line 2 \(line 1 is the header\), column "
+        rf"'{names[0]}': cannot parse 'ttttt",
+    ):
+        score_file(multiclass.path, bad, tmp_path / "b.csv", progress=False)
+
+    # 10 MiB without a newline: one header, no rows.
+    flat = tmp_path / "flat.csv"
+    flat.write_text("x" * (10 << 20))
+    with pytest.raises(DataError, match=r"flat\.csv: header only, no data rows$"):
+        score_file(multiclass.path, flat, tmp_path / "f.csv", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad.csv",
+        "flat.csv",
+        "long.csv",
+        "o.parquet",
+    ]
 
 
 def test_summary_line_and_json(tmp_path: Path, multiclass: ModelCase) -> None:
@@ -619,7 +640,7 @@ def test_os_errors_from_writers_become_data_errors(
         def full(columns: Any) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(out._writer, "write", full)
+        monkeypatch.setattr(out, "_write", full)
         with pytest.raises(DataError, match=rf"^cannot write {target}: No space left on device$"):
             out.write({"a": np.arange(3)})
     assert list(tmp_path.iterdir()) == []
@@ -746,3 +767,42 @@ def test_gzip_input_closes_its_file(multiclass, tmp_path) -> None:
     )
     assert done.stdout.strip() == "20"
     assert "ResourceWarning" not in done.stderr, done.stderr
+
+
+def _write_idx(path: Path, images: np.ndarray) -> Path:
+    """IDX images by the format's own header (uint8, big-endian dims), gzipped for .gz."""
+    header = bytes([0, 0, 0x08, images.ndim]) + b"".join(d.to_bytes(4, "big") for d in images.shape)
+    payload = header + images.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if path.name.endswith(".gz") else payload)
+    return path
+
+
+@pytest.mark.parametrize("name", ["x.idx3-ubyte", "x.idx3-ubyte.gz"])
+def test_image_rows_from_npy_and_idx_score_like_flat_rows(
+    tmp_path: Path, multiclass: ModelCase, name: str
+) -> None:
+    """(n, 1, f) images, from NPY or MNIST IDX, score as their flattened (n, f) rows."""
+    images = np.random.default_rng(3).integers(0, 255, (9, 1, multiclass.num_features))
+    flat = images.reshape(9, -1).astype(np.float32)
+    np.save(tmp_path / "img.npy", images.astype(np.float32))
+    score_file(multiclass.path, tmp_path / "img.npy", tmp_path / "a.parquet", progress=False)
+    idx = _write_idx(tmp_path / name, images)
+    score_file(multiclass.path, idx, tmp_path / "b.parquet", progress=False, input_format="idx")
+    for out in ("a.parquet", "b.parquet"):
+        assert_matches_predictor(
+            read_output(tmp_path / out), multiclass, flat, multiclass.class_names or []
+        )
+
+
+def test_image_rows_of_another_shape_are_refused(tmp_path: Path, multiclass: ModelCase) -> None:
+    class ImagePredictor(Predictor):
+        input_shape = (1, multiclass.num_features)  # as the contract would say
+
+    source = tmp_path / "img.npy"
+    np.save(source, np.ones((4, multiclass.num_features, 1), np.float32))
+    with pytest.raises(InputShapeError) as info:
+        score_file(ImagePredictor(multiclass.path), source, tmp_path / "o.csv", progress=False)
+    assert str(info.value) == (
+        f"{source}: rows of shape (5, 1); model {multiclass.path} expects rows of shape "
+        "(1, 5) (or 5 values each)"
+    )

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
+from onnxedge.runtime.atomic import TEMP_SUFFIX
 from onnxedge.runtime.cli import cli
 
 from tests.runtime.onnx_models import ModelCase
@@ -308,3 +313,77 @@ def test_usage_errors_exit_2(tmp_path: Path, multiclass: ModelCase) -> None:
     assert result.exit_code == 2 and "Missing option '-o' / '--output'" in result.stderr
     result = _score(multiclass.path, "x.npy", "-o", "o.csv", "--on-bad-row", "drop")
     assert result.exit_code == 2 and "'drop' is not one of 'fail', 'skip'" in result.stderr
+
+
+def _onnxedge(*args: str | Path) -> subprocess.Popen[str]:
+    """``onnxedge ARGS`` in a fresh process (as a batch scheduler would start it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "onnxedge.runtime", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("existing", [False, True])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_mid_run_cleans_up_and_exits_128_plus_signum(
+    tmp_path: Path, multiclass: ModelCase, signum: int, existing: bool
+) -> None:
+    source = tmp_path / "big.npy"
+    np.save(source, np.ones((2_000_000, multiclass.num_features), np.float32))
+    target = tmp_path / "o.csv"
+    if existing:
+        target.write_text("old")
+    args = ["--overwrite"] if existing else []
+    run = _onnxedge("score", multiclass.path, source, "-o", target, *args)
+    # Signalled once its temporary output exists: scoring is under way.
+    while run.poll() is None and not any(p.name.endswith(TEMP_SUFFIX) for p in tmp_path.iterdir()):
+        time.sleep(0.01)
+    run.send_signal(signum)
+    stdout, stderr = run.communicate(timeout=120)
+    assert (run.returncode, stdout, stderr) == (128 + signum, "", "")
+    assert _only(tmp_path) == (["big.npy", "o.csv"] if existing else ["big.npy"])
+    if existing:
+        assert target.read_text() == "old"
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_into_one_new_output_one_wins(
+    tmp_path: Path, multiclass: ModelCase
+) -> None:
+    x = multiclass.rows(200_000)
+    sources = [tmp_path / "a.npy", tmp_path / "b.npy"]
+    np.save(sources[0], x)
+    np.save(sources[1], x[::-1].copy())
+    target = tmp_path / "o.parquet"
+    runs = [_onnxedge("score", multiclass.path, s, "-o", target) for s in sources]
+    results = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    codes = sorted(code for code, _, _ in results)
+    errors = [err for code, _, err in results if code == 1]
+    assert codes == [0, 1], results
+    assert errors[0].endswith(f"{target} already exists; pass --overwrite to replace it\n")
+    assert errors[0].startswith("Error: ") and errors[0].count("\n") == 1
+    winner = sources[[code for code, _, _ in results].index(0)]
+    assert_matches_predictor(
+        read_output(target), multiclass, np.load(winner), multiclass.class_names or []
+    )
+    assert _only(tmp_path) == ["a.npy", "b.npy", "o.parquet"]
+
+
+def test_json_errors_are_one_object_on_stdout(tmp_path: Path, multiclass: ModelCase) -> None:
+    result = _score(multiclass.path, tmp_path / "none.npy", "-o", tmp_path / "o.csv", "--json")
+    assert result.exit_code == 1
+    message = f"input {tmp_path / 'none.npy'} does not exist"
+    assert json.loads(result.stdout) == {"error": message}
+    assert result.stderr == f"Error: {message}\n"
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    for module in ("onnxedge", "onnxedge.runtime"):
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("Usage: onnxedge [OPTIONS] COMMAND")

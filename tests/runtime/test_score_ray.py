@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from onnxedge.runtime.tolerances import ENGINE_PROBABILITY_ATOL
 from onnxedge.runtime.errors import DataError, MissingDependencyError, OutputExistsError
 from onnxedge.runtime.score import BadRowError, probability_column_names, score_file
 from onnxedge.runtime.score_ray import RAY_INSTALL_HINT, score_ray
+from onnxedge.runtime.tolerances import ENGINE_PROBABILITY_ATOL
 
 from tests.runtime.onnx_models import ModelCase
 
@@ -310,23 +310,27 @@ def test_failed_final_rename_puts_the_previous_output_back(tmp_path, monkeypatch
     old one goes back, and no staging or aside folder is left."""
     import os
 
-    from onnxedge.runtime import score_ray
+    from onnxedge.runtime import atomic
     from onnxedge.runtime.errors import DataError
 
     target = tmp_path / "scores.parquet"
     target.mkdir()
     (target / "part-000000.parquet").write_text("old")
     real_rename = os.rename
+    failed: list[str] = []
 
     def rename(src, dst):
-        if str(src).endswith(".tmp"):
+        if str(src).endswith(atomic.TEMP_SUFFIX) and not failed:  # the new folder's move
+            failed.append(str(src))
             raise OSError(28, "No space left on device")
         return real_rename(src, dst)
 
-    monkeypatch.setattr(score_ray.os, "rename", rename)
+    # Without renameat2 the old folder is moved aside first, then must come back.
+    monkeypatch.setattr(atomic, "_renameat2", lambda *args: False)
+    monkeypatch.setattr(atomic.os, "rename", rename)
     with (
         pytest.raises(DataError, match="No space left on device"),
-        score_ray._Staging(target, overwrite=True) as staging,
+        atomic.Staged(target, overwrite=True, folder=True, error=DataError) as staging,
     ):
         (staging.path / "part-000000.parquet").write_text("new")
         staging.commit()

@@ -1,0 +1,5 @@
+"""``python -m onnxedge.runtime``: the ``onnxedge`` command line."""
+
+from onnxedge.runtime.cli import main
+
+main()

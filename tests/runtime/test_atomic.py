@@ -1,0 +1,142 @@
+"""The one atomic writer: concurrent writers, no-replace, permissions, stale temps."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from onnxedge.runtime import atomic
+from onnxedge.runtime.atomic import Staged, atomic_file, atomic_folder, plain_mode
+from onnxedge.runtime.errors import DataError, OutputExistsError
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def _race(target: Path, *, folder: bool) -> tuple[list[str], list[BaseException]]:
+    """Two writers into one new name, both past the start check before either commits."""
+    both_staged = threading.Barrier(2)
+    won: list[str] = []
+    failed: list[BaseException] = []
+
+    def write(tag: str) -> None:
+        try:
+            with Staged(target, overwrite=False, folder=folder) as staged:
+                if folder:
+                    (staged.path / "part").write_text(tag * 1000)
+                else:
+                    staged.path.write_text(tag * 1000)
+                both_staged.wait()
+                staged.commit()
+            won.append(tag)
+        except OutputExistsError as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=write, args=(tag,)) for tag in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return won, failed
+
+
+@pytest.mark.parametrize("no_renameat2", [False, True])
+@pytest.mark.parametrize("folder", [False, True])
+def test_of_two_concurrent_writers_exactly_one_wins(
+    tmp_path: Path, folder: bool, no_renameat2: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if no_renameat2:
+        monkeypatch.setattr(atomic, "_renameat2", lambda *args: False)
+    target = tmp_path / "out"
+    won, failed = _race(target, folder=folder)
+    assert len(won) == 1 and len(failed) == 1
+    assert str(failed[0]) == f"{target} already exists; pass --overwrite to replace it"
+    written = (target / "part") if folder else target
+    assert written.read_text() == won[0] * 1000  # the winner's file, whole
+    assert _leftovers(tmp_path) == []
+
+
+def test_overwrite_replaces_a_file_and_keeps_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "o.txt"
+    target.write_text("old")
+    target.chmod(0o640)
+    with atomic_file(target, overwrite=True) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("no_renameat2", [False, True])
+def test_overwrite_replaces_a_folder(
+    tmp_path: Path, no_renameat2: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if no_renameat2:
+        monkeypatch.setattr(atomic, "_renameat2", lambda *args: False)
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "old").write_text("old")
+    with atomic_folder(target, overwrite=True) as tmp:
+        (tmp / "new").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_new_files_and_folders_get_plain_permissions(tmp_path: Path) -> None:
+    mask = os.umask(0o027)
+    try:
+        with atomic_file(tmp_path / "f", overwrite=False) as tmp:
+            tmp.write_text("x")
+        with atomic_folder(tmp_path / "d", overwrite=False) as tmp:
+            (tmp / "x").write_text("x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o750
+    assert plain_mode() == 0o666 & ~mask
+
+
+def test_an_error_in_the_block_removes_the_temp(tmp_path: Path) -> None:
+    target = tmp_path / "o.txt"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt), atomic_file(target, overwrite=True) as tmp:
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+    assert target.read_text() == "old"
+    assert _leftovers(tmp_path) == []
+
+
+def test_existing_target_is_refused_before_any_work(tmp_path: Path) -> None:
+    target = tmp_path / "o.txt"
+    target.write_text("old")
+    with pytest.raises(OutputExistsError, match="already exists; pass --overwrite"):
+        Staged(target, overwrite=False)
+    with pytest.raises(DataError, match=r"is a folder; give a file name$"):
+        Staged(tmp_path, overwrite=True, error=DataError)
+
+
+def test_stale_temps_of_a_killed_run_are_removed_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "scores.csv"
+    stale = tmp_path / f".scores.csv.0123456789ab{atomic.TEMP_SUFFIX}"
+    stale.write_text("partial")
+    old = time.time() - atomic.STALE_SECONDS - 60
+    os.utime(stale, (old, old))
+    fresh = tmp_path / f".scores.csv.ba9876543210{atomic.TEMP_SUFFIX}"  # a live writer's
+    fresh.write_text("busy")
+    with (
+        caplog.at_level(logging.WARNING, logger="onnxedge"),
+        atomic_file(target, overwrite=False) as tmp,
+    ):
+        tmp.write_text("new")
+    assert not stale.exists() and fresh.exists()
+    assert caplog.messages == [
+        f"removed temporary files left by an interrupted run in {tmp_path}: {stale.name}"
+    ]
