@@ -35,8 +35,6 @@ from onnxedge.export.heads import (
     HEAD_AUTO,
     ClassifierWithHead,
     resolve_head,
-    run_input_shape,
-    run_preprocess,
 )
 from onnxedge.export.verify import ARCHITECTURE, ParityReport, graph_weights_sha256, verify_model
 from onnxedge.models.preprocess import Preprocess
@@ -617,7 +615,7 @@ def checkpoint_to_onnx(
     spec = resolve_head(run.config.output_size, head, threshold)
     best = run.metrics.get("best", {}) if isinstance(run.metrics, dict) else {}
     training = {
-        "dataset": getattr(run, "dataset", None) or run.info.get("dataset"),
+        "dataset": run.dataset,
         "best_epoch": run.metrics.get("best_epoch"),
         "epochs_run": run.metrics.get("epochs_run"),
         "train_rows": run.metrics.get("train_rows"),
@@ -629,11 +627,11 @@ def checkpoint_to_onnx(
     return export_classifier(
         run.net,
         output,
-        input_shape=run_input_shape(run),
+        input_shape=run.input_shape,
         head=spec.head,
         class_names=list(run.class_names),
-        feature_names=list(run.feature_names) if len(run_input_shape(run)) == 1 else None,
-        preprocess=run_preprocess(run),
+        feature_names=list(run.feature_names) if len(run.input_shape) == 1 else None,
+        preprocess=run.preprocess,
         verify_data=data,
         threshold=spec.threshold,
         opset=opset,

@@ -592,13 +592,11 @@ def _metadata_checks(
             )
         )
     if run is not None:
-        from onnxedge.export.heads import run_preprocess
-
         checks.append(
             exact(
                 "preprocess",
                 "run~graph",
-                _same_step(run_preprocess(run), graph_step),
+                _same_step(run.preprocess, graph_step),
                 f"the graph's preprocessing differs from {run.path}'s",
             )
         )
@@ -838,7 +836,7 @@ def verify_model(
         DataError: labels name classes the model lacks, or no rows.
         InputShapeError: the rows' shape differs from the model's.
     """
-    from onnxedge.export.heads import ClassifierWithHead, HeadSpec, run_preprocess
+    from onnxedge.export.heads import ClassifierWithHead, HeadSpec
     from onnxedge.models.preprocess import preprocess_from_dict
 
     started = time.perf_counter()
@@ -884,7 +882,7 @@ def verify_model(
                 raise CheckpointError(
                     f"run {run.path} trained a {run.task} net; the model has a {head} head"
                 )
-            torch_module = ClassifierWithHead(run.net, run_preprocess(run), spec).eval()
+            torch_module = ClassifierWithHead(run.net, run.preprocess, spec).eval()
             computations["torch"] = f"the run's own module ({run.path})"
     computations["onnxruntime"] = "onnxruntime CPU on the file"
     independent = independent_forward(model, contract, head, threshold)
