@@ -421,7 +421,10 @@ def test_refusals_name_what_was_asked(
     rows[3, 5] = np.nan
     with pytest.raises(DataError, match="calibration row 3 column 5 is not finite"):
         make_variant(digits.model, digits.run_dir, "int8", out, calibration=rows)
-    with pytest.raises(DataError, match=re.escape("calibration rows have shape (30,); the model expects rows of shape (64,)")):
+    with pytest.raises(
+        DataError,
+        match=re.escape("calibration rows have shape (30,); the model expects rows of shape (64,)"),
+    ):
         make_variant(
             digits.model, digits.run_dir, "int8", out, calibration=cancer.run.calibration()
         )
