@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 from onnxedge.export import Rescale, Standardize, export_classifier, verify_model
+from onnxedge.export.compare import compare
+from onnxedge.export.onnx_export import GOLDEN_MAX_ROWS, GOLDEN_MIN_ROWS
 from onnxedge.models import reference
 from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.cli import cli
-from onnxedge.runtime.contract import BATCH_AXIS, INPUT_NAME, OUTPUT_NAMES, ModelContract
+from onnxedge.runtime.contract import (
+    BATCH_AXIS,
+    INPUT_NAME,
+    KEY_GOLDEN,
+    OUTPUT_NAMES,
+    ModelContract,
+)
 from onnxedge.runtime.errors import ExportError, InputShapeError
 from torch import nn
 
@@ -104,6 +113,26 @@ def test_round_trip(case: str, classes: int, tmp_path: Path) -> None:
         p, reference.predict_proba(expected, result.head), rtol=0, atol=tol.PROBABILITY_ATOL
     )
     assert label.shape == (7,)
+
+
+def test_the_golden_set_reproduces_on_onnxruntime(tmp_path: Path) -> None:
+    out = tmp_path / "cnn.onnx"
+    export_classifier(_cnn(10), out, input_shape=(1, 8, 8), preprocess=Rescale(1 / 16))
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    golden = json.loads(props[KEY_GOLDEN])
+    rows = np.asarray(golden["rows"], np.float32).reshape(-1, 1, 8, 8)
+    assert GOLDEN_MIN_ROWS <= len(rows) <= GOLDEN_MAX_ROWS
+    logits, p, label = ort.InferenceSession(str(out)).run(None, {INPUT_NAME: rows})
+    checks = compare(
+        {
+            "logits": np.asarray(golden["logits"]),
+            "probabilities": np.asarray(golden["probabilities"]),
+        },
+        {"logits": logits, "probabilities": p},
+        golden["tolerances"],
+    )
+    assert [c.name for c in checks if c.passed] == ["logits", "probabilities"]
+    np.testing.assert_array_equal(label, golden["labels"])
 
 
 def test_a_weight_tampered_in_the_middle_of_the_cnn_fails(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from onnxedge.export import onnx_export
-from onnxedge.runtime import tolerances as tol
 from onnxedge.export.onnx_export import (
     DEFAULT_OPSET,
     MAX_OPSET,
@@ -25,6 +24,7 @@ from onnxedge.export.onnx_export import (
 from onnxedge.export.verify import Check, graph_weights_sha256, verify_model
 from onnxedge.models import reference
 from onnxedge.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, TrainedRun
+from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.cli import cli
 from onnxedge.runtime.contract import (
     INPUT_NAME,

@@ -170,7 +170,9 @@ def test_not_an_onnx_file(tmp_path: Path) -> None:
 
 def test_dataset_classes_the_model_does_not_know(binary: TinyModel, tmp_path: Path) -> None:
     x, _ = binary.run.validation()
-    lines = [",".join(f"{v:.6f}" for v in row) + f",{c}" for row, c in zip(x[:6], "cccccd")]
+    lines = [
+        ",".join(f"{v:.6f}" for v in row) + f",{c}" for row, c in zip(x[:6], "cccccd", strict=True)
+    ]
     csv = tmp_path / "other.csv"
     csv.write_text(",".join(f"f{i}" for i in range(5)) + ",label\n" + "\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"dataset other.csv has classes the model does not know"):
