@@ -14,6 +14,7 @@ leaves no file behind. :func:`checkpoint_to_onnx` does the same for an onnxedge 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import logging
@@ -36,7 +37,13 @@ from onnxedge.export.heads import (
     ClassifierWithHead,
     resolve_head,
 )
-from onnxedge.export.verify import ARCHITECTURE, ParityReport, graph_weights_sha256, verify_model
+from onnxedge.export.verify import (
+    ARCHITECTURE,
+    KEY_NODE_MODULE,
+    ParityReport,
+    graph_weights_sha256,
+    verify_model,
+)
 from onnxedge.models.preprocess import Preprocess
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
@@ -81,6 +88,8 @@ MIN_OPSET = 18
 MAX_OPSET = 23
 TORCHSCRIPT_MAX_OPSET = 20
 EXPORTERS: tuple[str, ...] = ("auto", "dynamo", "torchscript")
+#: The dynamo exporter's per-node metadata naming the module scopes a node came from.
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 #: The golden set's size: 8..32 rows, fewer where rows are large (28x28 images: 25).
 GOLDEN_MIN_ROWS = 8
 GOLDEN_MAX_ROWS = 32
@@ -284,8 +293,13 @@ def finalize_graph(
 
     graph = model.graph
     for node in graph.node:
+        # keep only the torch module path the node came from (first-diverging-node reports)
+        scopes = {p.key: p.value for p in node.metadata_props}.get(NAME_SCOPES, "[]")
         del node.metadata_props[:]
         node.doc_string = ""
+        path = ast.literal_eval(scopes) if scopes.startswith("[") else []
+        if len(path) >= 3:
+            node.metadata_props.add(key=KEY_NODE_MODULE, value=str(path[-2]))
     for values in (graph.input, graph.output, graph.value_info, graph.initializer):
         for value in values:
             del value.metadata_props[:]

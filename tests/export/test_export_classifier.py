@@ -153,6 +153,16 @@ def test_a_weight_tampered_in_the_middle_of_the_cnn_fails(tmp_path: Path) -> Non
     assert any(f.startswith("logits onnxruntime~torch batch=") for f in failed)
     # onnx.reference runs the same (tampered) graph: it agrees with onnxruntime
     assert not any(f.startswith("logits onnxruntime~reference") for f in failed)
+    # the first node (graph order) that breaks its tolerance is the tampered conv
+    where = report.localization
+    assert where is not None and where["against"] == "torch forward hooks by module path"
+    assert (where["op_type"], where["module"]) == ("Conv", "net.2")
+    assert where["max_abs"] > where["limit"]
+    assert "first diverging node: " in report.render_table()
+    # a passing model, forced: nothing diverges among the nodes compared
+    clean = verify_model(out, _rows((1, 8, 8), Rescale(1 / 16)), module, localize=True)
+    assert clean.passed and clean.localization is not None
+    assert clean.localization["node"] is None and clean.localization["compared"] >= 5
 
 
 @settings(

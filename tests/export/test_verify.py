@@ -133,6 +133,8 @@ def test_no_data_argument_draws_rows_from_the_recorded_preprocessing(tiny: TinyM
         in output
     )
     assert "torch:" not in output  # no module at hand: no torch comparison is claimed
+    code, output = _verify(str(tiny.model), "--localize")
+    assert code == 0 and "against onnx.reference on the same graph" in output
 
 
 def test_cli_json_and_report(binary: TinyModel, tmp_path: Path) -> None:
