@@ -135,7 +135,8 @@ def _describe(result: ExportResult) -> str:
         "\b\n"
         "  onnxedge verify digits.onnx --run runs/digits\n"
         "  onnxedge verify digits.onnx --dataset digits --report digits.parity.json\n"
-        "  onnxedge verify model.onnx --dataset rows.csv --label-column species --json"
+        "  onnxedge verify model.onnx --dataset rows.csv --label-column species --json\n"
+        "  onnxedge verify artifacts/digits.onnx --localize"
     )
 )
 @click.argument("model", type=click.Path())
@@ -167,6 +168,11 @@ def _describe(result: ExportResult) -> str:
     default=None,
     help="Write the full report as JSON here (also when checks fail).",
 )
+@click.option(
+    "--localize",
+    is_flag=True,
+    help="Name the first diverging node even when every check passes.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def verify(
     model: str,
@@ -175,14 +181,17 @@ def verify(
     label_column: str | None,
     labels_path: str | None,
     report_path: str | None,
+    localize: bool,
     as_json: bool,
 ) -> None:
-    """Check that MODEL computes what PyTorch and the numpy reference compute.
+    """Check that MODEL computes what its torch module and an independent reference compute.
 
-    Logits, probabilities, labels and losses are compared at batch sizes 1, 37 and the
-    whole set; every failing check is listed and the exit code is 1. Without --run the
-    torch module is rebuilt from the model's own weights (their integrity is then checked
-    by the digest recorded at export), and --dataset is required.
+    onnxruntime on the file is compared with the run's torch module (with --run) and with
+    an independent forward (numpy from the initializers for onnxedge's architectures,
+    else onnx.reference), and the numpy head and losses are applied to each one's own
+    logits; at batch sizes 1, 37 and all rows. With no data option the rows are the
+    dataset the model records (digits, breast-cancer) or synthetic rows drawn from its
+    preprocessing; the report says which. Every failing check is listed, exit code 1.
     """
     if _is_variant(model):
         # int8 / fp16 files are held to the variant bar against their run's weights.
@@ -205,6 +214,7 @@ def verify(
         dataset=dataset,
         label_column=column,
         labels_path=labels_path,
+        localize=localize,
     )
     if report_path is not None:
         report.write_json(report_path)
