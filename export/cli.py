@@ -25,6 +25,7 @@ from onnxedge.export.variants import (
     verify_variant_file,
 )
 from onnxedge.export.verify import verify_model
+from onnxedge.runtime.cli import echo_json
 from onnxedge.runtime.errors import CheckpointError, OnnxEdgeError
 
 
@@ -200,9 +201,10 @@ def verify(
         variant_report = verify_variant_file(model, run_dir)
         if report_path is not None:
             Path(report_path).write_text(json.dumps(variant_report.to_dict(), indent=2) + "\n")
-        click.echo(
-            json.dumps(variant_report.to_dict()) if as_json else variant_report.render_table()
-        )
+        if as_json:
+            echo_json(variant_report.to_dict())
+        else:
+            click.echo(variant_report.render_table())
         raise_for_variant_failures(variant_report)
         return
     column: str | int | None = label_column
@@ -219,7 +221,7 @@ def verify(
     if report_path is not None:
         report.write_json(report_path)
     if as_json:
-        click.echo(json.dumps(report.to_dict()))
+        echo_json(report.to_dict())
     else:
         click.echo(report.render_table())
     report.raise_for_failures()

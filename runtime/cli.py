@@ -22,6 +22,7 @@ from onnxedge.runtime.atomic import exit_on_signals
 from onnxedge.runtime.errors import MissingDependencyError, OnnxEdgeError
 
 _JSON_KEY = "onnxedge.json"
+_JSON_PRINTED = "onnxedge.json_printed"
 
 # name -> ("module:attribute", one-line summary shown by --help without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -83,9 +84,19 @@ class LazyGroup(click.Group):
                 return super().invoke(ctx)
             except (OnnxEdgeError, MissingDependencyError) as exc:
                 message = _one_line(exc)
-                if ctx.meta.get(_JSON_KEY):
+                # One JSON object on stdout: a command that already printed its result
+                # (a failing report) is not followed by a second one.
+                if ctx.meta.get(_JSON_KEY) and not ctx.meta.get(_JSON_PRINTED):
                     click.echo(json.dumps({"error": message}))
                 raise click.ClickException(message) from None
+
+
+def echo_json(data: Any, *, indent: int | None = None) -> None:
+    """Print a command's JSON result; a later error then prints no second JSON object."""
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.find_root().meta[_JSON_PRINTED] = True
+    click.echo(json.dumps(data, indent=indent))
 
 
 def _one_line(exc: BaseException) -> str:

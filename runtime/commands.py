@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from onnxedge.runtime.cli import echo_json
 from onnxedge.runtime.errors import OnnxEdgeError
 
 #: Longest metadata value shown in full by ``info`` without ``--json``.
@@ -67,7 +68,10 @@ def info(model: Path, as_json: bool, self_test: bool) -> None:
         from onnxedge.runtime.edge_infer import format_self_test
 
         report = predictor.self_test()
-        click.echo(json.dumps(report, indent=2) if as_json else format_self_test(report))
+        if as_json:
+            echo_json(report, indent=2)
+        else:
+            click.echo(format_self_test(report))
         if not report["passed"]:
             raise OnnxEdgeError(f"self-test failed on {model}")
         return
