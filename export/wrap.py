@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from onnxedge.export.atomic import atomic_file
@@ -39,6 +39,8 @@ from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
     INPUT_NAME,
+    KEY_EXPORTED_AT,
+    KEY_EXPORTER,
     KEY_HEAD,
     KEY_PARITY,
     KEY_SOURCE_MODEL,
@@ -51,10 +53,10 @@ from onnxedge.runtime.contract import (
     ModelContract,
 )
 from onnxedge.runtime.errors import (
+    CheckpointError,
     DataError,
     ExportError,
     ModelLoadError,
-    OnnxEdgeError,
     ParityError,
 )
 from onnxedge.runtime.version import __version__
@@ -196,8 +198,8 @@ def add_head(
                 "producer": f"{model.producer_name} {model.producer_version}".strip(),
             },
             KEY_VERSIONS[len(PREFIX) :]: _versions(),
-            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "exporter": "onnxedge wrap",
+            KEY_EXPORTED_AT[len(PREFIX) :]: datetime.now(UTC).isoformat(timespec="seconds"),
+            KEY_EXPORTER[len(PREFIX) :]: "onnxedge wrap",
         },
     )
     _check(wrapped, plan)
@@ -247,13 +249,17 @@ def preprocess_from_option(text: str) -> Preprocess:
     kind, _, value = text.partition(":")
     try:
         if kind == "rescale":
-            return Rescale(float(Fraction(value.strip())))
+            try:
+                factor = float(Fraction(value.strip()))
+            except (ValueError, ZeroDivisionError):
+                raise ExportError(
+                    f"--preprocess {text}: {value!r} is not a number (like 0.0625 or 1/255)"
+                ) from None
+            return Rescale(factor)
         if kind == "standardize":
             stats = json.loads(Path(value).read_text(encoding="utf-8"))
-            step = preprocess_from_dict({"kind": "standardize", **stats})
-            assert step is not None
-            return step
-    except (OSError, ValueError, ZeroDivisionError, TypeError, OnnxEdgeError) as exc:
+            return cast(Preprocess, preprocess_from_dict({"kind": "standardize", **stats}))
+    except (OSError, ValueError, TypeError, CheckpointError) as exc:
         raise ExportError(f"--preprocess {text}: {_first_line(exc)}") from None
     raise ExportError(f"--preprocess {text}: expected standardize:MEAN_STD.json or rescale:FACTOR")
 

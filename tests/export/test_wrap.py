@@ -507,9 +507,17 @@ def test_bad_preprocess_and_data(sources: dict[str, Source], tmp_path: Path) -> 
         "Error: --preprocess scale:2: expected standardize:MEAN_STD.json or rescale:FACTOR\n"
     )
     assert _refused(tmp_path, src, "--preprocess", "rescale:1/0") == (
-        "Error: --preprocess rescale:1/0: Fraction(1, 0)\n"
+        "Error: --preprocess rescale:1/0: '1/0' is not a number (like 0.0625 or 1/255)\n"
+    )
+    assert _refused(tmp_path, src, "--preprocess", "rescale:0") == (
+        "Error: --preprocess rescale:0: rescale: factor must be finite and non-zero, got 0.0\n"
     )
     stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"mean": [0.0, 1.0], "std": [1.0, 0.0]}))
+    assert _refused(tmp_path, src, "--preprocess", f"standardize:{stats}") == (
+        f"Error: --preprocess standardize:{stats}: standardize: mean and std must be finite "
+        "with std > 0\n"
+    )
     stats.write_text(json.dumps({"mean": [0.0, 1.0], "std": [1.0, 1.0]}))
     assert _refused(tmp_path, src, "--preprocess", f"standardize:{stats}") == (
         "Error: standardize statistics of shape [2] do not fit rows of shape [4]\n"
