@@ -165,9 +165,9 @@ def add_head(
         ParityError: the wrapped model does not compute what it should.
         OutputExistsError: ``output`` exists and ``overwrite`` is false.
     """
+    started = time.perf_counter()
     import onnx
 
-    started = time.perf_counter()
     source, output = Path(source), Path(output)
     if output.exists() and not overwrite:
         # refused up front (with the writer's own message) rather than after the work
