@@ -704,8 +704,9 @@ def _verify(
         logit_diff = float(np.max(np.abs(logits - source)))
         p_diff = float(np.max(np.abs(p - expected_p)))
         wrong = int(np.sum((label != expected_label) & ~ties))
-        target = labels[:n] if labels is not None else expected_label
-        loss, loss_p = _losses(logits, p, target, spec.head)
+        # the model's own labels as targets: every row's loss is then well conditioned in
+        # float32 (a confidently wrong row of real data is not: p rounds to 0 or 1)
+        loss, loss_p = _losses(logits, p, expected_label, spec.head)
         loss_diff = abs(loss - loss_p)
         checks += [
             _check_row(
@@ -743,7 +744,11 @@ def _verify(
             ),
         ]
         if labels is not None and n == len(rows):
-            metrics = {"rows": n, "accuracy": float(np.mean(label == labels)), "loss": loss}
+            metrics = {
+                "rows": n,
+                "accuracy": float(np.mean(label == labels)),
+                "loss": _losses(logits, p, labels, spec.head)[0],
+            }
     return checks, metrics
 
 

@@ -460,6 +460,27 @@ def test_non_float_output_and_no_batch_axis(tmp_path: Path) -> None:
     )
 
 
+def test_logits_that_are_not_batch_by_classes(tmp_path: Path) -> None:
+    squeezed = _graph_model(
+        tmp_path / "squeezed.onnx",
+        [helper.make_node("ReduceSum", ["X"], ["y"], keepdims=0)],
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+    )
+    assert _refused(tmp_path, squeezed) == (
+        "Error: output 'y' has shape [1] for one row; logits are (batch, classes)\n"
+    )
+    doubles = _graph_model(
+        tmp_path / "doubles.onnx",
+        [helper.make_node("Identity", ["X"], ["y"])],
+        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 4])],
+    )
+    assert _refused(tmp_path, doubles) == (
+        f"Error: {doubles}: input 'X' is double; onnxedge feeds float32\n"
+    )
+
+
 def test_a_model_with_probabilities_is_refused(tmp_path: Path, sources: dict[str, Source]) -> None:
     soft = _graph_model(
         tmp_path / "soft.onnx",
