@@ -1,1 +1,28 @@
-"""onnxedge.export: heads, ONNX export, parity verification and edge variants (torch + onnx)."""
+"""onnxedge.export: any classifier module to a verified ONNX file (torch + onnx).
+
+``export_classifier`` exports a module with its head and preprocessing; ``verify_model``
+proves a file against the module, the numpy reference and an independent forward.
+Names load lazily, so importing the package does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Rescale", "Standardize", "export_classifier", "verify_model"]
+
+_NAMES = {
+    "export_classifier": "onnxedge.export.onnx_export",
+    "verify_model": "onnxedge.export.verify",
+    "Standardize": "onnxedge.models.preprocess",
+    "Rescale": "onnxedge.models.preprocess",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name on first use."""
+    import importlib
+
+    if name not in _NAMES:
+        raise AttributeError(f"module 'onnxedge.export' has no attribute {name!r}")
+    return getattr(importlib.import_module(_NAMES[name]), name)

@@ -177,12 +177,14 @@ def verify(
     report_path: str | None,
     as_json: bool,
 ) -> None:
-    """Check that MODEL computes what PyTorch and the numpy reference compute.
+    """Check that MODEL computes what its torch module and an independent reference compute.
 
-    Logits, probabilities, labels and losses are compared at batch sizes 1, 37 and the
-    whole set; every failing check is listed and the exit code is 1. Without --run the
-    torch module is rebuilt from the model's own weights (their integrity is then checked
-    by the digest recorded at export), and --dataset is required.
+    onnxruntime on the file is compared with the run's torch module (with --run) and with
+    an independent forward (numpy from the initializers for onnxedge's architectures,
+    else onnx.reference), and the numpy head and losses are applied to each one's own
+    logits; at batch sizes 1, 37 and all rows. With no data option the rows are the
+    dataset the model records (digits, breast-cancer) or synthetic rows drawn from its
+    preprocessing; the report says which. Every failing check is listed, exit code 1.
     """
     if _is_variant(model):
         # int8 / fp16 files are held to the variant bar against their run's weights.

@@ -202,18 +202,17 @@ def render_summary(results: Sequence[DefaultModel], seconds: float) -> str:
     """The summary table ``make export`` prints."""
     header = (
         f"{'model':14}{'task':11}{'val acc':>8}{'onnx acc':>9}{'max |dp|':>10}"
-        f"{'max |dlogit|':>13}{'loss rel diff':>14}{'checks':>8}{'size':>10}  path"
+        f"{'max |dlogit|':>13}{'checks':>8}{'size':>10}  path"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         p = r.parity or {}
-        acc = p.get("accuracy", {}).get("onnx", float("nan"))
+        acc = p.get("accuracy", {}).get("onnxruntime", float("nan"))
         max_abs = p.get("max_abs_error", {})
         checks = f"{p.get('checks', 0) - p.get('failed', 0)}/{p.get('checks', 0)}" if p else "-"
         lines.append(
             f"{r.name:14}{r.task or '-':11}{r.val_accuracy:>8.4f}{acc:>9.4f}"
-            f"{_num(max_abs.get('probabilities')):>10}{_num(max_abs.get('logits')):>13}"
-            f"{_num(p.get('loss_max_rel_diff')):>14}{checks:>8}"
+            f"{_num(max_abs.get('probabilities')):>10}{_num(max_abs.get('logits')):>13}{checks:>8}"
             f"{r.size_bytes / 1024:>8.1f}KB  {r.model_path}"
         )
         for variant, v in r.variants.items():
@@ -223,7 +222,7 @@ def render_summary(results: Sequence[DefaultModel], seconds: float) -> str:
             agree = f" (label agreement {agreement:.2%})" if isinstance(agreement, float) else ""
             lines.append(
                 f"  {variant:12}{'':11}{'':8}{variant_acc:>9.4f}"
-                f"{_num(v.get('max_probability_error')):>10}{'':13}{'':14}{'':8}"
+                f"{_num(v.get('max_probability_error')):>10}{'':13}{'':8}"
                 f"{v.get('size_bytes', 0) / 1024:>8.1f}KB  {v.get('path')}{agree}"
             )
     passed = sum(r.passed for r in results)

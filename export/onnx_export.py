@@ -1,13 +1,15 @@
-"""A training run folder -> one self-contained, checked and verified ``.onnx`` file.
+"""Any classifier module -> one self-contained, checked and verified ``.onnx`` file.
 
-:func:`checkpoint_to_onnx` loads the run, wraps its net in the head module
+:func:`export_classifier` takes any ``torch.nn.Module`` that maps ``(batch, *input_shape)``
+float32 to logits, puts its preprocessing in front and its head behind
 (:mod:`onnxedge.export.heads`), exports it with ``torch.onnx.export`` (the dynamo exporter
 by default, with a named dynamic batch axis; the TorchScript exporter only as a recorded
 fallback), checks the graph (``onnx.checker`` with ``full_check``, strict shape inference,
 the contract's names, dtypes and a symbolic batch axis), writes the model's contract into
-``metadata_props``, verifies parity (:func:`onnxedge.export.verify.verify_model`) and
-records the figures, all in a temp file beside the output that is renamed into place
-only when everything passed: a failed export leaves no file behind.
+``metadata_props``, verifies parity against the module itself
+(:func:`onnxedge.export.verify.verify_model`) and records the figures, all in a temp file
+beside the output that is renamed into place only when everything passed: a failed export
+leaves no file behind. :func:`checkpoint_to_onnx` does the same for an onnxedge run folder.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
+import math
 import platform
 import tempfile
 import time
@@ -26,20 +28,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from onnxedge.export.atomic import atomic_file
-from onnxedge.export.heads import HEAD_AUTO, ClassifierWithHead, HeadSpec, resolve_head
-from onnxedge.export.verify import (
-    ParityReport,
-    graph_weights_sha256,
-    verify_model,
+from onnxedge.export.heads import (
+    DEFAULT_THRESHOLD,
+    HEAD_AUTO,
+    ClassifierWithHead,
+    resolve_head,
+    run_input_shape,
+    run_preprocess,
 )
+from onnxedge.export.verify import ARCHITECTURE, ParityReport, graph_weights_sha256, verify_model
+from onnxedge.models.preprocess import Preprocess
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
     INPUT_NAME,
     KEY_EXPORTED_AT,
     KEY_EXPORTER,
     KEY_GRAPH_WEIGHTS_SHA256,
-    KEY_NORMALIZATION,
     KEY_OPSET,
     KEY_PARITY,
     KEY_TRAINING_METRICS,
@@ -52,10 +58,17 @@ from onnxedge.runtime.contract import (
     PREFIX,
     ModelContract,
 )
-from onnxedge.runtime.errors import ExportError, OutputExistsError
+from onnxedge.runtime.errors import (
+    CheckpointError,
+    ExportError,
+    InputShapeError,
+    OutputExistsError,
+)
 from onnxedge.runtime.version import __version__
 
 if TYPE_CHECKING:
+    import os
+
     import onnx
     import torch
     from onnxedge.models.checkpoint import TrainedRun
@@ -76,17 +89,18 @@ EXAMPLE_BATCH = 3
 
 @dataclass
 class ExportResult:
-    """What :func:`checkpoint_to_onnx` wrote.
+    """What :func:`export_classifier` / :func:`checkpoint_to_onnx` wrote.
 
     Attributes:
         path: the model file.
         task, head, threshold: what the model computes.
+        input_shape: one row's shape.
         opset: the ai.onnx opset of the graph.
         exporter: ``dynamo`` or ``torchscript`` (the one that produced the graph).
         fallback_reason: why the dynamo exporter was not used, when it was not.
         size_bytes: the file's size.
         metadata: the ``metadata_props`` written.
-        parity: the verification report (None with ``verify=False``).
+        report: the verification report (None with ``verify=False``).
         seconds: wall time of the whole export.
     """
 
@@ -94,13 +108,19 @@ class ExportResult:
     task: str
     head: str
     threshold: float
+    input_shape: tuple[int, ...]
     opset: int
     exporter: str
     fallback_reason: str | None
     size_bytes: int
     metadata: dict[str, str]
-    parity: ParityReport | None
+    report: ParityReport | None
     seconds: float
+
+    @property
+    def parity(self) -> ParityReport | None:
+        """The verification report (the older name of :attr:`report`)."""
+        return self.report
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the parity figures as their summary)."""
@@ -109,12 +129,13 @@ class ExportResult:
             "task": self.task,
             "head": self.head,
             "threshold": self.threshold,
+            "input_shape": list(self.input_shape),
             "opset": self.opset,
             "exporter": self.exporter,
             "fallback_reason": self.fallback_reason,
             "size_bytes": self.size_bytes,
-            "verified": self.parity is not None,
-            "parity": self.parity.summary() if self.parity is not None else None,
+            "verified": self.report is not None,
+            "parity": self.report.summary() if self.report is not None else None,
             "seconds": round(self.seconds, 3),
         }
 
@@ -139,7 +160,7 @@ def check_opset(opset: int | None, exporter: str = "auto") -> int:
 
 def module_to_onnx(
     module: torch.nn.Module,
-    num_features: int,
+    input_shape: Sequence[int],
     *,
     opset: int = DEFAULT_OPSET,
     exporter: str = "auto",
@@ -147,9 +168,9 @@ def module_to_onnx(
     """Export a head module to an in-memory ONNX model with a dynamic ``batch`` axis.
 
     Args:
-        module: maps ``input`` ``(batch, num_features)`` float32 to
+        module: maps ``input`` ``(batch, *input_shape)`` float32 to
             ``(logits, probabilities, label)``.
-        num_features: features per row.
+        input_shape: one row's shape.
         opset: the ai.onnx opset (see :func:`check_opset`).
         exporter: ``dynamo``, ``torchscript``, or ``auto`` (dynamo, falling back to
             TorchScript only if dynamo raises).
@@ -163,7 +184,7 @@ def module_to_onnx(
     import torch
 
     check_opset(opset, exporter)
-    example = torch.zeros(EXAMPLE_BATCH, num_features, dtype=torch.float32)
+    example = torch.zeros(EXAMPLE_BATCH, *input_shape, dtype=torch.float32)
     if exporter == "torchscript":
         return _torchscript_export(module, example, opset), "torchscript", None
     try:
@@ -242,23 +263,21 @@ def _torchscript_export(
 
 
 def finalize_graph(
-    model: onnx.ModelProto, *, num_features: int, output_size: int, opset: int
+    model: onnx.ModelProto, *, input_shape: Sequence[int], output_size: int, opset: int
 ) -> onnx.ModelProto:
     """Strip exporter debug metadata, then check the graph and infer its shapes.
 
     The dynamo exporter annotates every node with its Python stack trace (file paths of
     the build machine, several KB); a deployed model carries none of that.
 
-    Returns:
-        The model with inferred shapes.
-
     Raises:
         ExportError: the checker or strict shape inference fails, the opset differs from
             the one asked for, a tensor is stored outside the file, or the signature is
-            not ``input`` float32 ``[batch, num_features]`` -> ``logits`` /
+            not ``input`` float32 ``[batch, *input_shape]`` -> ``logits`` /
             ``probabilities`` float32 ``[batch, output_size]``, ``label`` int64 ``[batch]``.
     """
     import onnx
+    from onnx import TensorProto
 
     graph = model.graph
     for node in graph.node:
@@ -273,86 +292,39 @@ def finalize_graph(
     versions = {o.domain: o.version for o in model.opset_import}
     if versions.get("", versions.get("ai.onnx")) != opset:
         problems.append(f"opset is {versions.get('', versions.get('ai.onnx'))}, asked for {opset}")
-    external = [t.name for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    external = [t.name for t in graph.initializer if t.data_location == TensorProto.EXTERNAL]
     if external:
         problems.append(f"tensors stored outside the file: {external}")
-    problems += _signature_problems(model, num_features, output_size)
-    if problems:
-        raise ExportError("the exported graph breaks the model contract: " + "; ".join(problems))
-    try:
-        onnx.checker.check_model(model, full_check=True)
-        inferred = onnx.shape_inference.infer_shapes(
-            model, check_type=True, strict_mode=True, data_prop=True
-        )
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"the exported graph does not pass the ONNX checker: {exc}") from exc
-    return inferred
-
-
-def _signature_problems(model: onnx.ModelProto, num_features: int, output_size: int) -> list[str]:
-    from onnx import TensorProto
-
-    graph = model.graph
     initializers = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
+    values = [v for v in graph.input if v.name not in initializers] + list(graph.output)
     expected = [
-        (INPUT_NAME, TensorProto.FLOAT, [BATCH_AXIS, num_features]),
+        (INPUT_NAME, TensorProto.FLOAT, [BATCH_AXIS, *input_shape]),
         (OUTPUT_LOGITS, TensorProto.FLOAT, [BATCH_AXIS, output_size]),
         (OUTPUT_PROBABILITIES, TensorProto.FLOAT, [BATCH_AXIS, output_size]),
         (OUTPUT_LABEL, TensorProto.INT64, [BATCH_AXIS]),
     ]
-    names = [v.name for v in inputs] + [v.name for v in graph.output]
-    if names != [name for name, _, _ in expected]:
-        return [f"inputs/outputs are {names}, expected {[name for name, _, _ in expected]}"]
-    problems = []
-    for value, (name, dtype, dims) in zip([*inputs, *graph.output], expected, strict=True):
-        tensor = value.type.tensor_type
-        found: list[str | int] = [
-            d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim
-        ]
-        if tensor.elem_type != dtype or found != dims:
-            problems.append(
-                f"{name} is {TensorProto.DataType.Name(tensor.elem_type)} {found}, expected "
-                f"{TensorProto.DataType.Name(dtype)} {dims}"
-            )
-    return problems
-
-
-def export_metadata(
-    run: TrainedRun, spec: HeadSpec, *, opset: int, exporter: str, graph_digest: str
-) -> dict[str, str]:
-    """The ``metadata_props`` of a model exported from ``run`` (parity is added later)."""
-    best = run.metrics.get("best", {}) if isinstance(run.metrics, dict) else {}
-    training = {
-        "dataset": run.info.get("dataset"),
-        "best_epoch": run.metrics.get("best_epoch"),
-        "epochs_run": run.metrics.get("epochs_run"),
-        "train_rows": run.metrics.get("train_rows"),
-        "val_rows": run.metrics.get("val_rows"),
-        **{k: v for k, v in best.items() if isinstance(v, int | float)},
-        "options": run.info.get("training"),
-    }
-    extra = {
-        KEY_NORMALIZATION: run.normalization.to_dict(),
-        KEY_TRAINING_METRICS: training,
-        KEY_WEIGHTS_SHA256: run.weights_sha256,
-        KEY_GRAPH_WEIGHTS_SHA256: graph_digest,
-        KEY_VERSIONS: library_versions(),
-        KEY_EXPORTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
-        KEY_OPSET: opset,
-        KEY_EXPORTER: exporter,
-    }
-    contract = ModelContract(
-        task=run.task,
-        head=spec.head,
-        threshold=spec.threshold,
-        class_names=list(run.class_names),
-        num_features=run.config.input_size,
-        feature_names=list(run.feature_names),
-        variant="fp32",
-        extra={key[len(PREFIX) :]: value for key, value in extra.items()},
-    )
-    return contract.to_metadata()
+    if [v.name for v in values] != [e[0] for e in expected]:
+        problems.append(
+            f"inputs/outputs are {[v.name for v in values]}, expected {[e[0] for e in expected]}"
+        )
+    else:
+        for value, (name, dtype, dims) in zip(values, expected, strict=True):
+            tensor = value.type.tensor_type
+            found = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+            if tensor.elem_type != dtype or found != dims:
+                problems.append(
+                    f"{name} is {TensorProto.DataType.Name(tensor.elem_type)} {found}, expected "
+                    f"{TensorProto.DataType.Name(dtype)} {dims}"
+                )
+    if problems:
+        raise ExportError("the exported graph breaks the model contract: " + "; ".join(problems))
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        return onnx.shape_inference.infer_shapes(
+            model, check_type=True, strict_mode=True, data_prop=True
+        )
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"the exported graph does not pass the ONNX checker: {exc}") from exc
 
 
 def library_versions() -> dict[str, str]:
@@ -392,6 +364,217 @@ def _write_model(model: onnx.ModelProto, metadata: dict[str, str], path: Path) -
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def export_classifier(
+    module: torch.nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    input_shape: Sequence[int],
+    head: str = HEAD_AUTO,
+    class_names: Sequence[str] | None = None,
+    feature_names: Sequence[str] | None = None,
+    preprocess: Preprocess | None = None,
+    verify_data: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    opset: int | None = None,
+    overwrite: bool = False,
+    exporter: str = "auto",
+    verify: bool = True,
+    report_path: str | os.PathLike[str] | None = None,
+    batch_sizes: Sequence[int] | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+    run: TrainedRun | None = None,
+) -> ExportResult:
+    """Export any classifier module to one verified ONNX file with its head and preprocessing.
+
+    The module is put in eval mode. The graph reads raw rows ``input`` float32
+    ``[batch, *input_shape]`` (``preprocess`` is inside it) and outputs ``logits``,
+    ``probabilities`` and ``label``; the metadata records the contract (task, head,
+    threshold, class / feature names, input shape, preprocessing). Before the file is put
+    in place it is verified against ``module`` itself (:func:`verify_model`).
+
+    Args:
+        module: maps ``(batch, *input_shape)`` float32 (after ``preprocess``) to logits
+            ``(batch, classes)`` or ``(batch, 1)``.
+        path: the ``.onnx`` file to write.
+        input_shape: one row's shape, without the batch axis (``(64,)``, ``(1, 8, 8)``).
+        head: ``auto`` (1 logit -> sigmoid, else softmax), ``softmax`` or ``sigmoid``.
+        class_names: one per class (2 for a sigmoid head); default ``"0"``, ``"1"``, ...
+        feature_names: for flat inputs, one per feature.
+        preprocess: ``Standardize(mean, std)``, ``Rescale(factor)`` or None.
+        verify_data: labelled rows ``(x, y)`` (or rows alone) to verify on; default: rows
+            drawn from the preprocessing, labelled by the reference.
+        threshold: the sigmoid head's decision threshold in ``(0, 1)``.
+        opset: ai.onnx opset, ``MIN_OPSET``..``MAX_OPSET`` (None: ``DEFAULT_OPSET``).
+        overwrite: replace an existing ``path``.
+        exporter: ``auto``, ``dynamo`` or ``torchscript``.
+        verify: verify before writing and record the figures as ``onnxedge.parity``.
+        report_path: also write the full parity report as JSON here (even on failure).
+        batch_sizes: the batch sizes verification runs at (default: 1, 37, all rows).
+        extra_metadata: more ``onnxedge.*`` keys (without the prefix).
+        run: the run folder the module came from (checked against the metadata).
+
+    Returns:
+        What was written, with the parity report (``result.report``).
+
+    Raises:
+        ExportError: the module's output is not ``(batch, classes)`` / ``(batch, 1)``
+            logits, it rejects ``input_shape``, its logits hold NaN / Inf on the check
+            data, the head or threshold does not fit, class names do not match, bad
+            opset / exporter, the graph fails the checker, or the file cannot be written.
+        InputShapeError: ``verify_data`` does not have rows of ``input_shape``.
+        OutputExistsError: ``path`` exists and ``overwrite`` is false.
+        ParityError: verification failed (every failing check is listed).
+    """
+    import torch
+
+    started = time.perf_counter()
+    opset = check_opset(opset, exporter)
+    target = Path(path)
+    _check_target(target, overwrite)
+    shape = tuple(int(d) for d in input_shape)
+    if not shape or any(d < 1 for d in shape):
+        raise ExportError(
+            f"input_shape must be one or more positive sizes, got {tuple(input_shape)}"
+        )
+    check_rows, labels = _check_data(verify_data, shape, preprocess)
+    module.eval()
+    try:
+        with torch.inference_mode():
+            logits = module(torch.from_numpy(_pre(preprocess, check_rows)))
+    except Exception as exc:  # whatever the user's forward raises on a wrong shape
+        raise ExportError(
+            f"the module rejects rows of input_shape {shape} (a batch of shape "
+            f"{(len(check_rows), *shape)}): {_first_line(exc)}"
+        ) from None
+    if (
+        not isinstance(logits, torch.Tensor)
+        or logits.ndim != 2
+        or logits.shape[0] != len(check_rows)
+    ):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ExportError(
+            f"the module must return logits of shape (batch, classes) or (batch, 1); for a "
+            f"batch of shape {(len(check_rows), *shape)} it returned {got}"
+        )
+    bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+    if bad:
+        raise ExportError(
+            f"the module's logits hold NaN / Inf on {bad} of {len(check_rows)} check rows"
+        )
+    width = int(logits.shape[1])
+    spec = resolve_head(width, head, None if threshold == DEFAULT_THRESHOLD else threshold)
+    classes = max(width, 2)
+    names = (
+        [str(c) for c in class_names]
+        if class_names is not None
+        else [str(i) for i in range(classes)]
+    )
+    if len(names) != classes:
+        raise ExportError(
+            f"class_names has {len(names)} names; {width} logits make {classes} classes"
+        )
+    if feature_names is not None and len(feature_names) != math.prod(shape):
+        raise ExportError(
+            f"feature_names has {len(feature_names)} names; rows of shape {shape} "
+            f"have {math.prod(shape)} values"
+        )
+    wrapped = ClassifierWithHead(module, preprocess, spec).eval()
+    report: ParityReport | None = None
+    with atomic_file(target, overwrite=overwrite) as tmp:
+        model, used, reason = module_to_onnx(wrapped, shape, opset=opset, exporter=exporter)
+        model = finalize_graph(model, input_shape=shape, output_size=width, opset=opset)
+        extra = {
+            **(extra_metadata or {}),
+            KEY_GRAPH_WEIGHTS_SHA256[len(PREFIX) :]: graph_weights_sha256(model),
+            KEY_VERSIONS[len(PREFIX) :]: library_versions(),
+            KEY_EXPORTED_AT[len(PREFIX) :]: datetime.now(UTC).isoformat(timespec="seconds"),
+            KEY_OPSET[len(PREFIX) :]: opset,
+            KEY_EXPORTER[len(PREFIX) :]: used,
+        }
+        metadata = ModelContract(
+            task=spec.task,
+            head=spec.head,
+            threshold=spec.threshold,
+            class_names=names,
+            num_features=math.prod(shape),
+            feature_names=list(feature_names) if feature_names is not None else None,
+            input_shape=shape,
+            preprocess=preprocess.to_dict() if preprocess is not None else None,
+            variant="fp32",
+            extra=extra,
+        ).to_metadata()
+        _write_model(model, metadata, tmp)
+        if verify:
+            report = verify_model(
+                tmp,
+                None
+                if run is not None
+                else (check_rows, labels)
+                if labels is not None
+                else check_rows,
+                module,
+                run_dir=run,
+                batch_sizes=batch_sizes,
+                name=str(target),
+            )
+            if report_path is not None:
+                report.write_json(report_path)
+            report.raise_for_failures()
+            metadata[KEY_PARITY] = json.dumps(report.summary())
+            _write_model(model, metadata, tmp)
+    return ExportResult(
+        path=target,
+        task=spec.task,
+        head=spec.head,
+        threshold=spec.threshold,
+        input_shape=shape,
+        opset=opset,
+        exporter=used,
+        fallback_reason=reason,
+        size_bytes=target.stat().st_size,
+        metadata=metadata,
+        report=report,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _pre(step: Preprocess | None, x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(step.apply(x) if step is not None else x, dtype=np.float32)
+
+
+def _check_data(
+    data: tuple[np.ndarray, np.ndarray] | np.ndarray | None,
+    shape: tuple[int, ...],
+    step: Preprocess | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The check rows ``(n, *shape)`` float32 and their labels (None: the reference's)."""
+    if data is None:
+        from onnxedge.export.verify import SYNTHETIC_ROWS
+        from onnxedge.models.preprocess import Rescale
+
+        rng = np.random.default_rng(0)
+        size = (SYNTHETIC_ROWS, *shape)
+        if isinstance(step, Rescale):
+            return rng.uniform(0, 1 / abs(step.factor), size=size).astype(np.float32), None
+        if step is not None:
+            return (step.mean + step.std * rng.standard_normal(size)).astype(np.float32), None
+        return rng.standard_normal(size).astype(np.float32), None
+    x, y = data if isinstance(data, tuple) else (data, None)
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 2 and x.shape[1:] != shape and x.shape[1] == math.prod(shape):
+        x = x.reshape(len(x), *shape)
+    if x.shape[1:] != shape or len(x) == 0:
+        raise InputShapeError(
+            f"verify_data must hold rows of shape {shape}; got an array of shape {x.shape}"
+        )
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (len(x),):
+            raise InputShapeError(f"verify_data labels must have shape ({len(x)},), got {y.shape}")
+        y = y.astype(np.int64)
+    return np.ascontiguousarray(x), y
+
+
 def checkpoint_to_onnx(
     run_dir: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -405,78 +588,66 @@ def checkpoint_to_onnx(
     report_path: str | os.PathLike[str] | None = None,
     batch_sizes: Sequence[int] | None = None,
 ) -> ExportResult:
-    """Export a training run to one verified ONNX file.
+    """Export an onnxedge run folder (any architecture onnxedge trains) to one verified file.
+
+    The net is rebuilt from the run's config and weights; verification runs on the run's
+    validation split against the run's own module, and checks the metadata against it.
 
     Args:
         run_dir: the run folder (``onnxedge train`` output).
         output: the ``.onnx`` file to write.
-        head: ``auto`` (the task's head), ``softmax`` or ``sigmoid``.
-        threshold: the sigmoid head's decision threshold in ``(0, 1)``; None: 0.5.
-            Not accepted with a softmax head.
-        opset: ai.onnx opset, ``MIN_OPSET``..``MAX_OPSET`` (None: ``DEFAULT_OPSET``).
-        exporter: ``auto`` (dynamo, TorchScript only if dynamo fails), ``dynamo`` or
-            ``torchscript``. The one that ran is recorded as ``onnxedge.exporter``.
-        overwrite: replace an existing ``output``.
-        verify: verify parity on the run's validation split before the file is put in
-            place, and record the figures as ``onnxedge.parity``.
-        report_path: also write the full parity report as JSON here (even when parity
-            fails, so the figures can be read).
-        batch_sizes: the batch sizes verification runs at (default: 1, 37, all rows).
-
-    Returns:
-        What was written, with the parity report.
+        head, threshold, opset, exporter, overwrite, verify, report_path, batch_sizes:
+            as for :func:`export_classifier` (threshold None: 0.5; sigmoid only).
 
     Raises:
-        CheckpointError: the run folder is missing, incomplete or corrupt, or its config
-            does not match its weights.
-        ExportError: bad head / threshold / opset / exporter, the exporter failed, the
-            graph fails the checker, or the output folder cannot be written.
-        OutputExistsError: ``output`` exists and ``overwrite`` is false.
-        ParityError: verification failed (every failing check is listed).
+        CheckpointError: ``run_dir`` is a file, or the run folder is missing, incomplete
+            or corrupt.
+        ExportError, OutputExistsError, ParityError: as for :func:`export_classifier`.
     """
     from onnxedge.models.checkpoint import load_run
 
-    started = time.perf_counter()
-    opset = check_opset(opset, exporter)
-    target = Path(output)
-    _check_target(target, overwrite)
+    check_opset(opset, exporter)
+    _check_target(Path(output), overwrite)
+    if Path(run_dir).is_file():
+        raise CheckpointError(
+            f"{run_dir} is a file; onnxedge export takes a run folder (what onnxedge train "
+            "writes); export your own module with onnxedge.export.export_classifier"
+        )
     run = load_run(run_dir)
-    spec = resolve_head(run.config, head, threshold)
-    module = ClassifierWithHead(run.net, run.normalization, spec).eval()
-    report: ParityReport | None = None
-    with atomic_file(target, overwrite=overwrite) as tmp:
-        model, used, reason = module_to_onnx(
-            module, run.config.input_size, opset=opset, exporter=exporter
-        )
-        model = finalize_graph(
-            model,
-            num_features=run.config.input_size,
-            output_size=run.config.output_size,
-            opset=opset,
-        )
-        metadata = export_metadata(
-            run, spec, opset=opset, exporter=used, graph_digest=graph_weights_sha256(model)
-        )
-        _write_model(model, metadata, tmp)
-        if verify:
-            report = verify_model(tmp, run_dir=run, batch_sizes=batch_sizes, name=str(target))
-            if report_path is not None:
-                report.write_json(report_path)
-            report.raise_for_failures()
-            metadata[KEY_PARITY] = json.dumps(report.summary())
-            _write_model(model, metadata, tmp)
-    return ExportResult(
-        path=target,
-        task=run.task,
+    spec = resolve_head(run.config.output_size, head, threshold)
+    best = run.metrics.get("best", {}) if isinstance(run.metrics, dict) else {}
+    training = {
+        "dataset": getattr(run, "dataset", None) or run.info.get("dataset"),
+        "best_epoch": run.metrics.get("best_epoch"),
+        "epochs_run": run.metrics.get("epochs_run"),
+        "train_rows": run.metrics.get("train_rows"),
+        "val_rows": run.metrics.get("val_rows"),
+        **{k: v for k, v in best.items() if isinstance(v, int | float)},
+        "options": run.info.get("training"),
+    }
+    data = run.validation() if verify else None
+    return export_classifier(
+        run.net,
+        output,
+        input_shape=run_input_shape(run),
         head=spec.head,
+        class_names=list(run.class_names),
+        feature_names=list(run.feature_names) if len(run_input_shape(run)) == 1 else None,
+        preprocess=run_preprocess(run),
+        verify_data=data,
         threshold=spec.threshold,
         opset=opset,
-        exporter=used,
-        fallback_reason=reason,
-        size_bytes=target.stat().st_size,
-        metadata=metadata,
-        parity=report,
-        seconds=time.perf_counter() - started,
+        overwrite=overwrite,
+        exporter=exporter,
+        verify=verify,
+        report_path=report_path,
+        batch_sizes=batch_sizes,
+        extra_metadata={
+            ARCHITECTURE: json.dumps(run.config.to_dict()),
+            KEY_TRAINING_METRICS[len(PREFIX) :]: training,
+            KEY_WEIGHTS_SHA256[len(PREFIX) :]: run.weights_sha256,
+        },
+        run=run,
     )
 
 

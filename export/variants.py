@@ -47,16 +47,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnxedge.runtime import tolerances
 from onnxedge.export.atomic import atomic_file
+from onnxedge.export.compare import Check, compare, exact, jsonable, render_checks
+from onnxedge.export.verify import onnxruntime_runner
+from onnxedge.runtime import tolerances
 from onnxedge.runtime.contract import (
     INPUT_NAME,
     KEY_GRAPH_WEIGHTS_SHA256,
     KEY_HEAD,
-    KEY_NUM_FEATURES,
     KEY_PARITY,
     KEY_SOURCE_SHA256,
-    KEY_TASK,
     KEY_THRESHOLD,
     KEY_VARIANT,
     KEY_VARIANT_REPORT,
@@ -97,7 +97,7 @@ AUTO_INT8_FORMS: tuple[tuple[str, bool], ...] = (
 #: Rows per calibration batch fed to onnxruntime's calibrator.
 CALIBRATION_BATCH = 128
 #: The layers that are quantized / converted; everything else stays float32.
-LAYER_OPS = frozenset({"MatMul", "Gemm"})
+LAYER_OPS = frozenset({"MatMul", "Gemm", "Conv"})
 #: float16's smallest subnormal and largest finite value: the converter clamps weights to
 #: these (its own defaults, 1e-7 and 1e4, clamp more than float16 needs).
 FP16_MIN_POSITIVE = float(np.finfo(np.float16).smallest_subnormal)
@@ -286,49 +286,52 @@ class VariantBar:
     max_accuracy_drop: float
     max_loss_delta: float
     max_probability_error: float
+    names: tuple[str, str, str, str] = (
+        "VARIANT_MIN_LABEL_AGREEMENT",
+        "VARIANT_MAX_ACCURACY_DROP",
+        "INT8_MAX_LOSS_DELTA",
+        "INT8_MAX_PROBABILITY_ERROR",
+    )
 
     @classmethod
     def for_variant(cls, variant: str) -> VariantBar:
         """The named bar of ``int8`` or ``fp16``."""
-        if variant == "fp16":
-            return cls(
-                tolerances.VARIANT_MIN_LABEL_AGREEMENT,
-                tolerances.VARIANT_MAX_ACCURACY_DROP,
-                tolerances.FP16_MAX_LOSS_DELTA,
-                tolerances.FP16_MAX_PROBABILITY_ERROR,
-            )
-        return cls(
-            tolerances.VARIANT_MIN_LABEL_AGREEMENT,
-            tolerances.VARIANT_MAX_ACCURACY_DROP,
-            tolerances.INT8_MAX_LOSS_DELTA,
-            tolerances.INT8_MAX_PROBABILITY_ERROR,
+        prefix = "FP16" if variant == "fp16" else "INT8"
+        names = (
+            "VARIANT_MIN_LABEL_AGREEMENT",
+            "VARIANT_MAX_ACCURACY_DROP",
+            f"{prefix}_MAX_LOSS_DELTA",
+            f"{prefix}_MAX_PROBABILITY_ERROR",
         )
+        a, d, loss, p = (float(getattr(tolerances, n)) for n in names)
+        return cls(a, d, loss, p, names=names)
+
+    def tolerances(self) -> dict[str, float]:
+        """The comparator's tolerances by output name (labels: the share that may differ)."""
+        return {
+            OUTPUT_PROBABILITIES: self.max_probability_error,
+            OUTPUT_LABEL: 1.0 - self.min_label_agreement,
+            "loss": self.max_loss_delta,
+        }
 
 
 @dataclass
 class VariantReport:
     """How a variant compares with its fp32 source on the same labelled rows.
 
-    Every figure is computed by running both models in onnxruntime on the same rows.
-
     Attributes:
         variant: ``int8`` or ``fp16``.
         task: ``multiclass`` or ``binary``.
         rows: validation rows compared.
         label_agreement: share of rows where both models give the same label.
-        accuracy_source, accuracy_variant: accuracy of each against the true labels.
-        accuracy_drop: ``accuracy_source - accuracy_variant`` (negative: the variant did
-            better).
-        loss_source, loss_variant: mean cross-entropy (multiclass) or BCE (binary) from
-            each model's logits, against the true labels.
-        loss_delta: ``|loss_variant - loss_source|``.
-        max_probability_error: max ``|p_variant - p_source|`` over every row and class.
-        mean_probability_error: mean of the same.
+        accuracy_source, accuracy_variant, accuracy_drop: against the true labels.
+        loss_source, loss_variant, loss_delta: mean cross-entropy / BCE from the logits.
+        max_probability_error, mean_probability_error: ``|p_variant - p_source|``.
         finite: the variant's logits and probabilities hold no NaN / Inf.
         float32_head: the head and label nodes read float32 tensors.
         bar: the thresholds applied.
-        failures: every check that missed its bar, in words.
-        accepted_degradation: the variant was written despite ``failures``.
+        checks: the comparator's checks (:func:`onnxedge.export.compare.compare`).
+        accepted_degradation: the variant was written despite failures.
         source, source_sha256, source_size_bytes: the fp32 model it was made from.
         output, size_bytes: where the variant was written and its file size.
         settings: how it was made (int8 settings, or the fp16 converter's options).
@@ -349,7 +352,7 @@ class VariantReport:
     finite: bool
     float32_head: bool
     bar: VariantBar
-    failures: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     accepted_degradation: bool = False
     source: str = ""
     source_sha256: str = ""
@@ -357,6 +360,11 @@ class VariantReport:
     output: str = ""
     size_bytes: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[str]:
+        """Every check that missed its bar, one line each."""
+        return [f"{c.label}: {c.detail}" for c in self.checks if not c.passed]
 
     @property
     def passed(self) -> bool:
@@ -369,57 +377,25 @@ class VariantReport:
         return self.size_bytes / self.source_size_bytes if self.source_size_bytes else 0.0
 
     def render_table(self) -> str:
-        """The figures against their bar, one check per line, for people."""
-        bar = self.bar
-        rows = [
-            (
-                "label agreement",
-                f"{self.label_agreement:.4f}",
-                f">= {bar.min_label_agreement}",
-                self.label_agreement >= bar.min_label_agreement,
-                "",
-            ),
-            (
-                "accuracy drop",
-                f"{self.accuracy_drop:+.4f}",
-                f"<= {bar.max_accuracy_drop}",
-                self.accuracy_drop <= bar.max_accuracy_drop,
-                f"{self.accuracy_source:.4f} -> {self.accuracy_variant:.4f}",
-            ),
-            (
-                "loss delta",
-                f"{self.loss_delta:.2e}",
-                f"<= {bar.max_loss_delta}",
-                self.loss_delta <= bar.max_loss_delta,
-                f"{self.loss_source:.4f} -> {self.loss_variant:.4f}",
-            ),
-            (
-                "max |dp|",
-                f"{self.max_probability_error:.2e}",
-                f"<= {bar.max_probability_error}",
-                self.max_probability_error <= bar.max_probability_error,
-                f"mean {self.mean_probability_error:.1e}",
-            ),
-            ("finite outputs", str(self.finite).lower(), "true", self.finite, ""),
-            ("float32 head", str(self.float32_head).lower(), "true", self.float32_head, ""),
-        ]
-        lines = [f"{'check':17}{'value':>10}  {'bar':12}{'':6}", "-" * 45]
-        for name, value, limit, ok, note in rows:
-            lines.append(
-                f"{name:17}{value:>10}  {limit:12}{'ok' if ok else 'FAIL':6}{note}".rstrip()
-            )
+        """The checks against their bar, for people (the same table as parity's)."""
+        lines = render_checks(self.checks)
         lines.append(
-            f"{self.rows} validation rows; {'passed' if self.passed else 'FAILED'}"
+            f"{self.rows} validation rows; label agreement {self.label_agreement:.4f}, accuracy "
+            f"{self.accuracy_source:.4f} -> {self.accuracy_variant:.4f}, loss "
+            f"{self.loss_source:.4f} -> {self.loss_variant:.4f}; "
+            f"{'passed' if self.passed else 'FAILED'}"
             + (" (written with --accept-degradation)" if self.accepted_degradation else "")
         )
+        lines.extend(f"  FAIL {f}" for f in self.failures)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what goes into ``onnxedge.variant_report``)."""
-        data = asdict(self)
+        data = jsonable({k: v for k, v in asdict(self).items() if k != "checks"})
+        data["failures"] = self.failures
         data["passed"] = self.passed
         data["size_ratio"] = round(self.size_ratio, 6)
-        return data
+        return dict(data)
 
 
 # --- conversion -------------------------------------------------------------------------
@@ -467,7 +443,7 @@ def onnx_to_int8(
         )
     rows = np.empty((0, 0), dtype=np.float32)
     if settings.method == "static":
-        rows = _check_rows(calibration, _input_width(model), "calibration")
+        rows = _check_rows(calibration, _row_shape_of(model), "calibration")
 
     class _Reader(CalibrationDataReader):
         """Feeds the calibration rows to onnxruntime's calibrator, batch by batch."""
@@ -634,11 +610,10 @@ def verify_variant(
 
     Args:
         variant_model, source_model: models as protos, serialized bytes or file paths.
-        x: raw feature rows ``(n, features)`` float32 (the validation split).
+        x: raw rows ``(n, *input_shape)`` float32 (the validation split).
         y: true labels ``(n,)`` in ``0..C-1``.
         variant: ``int8`` or ``fp16`` (chooses the bar when ``bar`` is None).
-        task: ``multiclass`` or ``binary``; None reads the source's metadata, else the
-            logits' width (1 column: binary).
+        task: ``multiclass`` or ``binary``; None: from the logits' width.
         bar: thresholds; None uses :meth:`VariantBar.for_variant`.
 
     Returns:
@@ -650,8 +625,7 @@ def verify_variant(
     """
     source_bytes = _as_bytes(source_model)
     rows = _check_rows(x, None, "validation")
-    ref = _run(source_bytes, rows, "source")
-    task = task or _metadata(source_bytes).get(KEY_TASK)
+    ref = onnxruntime_runner(source_bytes, "the source model")(rows)
     return _compare(_as_bytes(variant_model), ref, rows, y, variant=variant, task=task, bar=bar)
 
 
@@ -679,20 +653,19 @@ def verify_variant_file(
     *,
     source: str | os.PathLike[str] | None = None,
 ) -> VariantReport:
-    """Re-verify a written variant on its run's validation split.
+    """Re-verify a written variant on its run's validation split, against its bar.
 
-    The reference is the fp32 ``source`` model in onnxruntime when given, else the
-    float64 numpy forward pass (:func:`onnxedge.models.reference.forward`) of the run's
-    own weights with the variant's head and threshold. For ``onnxedge verify`` on a
-    variant: its bar is the variant bar, not the fp32 parity tolerances.
+    The expected outputs are the fp32 ``source`` model's in onnxruntime when given, else
+    the run's own torch module with the variant's head and threshold.
 
     Raises:
         ModelLoadError: the model cannot be read or is not a variant.
         CheckpointError: the run folder is unusable.
         DataError: the validation split does not fit the model.
     """
+    from onnxedge.export.heads import build_head_module
+    from onnxedge.export.verify import torch_runner
     from onnxedge.models.checkpoint import load_run
-    from onnxedge.models.reference import forward, predict_label, predict_proba
 
     data = _as_bytes(model)
     props = _metadata(data)
@@ -701,38 +674,28 @@ def verify_variant_file(
         raise ModelLoadError(f"{model} is not an int8 / fp16 variant (onnxedge.variant={variant})")
     run = load_run(run_dir)
     x_val, y_val = run.validation()
-    rows = _check_rows(x_val, run.config.input_size, "validation")
+    rows = _check_rows(x_val, _row_shape_of(data), "validation")
     if source is not None:
-        ref = _run(_as_bytes(source), rows, "source")
+        ref = onnxruntime_runner(_as_bytes(source), "the source model")(rows)
     else:
-        head = props.get(KEY_HEAD) or ("sigmoid" if run.task == "binary" else "softmax")
-        threshold = float(props.get(KEY_THRESHOLD, "0.5"))
-        logits = forward(
-            run.weights(), rows, normalization=run.normalization.to_dict(), dtype=np.float64
+        head = props.get(KEY_HEAD) or None
+        threshold = (
+            float(props[KEY_THRESHOLD]) if head == "sigmoid" and KEY_THRESHOLD in props else None
         )
-        proba = predict_proba(logits, head)
-        ref = {
-            OUTPUT_LOGITS: logits,
-            OUTPUT_PROBABILITIES: proba,
-            OUTPUT_LABEL: predict_label(proba, head, threshold),
-        }
+        ref = torch_runner(build_head_module(run, head or "auto", threshold))(rows)
     report = _compare(data, ref, rows, y_val, variant=variant, task=run.task, bar=None)
-    report.source = str(source) if source is not None else f"{run.path} (numpy reference)"
+    report.source = str(source) if source is not None else f"{run.path} (the run's torch module)"
     report.output = str(model)
     report.size_bytes = len(data)
-    recorded = _recorded_report(props)
+    try:
+        recorded = json.loads(props.get(KEY_VARIANT_REPORT, "{}"))
+    except ValueError:
+        recorded = {}
+    recorded = recorded if isinstance(recorded, dict) else {}
     report.source_sha256 = props.get(KEY_SOURCE_SHA256, "")
     report.source_size_bytes = int(recorded.get("source_size_bytes", 0) or 0)
     report.settings = dict(recorded.get("settings") or {})
     return report
-
-
-def _recorded_report(props: dict[str, str]) -> dict[str, Any]:
-    try:
-        value = json.loads(props.get(KEY_VARIANT_REPORT, "{}"))
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _compare(
@@ -745,105 +708,91 @@ def _compare(
     task: str | None,
     bar: VariantBar | None,
 ) -> VariantReport:
-    """The variant's outputs on ``rows`` against the reference outputs ``ref``."""
+    """The variant's outputs on ``rows`` against ``ref`` through the one comparator."""
     from onnxedge.models.reference import binary_cross_entropy_with_logits, cross_entropy
 
     bar = bar or VariantBar.for_variant(variant)
     labels = np.asarray(y).astype(np.int64).reshape(-1)
     if len(labels) != len(rows):
         raise DataError(f"validation has {len(rows)} rows but {len(labels)} labels")
-    out = _run(variant_bytes, rows, "variant")
+    out = onnxruntime_runner(variant_bytes, "the variant")(rows)
+    ref = {k: np.asarray(v) for k, v in ref.items()}
     if task not in ("multiclass", "binary"):
-        task = "binary" if ref[OUTPUT_LOGITS].reshape(len(rows), -1).shape[1] == 1 else "multiclass"
+        task = "binary" if ref[OUTPUT_LOGITS].shape[1] == 1 else "multiclass"
 
     def loss(logits: np.ndarray) -> float:
-        z = logits.astype(np.float64).reshape(len(rows), -1)  # (n, classes) or (n, 1)
+        z = logits.astype(np.float64)  # (n, classes) or (n, 1)
         if task == "binary":
             return float(binary_cross_entropy_with_logits(z[:, 0], labels.astype(np.float64)))
         return float(cross_entropy(z, labels))
 
-    finite = bool(
-        np.isfinite(out[OUTPUT_LOGITS]).all() and np.isfinite(out[OUTPUT_PROBABILITIES]).all()
-    )
-    p_var = out[OUTPUT_PROBABILITIES].astype(np.float64)
-    p_err = np.abs(p_var - ref[OUTPUT_PROBABILITIES].astype(np.float64).reshape(p_var.shape))
-    acc_src = float(np.mean(ref[OUTPUT_LABEL] == labels))
-    acc_var = float(np.mean(out[OUTPUT_LABEL] == labels))
+    names = dict(zip((OUTPUT_LABEL, "", "loss", OUTPUT_PROBABILITIES), bar.names, strict=True))
+    subject = f"{variant}~fp32"
+    checks = compare(ref, out, bar.tolerances(), subject=subject, names=names)
+    finite = all(np.isfinite(out[k]).all() for k in (OUTPUT_LOGITS, OUTPUT_PROBABILITIES))
     loss_src = loss(ref[OUTPUT_LOGITS])
     loss_var = loss(out[OUTPUT_LOGITS]) if finite else math.inf
-    report = VariantReport(
+    checks += compare(
+        {"loss": np.array(loss_src)},
+        {"loss": np.array(loss_var)},
+        bar.tolerances(),
+        subject=subject,
+        names=names,
+    )
+    acc_src = float(np.mean(ref[OUTPUT_LABEL] == labels))
+    acc_var = float(np.mean(out[OUTPUT_LABEL] == labels))
+    drop = acc_src - acc_var
+    checks.append(
+        Check(
+            "accuracy_drop",
+            subject,
+            None,
+            drop,
+            bar.max_accuracy_drop,
+            bar.names[1],
+            drop <= bar.max_accuracy_drop,
+            f"accuracy {acc_src:.4f} -> {acc_var:.4f}",
+        )
+    )
+    float32_head = head_reads_float32(variant_bytes)
+    checks.append(
+        exact("float32_head", variant, float32_head, "the head / label nodes do not read float32")
+    )
+    p_err = np.abs(out[OUTPUT_PROBABILITIES].astype(np.float64) - ref[OUTPUT_PROBABILITIES])
+    return VariantReport(
         variant=variant,
         task=str(task),
         rows=len(rows),
         label_agreement=float(np.mean(out[OUTPUT_LABEL] == ref[OUTPUT_LABEL])),
         accuracy_source=acc_src,
         accuracy_variant=acc_var,
-        accuracy_drop=acc_src - acc_var,
+        accuracy_drop=drop,
         loss_source=loss_src,
         loss_variant=loss_var,
         loss_delta=abs(loss_var - loss_src),
         max_probability_error=float(p_err.max()) if finite else math.inf,
         mean_probability_error=float(p_err.mean()) if finite else math.inf,
-        finite=finite,
-        float32_head=head_reads_float32(variant_bytes),
+        finite=bool(finite),
+        float32_head=float32_head,
         bar=bar,
+        checks=checks,
     )
-    report.failures = _failures(report)
-    return report
 
 
 def head_reads_float32(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> bool:
-    """True when every Softmax / Sigmoid / ArgMax / comparison node reads float32.
-
-    Types come from ONNX shape inference over the whole graph.
-    """
+    """True when every Softmax / Sigmoid / ArgMax / comparison node reads float32
+    (types from ONNX shape inference over the whole graph)."""
     import onnx
 
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(_as_bytes(model))
-    types = tensor_types(proto)
-    head_ops = {"Softmax", "LogSoftmax", "Sigmoid", "ArgMax", "Greater", "GreaterOrEqual"}
-    heads = [n for n in proto.graph.node if n.op_type in head_ops]
-    return bool(heads) and all(types.get(n.input[0]) == onnx.TensorProto.FLOAT for n in heads)
-
-
-def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type (``onnx.TensorProto`` enum) of every typed tensor, after shape inference."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    graph = inferred.graph
+    graph = onnx.shape_inference.infer_shapes(proto).graph
     types: dict[str, int] = {t.name: t.data_type for t in graph.initializer}
     for info in (*graph.input, *graph.value_info, *graph.output):
         if info.type.HasField("tensor_type"):
             types[info.name] = info.type.tensor_type.elem_type
-    return types
-
-
-def _failures(report: VariantReport) -> list[str]:
-    bar = report.bar
-    failures = []
-    if not report.finite:
-        failures.append("the variant's logits or probabilities hold NaN / Inf")
-    if report.label_agreement < bar.min_label_agreement:
-        failures.append(f"label agreement {report.label_agreement:.4f} < {bar.min_label_agreement}")
-    if report.accuracy_drop > bar.max_accuracy_drop:
-        failures.append(
-            f"accuracy drop {report.accuracy_drop:.4f} > {bar.max_accuracy_drop} "
-            f"({report.accuracy_source:.4f} -> {report.accuracy_variant:.4f})"
-        )
-    if not report.loss_delta <= bar.max_loss_delta:
-        failures.append(
-            f"loss delta {report.loss_delta:.4g} > {bar.max_loss_delta} "
-            f"({report.loss_source:.4g} -> {report.loss_variant:.4g})"
-        )
-    if not report.max_probability_error <= bar.max_probability_error:
-        failures.append(
-            f"max probability error {report.max_probability_error:.4g} > "
-            f"{bar.max_probability_error}"
-        )
-    if not report.float32_head:
-        failures.append("the head / label nodes do not read float32")
-    return failures
+    head_ops = {"Softmax", "LogSoftmax", "Sigmoid", "ArgMax", "Greater", "GreaterOrEqual"}
+    heads = [n for n in graph.node if n.op_type in head_ops]
+    return bool(heads) and all(types.get(n.input[0]) == onnx.TensorProto.FLOAT for n in heads)
 
 
 # --- the whole step ---------------------------------------------------------------------
@@ -922,14 +871,11 @@ def make_variant(
             f"{source_path} was exported from weights {recorded[:12]}..., but run folder "
             f"{run.path} holds weights {run.weights_sha256[:12]}...; pass the model's own run"
         )
-    width = _input_width(source)
-    if width is not None and width != run.config.input_size:
-        raise CheckpointError(
-            f"{source_path} expects {width} features but run {run.path} has {run.config.input_size}"
-        )
+    shape = _row_shape_of(source)
     x_val, y_val = run.validation()
+    x_val = _check_rows(x_val, shape, "validation")
 
-    source_bytes = source.SerializeToString()
+    ref = onnxruntime_runner(source, "the source model")(x_val)
 
     def build(settings: Int8Settings | None) -> tuple[onnx.ModelProto, VariantReport]:
         if settings is None:
@@ -953,8 +899,8 @@ def make_variant(
             raise ExportError(
                 f"the {variant} graph does not pass the ONNX checker: {exc}"
             ) from None
-        report = verify_variant(
-            built.SerializeToString(), source_bytes, x_val, y_val, variant=variant, task=run.task
+        report = _compare(
+            built.SerializeToString(), ref, x_val, y_val, variant=variant, task=run.task, bar=None
         )
         report.settings = how
         return built, report
@@ -1126,18 +1072,14 @@ def _props(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def _load_source(path: Path) -> onnx.ModelProto:
-    import onnx
+    from onnxedge.export.verify import load_onnx
 
-    if not path.is_file():
-        raise ModelLoadError(f"model {path} does not exist")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # onnx raises DecodeError and others on garbage
-        raise ModelLoadError(f"{path} is not a readable ONNX model: {exc}") from None
+    model = load_onnx(path)
     outputs = {o.name for o in model.graph.output}
-    missing = [n for n in (OUTPUT_LOGITS, OUTPUT_PROBABILITIES, OUTPUT_LABEL) if n not in outputs]
     inputs = [i.name for i in model.graph.input]
-    if missing or INPUT_NAME not in inputs:
+    if any(n not in outputs for n in (OUTPUT_LOGITS, OUTPUT_PROBABILITIES, OUTPUT_LABEL)) or (
+        INPUT_NAME not in inputs
+    ):
         raise ModelLoadError(
             f"{path} is not an onnxedge model: inputs {inputs}, outputs {sorted(outputs)} "
             f"(expected input {INPUT_NAME!r} and outputs logits, probabilities, label)"
@@ -1145,26 +1087,32 @@ def _load_source(path: Path) -> onnx.ModelProto:
     return model
 
 
-def _input_width(model: onnx.ModelProto) -> int | None:
-    """Features per row from the input's static second dimension (or the metadata)."""
-    for info in model.graph.input:
+def _row_shape_of(model: onnx.ModelProto | bytes) -> tuple[int, ...] | None:
+    """One row's shape from the input's static non-batch dims (None where any is symbolic)."""
+    import onnx
+
+    proto = onnx.load_from_string(model) if isinstance(model, bytes) else model
+    for info in proto.graph.input:
         if info.name == INPUT_NAME:
-            dims = info.type.tensor_type.shape.dim
-            if len(dims) == 2 and dims[1].HasField("dim_value"):
-                return int(dims[1].dim_value)
-    value = _props(model).get(KEY_NUM_FEATURES)
-    return int(value) if value and value.isdigit() else None
+            dims = info.type.tensor_type.shape.dim[1:]
+            if dims and all(d.HasField("dim_value") for d in dims):
+                return tuple(int(d.dim_value) for d in dims)
+    return None
 
 
-def _check_rows(x: np.ndarray | None, width: int | None, what: str) -> np.ndarray:
+def _check_rows(x: np.ndarray | None, shape: tuple[int, ...] | None, what: str) -> np.ndarray:
     if x is None:
         raise DataError(f"static int8 quantization needs {what} rows; none were given")
     rows = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    if rows.ndim != 2 or len(rows) == 0:
-        raise DataError(f"{what} rows must be a non-empty (rows, features) array, got {rows.shape}")
-    if width is not None and rows.shape[1] != width:
-        raise DataError(f"{what} rows have {rows.shape[1]} features; the model expects {width}")
-    bad = np.argwhere(~np.isfinite(rows))
+    if rows.ndim < 2 or len(rows) == 0:
+        raise DataError(f"{what} rows must be a non-empty (rows, ...) array, got {rows.shape}")
+    if shape is not None and rows.shape[1:] != shape:
+        if rows.ndim != 2 or rows.shape[1] != math.prod(shape):
+            raise DataError(
+                f"{what} rows have shape {rows.shape[1:]}; the model expects rows of shape {shape}"
+            )
+        rows = rows.reshape(len(rows), *shape)
+    bad = np.argwhere(~np.isfinite(rows.reshape(len(rows), -1)))
     if len(bad):
         raise DataError(f"{what} row {bad[0][0]} column {bad[0][1]} is not finite")
     return rows
@@ -1257,15 +1205,3 @@ def _metadata(model: bytes) -> dict[str, str]:
     import onnx
 
     return _props(onnx.load_from_string(model))
-
-
-def _run(model: bytes, rows: np.ndarray, which: str) -> dict[str, np.ndarray]:
-    """Every output of a model on ``rows``, by name (CPU, default threads)."""
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ModelLoadError(f"onnxruntime cannot open the {which} model: {exc}") from None
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {INPUT_NAME: rows}), strict=True))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import click
-from onnxedge.models.nets import DEFAULT_HIDDEN
+from onnxedge.models.nets import ARCHS, DEFAULT_CHANNELS, DEFAULT_HIDDEN
 from onnxedge.models.train import TrainOptions
 from onnxedge.models.train import train as train_run
 
 
 def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    """Parse comma-separated positive widths (``--hidden``, ``--channels``)."""
     try:
         widths = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
@@ -27,6 +28,7 @@ def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
         "Examples:\n\n"
         "\b\n"
         "  onnxedge train --dataset digits -o runs/digits\n"
+        "  onnxedge train --dataset digits --arch cnn -o runs/digits-cnn\n"
         "  onnxedge train --dataset breast-cancer -o runs/bc --hidden 64,32 --seed 1\n"
         "  onnxedge train --dataset data.csv --label-column species -o runs/iris\n"
         "  onnxedge train --dataset train-images-idx3-ubyte \\\n"
@@ -58,6 +60,20 @@ def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
     default="auto",
     show_default=True,
     help="auto infers it from the labels (2 classes: binary).",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(ARCHS),
+    default="mlp",
+    show_default=True,
+    help="mlp (any data, standardized) or cnn (digits / IDX images, rescaled to 0..1).",
+)
+@click.option(
+    "--channels",
+    default=",".join(map(str, DEFAULT_CHANNELS)),
+    show_default=True,
+    callback=_hidden,
+    help="The CNN's conv widths, comma-separated (--arch cnn).",
 )
 @click.option(
     "--hidden",
@@ -101,6 +117,8 @@ def train(
     label_column: str | None,
     labels_path: str | None,
     task: str,
+    arch: str,
+    channels: tuple[int, ...],
     hidden: tuple[int, ...],
     epochs: int,
     patience: int,
@@ -115,7 +133,9 @@ def train(
     """Train a classifier on a dataset into a run folder."""
     options = TrainOptions(
         task=None if task == "auto" else task,
+        arch=arch,
         hidden_sizes=hidden,
+        channels=channels,
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,
@@ -138,6 +158,7 @@ def train(
     summary = {
         "run": str(result.path),
         "task": result.task,
+        "arch": arch,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "val_accuracy": round(result.val_accuracy, 6),
@@ -149,7 +170,7 @@ def train(
         click.echo(json.dumps(summary))
     else:
         click.echo(
-            f"trained {result.task} net in {result.seconds:.1f}s: best epoch "
+            f"trained {result.task} {arch} in {result.seconds:.1f}s: best epoch "
             f"{result.best_epoch}/{result.epochs_run}, val accuracy {result.val_accuracy:.4f}, "
             f"val loss {result.val_loss:.4f} -> {result.path}"
         )

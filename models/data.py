@@ -93,6 +93,11 @@ class Dataset:
             string labels the original strings, sorted; for integer labels ``str(value)``.
         feature_names: ``f`` names, one per feature column.
         name: ``"digits"``, ``"breast-cancer"``, or the file name the data came from.
+        image_shape: ``(C, H, W)`` when each row is a flattened image (row-major), else
+            None.
+        pixel_scale: the factor that maps raw pixel values to ``[0, 1]`` (``1 / 16`` for
+            digits, ``1 / 255`` for IDX); the features stay raw, a run records the
+            scaling as its preprocessing. None for tabular data.
 
     Raises:
         DataError: shapes disagree, features are not real numbers, labels are not
@@ -104,6 +109,8 @@ class Dataset:
     class_names: list[str]
     feature_names: list[str]
     name: str
+    image_shape: tuple[int, ...] | None = None
+    pixel_scale: float | None = None
 
     def __post_init__(self) -> None:
         features = np.asarray(self.features)
@@ -147,6 +154,13 @@ class Dataset:
             raise DataError(
                 f"dataset {self.name!r}: labels must be in 0..{len(self.class_names) - 1}, "
                 f"got values from {labels.min()} to {labels.max()}"
+            )
+        if self.image_shape is not None and (
+            len(self.image_shape) != 3 or math.prod(self.image_shape) != features.shape[1]
+        ):
+            raise DataError(
+                f"dataset {self.name!r}: image shape {self.image_shape} is not (C, H, W) of "
+                f"{features.shape[1]} values"
             )
         self.features = np.ascontiguousarray(features, dtype=np.float32)
         self.labels = np.ascontiguousarray(labels, dtype=np.int64)
@@ -209,6 +223,8 @@ class Dataset:
             class_names=list(self.class_names),
             feature_names=list(self.feature_names),
             name=self.name,
+            image_shape=self.image_shape,
+            pixel_scale=self.pixel_scale,
         )
 
 
@@ -326,15 +342,18 @@ def _load_bundled(name: str) -> Dataset:
     # sklearn costs a second of import time; only training needs it.
     from sklearn import datasets as sk_datasets
 
-    loader = sk_datasets.load_digits if name == "digits" else sk_datasets.load_breast_cancer
-    bunch = loader()
+    digits = name == "digits"
+    bunch = (sk_datasets.load_digits if digits else sk_datasets.load_breast_cancer)()
     # (n, f) float64 -> float32; targets are already 0..C-1 indices into target_names.
+    # Digits are 8x8 images of pixel counts 0..16, flattened row-major.
     return Dataset(
         features=np.asarray(bunch.data, dtype=np.float32),
         labels=np.asarray(bunch.target, dtype=np.int64),
         class_names=[str(c) for c in bunch.target_names],
         feature_names=[str(f) for f in bunch.feature_names],
         name=name,
+        image_shape=(1, 8, 8) if digits else None,
+        pixel_scale=1 / 16 if digits else None,
     )
 
 
@@ -850,9 +869,11 @@ def load_idx(images_path: str | os.PathLike[str], labels_path: str | os.PathLike
     """Load MNIST-format IDX images and labels into a :class:`Dataset`.
 
     Images ``(n, rows, cols)`` uint8 (28x28 for MNIST) are flattened row-major to
-    ``(n, rows * cols)`` float32 and **scaled to [0, 1]** (divided by 255); feature
-    names are ``pixel_{r}_{c}``. Labels are mapped to ``0..C-1`` in sorted order, class
-    names are the original values as strings (``"0"``..``"9"`` for MNIST).
+    ``(n, rows * cols)`` float32 raw pixel values 0..255, with ``image_shape``
+    ``(1, rows, cols)`` and ``pixel_scale`` ``1 / 255`` (a run puts that scaling in its
+    preprocessing, so a device feeds raw pixels); feature names are ``pixel_{r}_{c}``.
+    Labels are mapped to ``0..C-1`` in sorted order, class names are the original values
+    as strings (``"0"``..``"9"`` for MNIST).
 
     Args:
         images_path: the images file (magic ``0x00000803``), optionally gzipped.
@@ -882,14 +903,14 @@ def load_idx(images_path: str | os.PathLike[str], labels_path: str | os.PathLike
         raise DataError(
             f"{images_file} has {n} images but {labels_file} has {labels_raw.shape[0]} labels"
         )
-    # (n, rows, cols) uint8 -> (n, rows * cols) float32 in [0, 1]; float64 division keeps
-    # each value the correctly rounded k / 255.
-    features = (images.reshape(n, rows * cols).astype(np.float64) / 255.0).astype(np.float32)
+    features = images.reshape(n, rows * cols).astype(np.float32)  # raw pixels, exact
     labels, class_names = _encode_labels(
         labels_file, "(IDX labels)", labels_raw, lambda i: f"label {i} (0-based)"
     )
     feature_names = [f"pixel_{r}_{c}" for r in range(rows) for c in range(cols)]
-    return Dataset(features, labels, class_names, feature_names, images_file.name)
+    return Dataset(
+        features, labels, class_names, feature_names, images_file.name, (1, rows, cols), 1 / 255
+    )
 
 
 # --------------------------------------------------------------------------------------

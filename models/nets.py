@@ -1,30 +1,40 @@
-"""The notebook's two classifiers, fixed and made configurable.
+"""The notebook's two classifiers, fixed and made configurable, and a small CNN.
 
 The original notebook's ``forward`` fed the *input* ``x`` to ``linear2``, skipping
 the hidden layer entirely; here every hidden layer feeds the next, and the output
-layer reads the last hidden activation. Both nets return logits; the softmax /
+layer reads the last hidden activation. Every net returns logits; the softmax /
 sigmoid head is added at export (``onnxedge.export.heads``).
 
 Parameter names are part of the checkpoint format and of the numpy reference
-(``onnxedge.models.reference.forward``): ``hidden.{i}.weight``, ``hidden.{i}.bias``
-for each hidden layer, then ``output.weight`` and ``output.bias``.
+(``onnxedge.models.reference.forward_from_weights``): ``conv.{i}.weight`` /
+``conv.{i}.bias`` for each conv block (CNN only), ``hidden.{i}.weight`` /
+``hidden.{i}.bias`` for each hidden dense layer, then ``output.weight`` and
+``output.bias``.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from onnxedge.models.reference import POOL_SIZE
 from onnxedge.runtime.contract import TASKS
 from onnxedge.runtime.errors import CheckpointError
 from torch import nn
 
+#: The architectures onnxedge builds from a config.
+ARCHS: tuple[str, ...] = ("mlp", "cnn")
 #: Default hidden widths: the notebook's hidden_size=5 is a toy; one layer of 128 learns
 #: digits and breast-cancer to >= 0.95 validation accuracy.
 DEFAULT_HIDDEN: tuple[int, ...] = (128,)
+#: Default conv widths of the CNN: two blocks take 8x8 digits to 2x2 and 28x28 to 7x7.
+DEFAULT_CHANNELS: tuple[int, ...] = (16, 32)
+#: Every conv block is conv(KERNEL_SIZE, same padding) -> ReLU -> max-pool(POOL_SIZE).
+KERNEL_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -33,44 +43,94 @@ class NetConfig:
 
     Attributes:
         task: ``multiclass`` (``num_classes`` logits) or ``binary`` (one logit).
-        input_size: features per row.
-        hidden_sizes: width of each hidden layer (ReLU after each); at least one.
+        input_size: values per row (the product of ``input_shape``).
+        hidden_sizes: width of each hidden dense layer (ReLU after each); at least one
+            for the MLP, any number (after the flatten) for the CNN.
         num_classes: number of classes (2 for binary).
+        arch: ``mlp`` (flat rows) or ``cnn`` (images ``(C, H, W)``).
+        input_shape: one row's shape; ``()`` means ``(input_size,)``.
+        channels: the CNN's conv widths, one block each (empty for the MLP).
+
+    Raises:
+        CheckpointError: any attribute out of range or inconsistent with the others.
     """
 
     task: str
     input_size: int
     hidden_sizes: tuple[int, ...]
     num_classes: int
+    arch: str = "mlp"
+    input_shape: tuple[int, ...] = ()
+    channels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise CheckpointError(f"unknown task {self.task!r}; expected one of {TASKS}")
-        if self.input_size < 1:
-            raise CheckpointError(f"input_size must be >= 1, got {self.input_size}")
-        if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
-            raise CheckpointError(
-                f"hidden_sizes must be one or more positive widths, got {self.hidden_sizes}"
-            )
-        if self.task == "binary" and self.num_classes != 2:
-            raise CheckpointError(f"a binary net has 2 classes, got {self.num_classes}")
-        if self.task == "multiclass" and self.num_classes < 2:
-            raise CheckpointError(f"a multiclass net needs >= 2 classes, got {self.num_classes}")
+        shape = tuple(int(d) for d in self.input_shape) or (self.input_size,)
+        object.__setattr__(self, "input_shape", shape)
+        problems = [
+            (self.task not in TASKS, f"unknown task {self.task!r}; expected one of {TASKS}"),
+            (self.arch not in ARCHS, f"unknown arch {self.arch!r}; expected one of {ARCHS}"),
+            (self.input_size < 1, f"input_size must be >= 1, got {self.input_size}"),
+            (
+                math.prod(shape) != self.input_size or min(shape) < 1,
+                f"input_shape {shape} does not hold input_size {self.input_size} values",
+            ),
+            (
+                (not self.hidden_sizes and self.arch == "mlp")
+                or any(h < 1 for h in self.hidden_sizes),
+                f"hidden_sizes must be one or more positive widths, got {self.hidden_sizes}",
+            ),
+            (
+                self.task == "binary" and self.num_classes != 2,
+                f"a binary net has 2 classes, got {self.num_classes}",
+            ),
+            (
+                self.task == "multiclass" and self.num_classes < 2,
+                f"a multiclass net needs >= 2 classes, got {self.num_classes}",
+            ),
+        ]
+        if self.arch == "mlp":
+            problems += [
+                (len(shape) != 1, f"an mlp reads flat rows, got input_shape {shape}"),
+                (bool(self.channels), f"an mlp has no conv channels, got {self.channels}"),
+            ]
+        else:
+            side = POOL_SIZE ** len(self.channels)
+            problems += [
+                (len(shape) != 3, f"a cnn reads images (C, H, W), got input_shape {shape}"),
+                (
+                    not self.channels or min(self.channels) < 1,
+                    f"a cnn needs one or more positive conv widths, got {self.channels}",
+                ),
+                (
+                    len(shape) == 3 and min(shape[1:]) < side,
+                    f"input_shape {shape} is smaller than the {side}x{side} that "
+                    f"{len(self.channels)} pooling blocks need",
+                ),
+            ]
+        for bad, message in problems:
+            if bad:
+                raise CheckpointError(message)
 
     @property
     def output_size(self) -> int:
         """Logits per row: one for binary, ``num_classes`` for multiclass."""
         return 1 if self.task == "binary" else self.num_classes
 
+    @property
+    def flat_size(self) -> int:
+        """Values the first dense layer reads: the row (MLP), the last pooled map (CNN)."""
+        if self.arch == "mlp":
+            return self.input_size
+        scale = POOL_SIZE ** len(self.channels)
+        return self.channels[-1] * (self.input_shape[1] // scale) * (self.input_shape[2] // scale)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``from_dict`` reverses it)."""
-        data = asdict(self)
-        data["hidden_sizes"] = list(self.hidden_sizes)
-        return data
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetConfig:
-        """Rebuild a config from ``to_dict`` output.
+        """Rebuild a config from ``to_dict`` output (configs without ``arch`` are MLPs).
 
         Raises:
             CheckpointError: a key is missing or has the wrong type.
@@ -81,6 +141,9 @@ class NetConfig:
                 input_size=int(data["input_size"]),
                 hidden_sizes=tuple(int(h) for h in data["hidden_sizes"]),
                 num_classes=int(data["num_classes"]),
+                arch=str(data.get("arch", "mlp")),
+                input_shape=tuple(int(d) for d in data.get("input_shape", ())),
+                channels=tuple(int(c) for c in data.get("channels", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"invalid net config {data!r}: {exc}") from None
@@ -92,7 +155,7 @@ class MLP(nn.Module):
     def __init__(self, config: NetConfig) -> None:
         super().__init__()
         self.config = config
-        widths = (config.input_size, *config.hidden_sizes)
+        widths = (config.flat_size, *config.hidden_sizes)
         self.hidden = nn.ModuleList(
             nn.Linear(w_in, w_out) for w_in, w_out in itertools.pairwise(widths)
         )
@@ -119,8 +182,37 @@ class BinclassNN(MLP):
         super().__init__(NetConfig("binary", input_size, _widths(hidden_size), 2))
 
 
+class CNN(MLP):
+    """Conv blocks, then the MLP's dense layers on the flattened map; logits out.
+
+    Each block is ``Conv2d(3x3, padding 1) -> ReLU -> MaxPool2d(2)``, so an 8x8 digit
+    leaves two blocks as 2x2 and a 28x28 IDX image as 7x7; the dense part is
+    ``hidden.{i}`` then ``output``, as in the MLP.
+
+    Args:
+        config: a ``cnn`` config; ``input_shape`` is ``(C, H, W)``. Input batches are
+            ``(batch, C, H, W)`` float32.
+    """
+
+    def __init__(self, config: NetConfig) -> None:
+        super().__init__(config)
+        widths = (config.input_shape[0], *config.channels)
+        self.conv = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, KERNEL_SIZE, padding=KERNEL_SIZE // 2)
+            for c_in, c_out in itertools.pairwise(widths)
+        )
+        self.pool = nn.MaxPool2d(POOL_SIZE)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.conv:
+            x = self.pool(self.relu(conv(x)))
+        return super().forward(torch.flatten(x, 1))  # (batch, C * H * W)
+
+
 def build_net(config: NetConfig) -> MLP:
-    """Build the net a config describes (``MulticlassNN`` or ``BinclassNN``)."""
+    """Build the net a config describes: ``CNN``, ``MulticlassNN`` or ``BinclassNN``."""
+    if config.arch == "cnn":
+        return CNN(config)
     if config.task == "binary":
         return BinclassNN(config.input_size, config.hidden_sizes)
     return MulticlassNN(config.input_size, config.hidden_sizes, config.num_classes)

@@ -24,13 +24,18 @@ the typed errors of :mod:`onnxedge.runtime.errors`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 from onnxedge.runtime.errors import CheckpointError, DataError, InputShapeError
+
+if TYPE_CHECKING:
+    from onnxedge.models.nets import NetConfig
 
 __all__ = [
     "BCE_LOG_CLAMP",
@@ -42,6 +47,7 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_from_probabilities",
     "forward",
+    "forward_from_weights",
     "log_softmax",
     "predict_label",
     "predict_proba",
@@ -65,6 +71,9 @@ PROBABILITY_HEADS: tuple[str, ...] = ("softmax", "sigmoid")
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _HIDDEN_KEY = re.compile(r"hidden\.(\d+)\.(weight|bias)")
+_CONV_KEY = re.compile(r"conv\.(\d+)\.(weight|bias)")
+#: The CNN's max-pool window and stride (``onnxedge.models.nets.CNN`` reads it from here).
+POOL_SIZE = 2
 
 
 # --- activations and heads -----------------------------------------------------------
@@ -414,6 +423,84 @@ def forward(
         h = np.maximum(h @ weight.T + bias, 0)  # (batch, out)
     weight, bias = layers[-1]
     return np.asarray(h @ weight.T + bias)  # (batch, classes)
+
+
+def forward_from_weights(
+    config: NetConfig,
+    weights: Mapping[str, ArrayLike],
+    x: ArrayLike,
+    *,
+    dtype: DTypeLike = np.float64,
+) -> FloatArray:
+    """The forward pass of any architecture onnxedge builds, from its weights: logits.
+
+    ``mlp``: :func:`forward`. ``cnn``: for each ``conv.{i}``, a same-padded convolution
+    (odd square kernel, stride 1), ReLU, then a ``POOL_SIZE`` max-pool (floor: a last odd
+    row or column is dropped, as in torch); the map is flattened channel-major and read by
+    the dense layers ``hidden.{i}`` / ``output``. Preprocessing is not applied: pass
+    ``preprocess.apply(rows)``. With every weight and input replaced by its absolute value
+    the same pass bounds the magnitude of the terms summed into each logit (the scale of
+    float32 rounding), since ReLU and max-pool are monotone.
+
+    Args:
+        config: the net's config (``arch`` and ``input_shape`` are read).
+        weights: the net's ``state_dict`` as arrays, by the torch names.
+        x: ``(batch, *config.input_shape)`` rows, already preprocessed.
+        dtype: float64 (default) or float32; weights and inputs are cast to it.
+
+    Returns:
+        Logits ``(batch, classes)``; ``(batch, 1)`` for a binary net.
+
+    Raises:
+        CheckpointError: weights are missing, unexpected or of shapes that do not chain.
+        InputShapeError: ``x`` is not a batch of rows of ``config.input_shape``.
+    """
+    shape = tuple(config.input_shape)
+    h = _as_float(x, dtype)
+    if h.ndim != len(shape) + 1 or h.shape[1:] != shape:
+        raise InputShapeError(
+            f"model expects rows of shape {shape}, input has "
+            f"{h.shape[1:] if h.ndim == len(shape) + 1 else h.shape} (x shape {h.shape})"
+        )
+    if config.arch == "mlp":
+        return forward(weights, h, dtype=dtype)
+    convs = {int(m.group(1)) for k in weights if (m := _CONV_KEY.fullmatch(str(k)))}
+    names = [(f"conv.{i}.weight", f"conv.{i}.bias") for i in range(max(convs, default=-1) + 1)]
+    missing = [key for pair in names for key in pair if key not in weights]
+    if missing or not names:
+        raise CheckpointError(
+            "weights do not describe the CNN (conv.{i}.weight / .bias for i = 0..k-1, k >= 1): "
+            f"missing {', '.join(missing) or 'conv.0.weight, conv.0.bias'}"
+        )
+    for w_name, b_name in names:
+        weight, bias = _as_float(weights[w_name], dtype), _as_float(weights[b_name], dtype)
+        k = weight.shape[-1] if weight.ndim == 4 else 0
+        if k % 2 == 0 or weight.shape[1:] != (h.shape[1], k, k):
+            raise CheckpointError(
+                f"{w_name} has shape {weight.shape}; expected (out, {h.shape[1]}, k, k) "
+                "with an odd k"
+            )
+        if bias.shape != weight.shape[:1]:
+            raise CheckpointError(
+                f"{b_name} has shape {bias.shape}; {w_name} needs ({len(weight)},)"
+            )
+        padded = np.pad(h, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+        windows = sliding_window_view(padded, (k, k), axis=(2, 3))  # (n, c, H, W, k, k)
+        h = np.einsum("nchwij,ocij->nohw", windows, weight, optimize=True)
+        h = np.maximum(h + bias[:, None, None], 0)
+        n, c, rows, cols = h.shape
+        rows, cols = rows // POOL_SIZE, cols // POOL_SIZE
+        h = h[:, :, : rows * POOL_SIZE, : cols * POOL_SIZE]
+        h = h.reshape(n, c, rows, POOL_SIZE, cols, POOL_SIZE).max(axis=(3, 5))
+    dense = {k: v for k, v in weights.items() if not _CONV_KEY.fullmatch(str(k))}
+    reads = _layers(dense, dtype)[0][0].shape[1]
+    if reads != math.prod(h.shape[1:]):
+        first = "hidden.0.weight" if "hidden.0.weight" in dense else "output.weight"
+        raise CheckpointError(
+            f"{first} reads {reads} features but the conv blocks give "
+            f"{math.prod(h.shape[1:])} ({' x '.join(map(str, h.shape[1:]))})"
+        )
+    return forward(dense, h.reshape(len(h), -1), dtype=dtype)  # (batch, C * H * W) in
 
 
 # --- validation helpers --------------------------------------------------------------

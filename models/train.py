@@ -1,4 +1,4 @@
-"""Deterministic training of the notebook's nets on a Dataset, into a run folder."""
+"""Deterministic training of the notebook's nets and the CNN on a Dataset, into a run folder."""
 
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from onnxedge.models.checkpoint import (
-    CURVES_FILE,
-    Normalization,
-    atomic_directory,
-    save_run,
-)
-from onnxedge.models.nets import DEFAULT_HIDDEN, MLP, NetConfig, build_net
+from onnxedge.models.checkpoint import CURVES_FILE, atomic_directory, save_run
+from onnxedge.models.nets import ARCHS, DEFAULT_CHANNELS, DEFAULT_HIDDEN, MLP, NetConfig, build_net
+from onnxedge.models.preprocess import Preprocess, Rescale, Standardize
 from onnxedge.runtime.errors import DataError
 from onnxedge.runtime.version import __version__
 
@@ -31,7 +27,9 @@ class TrainOptions:
     Attributes:
         task: ``multiclass`` or ``binary``; None infers it from the labels (2 classes ->
             binary).
-        hidden_sizes: hidden layer widths.
+        arch: ``mlp`` (any data, standardized) or ``cnn`` (image data, rescaled).
+        hidden_sizes: hidden dense layer widths.
+        channels: the CNN's conv widths (``cnn`` only).
         epochs: maximum epochs; early stopping may end sooner.
         lr: Adam learning rate.
         weight_decay: Adam L2 penalty.
@@ -42,7 +40,9 @@ class TrainOptions:
     """
 
     task: str | None = None
+    arch: str = "mlp"
     hidden_sizes: tuple[int, ...] = DEFAULT_HIDDEN
+    channels: tuple[int, ...] = DEFAULT_CHANNELS
     epochs: int = 200
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -53,6 +53,7 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.arch in ARCHS, f"unknown arch {self.arch!r}; expected one of {ARCHS}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
@@ -61,6 +62,10 @@ class TrainOptions:
             (
                 bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1,
                 f"hidden sizes must be positive, got {self.hidden_sizes}",
+            ),
+            (
+                bool(self.channels) and min(self.channels) >= 1,
+                f"channels must be positive, got {self.channels}",
             ),
         ]
         for ok, message in checks:
@@ -83,13 +88,13 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def compute_normalization(x: np.ndarray) -> Normalization:
+def compute_normalization(x: np.ndarray) -> Standardize:
     """Mean and std per feature; a constant feature gets std 1 (it standardizes to 0)."""
     x64 = x.astype(np.float64)
     mean = x64.mean(axis=0)
     std = x64.std(axis=0)
     std = np.where(std > 1e-12, std, 1.0)
-    return Normalization(mean=mean.astype(np.float32), std=std.astype(np.float32))
+    return Standardize(mean=mean.astype(np.float32), std=std.astype(np.float32))
 
 
 def fit(
@@ -102,10 +107,10 @@ def fit(
     *,
     progress: bool | None = None,
 ) -> tuple[MLP, list[dict[str, float]], int]:
-    """Train a net on standardized features with early stopping on validation loss.
+    """Train a net on preprocessed rows with early stopping on validation loss.
 
     Args:
-        x_train, x_val: standardized features ``(n, f)`` float32.
+        x_train, x_val: preprocessed rows ``(n, *config.input_shape)`` float32.
         y_train, y_val: labels ``(n,)`` int64 in ``0..C-1``.
         config: the net to build.
         options: hyperparameters.
@@ -208,7 +213,7 @@ def train(
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is false.
     """
     import torch
-    from onnxedge.models.data import load_dataset, train_val_split
+    from onnxedge.models.data import Dataset, load_dataset, train_val_split
 
     options = options or TrainOptions()
     started = time.perf_counter()
@@ -219,12 +224,33 @@ def train(
     if task not in ("binary", "multiclass"):
         raise DataError(f"unknown task {task!r}; expected multiclass or binary")
     train_ds, val_ds = train_val_split(dataset, options.val_fraction, options.seed)
-    normalization = compute_normalization(train_ds.features)
-    config = NetConfig(task, dataset.num_features, tuple(options.hidden_sizes), dataset.num_classes)
+    preprocess: Preprocess
+    if options.arch == "cnn":
+        if dataset.image_shape is None or dataset.pixel_scale is None:
+            raise DataError(
+                f"--arch cnn needs images (digits or an IDX file); {dataset.name} has flat "
+                f"rows of {dataset.num_features} features (use --arch mlp)"
+            )
+        shape, preprocess = dataset.image_shape, Rescale(dataset.pixel_scale)
+    else:
+        shape, preprocess = (dataset.num_features,), compute_normalization(train_ds.features)
+    config = NetConfig(
+        task,
+        dataset.num_features,
+        tuple(options.hidden_sizes),
+        dataset.num_classes,
+        arch=options.arch,
+        input_shape=shape,
+        channels=tuple(options.channels) if options.arch == "cnn" else (),
+    )
+
+    def rows(ds: Dataset) -> np.ndarray:  # raw (n, *shape) float32
+        return ds.features.reshape(ds.num_rows, *shape)
+
     net, history, best_epoch = fit(
-        normalization.apply(train_ds.features).astype(np.float32),
+        preprocess.apply(rows(train_ds)).astype(np.float32),
         train_ds.labels,
-        normalization.apply(val_ds.features).astype(np.float32),
+        preprocess.apply(rows(val_ds)).astype(np.float32),
         val_ds.labels,
         config,
         options,
@@ -243,11 +269,16 @@ def train(
     }
     rng = np.random.default_rng(options.seed)
     take = min(CALIBRATION_ROWS, train_ds.num_rows)
-    calibration = train_ds.features[np.sort(rng.choice(train_ds.num_rows, take, replace=False))]
+    calibration = rows(train_ds)[np.sort(rng.choice(train_ds.num_rows, take, replace=False))]
     info = {
         "task": task,
         "dataset": str(source),
-        "training": {**asdict(options), "task": task, "hidden_sizes": list(options.hidden_sizes)},
+        "training": {
+            **asdict(options),
+            "task": task,
+            "hidden_sizes": list(options.hidden_sizes),
+            "channels": list(config.channels),
+        },
         "versions": {
             "onnxedge": __version__,
             "torch": torch.__version__,
@@ -259,15 +290,15 @@ def train(
         save_run(
             folder,
             net=net,
-            normalization=normalization,
+            preprocess=preprocess,
             class_names=dataset.class_names,
             feature_names=dataset.feature_names,
             metrics=metrics,
             info=info,
-            validation=(val_ds.features, val_ds.labels),
+            validation=(rows(val_ds), val_ds.labels),
             calibration=calibration,
         )
-        plot_curves(history, folder / CURVES_FILE, title=f"{dataset.name} ({task})")
+        plot_curves(history, folder / CURVES_FILE, title=f"{dataset.name} ({options.arch}, {task})")
     return TrainResult(
         path=Path(out_dir),
         task=task,

@@ -47,7 +47,9 @@ def test_export_prints_the_parity_table(multiclass: TinyModel, tmp_path: Path) -
     assert first.startswith(
         f"exported multiclass model (softmax head, opset 18, dynamo exporter) -> {out} ("
     )
-    assert any(line.startswith("probabilities max abs") for line in rest)
+    assert f"  torch: the run's own module ({multiclass.run_dir})" in rest
+    assert any(line.split()[:2] == ["probabilities", "onnxruntime~torch"] for line in rest)
+    assert not any("torch from onnx" in line for line in rest)
     assert rest[-1].endswith("checks passed")
     assert json.loads(report.read_text())["passed"] is True
 

@@ -15,7 +15,7 @@ from onnxedge.export.heads import (
     resolve_head,
 )
 from onnxedge.models import reference
-from onnxedge.models.checkpoint import Normalization
+from onnxedge.models.preprocess import Standardize
 from onnxedge.models.nets import NetConfig, build_net
 from onnxedge.runtime.errors import ExportError
 
@@ -70,7 +70,7 @@ def _module(config: NetConfig, threshold: float = DEFAULT_THRESHOLD) -> Classifi
     torch.manual_seed(0)
     net = build_net(config).eval()
     rng = np.random.default_rng(0)
-    normalization = Normalization(
+    normalization = Standardize(
         mean=rng.normal(size=config.input_size).astype(np.float32) * 10,
         std=rng.uniform(0.5, 5, size=config.input_size).astype(np.float32),
     )
@@ -83,7 +83,8 @@ def _weights(module: ClassifierWithHead) -> dict[str, np.ndarray]:
 
 
 def _normalization(module: ClassifierWithHead) -> dict[str, np.ndarray]:
-    return {"mean": module.normalize.mean.numpy(), "std": module.normalize.std.numpy()}
+    assert module.preprocess is not None
+    return {"mean": module.preprocess.mean.numpy(), "std": module.preprocess.std.numpy()}
 
 
 @pytest.mark.parametrize("config", [MULTICLASS, BINARY], ids=["softmax", "sigmoid"])

@@ -97,7 +97,7 @@ def test_graph_is_clean_and_self_contained(tiny: TinyModel) -> None:
     assert not any(n.metadata_props for n in model.graph.node)
     assert b"stack_trace" not in tiny.model.read_bytes()
     names = {t.name for t in model.graph.initializer}
-    assert {"normalize.mean", "normalize.std", "net.output.weight", "net.output.bias"} <= names
+    assert {"preprocess.mean", "preprocess.std", "net.output.weight", "net.output.bias"} <= names
 
 
 def test_metadata_holds_the_contract_and_provenance(tiny: TinyModel) -> None:
@@ -115,8 +115,11 @@ def test_metadata_holds_the_contract_and_provenance(tiny: TinyModel) -> None:
     assert contract.feature_names == run.feature_names
     assert contract.variant == "fp32"
     extra = contract.extra
-    np.testing.assert_array_equal(extra["normalization"]["mean"], run.normalization.mean)
-    np.testing.assert_array_equal(extra["normalization"]["std"], run.normalization.std)
+    assert contract.input_shape == (run.config.input_size,)
+    assert contract.preprocess is not None and contract.preprocess["kind"] == "standardize"
+    np.testing.assert_array_equal(contract.preprocess["mean"], run.normalization.mean)
+    np.testing.assert_array_equal(contract.preprocess["std"], run.normalization.std)
+    assert json.loads(extra["architecture"]) == run.config.to_dict()
     assert extra["weights_sha256"] == run.weights_sha256
     assert extra["graph_weights_sha256"] == graph_weights_sha256(model)
     assert extra["training_metrics"]["best_epoch"] == run.metrics["best_epoch"]

@@ -266,7 +266,7 @@ def test_absurd_calibration_trips_the_bar(exported: Exported, tmp_path: Path, sc
             exported.model, exported.run_dir, "int8", out, method="static", calibration=bad
         )
     failures = caught.value.failures
-    assert any(f.startswith("label agreement") for f in failures), failures
+    assert any(f.startswith("label int8~fp32: ") for f in failures), failures
     assert all(f in str(caught.value) for f in failures)
     assert "--accept-degradation" in str(caught.value)
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
@@ -332,8 +332,13 @@ def test_a_stricter_bar_names_every_failing_check(digits: Exported, tmp_path: Pa
     int8 = onnx_to_int8(onnx.load(str(digits.model)), settings_, digits.run.calibration())
     impossible = VariantBar(1.1, -1.0, -1.0, -1.0)
     report = verify_variant(int8, digits.model, x, y, variant="int8", bar=impossible)
-    names = [f.split(" ")[0] + " " + f.split(" ")[1] for f in report.failures]
-    assert names == ["label agreement", "accuracy drop", "loss delta", "max probability"]
+    names = [f.split(":")[0] for f in report.failures]
+    assert names == [
+        "probabilities int8~fp32",
+        "label int8~fp32",
+        "loss int8~fp32",
+        "accuracy_drop int8~fp32",
+    ]
 
 
 # --- int8 settings from the CPU -----------------------------------------------------------
@@ -416,7 +421,7 @@ def test_refusals_name_what_was_asked(
     rows[3, 5] = np.nan
     with pytest.raises(DataError, match="calibration row 3 column 5 is not finite"):
         make_variant(digits.model, digits.run_dir, "int8", out, calibration=rows)
-    with pytest.raises(DataError, match="calibration rows have 30 features; the model expects 64"):
+    with pytest.raises(DataError, match=re.escape("calibration rows have shape (30,); the model expects rows of shape (64,)")):
         make_variant(
             digits.model, digits.run_dir, "int8", out, calibration=cancer.run.calibration()
         )
@@ -509,7 +514,7 @@ def test_cli_optimize_prints_the_bar(digits: Exported, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith(f"fp16 variant of {digits.model} -> {out} (")
-    assert any(line.startswith("label agreement") and " ok" in line for line in lines)
+    assert any(line.split()[:2] == ["label", "fp16~fp32"] and " ok " in line for line in lines)
     assert lines[-1].endswith("passed")
 
 
@@ -556,5 +561,6 @@ def test_cli_verify_holds_a_variant_to_its_bar(
     )
     assert failed.exit_code == 1
     last = failed.output.strip().splitlines()[-1]
-    assert last.startswith("Error: int8 variant misses its bar: label agreement")
+    assert last.startswith("Error: int8 variant misses its bar: ")
+    assert "label int8~fp32: " in last
     assert json.loads(report.read_text())["passed"] is False

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from onnxedge.runtime.tolerances import REFERENCE_FLOAT32_ATOL, REFERENCE_FLOAT32_RTOL
 from onnxedge.models.data import (
     BUNDLED,
     Dataset,
@@ -81,6 +80,11 @@ def test_digits_shapes_and_names() -> None:
     reference = load_digits()
     np.testing.assert_array_equal(ds.labels, reference.target)
     np.testing.assert_array_equal(ds.features, reference.data.astype(np.float32))
+    # 8x8 images of raw pixel counts 0..16, flattened row-major.
+    assert ds.image_shape == (1, 8, 8) and ds.pixel_scale == 1 / 16
+    np.testing.assert_array_equal(ds.features.reshape(-1, 1, 8, 8)[:, 0], reference.images)
+    assert ds.features.max() * ds.pixel_scale == 1.0
+    assert load_dataset("breast-cancer").image_shape is None
 
 
 def test_breast_cancer_shapes_and_names() -> None:
@@ -118,21 +122,20 @@ def test_idx_round_trip(mnist_like: tuple[Path, Path, np.ndarray, np.ndarray]) -
     assert labels_path.read_bytes()[:4] == bytes.fromhex("00000801")
 
 
-def test_load_idx_scales_and_flattens(
+def test_load_idx_keeps_raw_pixels_and_flattens(
     mnist_like: tuple[Path, Path, np.ndarray, np.ndarray],
 ) -> None:
     images_path, labels_path, images, labels = mnist_like
     ds = load_dataset(images_path, labels_path=labels_path)
     assert ds.name == "train-images-idx3-ubyte"
     assert ds.features.shape == (6, 784) and ds.features.dtype == np.float32
-    assert ds.features.min() == 0.0 and ds.features.max() == 1.0
-    # Independent computation: pixel (r, c) of image i, scaled in float64.
-    expected = np.array(
-        [[images[i, r, c] / 255.0 for r in range(28) for c in range(28)] for i in range(6)]
-    )
-    np.testing.assert_allclose(
-        ds.features, expected, rtol=REFERENCE_FLOAT32_RTOL, atol=REFERENCE_FLOAT32_ATOL
-    )
+    # Raw 0..255 pixels: the /255 is the run's preprocessing, recorded, not done here.
+    assert ds.features.min() == 0.0 and ds.features.max() == 255.0
+    assert ds.image_shape == (1, 28, 28) and ds.pixel_scale == 1 / 255
+    # Independent computation: pixel (r, c) of image i, read one by one.
+    expected = [[images[i, r, c] for r in range(28) for c in range(28)] for i in range(6)]
+    np.testing.assert_array_equal(ds.features, np.array(expected, dtype=np.float32))
+    np.testing.assert_array_equal(ds.features.reshape(6, *ds.image_shape)[:, 0], images)
     assert ds.feature_names[0] == "pixel_0_0"
     assert ds.feature_names[29] == "pixel_1_1" and ds.feature_names[-1] == "pixel_27_27"
     np.testing.assert_array_equal(ds.labels, labels)
@@ -700,6 +703,9 @@ def test_dataset_checks_and_coerces() -> None:
     with pytest.raises(DataError) as excinfo:
         Dataset(np.ones((2, 3)), np.array([0, 1]), ["a", "b"], ["x", "y"], "t")
     assert _message(excinfo) == "dataset 't': 2 feature names for 3 feature columns"
+    with pytest.raises(DataError) as excinfo:
+        Dataset(np.ones((2, 3)), np.array([0, 1]), ["a", "b"], ["x", "y", "z"], "t", (1, 2, 2))
+    assert _message(excinfo) == "dataset 't': image shape (1, 2, 2) is not (C, H, W) of 3 values"
 
 
 def test_subset() -> None:
@@ -712,6 +718,8 @@ def test_subset() -> None:
     assert ds.features[4, 0] == 4
     mask = ds.labels == 2
     assert ds.subset(mask).features[:, 0].tolist() == [2, 5]
+    digits = load_dataset("digits").subset([3, 1])
+    assert (digits.image_shape, digits.pixel_scale) == ((1, 8, 8), 1 / 16)
     with pytest.raises(DataError) as excinfo:
         ds.subset([6])
     assert _message(excinfo) == "dataset 'toy': subset index out of range for 6 rows (got 6..6)"

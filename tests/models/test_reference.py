@@ -8,6 +8,7 @@ unstable form overflows.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, TypedDict
 
@@ -15,9 +16,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from onnxedge.models import reference as ref
+from onnxedge.models.nets import NetConfig, build_net
+from onnxedge.runtime.errors import CheckpointError, DataError, InputShapeError
 from onnxedge.runtime.tolerances import (
     BCE_UNSATURATED_MIN_PROBABILITY,
     LOGIT_ATOL,
@@ -30,8 +34,6 @@ from onnxedge.runtime.tolerances import (
     TORCH_BCE_WITH_LOGITS_FLOAT32_ERROR_PER_LOGIT,
     TORCH_BCE_WITH_LOGITS_FLOAT64_ERROR_PER_LOGIT,
 )
-from onnxedge.models import reference as ref
-from onnxedge.runtime.errors import CheckpointError, DataError, InputShapeError
 from torch import nn
 
 # No deadline: wall-clock limits do not belong in unit tests (a loaded CI box is slow).
@@ -499,6 +501,172 @@ def test_forward_rejects_a_single_unbatched_row() -> None:
 def test_forward_rejects_bad_normalization(normalization: dict[str, Any], match: str) -> None:
     with pytest.raises(CheckpointError, match=match):
         ref.forward(_tiny_net(), np.zeros((2, 4)), normalization=normalization)
+
+
+# --- forward_from_weights: the MLP and the CNN -----------------------------------------
+
+
+@st.composite
+def cnns(draw: st.DrawFn) -> tuple[NetConfig, dict[str, np.ndarray], np.ndarray]:
+    """A random CNN config (channels, H, W, blocks, dense widths), its weights and a batch."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    blocks = draw(st.integers(1, 2))
+    side = ref.POOL_SIZE**blocks  # the smallest H, W the blocks can pool
+    shape = (
+        draw(st.integers(1, 3)),
+        draw(st.integers(side, side + 7)),
+        draw(st.integers(side, side + 7)),
+    )
+    channels = tuple(draw(st.lists(st.integers(1, 6), min_size=blocks, max_size=blocks)))
+    hidden = tuple(draw(st.lists(st.integers(1, 8), max_size=2)))
+    task = draw(st.sampled_from(["multiclass", "binary"]))
+    classes = draw(st.integers(2, 5)) if task == "multiclass" else 2
+    config = NetConfig(task, math.prod(shape), hidden, classes, "cnn", shape, channels)
+    fan_in = {name: v.shape for name, v in build_net(config).state_dict().items()}
+    weights = {
+        name: rng.normal(0, 1 / np.sqrt(max(1, math.prod(dims[1:]))), dims)
+        for name, dims in fan_in.items()
+    }
+    x = rng.normal(0, 1, (draw(st.integers(1, MAX_BATCH)), *shape))
+    return config, weights, x
+
+
+def torch_net(config: NetConfig, weights: dict[str, np.ndarray], dtype: torch.dtype) -> nn.Module:
+    """onnxedge's torch net for ``config``, holding ``weights`` (cast to ``dtype``)."""
+    net = build_net(config).to(dtype).eval()
+    net.load_state_dict({k: torch.tensor(v, dtype=dtype) for k, v in weights.items()})
+    return net
+
+
+def assert_within_rounding(
+    reference: np.ndarray, other: np.ndarray, magnitude: np.ndarray, dtype: Any
+) -> None:
+    """|reference - other| within the named dtype bar, relative to each logit's terms."""
+    tol = close(dtype)
+    bound = tol["rtol"] * magnitude + tol["atol"]
+    assert reference.shape == other.shape
+    assert np.all(np.abs(reference - other) <= bound), np.max(np.abs(reference - other) - bound)
+
+
+@FORWARD_PROPERTY
+@given(cnns())
+def test_cnn_forward_matches_torch(
+    net: tuple[NetConfig, dict[str, np.ndarray], np.ndarray],
+) -> None:
+    config, weights, x = net
+    logits = ref.forward_from_weights(config, weights, x)
+    assert logits.shape == (len(x), config.output_size) and logits.dtype == np.float64
+    # the same pass on |weights| and |x| bounds the terms each logit sums (ReLU, max-pool
+    # and the sums are monotone), so float rounding is measured against it
+    magnitude = ref.forward_from_weights(
+        config, {k: np.abs(v) for k, v in weights.items()}, np.abs(x)
+    )
+    with torch.no_grad():
+        torch64 = torch_net(config, weights, torch.float64)(torch.from_numpy(x)).numpy()
+        # float32 torch on the very same float32 values as the float64 reference
+        w32 = {k: v.astype(np.float32) for k, v in weights.items()}
+        x32 = x.astype(np.float32)
+        torch32 = torch_net(config, w32, torch.float32)(torch.from_numpy(x32)).numpy()
+    assert_within_rounding(logits, torch64, magnitude, np.float64)
+    assert_within_rounding(
+        ref.forward_from_weights(config, w32, x32), torch32, magnitude, np.float32
+    )
+    logits32 = ref.forward_from_weights(config, w32, x32, dtype=np.float32)
+    assert logits32.dtype == np.float32
+    assert_within_rounding(
+        ref.forward_from_weights(config, w32, x32), logits32, magnitude, np.float32
+    )
+
+
+@FORWARD_PROPERTY
+@given(mlps())
+def test_forward_from_weights_of_an_mlp_is_the_mlp_forward(net: dict[str, Any]) -> None:
+    weights, x = net["weights"], net["x"]
+    hidden = tuple(len(weights[f"hidden.{i}.bias"]) for i in range(len(weights) // 2 - 1))
+    outputs = len(weights["output.bias"])
+    task, classes = ("binary", 2) if outputs == 1 else ("multiclass", outputs)
+    assume(hidden)  # an onnxedge MLP has a hidden layer; ref.forward alone covers none
+    config = NetConfig(task, x.shape[1], hidden, classes)
+    logits = ref.forward_from_weights(config, weights, x)
+    np.testing.assert_array_equal(logits, ref.forward(weights, x))
+    with torch.no_grad():
+        torch64 = torch_net(config, weights, torch.float64)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(logits, torch64, **close(np.float64))
+
+
+def _tiny_cnn() -> tuple[NetConfig, dict[str, np.ndarray]]:
+    config = NetConfig("multiclass", 64, (), 3, "cnn", (1, 8, 8), (2,))
+    rng = np.random.default_rng(0)
+    return config, {k: rng.normal(size=v.shape) for k, v in build_net(config).state_dict().items()}
+
+
+def test_cnn_forward_pools_the_conv_map_as_torch_does() -> None:
+    # One 3x3 averaging kernel on an odd 5x7 image: the last row and column are dropped.
+    config = NetConfig("binary", 35, (), 2, "cnn", (1, 5, 7), (1,))
+    x = np.arange(35.0).reshape(1, 1, 5, 7) - 17
+    weights = {
+        "conv.0.weight": np.full((1, 1, 3, 3), 1 / 9),
+        "conv.0.bias": np.zeros(1),
+        "output.weight": np.eye(1, 6),  # reads the first pooled value only
+        "output.bias": np.zeros(1),
+    }
+    conv = F.conv2d(torch.from_numpy(x), torch.from_numpy(weights["conv.0.weight"]), padding=1)
+    expected = F.max_pool2d(torch.relu(conv), 2).flatten(1)[:, :1].numpy()
+    np.testing.assert_allclose(
+        ref.forward_from_weights(config, weights, x), expected, **close(np.float64)
+    )
+
+
+def test_forward_from_weights_names_the_expected_row_shape() -> None:
+    config, weights = _tiny_cnn()
+    with pytest.raises(InputShapeError) as caught:
+        ref.forward_from_weights(config, weights, np.zeros((2, 1, 7, 8)))
+    assert str(caught.value) == (
+        "model expects rows of shape (1, 8, 8), input has (1, 7, 8) (x shape (2, 1, 7, 8))"
+    )
+    with pytest.raises(InputShapeError, match=r"input has \(2, 64\) \(x shape \(2, 64\)\)"):
+        ref.forward_from_weights(config, weights, np.zeros((2, 64)))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda w: w.pop("conv.0.bias"),
+            "weights do not describe the CNN (conv.{i}.weight / .bias for i = 0..k-1, k >= 1): "
+            "missing conv.0.bias",
+        ),
+        (
+            lambda w: [w.pop("conv.0.weight"), w.pop("conv.0.bias")],
+            "weights do not describe the CNN (conv.{i}.weight / .bias for i = 0..k-1, k >= 1): "
+            "missing conv.0.weight, conv.0.bias",
+        ),
+        (
+            lambda w: w.update({"conv.0.weight": np.zeros((2, 1, 2, 2))}),
+            "conv.0.weight has shape (2, 1, 2, 2); expected (out, 1, k, k) with an odd k",
+        ),
+        (
+            lambda w: w.update({"conv.0.bias": np.zeros(3)}),
+            "conv.0.bias has shape (3,); conv.0.weight needs (2,)",
+        ),
+        (
+            lambda w: w.update({"output.weight": np.zeros((3, 31))}),
+            "output.weight reads 31 features but the conv blocks give 32 (2 x 4 x 4)",
+        ),
+    ],
+)
+def test_cnn_forward_names_bad_weights(change: Any, message: str) -> None:
+    config, weights = _tiny_cnn()
+    change(weights)
+    with pytest.raises(CheckpointError) as caught:
+        ref.forward_from_weights(config, weights, np.zeros((2, 1, 8, 8)))
+    assert str(caught.value) == message
+
+
+def test_cnn_pool_size_is_the_nets() -> None:
+    from onnxedge.models import nets
+
+    assert nets.CNN(_tiny_cnn()[0]).pool.kernel_size == ref.POOL_SIZE
 
 
 # --- errors a caller can act on ------------------------------------------------------
