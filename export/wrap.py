@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from onnxedge.export.atomic import atomic_file
+from onnxedge.export.compare import Check, compare
 from onnxedge.models import reference
 from onnxedge.models.preprocess import Preprocess, Rescale, Standardize, preprocess_from_dict
 from onnxedge.runtime import tolerances as tol
@@ -88,7 +89,7 @@ class WrapResult:
         input_name: the source's input name; ``input_shape`` one row's shape.
         class_names: the recorded class names.
         notes: what was changed besides the contract (renames, dropped outputs, batch).
-        checks: every verification check: name, batch, value, limit, tolerance, ok.
+        checks: every verification check (:class:`onnxedge.export.compare.Check`).
         metrics: accuracy and loss on ``data`` (empty without data).
         seconds: wall time of the whole wrap.
     """
@@ -102,7 +103,7 @@ class WrapResult:
     input_shape: tuple[int, ...]
     class_names: list[str]
     notes: list[str] = field(default_factory=list)
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -118,7 +119,7 @@ class WrapResult:
             "input_shape": list(self.input_shape),
             "class_names": self.class_names,
             "notes": self.notes,
-            "checks": self.checks,
+            "checks": [c.to_dict() for c in self.checks],
             "metrics": self.metrics,
             "seconds": round(self.seconds, 3),
         }
@@ -209,12 +210,17 @@ def add_head(
 
     rows, labels = _verification_rows(data, plan.input_shape, preprocess, spec.class_names)
     checks, metrics = _verify(original, session, plan, spec, preprocess, rows, labels)
-    failed = [c for c in checks if not c["ok"]]
+    failed = [f"{c.label}: {c.detail}" for c in checks if not c.passed]
     if failed:
-        details = [f"{c['name']} at batch {c['batch']}: {c['detail']}" for c in failed]
-        raise ParityError(f"{source}: the wrapped model fails {'; '.join(details)}", details)
+        raise ParityError(f"{source}: the wrapped model fails {'; '.join(failed)}", failed)
+    if all(c.value == 0 for c in checks if c.name == OUTPUT_LOGITS):
+        plan.notes.append("logits bit-for-bit equal to the source model's at every batch size")
 
-    contract.extra[KEY_PARITY[len(PREFIX) :]] = {"checks": checks, "metrics": metrics}
+    contract.extra[KEY_PARITY[len(PREFIX) :]] = {
+        "passed": True,
+        "checks": [c.to_dict() for c in checks],
+        "metrics": metrics,
+    }
     props = {p.key: p.value for p in model.metadata_props if not p.key.startswith(PREFIX)}
     onnx.helper.set_model_props(wrapped, {**props, **contract.to_metadata()})
     with atomic_file(output, overwrite=overwrite) as tmp:
@@ -466,9 +472,11 @@ def _resolve_head(
 
 
 def _fit_preprocess(step: Preprocess, input_shape: tuple[int, ...]) -> Preprocess:
-    """A Standardize whose statistics broadcast against one row (flat ones reshaped)."""
+    """The step as the graph holds it: a float32 factor (``apply`` multiplies by one, so
+    nothing changes), a Standardize whose statistics broadcast against one row (flat ones
+    reshaped)."""
     if isinstance(step, Rescale):
-        return step
+        return Rescale(float(np.float32(step.factor)))
     mean, std = step.mean, step.std
     if mean.size == int(np.prod(input_shape)) and mean.shape != input_shape:
         mean, std = mean.reshape(input_shape), std.reshape(input_shape)
@@ -537,10 +545,10 @@ def _build(
         return out
 
     if isinstance(preprocess, Standardize):
-        centred = node("Sub", [INPUT_NAME, const("wrap_mean", preprocess.mean)], ahead=True)
-        node("Div", [centred, const("wrap_std", preprocess.std)], x, ahead=True)
+        centred = node("Sub", [INPUT_NAME, const("preprocess.mean", preprocess.mean)], ahead=True)
+        node("Div", [centred, const("preprocess.std", preprocess.std)], x, ahead=True)
     elif isinstance(preprocess, Rescale):
-        factor = const("wrap_factor", np.array(preprocess.factor, dtype=np.float32))
+        factor = const("preprocess.factor", np.array(preprocess.factor, dtype=np.float32))
         node("Mul", [INPUT_NAME, factor], x, ahead=True)
     else:
         node("Identity", [INPUT_NAME], x, ahead=True)
@@ -686,68 +694,58 @@ def _verify(
     preprocess: Preprocess | None,
     rows: np.ndarray,
     labels: np.ndarray | None,
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
+) -> tuple[list[Check], dict[str, float]]:
     """Checks at batch 1, an odd size and all rows; metrics on all rows with labels."""
-    checks: list[dict[str, Any]] = []
+    checks: list[Check] = []
     metrics: dict[str, float] = {}
+    threshold = float(np.float32(spec.threshold))  # the graph compares in float32
     for n in sorted({1, min(ODD_BATCH, len(rows)), len(rows)}):
         x = rows[:n]
-        logits, p, label = wrapped.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        out = dict(zip(OUTPUT_NAMES, wrapped.run(list(OUTPUT_NAMES), {INPUT_NAME: x}), strict=True))
+        z, p = out[OUTPUT_LOGITS], out[OUTPUT_PROBABILITIES]
         fed = preprocess.apply(x).astype(np.float32) if preprocess is not None else x
         if plan.batch_made_dynamic:
             source = np.concatenate([_source_logits(original, plan, row[None]) for row in fed])
         else:
             source = _source_logits(original, plan, fed)
-        expected_p = reference.predict_proba(logits, spec.head)
-        expected_label = reference.predict_label(expected_p, spec.head, spec.threshold)
-        ties = _margins(expected_p, spec) <= tol.LABEL_TIE_ATOL
-        logit_diff = float(np.max(np.abs(logits - source)))
-        p_diff = float(np.max(np.abs(p - expected_p)))
-        wrong = int(np.sum((label != expected_label) & ~ties))
-        # the model's own labels as targets: every row's loss is then well conditioned in
-        # float32 (a confidently wrong row of real data is not: p rounds to 0 or 1)
-        loss, loss_p = _losses(logits, p, expected_label, spec.head)
-        loss_diff = abs(loss - loss_p)
-        checks += [
-            _check_row(
-                "logits",
-                n,
-                logit_diff,
-                tol.LOGIT_ATOL,
-                "LOGIT_ATOL",
-                f"max |wrapped - source| {logit_diff:.3g}"
-                + (" (bit-for-bit)" if np.array_equal(logits, source) else ""),
-            ),
-            _check_row(
-                "probabilities",
-                n,
-                p_diff,
-                tol.PROBABILITY_ATOL,
-                "PROBABILITY_ATOL",
-                f"max |probabilities - {spec.head}(logits)| {p_diff:.3g}",
-            ),
-            _check_row(
-                "labels",
-                n,
-                wrong,
-                0,
-                "exact (LABEL_TIE_ATOL ties excused)",
-                f"{wrong} of {n} labels differ from the {spec.head} rule",
-            ),
-            _check_row(
-                "loss",
-                n,
-                loss_diff,
-                tol.LOSS_ATOL + tol.LOSS_RTOL * abs(loss),
-                "LOSS_RTOL+LOSS_ATOL",
-                f"loss from probabilities {loss_p:.9g}, from logits {loss:.9g}",
-            ),
-        ]
+        checks += compare(
+            {OUTPUT_LOGITS: source},
+            out,
+            {OUTPUT_LOGITS: tol.LOGIT_ATOL},
+            subject="wrapped~source",
+            batch_size=n,
+            names={OUTPUT_LOGITS: "LOGIT_ATOL"},
+        )
+        # the numpy head on the wrapped model's own logits (labels: the rule on its own
+        # probabilities, which the graph applies exactly)
+        own_labels = reference.predict_label(p, spec.head, threshold)
+        checks += compare(
+            {
+                OUTPUT_PROBABILITIES: reference.predict_proba(z, spec.head),
+                OUTPUT_LABEL: own_labels,
+            },
+            out,
+            {OUTPUT_PROBABILITIES: tol.PROBABILITY_ATOL, OUTPUT_LABEL: 0.0},
+            subject="numpy-head~wrapped",
+            batch_size=n,
+            names={OUTPUT_PROBABILITIES: "PROBABILITY_ATOL", OUTPUT_LABEL: "exact"},
+        )
+        # its own labels as targets: every row's loss is then well conditioned in float32
+        # (a confidently wrong row of real data is not: its p rounds to 0 or 1)
+        loss, loss_p = _losses(z, p, own_labels, spec.head)
+        checks += compare(
+            {"loss": np.asarray(loss)},
+            {"loss": np.asarray(loss_p)},
+            {"loss": tol.LOSS_ATOL + tol.LOSS_RTOL * abs(loss)},
+            subject="logits~probabilities",
+            batch_size=n,
+            names={"loss": "LOSS_ATOL+LOSS_RTOL"},
+        )
         if labels is not None and n == len(rows):
             metrics = {
                 "rows": n,
-                "accuracy": float(np.mean(label == labels)),
-                "loss": _losses(logits, p, labels, spec.head)[0],
+                "accuracy": float(np.mean(out[OUTPUT_LABEL] == labels)),
+                "loss": _losses(z, p, labels, spec.head)[0],
             }
     return checks, metrics
 
@@ -755,14 +753,6 @@ def _verify(
 def _source_logits(session: ort.InferenceSession, plan: _Plan, x: np.ndarray) -> np.ndarray:
     (out,) = session.run([plan.logits], {plan.input: x})
     return np.asarray(out)
-
-
-def _margins(p: np.ndarray, spec: _HeadSpec) -> np.ndarray:
-    """How far each row is from changing label, in probability."""
-    if spec.head == "softmax":
-        top2 = np.sort(p, axis=1)[:, -2:]
-        return np.asarray(top2[:, 1] - top2[:, 0])
-    return np.asarray(np.abs(p[:, 0] - spec.threshold))
 
 
 def _losses(logits: np.ndarray, p: np.ndarray, y: np.ndarray, head: str) -> tuple[float, float]:
@@ -777,20 +767,6 @@ def _losses(logits: np.ndarray, p: np.ndarray, y: np.ndarray, head: str) -> tupl
         float(reference.binary_cross_entropy_with_logits(logits, target)),
         float(reference.binary_cross_entropy(p, target)),
     )
-
-
-def _check_row(
-    name: str, batch: int, value: float, limit: float, tolerance: str, detail: str
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "batch": batch,
-        "value": value,
-        "limit": limit,
-        "tolerance": tolerance,
-        "ok": bool(value <= limit),
-        "detail": detail,
-    }
 
 
 # --- small things ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from onnxedge.export.compare import render_checks
 from onnxedge.export.wrap import HEAD_CHOICES, WrapResult, add_head, preprocess_from_option
 
 
@@ -140,13 +141,9 @@ def _describe(result: WrapResult) -> str:
         + ", ".join(result.class_names),
         *(f"  note: {note}" for note in result.notes),
     ]
-    batches = sorted({c["batch"] for c in result.checks})
+    batches = sorted({c.batch_size for c in result.checks if c.batch_size is not None})
     lines.append(f"  verified at batch {', '.join(map(str, batches))}:")
-    for name in dict.fromkeys(c["name"] for c in result.checks):
-        worst = max((c for c in result.checks if c["name"] == name), key=lambda c: c["value"])
-        lines.append(
-            f"    {name:<13} {worst['detail']} (batch {worst['batch']}; {worst['tolerance']})"
-        )
+    lines += [f"    {line}" for line in render_checks(result.checks)]
     if result.metrics:
         m = result.metrics
         lines.append(

@@ -24,6 +24,7 @@ import torch
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from onnxedge.export.atomic import atomic_file
+from onnxedge.export.verify import verify_model
 from onnxedge.export.wrap import add_head
 from onnxedge.models import reference
 from onnxedge.models.preprocess import Rescale, Standardize
@@ -191,8 +192,11 @@ def test_wrapped_model_scores_the_reference_head_of_the_source_logits(
         source.input_name,
         source.logits_output,
     )
-    assert all(c["ok"] for c in result.checks)
-    assert sorted({c["batch"] for c in result.checks}) == [1, 37, 1000]
+    assert all(c.passed for c in result.checks)
+    assert sorted({c.batch_size for c in result.checks}) == [1, 37, 1000]
+    # a third computation: verify's onnx.reference run of the wrapped graph, its head checks
+    report = verify_model(out)
+    assert report.passed, report.failures
 
     x = source.rows(50)
     want_logits = source.logits(x)
@@ -256,11 +260,12 @@ def test_a_fixed_batch_the_graph_cannot_lift_is_refused(tmp_path: Path) -> None:
 
 def test_preprocessing_goes_into_the_graph(sources: dict[str, Source], tmp_path: Path) -> None:
     cnn = sources["cnn"]
-    pixels = np.random.default_rng(2).integers(0, 17, (20, 1, 8, 8)).astype(np.float32)
-    add_head(cnn.path, tmp_path / "cnn.onnx", preprocess=Rescale(1 / 16))
+    pixels = np.random.default_rng(2).integers(0, 256, (20, 1, 8, 8)).astype(np.float32)
+    add_head(cnn.path, tmp_path / "cnn.onnx", preprocess=Rescale(1 / 255))
+    assert verify_model(tmp_path / "cnn.onnx").passed  # it reads the step from the graph
     session = ort.InferenceSession(str(tmp_path / "cnn.onnx"), providers=["CPUExecutionProvider"])
     (got_p,) = session.run(["probabilities"], {"input": pixels})
-    want = reference.softmax(cnn.logits(Rescale(1 / 16).apply(pixels)))
+    want = reference.softmax(cnn.logits(Rescale(1 / 255).apply(pixels)))
     np.testing.assert_allclose(got_p, want, rtol=0, atol=tol.PROBABILITY_ATOL)
 
     mlp = sources["dynamo"]
@@ -279,6 +284,7 @@ def test_preprocessing_goes_into_the_graph(sources: dict[str, Source], tmp_path:
         {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     )
     assert contract.preprocess == step.to_dict()
+    assert verify_model(out).passed
 
 
 def test_sigmoid_threshold_and_names(sources: dict[str, Source], tmp_path: Path) -> None:
@@ -463,9 +469,10 @@ def test_non_float_output_and_no_batch_axis(tmp_path: Path) -> None:
 def test_logits_that_are_not_batch_by_classes(tmp_path: Path) -> None:
     squeezed = _graph_model(
         tmp_path / "squeezed.onnx",
-        [helper.make_node("ReduceSum", ["X"], ["y"], keepdims=0)],
+        [helper.make_node("ReduceSum", ["X", "axes"], ["y"], keepdims=0)],
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+        {"axes": np.array([1], dtype=np.int64)},
     )
     assert _refused(tmp_path, squeezed) == (
         "Error: output 'y' has shape [1] for one row; logits are (batch, classes)\n"
