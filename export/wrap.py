@@ -9,7 +9,8 @@ contract (:mod:`onnxedge.runtime.contract`) asks for:
 - behind the logits output: ``logits`` (an ``Identity``), ``probabilities`` (``Softmax``
   over the class axis, or ``Sigmoid`` for one logit) and ``label`` (int64 ``(batch,)``:
   ``ArgMax``, or ``p >= threshold``), written with operators every opset from 7 has;
-- the ``onnxedge.*`` metadata, with where the model came from (file, sha256, producer).
+- the ``onnxedge.*`` metadata, with where the model came from (file, sha256, producer)
+  and a golden set for the device's self-test.
 
 Source tensors that already carry one of those four names are renamed (edges, value_info
 and initializers alike); other outputs of the source are dropped. A fixed batch of 1 is
@@ -42,6 +43,7 @@ from onnxedge.runtime.contract import (
     INPUT_NAME,
     KEY_EXPORTED_AT,
     KEY_EXPORTER,
+    KEY_GOLDEN,
     KEY_HEAD,
     KEY_PARITY,
     KEY_SOURCE_MODEL,
@@ -76,6 +78,8 @@ LARGE_BATCH = 1000
 #: The batch a fixed batch of 1 must run at, once made dynamic, to be kept dynamic.
 PROBE_BATCH = 3
 SEED = 0
+#: Rows in the golden set the device's self-test runs (``onnxedge.golden``).
+GOLDEN_ROWS = 8
 
 
 @dataclass
@@ -216,6 +220,7 @@ def add_head(
     if all(c.value == 0 for c in checks if c.name == OUTPUT_LOGITS):
         plan.notes.append("logits bit-for-bit equal to the source model's at every batch size")
 
+    contract.extra[KEY_GOLDEN[len(PREFIX) :]] = _golden(session, rows, spec)
     contract.extra[KEY_PARITY[len(PREFIX) :]] = {
         "passed": True,
         "checks": [c.to_dict() for c in checks],
@@ -748,6 +753,26 @@ def _verify(
                 "loss": _losses(z, p, labels, spec.head)[0],
             }
     return checks, metrics
+
+
+def _golden(session: ort.InferenceSession, rows: np.ndarray, spec: _HeadSpec) -> dict[str, Any]:
+    """The on-device self-test set (format: ``KEY_GOLDEN``): verification rows whose
+    label is not a near tie, so another machine's float32 rounding keeps it."""
+    out = dict(zip(OUTPUT_NAMES, session.run(None, {INPUT_NAME: rows}), strict=True))
+    p = out[OUTPUT_PROBABILITIES]
+    if spec.head == "softmax":
+        top2 = np.sort(p, axis=1)[:, -2:]
+        margins = top2[:, 1] - top2[:, 0]
+    else:
+        margins = np.abs(p[:, 0] - spec.threshold)
+    keep = np.flatnonzero(margins > tol.LABEL_TIE_ATOL)[:GOLDEN_ROWS]
+    return {
+        "rows": rows[keep].reshape(len(keep), -1).astype(np.float64).tolist(),
+        OUTPUT_LOGITS: out[OUTPUT_LOGITS][keep].astype(np.float64).tolist(),
+        OUTPUT_PROBABILITIES: p[keep].astype(np.float64).tolist(),
+        "labels": out[OUTPUT_LABEL][keep].tolist(),
+        "tolerances": {OUTPUT_LOGITS: tol.LOGIT_ATOL, OUTPUT_PROBABILITIES: tol.PROBABILITY_ATOL},
+    }
 
 
 def _source_logits(session: ort.InferenceSession, plan: _Plan, x: np.ndarray) -> np.ndarray:

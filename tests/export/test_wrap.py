@@ -221,6 +221,18 @@ def test_wrapped_model_scores_the_reference_head_of_the_source_logits(
     contract = ModelContract.from_metadata({p.key: p.value for p in model.metadata_props})
     assert contract.head == head and contract.input_shape == source.row_shape
     assert contract.class_names == [str(k) for k in range(len(want[0]) if head == "softmax" else 2)]
+    golden = contract.extra["golden"]  # the self-test set: what this graph computes on its rows
+    rows = np.asarray(golden["rows"], dtype=np.float32).reshape(-1, *source.row_shape)
+    assert len(rows) == 8
+    logits, p, labels = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {"input": rows}
+    )
+    np.testing.assert_array_equal(np.asarray(golden["logits"], np.float32), logits)
+    np.testing.assert_array_equal(np.asarray(golden["probabilities"], np.float32), p)
+    np.testing.assert_array_equal(golden["labels"], labels)
+    np.testing.assert_allclose(
+        p, reference.predict_proba(source.logits(rows), head), atol=tol.PROBABILITY_ATOL
+    )
     provenance = contract.extra["source_model"]
     assert provenance["file"] == source.path.name
     assert provenance["sha256"] == hashlib.sha256(source.path.read_bytes()).hexdigest()
