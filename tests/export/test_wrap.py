@@ -40,9 +40,9 @@ from torch import nn
 from tests.runtime.test_bundle import edge_python  # noqa: F401 - the torch-free venv fixture
 
 OPSET = 17
-#: Image rows ((1, 8, 8)) reach Predictor and the edge script with the runtime's row-shape
-#: support (INTERFACES.md, run); until then only the graph side of the CNN is tested.
-IMAGE_ROWS = hasattr(Predictor, "input_shape")
+#: Image rows ((1, 8, 8)) and the golden-row self-test reach Predictor and the edge script
+#: with the runtime of INTERFACES.md (branch run); until then the graph side is tested alone.
+IMAGE_ROWS = hasattr(Predictor, "self_test")
 
 
 @dataclass
@@ -230,9 +230,10 @@ def test_wrapped_model_scores_the_reference_head_of_the_source_logits(
     np.testing.assert_array_equal(np.asarray(golden["logits"], np.float32), logits)
     np.testing.assert_array_equal(np.asarray(golden["probabilities"], np.float32), p)
     np.testing.assert_array_equal(golden["labels"], labels)
-    np.testing.assert_allclose(
-        p, reference.predict_proba(source.logits(rows), head), atol=tol.PROBABILITY_ATOL
-    )
+    want_golden = reference.predict_proba(source.logits(rows), head)
+    np.testing.assert_allclose(p, want_golden, rtol=0, atol=tol.PROBABILITY_ATOL)
+    if IMAGE_ROWS:
+        assert predictor.self_test()["passed"]
     provenance = contract.extra["source_model"]
     assert provenance["file"] == source.path.name
     assert provenance["sha256"] == hashlib.sha256(source.path.read_bytes()).hexdigest()
