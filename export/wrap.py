@@ -286,7 +286,6 @@ class _Plan:
     input_shape: tuple[int, ...]
     batch_made_dynamic: bool
     logits: str
-    dropped: list[str]
     notes: list[str]
 
 
@@ -408,7 +407,7 @@ def _plan(
     dropped = [name for name in outputs if name != chosen]
     if dropped:
         notes.append(f"outputs {dropped} dropped (only the logits {chosen!r} are kept)")
-    return _Plan(x.name, input_shape, made_dynamic, chosen, dropped, notes)
+    return _Plan(x.name, input_shape, made_dynamic, chosen, notes)
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, str]:
