@@ -135,7 +135,8 @@ def _describe(result: ExportResult) -> str:
         "\b\n"
         "  onnxedge verify digits.onnx --run runs/digits\n"
         "  onnxedge verify digits.onnx --dataset digits --report digits.parity.json\n"
-        "  onnxedge verify model.onnx --dataset rows.csv --label-column species --json"
+        "  onnxedge verify model.onnx --dataset rows.csv --label-column species --json\n"
+        "  onnxedge verify artifacts/digits.onnx --localize"
     )
 )
 @click.argument("model", type=click.Path())
@@ -167,6 +168,11 @@ def _describe(result: ExportResult) -> str:
     default=None,
     help="Write the full report as JSON here (also when checks fail).",
 )
+@click.option(
+    "--localize",
+    is_flag=True,
+    help="Name the first diverging node even when every check passes.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def verify(
     model: str,
@@ -175,6 +181,7 @@ def verify(
     label_column: str | None,
     labels_path: str | None,
     report_path: str | None,
+    localize: bool,
     as_json: bool,
 ) -> None:
     """Check that MODEL computes what its torch module and an independent reference compute.
@@ -207,6 +214,7 @@ def verify(
         dataset=dataset,
         label_column=column,
         labels_path=labels_path,
+        localize=localize,
     )
     if report_path is not None:
         report.write_json(report_path)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from onnxedge.models.preprocess import Preprocess, Rescale, Standardize
+from onnxedge.models.preprocess import Preprocess, Rescale
 from onnxedge.runtime.errors import ExportError
 from torch import nn
 
@@ -78,7 +78,7 @@ def resolve_head(
     """
     if head not in HEAD_CHOICES:
         raise ExportError(f"unknown head {head!r}; expected one of {', '.join(HEAD_CHOICES)}")
-    logits = int(getattr(logits, "output_size", logits))
+    logits = logits if isinstance(logits, int) else logits.output_size
     implied = "sigmoid" if logits == 1 else "softmax"
     chosen = implied if head == HEAD_AUTO else head
     if chosen != implied:
@@ -160,21 +160,6 @@ class ClassifierWithHead(nn.Module):
         return logits, probabilities, label
 
 
-def run_preprocess(run: TrainedRun) -> Preprocess | None:
-    """A run folder's preprocessing (``.preprocess``; older runs: their normalization)."""
-    if hasattr(run, "preprocess"):
-        step: Preprocess | None = run.preprocess
-        return step
-    norm = run.normalization
-    return Standardize(norm.mean, norm.std)
-
-
-def run_input_shape(run: TrainedRun) -> tuple[int, ...]:
-    """One row's shape for a run folder's net."""
-    shape = getattr(run, "input_shape", None)
-    return tuple(shape) if shape else (int(run.config.input_size),)
-
-
 def build_head_module(
     run: TrainedRun, head: str = HEAD_AUTO, threshold: float | None = None
 ) -> ClassifierWithHead:
@@ -184,4 +169,4 @@ def build_head_module(
         ExportError: the head or threshold does not fit the run's net.
     """
     spec = resolve_head(run.config.output_size, head, threshold)
-    return ClassifierWithHead(run.net, run_preprocess(run), spec).eval()
+    return ClassifierWithHead(run.net, run.preprocess, spec).eval()

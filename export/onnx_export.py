@@ -14,6 +14,7 @@ leaves no file behind. :func:`checkpoint_to_onnx` does the same for an onnxedge 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import logging
@@ -35,16 +36,21 @@ from onnxedge.export.heads import (
     HEAD_AUTO,
     ClassifierWithHead,
     resolve_head,
-    run_input_shape,
-    run_preprocess,
 )
-from onnxedge.export.verify import ARCHITECTURE, ParityReport, graph_weights_sha256, verify_model
+from onnxedge.export.verify import (
+    ARCHITECTURE,
+    KEY_NODE_MODULE,
+    ParityReport,
+    graph_weights_sha256,
+    verify_model,
+)
 from onnxedge.models.preprocess import Preprocess
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
     INPUT_NAME,
     KEY_EXPORTED_AT,
     KEY_EXPORTER,
+    KEY_GOLDEN,
     KEY_GRAPH_WEIGHTS_SHA256,
     KEY_OPSET,
     KEY_PARITY,
@@ -82,6 +88,12 @@ MIN_OPSET = 18
 MAX_OPSET = 23
 TORCHSCRIPT_MAX_OPSET = 20
 EXPORTERS: tuple[str, ...] = ("auto", "dynamo", "torchscript")
+#: The dynamo exporter's per-node metadata naming the module scopes a node came from.
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+#: The golden set's size: 8..32 rows, fewer where rows are large (28x28 images: 25).
+GOLDEN_MIN_ROWS = 8
+GOLDEN_MAX_ROWS = 32
+GOLDEN_MAX_VALUES = 20_000
 #: Rows of the example input traced at export: torch.export turns a dimension whose
 #: example size is 0 or 1 into a constant, which would bake the batch size into the graph.
 EXAMPLE_BATCH = 3
@@ -281,8 +293,13 @@ def finalize_graph(
 
     graph = model.graph
     for node in graph.node:
+        # keep only the torch module path the node came from (first-diverging-node reports)
+        scopes = {p.key: p.value for p in node.metadata_props}.get(NAME_SCOPES, "[]")
         del node.metadata_props[:]
         node.doc_string = ""
+        path = ast.literal_eval(scopes) if scopes.startswith("[") else []
+        if len(path) >= 3:
+            node.metadata_props.add(key=KEY_NODE_MODULE, value=str(path[-2]))
     for values in (graph.input, graph.output, graph.value_info, graph.initializer):
         for value in values:
             del value.metadata_props[:]
@@ -521,6 +538,7 @@ def export_classifier(
                 report.write_json(report_path)
             report.raise_for_failures()
             metadata[KEY_PARITY] = json.dumps(report.summary())
+            metadata[KEY_GOLDEN] = json.dumps(golden_set(model, check_rows))
             _write_model(model, metadata, tmp)
     return ExportResult(
         path=target,
@@ -536,6 +554,35 @@ def export_classifier(
         report=report,
         seconds=time.perf_counter() - started,
     )
+
+
+def golden_set(model: onnx.ModelProto, rows: np.ndarray) -> dict[str, Any]:
+    """The on-device self-test's golden set (``onnxedge.golden``, format at ``KEY_GOLDEN``).
+
+    ``GOLDEN_MIN_ROWS``..``GOLDEN_MAX_ROWS`` leading check rows (fewer for large rows, so
+    the entry stays near ``GOLDEN_MAX_VALUES`` numbers) with onnxruntime's outputs on them,
+    and the tolerances a device's onnxruntime is held to: logits within
+    ``LOGIT_ATOL + LOGIT_RTOL * max |logit|``, probabilities within
+    ``PROVIDER_PROBABILITY_ATOL`` (another CPU or provider rounds differently).
+    """
+    from onnxedge.export.verify import onnxruntime_runner
+    from onnxedge.runtime import tolerances as tol
+
+    size = max(1, math.prod(rows.shape[1:]))
+    n = min(len(rows), max(GOLDEN_MIN_ROWS, min(GOLDEN_MAX_ROWS, GOLDEN_MAX_VALUES // size)))
+    x = rows[:n]
+    out = onnxruntime_runner(model)(x)
+    logits = out[OUTPUT_LOGITS].astype(np.float64)
+    return {
+        "rows": x.reshape(n, -1).astype(np.float64).tolist(),
+        "logits": logits.tolist(),
+        "probabilities": out[OUTPUT_PROBABILITIES].astype(np.float64).tolist(),
+        "labels": out[OUTPUT_LABEL].astype(np.int64).tolist(),
+        "tolerances": {
+            OUTPUT_LOGITS: tol.LOGIT_ATOL + tol.LOGIT_RTOL * float(np.abs(logits).max(initial=0)),
+            OUTPUT_PROBABILITIES: tol.PROVIDER_PROBABILITY_ATOL,
+        },
+    }
 
 
 def _pre(step: Preprocess | None, x: np.ndarray) -> np.ndarray:
@@ -617,7 +664,7 @@ def checkpoint_to_onnx(
     spec = resolve_head(run.config.output_size, head, threshold)
     best = run.metrics.get("best", {}) if isinstance(run.metrics, dict) else {}
     training = {
-        "dataset": getattr(run, "dataset", None) or run.info.get("dataset"),
+        "dataset": run.dataset,
         "best_epoch": run.metrics.get("best_epoch"),
         "epochs_run": run.metrics.get("epochs_run"),
         "train_rows": run.metrics.get("train_rows"),
@@ -629,11 +676,11 @@ def checkpoint_to_onnx(
     return export_classifier(
         run.net,
         output,
-        input_shape=run_input_shape(run),
+        input_shape=run.input_shape,
         head=spec.head,
         class_names=list(run.class_names),
-        feature_names=list(run.feature_names) if len(run_input_shape(run)) == 1 else None,
-        preprocess=run_preprocess(run),
+        feature_names=list(run.feature_names) if len(run.input_shape) == 1 else None,
+        preprocess=run.preprocess,
         verify_data=data,
         threshold=spec.threshold,
         opset=opset,

@@ -77,6 +77,10 @@ __all__ = ["Check", "ParityReport", "compare", "verify_model"]
 #: metadata key (under ``onnxedge.``) naming the net's config, so verify can rebuild the
 #: numpy forward of an architecture onnxedge knows.
 ARCHITECTURE = "architecture"
+#: node metadata key: the torch module path a node came from (kept by export).
+KEY_NODE_MODULE = "onnxedge.module"
+#: Rows the first-diverging-node search runs on.
+LOCALIZE_ROWS = 16
 #: The odd batch size: not a power of two, so a batch baked into the graph or a kernel
 #: that mishandles a remainder shows up.
 ODD_BATCH_SIZE = 37
@@ -146,6 +150,8 @@ class ParityReport:
         accuracy: accuracy of each computation on all rows, against the data's labels.
         tolerances: the named tolerances in force.
         seconds: wall time.
+        localization: the first diverging node (:func:`first_diverging_node`), when it
+            was searched for.
     """
 
     model: str
@@ -160,6 +166,7 @@ class ParityReport:
     accuracy: dict[str, float] = field(default_factory=dict)
     tolerances: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    localization: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -209,6 +216,7 @@ class ParityReport:
                 "summary": self.summary(),
                 "losses": {str(b): v for b, v in self.losses.items()},
                 "checks": [c.to_dict() for c in self.checks],
+                "localization": self.localization,
                 "seconds": round(self.seconds, 3),
             }
         )
@@ -237,6 +245,17 @@ class ParityReport:
             lines.append(f"{loss_name}: " + ", ".join(f"{c} {v:.7f}" for c, v in full.items()))
         if self.accuracy:
             lines.append("accuracy: " + ", ".join(f"{c} {v:.4f}" for c, v in self.accuracy.items()))
+        where = self.localization
+        if where is not None and where["node"] is not None:
+            lines.append(
+                f"first diverging node: {where['node']} ({where['op_type']}, module "
+                f"{where['module'] or 'unknown'}): max abs {fmt(where['max_abs'])} > limit "
+                f"{fmt(where['limit'])}, against {where['against']}"
+            )
+        elif where is not None:
+            lines.append(
+                f"no diverging node among {where['compared']} compared against {where['against']}"
+            )
         failed = self.failures
         lines.append(
             f"{len(self.checks) - len(failed)} of {len(self.checks)} checks passed"
@@ -248,10 +267,17 @@ class ParityReport:
     def raise_for_failures(self) -> None:
         """Raise :class:`ParityError` naming every failing check, if any failed."""
         failed = self.failures
+        where = self.localization or {}
+        first = (
+            f" (first diverging node: {where['node']}, {where['op_type']}, module "
+            f"{where['module'] or 'unknown'})"
+            if where.get("node")
+            else ""
+        )
         if failed:
             raise ParityError(
-                f"{self.model} failed {len(failed)} parity check{'s' if len(failed) != 1 else ''}: "
-                + "; ".join(failed),
+                f"{self.model} failed {len(failed)} parity check{'s' if len(failed) != 1 else ''}"
+                f"{first}: " + "; ".join(failed),
                 failures=failed,
             )
 
@@ -592,13 +618,11 @@ def _metadata_checks(
             )
         )
     if run is not None:
-        from onnxedge.export.heads import run_preprocess
-
         checks.append(
             exact(
                 "preprocess",
                 "run~graph",
-                _same_step(run_preprocess(run), graph_step),
+                _same_step(run.preprocess, graph_step),
                 f"the graph's preprocessing differs from {run.path}'s",
             )
         )
@@ -791,6 +815,87 @@ def tolerances_in_force() -> dict[str, float]:
     return {n: float(getattr(tol, n)) for n in names}
 
 
+# --- where parity breaks -----------------------------------------------------------------
+
+
+def first_diverging_node(
+    model: onnx.ModelProto, x: np.ndarray, module: torch.nn.Module | None = None
+) -> dict[str, Any]:
+    """The first node, in graph order, whose output breaks ``LOGIT_ATOL + LOGIT_RTOL * |x|``.
+
+    Every node output is exposed in onnxruntime (extra graph outputs on a copy of the
+    model) and compared with, for a torch head module, the output of the module its node
+    came from (forward hooks, by the module path export keeps per node; the last node of
+    a module carries its output), else with ``onnx.reference`` on the same graph.
+
+    Returns:
+        ``{"against", "compared", "node", "op_type", "module", "max_abs", "limit"}``; the
+        node keys are None when every compared node stays within its limit.
+
+    Raises:
+        ModelLoadError: onnxruntime cannot run the copy with every output exposed.
+    """
+    import onnx
+
+    graph = model.graph
+    paths = {
+        n.output[0]: {p.key: p.value for p in n.metadata_props}.get(KEY_NODE_MODULE)
+        for n in graph.node
+    }
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    have = {o.name for o in graph.output}
+    exposed.graph.output.extend(
+        onnx.ValueInfoProto(name=n.output[0]) for n in graph.node if n.output[0] not in have
+    )
+    got = onnxruntime_runner(exposed, "the model with every node output exposed")(x)
+    expected: dict[str, np.ndarray] = {}
+    if module is not None:
+        import torch
+
+        last = {path: out for out, path in paths.items() if path}  # a module's last node
+        hooks = [
+            sub.register_forward_hook(
+                lambda _m, _i, o, out=last[name]: expected.__setitem__(out, o.detach().numpy())
+            )
+            for name, sub in module.named_modules()
+            if name in last
+        ]
+        with torch.inference_mode():
+            module(torch.from_numpy(x))
+        for hook in hooks:
+            hook.remove()
+        against = "torch forward hooks by module path"
+    else:
+        from onnx.reference import ReferenceEvaluator
+
+        feed = next(
+            i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}
+        )
+        expected = dict(ReferenceEvaluator(model).run(None, {feed: x}, intermediate=True))
+        against = "onnx.reference on the same graph"
+    found: dict[str, Any] = {"against": against, "compared": 0, "node": None}
+    for node in graph.node:
+        out = node.output[0]
+        a, b = got.get(out), expected.get(out)
+        if a is None or b is None or np.shape(a) != np.shape(b):
+            continue
+        if not np.issubdtype(np.asarray(b).dtype, np.floating):
+            continue
+        found["compared"] += 1
+        (check,) = compare({out: b}, {out: a}, {out: tol.LOGIT_ATOL + tol.LOGIT_RTOL * np.abs(b)})
+        if not check.passed:
+            found.update(
+                node=node.name,
+                op_type=node.op_type,
+                module=paths.get(out),
+                max_abs=check.value,
+                limit=check.limit,
+            )
+            break
+    return found
+
+
 # --- verification -------------------------------------------------------------------------
 
 
@@ -806,6 +911,7 @@ def verify_model(
     batch_sizes: Sequence[int] | None = None,
     single_row_limit: int = DEFAULT_SINGLE_ROW_LIMIT,
     name: str | None = None,
+    localize: bool = False,
 ) -> ParityReport:
     """Compare the model in onnxruntime with the user's module and an independent forward.
 
@@ -827,6 +933,8 @@ def verify_model(
         batch_sizes: default 1, ``ODD_BATCH_SIZE`` and all rows (clamped to the rows).
         single_row_limit: batch size 1 runs over at most this many leading rows.
         name: how the report names the model (default: ``model_path``).
+        localize: name the first diverging node even when every check passes (it is
+            searched for whenever one fails).
 
     Returns:
         The report; check ``passed`` or call ``raise_for_failures()``.
@@ -838,7 +946,7 @@ def verify_model(
         DataError: labels name classes the model lacks, or no rows.
         InputShapeError: the rows' shape differs from the model's.
     """
-    from onnxedge.export.heads import ClassifierWithHead, HeadSpec, run_preprocess
+    from onnxedge.export.heads import ClassifierWithHead, HeadSpec
     from onnxedge.models.preprocess import preprocess_from_dict
 
     started = time.perf_counter()
@@ -884,7 +992,7 @@ def verify_model(
                 raise CheckpointError(
                     f"run {run.path} trained a {run.task} net; the model has a {head} head"
                 )
-            torch_module = ClassifierWithHead(run.net, run_preprocess(run), spec).eval()
+            torch_module = ClassifierWithHead(run.net, run.preprocess, spec).eval()
             computations["torch"] = f"the run's own module ({run.path})"
     computations["onnxruntime"] = "onnxruntime CPU on the file"
     independent = independent_forward(model, contract, head, threshold)
@@ -950,7 +1058,7 @@ def verify_model(
             c: float(np.mean(o[OUTPUT_LABEL] == y[: len(o[OUTPUT_LABEL])])) for c, o in outs.items()
         }
     )
-    return ParityReport(
+    report = ParityReport(
         model=name or str(model_path),
         data=data_name,
         rows=n,
@@ -964,6 +1072,10 @@ def verify_model(
         tolerances=tolerances_in_force(),
         seconds=time.perf_counter() - started,
     )
+    if localize or not report.passed:
+        report.localization = first_diverging_node(model, x[:LOCALIZE_ROWS], torch_module)
+        report.seconds = time.perf_counter() - started
+    return report
 
 
 def _as_run(run_dir: str | os.PathLike[str] | TrainedRun | None) -> TrainedRun | None:

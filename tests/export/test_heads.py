@@ -7,7 +7,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnxedge.runtime import tolerances as tol
 from onnxedge.export.heads import (
     DEFAULT_THRESHOLD,
     ClassifierWithHead,
@@ -15,8 +14,9 @@ from onnxedge.export.heads import (
     resolve_head,
 )
 from onnxedge.models import reference
-from onnxedge.models.preprocess import Standardize
 from onnxedge.models.nets import NetConfig, build_net
+from onnxedge.models.preprocess import Standardize
+from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.errors import ExportError
 
 MULTICLASS = NetConfig("multiclass", 4, (8,), 3)

@@ -15,16 +15,16 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from onnxedge.export import onnx_export
-from onnxedge.runtime import tolerances as tol
 from onnxedge.export.onnx_export import (
     DEFAULT_OPSET,
     MAX_OPSET,
     MIN_OPSET,
     checkpoint_to_onnx,
 )
-from onnxedge.export.verify import Check, graph_weights_sha256, verify_model
+from onnxedge.export.verify import KEY_NODE_MODULE, Check, graph_weights_sha256, verify_model
 from onnxedge.models import reference
 from onnxedge.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, TrainedRun
+from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.cli import cli
 from onnxedge.runtime.contract import (
     INPUT_NAME,
@@ -94,7 +94,8 @@ def test_graph_is_clean_and_self_contained(tiny: TinyModel) -> None:
     onnx.checker.check_model(model, full_check=True)
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     # no exporter debug annotations (stack traces with the build machine's paths)
-    assert not any(n.metadata_props for n in model.graph.node)
+    kept = {p.key for n in model.graph.node for p in n.metadata_props}
+    assert kept == {KEY_NODE_MODULE}  # only the torch module path each node came from
     assert b"stack_trace" not in tiny.model.read_bytes()
     names = {t.name for t in model.graph.initializer}
     assert {"preprocess.mean", "preprocess.std", "net.output.weight", "net.output.bias"} <= names

@@ -22,7 +22,6 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from onnxedge.runtime import tolerances as tol
 from onnxedge.export.onnx_export import checkpoint_to_onnx
 from onnxedge.export.variants import (
     CpuInt8Support,
@@ -38,8 +37,10 @@ from onnxedge.export.variants import (
 )
 from onnxedge.models.checkpoint import TrainedRun, load_run, sha256_file
 from onnxedge.models.train import TrainOptions, train
+from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.cli import cli
 from onnxedge.runtime.contract import (
+    KEY_GOLDEN,
     KEY_GRAPH_WEIGHTS_SHA256,
     KEY_PARITY,
     KEY_SOURCE_SHA256,
@@ -187,6 +188,11 @@ def test_metadata_names_the_variant_its_source_and_its_figures(
     # the fp32 parity figures describe another graph; the digest is this graph's own
     assert KEY_PARITY not in props
     assert props[KEY_GRAPH_WEIGHTS_SHA256] != source[KEY_GRAPH_WEIGHTS_SHA256]
+    # the golden set holds this graph's own outputs on the source's golden rows
+    golden, fp32_golden = json.loads(props[KEY_GOLDEN]), json.loads(source[KEY_GOLDEN])
+    assert golden["rows"] == fp32_golden["rows"]
+    rows = np.asarray(golden["rows"], np.float32)
+    np.testing.assert_array_equal(_run(out, rows)["label"], golden["labels"])
 
 
 def test_int8_quantizes_only_the_layers(built: dict[tuple[str, str], Path]) -> None:
@@ -421,7 +427,10 @@ def test_refusals_name_what_was_asked(
     rows[3, 5] = np.nan
     with pytest.raises(DataError, match="calibration row 3 column 5 is not finite"):
         make_variant(digits.model, digits.run_dir, "int8", out, calibration=rows)
-    with pytest.raises(DataError, match=re.escape("calibration rows have shape (30,); the model expects rows of shape (64,)")):
+    with pytest.raises(
+        DataError,
+        match=re.escape("calibration rows have shape (30,); the model expects rows of shape (64,)"),
+    ):
         make_variant(
             digits.model, digits.run_dir, "int8", out, calibration=cancer.run.calibration()
         )

@@ -133,6 +133,8 @@ def test_no_data_argument_draws_rows_from_the_recorded_preprocessing(tiny: TinyM
         in output
     )
     assert "torch:" not in output  # no module at hand: no torch comparison is claimed
+    code, output = _verify(str(tiny.model), "--localize")
+    assert code == 0 and "against onnx.reference on the same graph" in output
 
 
 def test_cli_json_and_report(binary: TinyModel, tmp_path: Path) -> None:
@@ -170,7 +172,9 @@ def test_not_an_onnx_file(tmp_path: Path) -> None:
 
 def test_dataset_classes_the_model_does_not_know(binary: TinyModel, tmp_path: Path) -> None:
     x, _ = binary.run.validation()
-    lines = [",".join(f"{v:.6f}" for v in row) + f",{c}" for row, c in zip(x[:6], "cccccd")]
+    lines = [
+        ",".join(f"{v:.6f}" for v in row) + f",{c}" for row, c in zip(x[:6], "cccccd", strict=True)
+    ]
     csv = tmp_path / "other.csv"
     csv.write_text(",".join(f"f{i}" for i in range(5)) + ",label\n" + "\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"dataset other.csv has classes the model does not know"):
