@@ -1,36 +1,22 @@
-"""Edge variants of an exported fp32 model: int8 and fp16, each verified against its source.
+"""Edge variants of an exported fp32 model: int8 and fp16, each held to its own bar.
 
-A variant is made from the fp32 ``.onnx`` file that ``onnxedge export`` wrote and the
-run folder it came from (its calibration sample and validation split):
-
-- ``int8`` through ``onnxruntime.quantization``: its pre-processing step first (shape
-  inference and graph optimization), then static QDQ quantization with MinMax
-  calibration over the run's calibration rows, or dynamic quantization. Only the
-  MatMul / Gemm layers of the net are quantized (uint8 activations, int8 weights); the
-  input standardization, the head (Softmax / Sigmoid) and the label (ArgMax /
-  threshold) stay float32, and so do the logits: the last layer's output is not
-  requantized, so the head reads float logits (this is also the fastest form measured,
-  ``benchmarks/results_variants.md``). ``method="auto"`` (the default) tries static
+- ``int8`` through ``onnxruntime.quantization`` (its pre-processing step, then static QDQ
+  with MinMax calibration over the run's calibration rows, or dynamic). Only the net's
+  Conv / MatMul / Gemm layers are quantized (uint8 activations, int8 weights); the
+  preprocessing, the logits, the head and the label stay float32 (the fastest form
+  measured, ``benchmarks/results_variants.md``). ``method="auto"`` tries static
   per-tensor, static per-channel, then dynamic, and keeps the first that clears the bar.
-- ``fp16`` through onnxconverter-common's ``convert_float_to_float16`` with float32
-  inputs and outputs (``keep_io_types``), applied to the net's body only (see
-  :func:`onnx_to_fp16`), so standardization and head keep their float32 constants.
-- ORT format (``.ort``) for onnxruntime's minimal builds, through onnxruntime's own
-  converter (:func:`onnx_to_ort`).
+- ``fp16`` through onnxconverter-common on the net's body only, float32 in and out.
+- ORT format (``.ort``) for onnxruntime's minimal builds (:func:`onnx_to_ort`).
 
-Each variant then runs beside its source in onnxruntime on the validation split and
-must clear its own bar (``onnxedge.runtime.tolerances``): label agreement with the fp32
-model, accuracy drop, loss delta and max probability error. The figures go into the
-variant's metadata (``onnxedge.variant``, ``onnxedge.source_sha256``,
-``onnxedge.variant_report``). A variant that misses its bar raises
-:class:`~onnxedge.runtime.errors.ParityError` naming every failing check, unless
-``accept_degradation`` is set, in which case it is written with its failures recorded.
-
-int8 settings follow the CPU (read from ``/proc/cpuinfo`` at build time; override them
-for a different target): weights are quantized to 7 bits (``reduce_range``) only on
-x86 CPUs without VNNI, where onnxruntime's u8s8 kernels can saturate; this CPU has
-avx512_vnni, so full 8-bit weights. uint8 activations: with int8 activations
-onnxruntime left the second layer unfused (slower, measured).
+A variant runs beside its source on the validation split and goes through the same
+comparator as parity (:func:`onnxedge.export.compare.compare`) with its own tolerances
+(:class:`VariantBar`: label agreement, probability error, loss delta, plus accuracy drop
+and a float32 head). The figures go into its metadata (``onnxedge.variant``,
+``onnxedge.source_sha256``, ``onnxedge.variant_report``, its own ``onnxedge.golden``). A
+miss raises :class:`~onnxedge.runtime.errors.ParityError` naming every failing check,
+unless ``accept_degradation`` is set. int8 settings follow this CPU (``/proc/cpuinfo``):
+7-bit weights (``reduce_range``) only on x86 without VNNI, where u8s8 kernels saturate.
 """
 
 from __future__ import annotations

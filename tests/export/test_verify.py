@@ -94,7 +94,11 @@ def test_a_changed_weight_fails_the_comparisons_with_the_run(
     # the numpy forward reads the same (changed) weights as onnxruntime: those agree
     assert not any(c.startswith("logits onnxruntime~reference") for c in failed)
     error_line = output.strip().splitlines()[-1]
-    assert error_line.startswith(f"Error: {tampered} failed {len(failed)} parity checks: ")
+    # the first node whose output breaks its tolerance is the tampered layer's
+    assert error_line.startswith(
+        f"Error: {tampered} failed {len(failed)} parity checks (first diverging node: "
+    )
+    assert ", Gemm, module net.output): " in error_line
 
 
 def test_a_changed_weight_is_caught_without_the_run(tiny: TinyModel, tmp_path: Path) -> None:
