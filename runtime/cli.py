@@ -36,9 +36,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "onnxedge.export.variants_cli:optimize",
         "Make a verified int8 / fp16 (or ORT-format) edge variant of a model.",
     ),
+    "wrap": (
+        "onnxedge.export.wrap_cli:wrap",
+        "Add the head, label and contract to a logits-only ONNX model.",
+    ),
 }
 
-_TORCH_COMMANDS = frozenset({"train", "export", "verify", "optimize"})
+_TORCH_COMMANDS = frozenset({"train", "export", "verify", "optimize", "wrap"})
 
 
 class LazyGroup(click.Group):

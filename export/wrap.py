@@ -1,0 +1,833 @@
+"""A logits-only ONNX model from another exporter -> an onnxedge classifier (onnx, no torch).
+
+:func:`add_head` keeps the source graph as it is and adds around it what the onnxedge
+contract (:mod:`onnxedge.runtime.contract`) asks for:
+
+- in front: the graph input ``input`` (float32, ``[batch, *row_shape]``), through the
+  optional preprocessing (``Sub``/``Div`` or ``Mul`` nodes) or an ``Identity`` into the
+  source's own input;
+- behind the logits output: ``logits`` (an ``Identity``), ``probabilities`` (``Softmax``
+  over the class axis, or ``Sigmoid`` for one logit) and ``label`` (int64 ``(batch,)``:
+  ``ArgMax``, or ``p >= threshold``), written with operators every opset from 7 has;
+- the ``onnxedge.*`` metadata, with where the model came from (file, sha256, producer)
+  and a golden set for the device's self-test.
+
+Source tensors that already carry one of those four names are renamed (edges, value_info
+and initializers alike); other outputs of the source are dropped. A fixed batch of 1 is
+made dynamic when onnxruntime still runs the graph at batch 3. The result passes
+``onnx.checker`` and strict shape inference, and is verified before it is written: its
+logits equal the source's outputs on the same rows, and its probabilities, labels and
+loss equal the numpy reference (:mod:`onnxedge.models.reference`) applied to its own
+logits, at batch 1, an odd size and a large one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+from onnxedge.export.atomic import atomic_file
+from onnxedge.export.compare import Check, compare
+from onnxedge.models import reference
+from onnxedge.models.preprocess import Preprocess, Rescale, Standardize, preprocess_from_dict
+from onnxedge.runtime import tolerances as tol
+from onnxedge.runtime.contract import (
+    BATCH_AXIS,
+    INPUT_NAME,
+    KEY_EXPORTED_AT,
+    KEY_EXPORTER,
+    KEY_GOLDEN,
+    KEY_HEAD,
+    KEY_PARITY,
+    KEY_SOURCE_MODEL,
+    KEY_VERSIONS,
+    OUTPUT_LABEL,
+    OUTPUT_LOGITS,
+    OUTPUT_NAMES,
+    OUTPUT_PROBABILITIES,
+    PREFIX,
+    ModelContract,
+)
+from onnxedge.runtime.errors import (
+    CheckpointError,
+    DataError,
+    ExportError,
+    ModelLoadError,
+    ParityError,
+)
+from onnxedge.runtime.version import __version__
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime as ort
+
+HEAD_CHOICES: tuple[str, ...] = ("auto", "softmax", "sigmoid")
+#: Output names of converters that already hold probabilities (skl2onnx).
+PROBABILITY_OUTPUT_NAMES = frozenset({OUTPUT_PROBABILITIES, "output_probability"})
+PROBABILITY_OPS = frozenset({"Softmax", "Sigmoid"})
+#: The batch sizes verification runs besides 1: an odd one and a large one.
+ODD_BATCH = 37
+LARGE_BATCH = 1000
+#: The batch a fixed batch of 1 must run at, once made dynamic, to be kept dynamic.
+PROBE_BATCH = 3
+SEED = 0
+#: The golden set's size, as export sizes it: 8..32 rows, fewer where rows are large.
+GOLDEN_MIN_ROWS = 8
+GOLDEN_MAX_ROWS = 32
+GOLDEN_MAX_VALUES = 20_000
+
+
+@dataclass
+class WrapResult:
+    """What :func:`add_head` wrote and measured.
+
+    Attributes:
+        path: the wrapped model.
+        source: the source model file; ``source_sha256`` its digest.
+        head: ``softmax`` or ``sigmoid``; ``logits_output`` the source output it reads.
+        input_name: the source's input name; ``input_shape`` one row's shape.
+        class_names: the recorded class names.
+        notes: what was changed besides the contract (renames, dropped outputs, batch).
+        checks: every verification check (:class:`onnxedge.export.compare.Check`).
+        metrics: accuracy and loss on ``data`` (empty without data).
+        seconds: wall time of the whole wrap.
+    """
+
+    path: Path
+    source: Path
+    source_sha256: str
+    head: str
+    logits_output: str
+    input_name: str
+    input_shape: tuple[int, ...]
+    class_names: list[str]
+    notes: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (``onnxedge wrap --json``)."""
+        return {
+            "path": str(self.path),
+            "source": str(self.source),
+            "source_sha256": self.source_sha256,
+            "head": self.head,
+            "logits_output": self.logits_output,
+            "input_name": self.input_name,
+            "input_shape": list(self.input_shape),
+            "class_names": self.class_names,
+            "notes": self.notes,
+            "checks": [c.to_dict() for c in self.checks],
+            "metrics": self.metrics,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def add_head(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    head: str = "auto",
+    logits_output: str | None = None,
+    class_names: list[str] | None = None,
+    feature_names: list[str] | None = None,
+    preprocess: Preprocess | None = None,
+    threshold: float | None = None,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
+    overwrite: bool = False,
+) -> WrapResult:
+    """Add the onnxedge head, label, input preprocessing and contract to a logits model.
+
+    Args:
+        source: an ONNX model with one float32 input ``[batch, *row_shape]`` and a
+            float32 logits output ``[batch, classes]``.
+        output: the file to write.
+        head: ``auto`` (sigmoid for one logit, softmax for more), ``softmax`` or ``sigmoid``.
+        logits_output: the source output holding the logits; needed when there are several
+            and none is named ``logits``.
+        class_names: one per class (two, negative first, for sigmoid); default ``"0"..``.
+        feature_names: one per feature (the product of the row shape).
+        preprocess: a step the graph applies to raw rows before the source graph.
+        threshold: the sigmoid head's decision threshold in ``(0, 1)`` (default 0.5).
+        data: ``(rows, labels)`` to verify on (raw rows ``(n, *row_shape)`` or flat
+            ``(n, features)``; labels as class indices, or as names from
+            ``class_names``); then accuracy and loss are reported. Default: random
+            rows in the preprocessing's range (standard normal without one).
+        overwrite: replace an existing ``output``.
+
+    Raises:
+        ModelLoadError: ``source`` is missing or not an ONNX model.
+        ExportError: the source does not fit (no or an ambiguous logits output, a width
+            that does not fit the head, a non-float output, no batch axis, probabilities
+            already there), an option is invalid, or the result fails the ONNX checker.
+        DataError: ``data`` does not fit the model.
+        ParityError: the wrapped model does not compute what it should.
+        OutputExistsError: ``output`` exists and ``overwrite`` is false.
+    """
+    started = time.perf_counter()
+    import onnx
+
+    source, output = Path(source), Path(output)
+    if output.exists() and not overwrite:
+        # refused up front (with the writer's own message) rather than after the work
+        with atomic_file(output, overwrite=False):
+            pass
+    raw, model = _read(source)
+    plan = _plan(model, source, head, logits_output, feature_names, threshold)
+    original = _session(model.SerializeToString())
+    width = _probe_width(original, plan)
+    spec = _resolve_head(plan, width, head, class_names, threshold)
+    if preprocess is not None:
+        preprocess = _fit_preprocess(preprocess, plan.input_shape)
+
+    wrapped = _build(model, plan, spec, preprocess)
+    contract = ModelContract(
+        task="multiclass" if spec.head == "softmax" else "binary",
+        head=spec.head,
+        threshold=spec.threshold,
+        class_names=spec.class_names,
+        num_features=int(np.prod(plan.input_shape)),
+        feature_names=feature_names,
+        input_shape=plan.input_shape,
+        preprocess=preprocess.to_dict() if preprocess is not None else None,
+        extra={
+            KEY_SOURCE_MODEL[len(PREFIX) :]: {
+                "file": source.name,
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            },
+            KEY_VERSIONS[len(PREFIX) :]: _versions(),
+            KEY_EXPORTED_AT[len(PREFIX) :]: datetime.now(UTC).isoformat(timespec="seconds"),
+            KEY_EXPORTER[len(PREFIX) :]: "onnxedge wrap",
+        },
+    )
+    _check(wrapped, plan)
+    session = _session(wrapped.SerializeToString())
+    if plan.batch_made_dynamic:
+        _probe_dynamic_batch(session, plan, source)
+
+    rows, labels = _verification_rows(data, plan.input_shape, preprocess, spec.class_names)
+    checks, metrics = _verify(original, session, plan, spec, preprocess, rows, labels)
+    failed = [f"{c.label}: {c.detail}" for c in checks if not c.passed]
+    if failed:
+        raise ParityError(f"{source}: the wrapped model fails {'; '.join(failed)}", failed)
+    if all(c.value == 0 for c in checks if c.name == OUTPUT_LOGITS):
+        plan.notes.append("logits bit-for-bit equal to the source model's at every batch size")
+
+    contract.extra[KEY_GOLDEN[len(PREFIX) :]] = _golden(session, rows, spec)
+    contract.extra[KEY_PARITY[len(PREFIX) :]] = {
+        "passed": True,
+        "checks": [c.to_dict() for c in checks],
+        "metrics": metrics,
+    }
+    props = {p.key: p.value for p in model.metadata_props if not p.key.startswith(PREFIX)}
+    onnx.helper.set_model_props(wrapped, {**props, **contract.to_metadata()})
+    with atomic_file(output, overwrite=overwrite) as tmp:
+        tmp.write_bytes(wrapped.SerializeToString())
+    return WrapResult(
+        path=output,
+        source=source,
+        source_sha256=contract.extra[KEY_SOURCE_MODEL[len(PREFIX) :]]["sha256"],
+        head=spec.head,
+        logits_output=plan.logits,
+        input_name=plan.input,
+        input_shape=plan.input_shape,
+        class_names=spec.class_names,
+        notes=plan.notes,
+        checks=checks,
+        metrics=metrics,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def preprocess_from_option(text: str) -> Preprocess:
+    """The ``--preprocess`` option: ``standardize:FILE.json`` or ``rescale:FACTOR``.
+
+    The JSON file holds ``{"mean": [...], "std": [...]}`` (optionally ``"shape"``); the
+    factor is a number or a fraction (``1/255``).
+
+    Raises:
+        ExportError: another form, an unreadable file or values that make no valid step.
+    """
+    from fractions import Fraction
+
+    kind, _, value = text.partition(":")
+    try:
+        if kind == "rescale":
+            try:
+                factor = float(Fraction(value.strip()))
+            except (ValueError, ZeroDivisionError):
+                raise ExportError(
+                    f"--preprocess {text}: {value!r} is not a number (like 0.0625 or 1/255)"
+                ) from None
+            return Rescale(factor)
+        if kind == "standardize":
+            stats = json.loads(Path(value).read_text(encoding="utf-8"))
+            return cast(Preprocess, preprocess_from_dict({"kind": "standardize", **stats}))
+    except (OSError, ValueError, TypeError, CheckpointError) as exc:
+        raise ExportError(f"--preprocess {text}: {_first_line(exc)}") from None
+    raise ExportError(f"--preprocess {text}: expected standardize:MEAN_STD.json or rescale:FACTOR")
+
+
+# --- reading the source ----------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """The source's input and logits output, as found."""
+
+    input: str
+    input_shape: tuple[int, ...]
+    batch_made_dynamic: bool
+    logits: str
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class _HeadSpec:
+    head: str
+    width: int
+    threshold: float
+    class_names: list[str]
+
+
+def _read(source: Path) -> tuple[bytes, onnx.ModelProto]:
+    """The file's bytes (for its digest) and the model, external tensors loaded in."""
+    import onnx
+
+    if not source.is_file():
+        raise ModelLoadError(f"{source}: no such model file")
+    raw = source.read_bytes()
+    try:
+        return raw, onnx.load(str(source))
+    except Exception as exc:  # protobuf and onnx raise their own types
+        raise ModelLoadError(f"{source}: not a readable ONNX model ({_first_line(exc)})") from None
+
+
+def _plan(
+    model: onnx.ModelProto,
+    source: Path,
+    head: str,
+    logits_output: str | None,
+    feature_names: list[str] | None,
+    threshold: float | None,
+) -> _Plan:
+    from onnx import TensorProto
+
+    if head not in HEAD_CHOICES:
+        raise ExportError(f"unknown head {head!r}; expected one of {', '.join(HEAD_CHOICES)}")
+    graph = model.graph
+    props = {p.key: p.value for p in model.metadata_props}
+    producers = _producers(graph)
+    having = [o.name for o in graph.output if o.name in PROBABILITY_OUTPUT_NAMES]
+    having += [
+        f"{o.name} (made by {producers[o.name]})"
+        for o in graph.output
+        if producers.get(o.name) in PROBABILITY_OPS
+    ]
+    if props.get(KEY_HEAD) in reference.PROBABILITY_HEADS:
+        having.insert(0, f"onnxedge head {props[KEY_HEAD]}")
+    if having:
+        raise ExportError(
+            f"{source} already outputs probabilities ({', '.join(having)}); it needs no head: "
+            f"`onnxedge info {source}` shows how onnxedge reads it as it is"
+        )
+
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ExportError(
+            f"{source}: a classifier has one input; this graph has {len(inputs)}: "
+            f"{[i.name for i in inputs]}"
+        )
+    x = inputs[0]
+    tensor = x.type.tensor_type
+    if tensor.elem_type != TensorProto.FLOAT:
+        raise ExportError(
+            f"{source}: input {x.name!r} is {_dtype(tensor.elem_type)}; onnxedge feeds float32"
+        )
+    dims = list(tensor.shape.dim) if tensor.HasField("shape") else []
+    if len(dims) < 2:
+        shown = [d.dim_param or d.dim_value for d in dims]
+        raise ExportError(
+            f"{source}: input {x.name!r} has shape {shown}, no batch axis; onnxedge needs "
+            "[batch, *row_shape] (re-export it with a batch axis first)"
+        )
+    if any(not d.HasField("dim_value") or d.dim_value < 1 for d in dims[1:]):
+        shown = [d.dim_param or d.dim_value or "?" for d in dims]
+        raise ExportError(
+            f"{source}: input {x.name!r} has shape {shown}; every axis but the batch axis "
+            "must have a fixed size"
+        )
+    input_shape = tuple(int(d.dim_value) for d in dims[1:])
+    notes: list[str] = []
+    batch = dims[0]
+    made_dynamic = batch.HasField("dim_value")
+    if made_dynamic:
+        if batch.dim_value != 1:
+            raise ExportError(
+                f"{source}: input {x.name!r} has a fixed batch of {batch.dim_value}; "
+                "onnxedge needs a dynamic batch axis (or a batch of 1 to make dynamic)"
+            )
+        notes.append(f"input {x.name!r} had a fixed batch of 1; made dynamic ({BATCH_AXIS!r})")
+
+    outputs = {o.name: o for o in graph.output}
+    if logits_output is not None:
+        if logits_output not in outputs:
+            raise ExportError(
+                f"{source} has no output {logits_output!r}; its outputs: {_listing(graph)}"
+            )
+        chosen = logits_output
+    elif len(outputs) == 1:
+        chosen = next(iter(outputs))
+    elif OUTPUT_LOGITS in outputs:
+        chosen = OUTPUT_LOGITS
+    else:
+        raise ExportError(
+            f"{source} has {len(outputs)} outputs and none is named 'logits': "
+            f"{_listing(graph)}; choose one with --logits-output NAME"
+        )
+    elem = outputs[chosen].type.tensor_type.elem_type
+    if elem != TensorProto.FLOAT:
+        raise ExportError(f"{source}: output {chosen!r} is {_dtype(elem)}; logits must be float32")
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise ExportError(f"threshold must lie in (0, 1), got {threshold}")
+    num_features = int(np.prod(input_shape))
+    if feature_names is not None and len(feature_names) != num_features:
+        raise ExportError(
+            f"{len(feature_names)} feature names given; the model reads {num_features} "
+            f"features per row (shape {list(input_shape)})"
+        )
+    dropped = [name for name in outputs if name != chosen]
+    if dropped:
+        notes.append(f"outputs {dropped} dropped (only the logits {chosen!r} are kept)")
+    return _Plan(x.name, input_shape, made_dynamic, chosen, notes)
+
+
+def _producers(graph: onnx.GraphProto) -> dict[str, str]:
+    """The op that makes each tensor, looking through Identity nodes."""
+    made = {out: node for node in graph.node for out in node.output}
+    ops = {}
+    for name, node in made.items():
+        while node.op_type == "Identity" and node.input[0] in made:
+            node = made[node.input[0]]
+        ops[name] = node.op_type
+    return ops
+
+
+def _listing(graph: onnx.GraphProto) -> str:
+    return ", ".join(f"{o.name!r} ({_dtype(o.type.tensor_type.elem_type)})" for o in graph.output)
+
+
+def _dtype(elem_type: int) -> str:
+    from onnx import TensorProto
+
+    name = TensorProto.DataType.Name(elem_type).lower()
+    return "float32" if name == "float" else name
+
+
+def _probe_width(session: ort.InferenceSession, plan: _Plan) -> int:
+    """The logits' width, from running the source on one row (graphs often leave it open)."""
+    x = np.zeros((1, *plan.input_shape), dtype=np.float32)
+    try:
+        (logits,) = session.run([plan.logits], {plan.input: x})
+    except Exception as exc:  # onnxruntime's own error types
+        raise ExportError(f"onnxruntime cannot run the source model: {_first_line(exc)}") from None
+    if logits.ndim != 2 or logits.shape[0] != 1:
+        raise ExportError(
+            f"output {plan.logits!r} has shape {list(logits.shape)} for one row; logits are "
+            "(batch, classes)"
+        )
+    return int(logits.shape[1])
+
+
+def _resolve_head(
+    plan: _Plan, width: int, head: str, class_names: list[str] | None, threshold: float | None
+) -> _HeadSpec:
+    chosen = head if head != "auto" else ("sigmoid" if width == 1 else "softmax")
+    if chosen == "softmax" and width < 2:
+        raise ExportError(
+            f"output {plan.logits!r} has {width} logit; softmax needs one per class "
+            "(2 or more): use --head sigmoid for a binary model"
+        )
+    if chosen == "sigmoid" and width != 1:
+        raise ExportError(
+            f"output {plan.logits!r} has {width} logits; sigmoid reads one (the positive "
+            "class): use --head softmax"
+        )
+    if chosen == "softmax" and threshold is not None:
+        raise ExportError("--threshold is for a sigmoid head; softmax labels by argmax")
+    classes = 2 if chosen == "sigmoid" else width
+    names = list(class_names) if class_names is not None else [str(k) for k in range(classes)]
+    if len(names) != classes:
+        raise ExportError(
+            f"{len(names)} class names given; the {chosen} head over {width} logit"
+            f"{'s' if width != 1 else ''} has {classes} classes"
+        )
+    if len(set(names)) != len(names):
+        raise ExportError(f"class names must be distinct: {names}")
+    return _HeadSpec(chosen, width, 0.5 if threshold is None else float(threshold), names)
+
+
+def _fit_preprocess(step: Preprocess, input_shape: tuple[int, ...]) -> Preprocess:
+    """The step as the graph holds it: a float32 factor (``apply`` multiplies by one, so
+    nothing changes), a Standardize whose statistics broadcast against one row (flat ones
+    reshaped)."""
+    if isinstance(step, Rescale):
+        return Rescale(float(np.float32(step.factor)))
+    mean, std = step.mean, step.std
+    if mean.size == int(np.prod(input_shape)) and mean.shape != input_shape:
+        mean, std = mean.reshape(input_shape), std.reshape(input_shape)
+    try:
+        fits = np.broadcast_shapes(mean.shape, input_shape) == input_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ExportError(
+            f"standardize statistics of shape {list(step.mean.shape)} do not fit rows of "
+            f"shape {list(input_shape)}"
+        )
+    return Standardize(mean, std)
+
+
+# --- building the wrapped graph --------------------------------------------------------
+
+
+def _build(
+    model: onnx.ModelProto, plan: _Plan, spec: _HeadSpec, preprocess: Preprocess | None
+) -> onnx.ModelProto:
+    from onnx import TensorProto, helper, numpy_helper
+
+    wrapped = type(model)()
+    wrapped.CopyFrom(model)
+    graph = wrapped.graph
+    taken = _names(graph)
+    renamed = {}
+    for name in (INPUT_NAME, *OUTPUT_NAMES):
+        if name in taken:
+            fresh = _fresh(f"{name}_source", taken)
+            _rename(graph, name, fresh)
+            taken.add(fresh)
+            renamed[name] = fresh
+    if renamed:
+        plan.notes.append(f"source tensors renamed to free onnxedge's names: {renamed}")
+    x = renamed.get(plan.input, plan.input)
+    logits = renamed.get(plan.logits, plan.logits)
+
+    graph_input = next(i for i in graph.input if i.name == x)
+    graph.input.remove(graph_input)
+    if plan.batch_made_dynamic:
+        del graph.value_info[:]  # they record the fixed batch; shape inference redoes them
+    del graph.output[:]
+
+    def const(name: str, value: np.ndarray) -> str:
+        fresh = _fresh(name, taken)
+        taken.add(fresh)
+        graph.initializer.append(numpy_helper.from_array(value, fresh))
+        return fresh
+
+    front = 0  # the nodes in front of the source go first: the list stays topological
+
+    def node(
+        op: str, inputs: list[str], output: str | None = None, *, ahead: bool = False, **attrs: Any
+    ) -> str:
+        nonlocal front
+        out = output or _fresh(f"wrap_{op.lower()}", taken)
+        taken.add(out)
+        made = helper.make_node(op, inputs, [out], **attrs)
+        if ahead:
+            graph.node.insert(front, made)
+            front += 1
+        else:
+            graph.node.append(made)
+        return out
+
+    if isinstance(preprocess, Standardize):
+        centred = node("Sub", [INPUT_NAME, const("preprocess.mean", preprocess.mean)], ahead=True)
+        node("Div", [centred, const("preprocess.std", preprocess.std)], x, ahead=True)
+    elif isinstance(preprocess, Rescale):
+        factor = const("preprocess.factor", np.array(preprocess.factor, dtype=np.float32))
+        node("Mul", [INPUT_NAME, factor], x, ahead=True)
+    else:
+        node("Identity", [INPUT_NAME], x, ahead=True)
+
+    node("Identity", [logits], OUTPUT_LOGITS)
+    if spec.head == "softmax":
+        node("Softmax", [logits], OUTPUT_PROBABILITIES, axis=1)
+        node("ArgMax", [OUTPUT_PROBABILITIES], OUTPUT_LABEL, axis=1, keepdims=0)
+    else:
+        node("Sigmoid", [logits], OUTPUT_PROBABILITIES)
+        flat = node("Reshape", [OUTPUT_PROBABILITIES, const("wrap_flat", np.array([-1]))])
+        below = node(
+            "Less", [flat, const("wrap_threshold", np.array(spec.threshold, dtype=np.float32))]
+        )
+        # p >= t as not(p < t): GreaterOrEqual needs opset 12
+        node("Cast", [node("Not", [below])], OUTPUT_LABEL, to=TensorProto.INT64)
+
+    batch: list[str | int] = [BATCH_AXIS]
+    graph.input.insert(
+        0, helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [*batch, *plan.input_shape])
+    )
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info(OUTPUT_LOGITS, TensorProto.FLOAT, [*batch, spec.width]),
+            helper.make_tensor_value_info(
+                OUTPUT_PROBABILITIES, TensorProto.FLOAT, [*batch, spec.width]
+            ),
+            helper.make_tensor_value_info(OUTPUT_LABEL, TensorProto.INT64, batch),
+        ]
+    )
+    return wrapped
+
+
+def _names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name in the graph and its subgraphs."""
+    names = {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
+    names |= {t.name for t in graph.initializer}
+    for n in graph.node:
+        names |= set(n.input) | set(n.output)
+        for attr in n.attribute:
+            for sub in (attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs:
+                names |= _names(sub)
+    return names
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Rename one tensor everywhere: edges, graph inputs/outputs, value_info, initializers."""
+    for n in graph.node:
+        n.input[:] = [new if name == old else name for name in n.input]
+        n.output[:] = [new if name == old else name for name in n.output]
+        for attr in n.attribute:
+            for sub in (attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs:
+                _rename(sub, old, new)  # subgraphs may read the outer tensor
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        if value.name == old:
+            value.name = new
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+def _check(model: onnx.ModelProto, plan: _Plan) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(
+            f"the wrapped graph does not pass the ONNX checker: {_first_line(exc)}"
+        ) from None
+
+
+def _probe_dynamic_batch(session: ort.InferenceSession, plan: _Plan, source: Path) -> None:
+    x = np.zeros((PROBE_BATCH, *plan.input_shape), dtype=np.float32)
+    try:
+        session.run(None, {INPUT_NAME: x})
+    except Exception as exc:  # onnxruntime's own error types
+        raise ExportError(
+            f"{source}: input {plan.input!r} has a fixed batch of 1 and the graph does not run "
+            f"at batch {PROBE_BATCH} once it is made dynamic ({_first_line(exc)}); re-export "
+            "it with a dynamic batch axis"
+        ) from None
+
+
+# --- verification ----------------------------------------------------------------------
+
+
+def _verification_rows(
+    data: tuple[np.ndarray, np.ndarray] | None,
+    input_shape: tuple[int, ...],
+    preprocess: Preprocess | None,
+    class_names: list[str],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw rows ``(n, *input_shape)`` and class indices to verify on (labels given by name
+    are looked up in ``class_names``)."""
+    if data is not None:
+        rows, labels = np.asarray(data[0], dtype=np.float32), np.asarray(data[1])
+        per_row = int(np.prod(rows.shape[1:]))
+        if rows.ndim < 2 or per_row != int(np.prod(input_shape)):
+            raise DataError(
+                f"data rows have shape {list(rows.shape[1:])}; the model reads rows of shape "
+                f"{list(input_shape)}"
+            )
+        if len(rows) == 0:
+            raise DataError("the data has no rows")
+        if len(labels) != len(rows):
+            raise DataError(f"{len(rows)} data rows but {len(labels)} labels")
+        if not np.issubdtype(labels.dtype, np.integer):
+            index = {name: k for k, name in enumerate(class_names)}
+            unknown = sorted({str(v) for v in labels} - set(index))
+            if unknown:
+                raise DataError(
+                    f"data labels {unknown} are not among the model's classes {class_names} "
+                    "(name the classes with --classes)"
+                )
+            labels = np.array([index[str(v)] for v in labels])
+        elif len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
+            raise DataError(
+                f"data labels run {labels.min()}..{labels.max()}; the model has "
+                f"{len(class_names)} classes"
+            )
+        return rows.reshape(len(rows), *input_shape), labels.astype(np.int64)
+    rng = np.random.default_rng(SEED)
+    # on a 1/16 grid: exact in float32 and short in the golden set's JSON
+    z: np.ndarray = np.round(rng.standard_normal((LARGE_BATCH, *input_shape)) * 16) / 16
+    if isinstance(preprocess, Standardize):
+        z = preprocess.mean + preprocess.std * z  # standard normal after the step
+    elif isinstance(preprocess, Rescale):
+        # whole pixel values 0..255 for 1/255, as images hold them (and short in JSON)
+        z = rng.integers(0, round(1.0 / abs(preprocess.factor)), z.shape, endpoint=True)
+    return z.astype(np.float32), None
+
+
+def _verify(
+    original: ort.InferenceSession,
+    wrapped: ort.InferenceSession,
+    plan: _Plan,
+    spec: _HeadSpec,
+    preprocess: Preprocess | None,
+    rows: np.ndarray,
+    labels: np.ndarray | None,
+) -> tuple[list[Check], dict[str, float]]:
+    """Checks at batch 1, an odd size and all rows; metrics on all rows with labels."""
+    checks: list[Check] = []
+    metrics: dict[str, float] = {}
+    threshold = float(np.float32(spec.threshold))  # the graph compares in float32
+    for n in sorted({1, min(ODD_BATCH, len(rows)), len(rows)}):
+        x = rows[:n]
+        out = dict(zip(OUTPUT_NAMES, wrapped.run(list(OUTPUT_NAMES), {INPUT_NAME: x}), strict=True))
+        z, p = out[OUTPUT_LOGITS], out[OUTPUT_PROBABILITIES]
+        fed = preprocess.apply(x).astype(np.float32) if preprocess is not None else x
+        if plan.batch_made_dynamic:
+            source = np.concatenate([_source_logits(original, plan, row[None]) for row in fed])
+        else:
+            source = _source_logits(original, plan, fed)
+        checks += compare(
+            {OUTPUT_LOGITS: source},
+            out,
+            {OUTPUT_LOGITS: tol.LOGIT_ATOL},
+            subject="wrapped~source",
+            batch_size=n,
+            names={OUTPUT_LOGITS: "LOGIT_ATOL"},
+        )
+        # the numpy head on the wrapped model's own logits (labels: the rule on its own
+        # probabilities, which the graph applies exactly)
+        own_labels = reference.predict_label(p, spec.head, threshold)
+        checks += compare(
+            {
+                OUTPUT_PROBABILITIES: reference.predict_proba(z, spec.head),
+                OUTPUT_LABEL: own_labels,
+            },
+            out,
+            {OUTPUT_PROBABILITIES: tol.PROBABILITY_ATOL, OUTPUT_LABEL: 0.0},
+            subject="numpy-head~wrapped",
+            batch_size=n,
+            names={OUTPUT_PROBABILITIES: "PROBABILITY_ATOL", OUTPUT_LABEL: "exact"},
+        )
+        # its own labels as targets: every row's loss is then well conditioned in float32
+        # (a confidently wrong row of real data is not: its p rounds to 0 or 1)
+        loss, loss_p = _losses(z, p, own_labels, spec.head)
+        checks += compare(
+            {"loss": np.asarray(loss)},
+            {"loss": np.asarray(loss_p)},
+            {"loss": tol.LOSS_ATOL + tol.LOSS_RTOL * abs(loss)},
+            subject="logits~probabilities",
+            batch_size=n,
+            names={"loss": "LOSS_ATOL+LOSS_RTOL"},
+        )
+        if labels is not None and n == len(rows):
+            metrics = {
+                "rows": n,
+                "accuracy": float(np.mean(out[OUTPUT_LABEL] == labels)),
+                "loss": _losses(z, p, labels, spec.head)[0],
+            }
+    return checks, metrics
+
+
+def _golden(session: ort.InferenceSession, rows: np.ndarray, spec: _HeadSpec) -> dict[str, Any]:
+    """The on-device self-test set (format: ``KEY_GOLDEN``), by export's rule
+    (``onnx_export.golden_set``: 8..32 rows, about 20,000 values, the same tolerances),
+    from verification rows whose label is not a near tie (another CPU keeps it)."""
+    out = dict(zip(OUTPUT_NAMES, session.run(None, {INPUT_NAME: rows}), strict=True))
+    p = out[OUTPUT_PROBABILITIES]
+    if spec.head == "softmax":
+        top2 = np.sort(p, axis=1)[:, -2:]
+        margins = top2[:, 1] - top2[:, 0]
+    else:
+        margins = np.abs(p[:, 0] - spec.threshold)
+    size = max(1, int(np.prod(rows.shape[1:])))
+    n = max(GOLDEN_MIN_ROWS, min(GOLDEN_MAX_ROWS, GOLDEN_MAX_VALUES // size))
+    keep = np.flatnonzero(margins > tol.LABEL_TIE_ATOL)[:n]
+    logits = out[OUTPUT_LOGITS][keep].astype(np.float64)
+    return {
+        "rows": rows[keep].reshape(len(keep), -1).astype(np.float64).tolist(),
+        OUTPUT_LOGITS: logits.tolist(),
+        OUTPUT_PROBABILITIES: p[keep].astype(np.float64).tolist(),
+        "labels": out[OUTPUT_LABEL][keep].tolist(),
+        "tolerances": {
+            OUTPUT_LOGITS: tol.LOGIT_ATOL + tol.LOGIT_RTOL * float(np.abs(logits).max(initial=0)),
+            OUTPUT_PROBABILITIES: tol.PROVIDER_PROBABILITY_ATOL,
+        },
+    }
+
+
+def _source_logits(session: ort.InferenceSession, plan: _Plan, x: np.ndarray) -> np.ndarray:
+    (out,) = session.run([plan.logits], {plan.input: x})
+    return np.asarray(out)
+
+
+def _losses(logits: np.ndarray, p: np.ndarray, y: np.ndarray, head: str) -> tuple[float, float]:
+    """Mean loss from the logits (stable reference) and from the head's probabilities."""
+    if head == "softmax":
+        return (
+            float(reference.cross_entropy(logits, y)),
+            float(reference.cross_entropy_from_probabilities(y, p, reduction="mean")),
+        )
+    target = y.astype(np.float64)[:, None]
+    return (
+        float(reference.binary_cross_entropy_with_logits(logits, target)),
+        float(reference.binary_cross_entropy(p, target)),
+    )
+
+
+# --- small things ----------------------------------------------------------------------
+
+
+def _session(model_bytes: bytes) -> ort.InferenceSession:
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own error types
+        raise ExportError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {
+        "onnxedge": __version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
