@@ -97,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rows must be >= 1")
 
     import onnxruntime as ort
-    from onnxedge.runtime.tolerances import PROVIDER_PROBABILITY_ATOL
     from onnxedge.runtime.errors import OnnxEdgeError
     from onnxedge.runtime.providers import (
         CUDA,
         distribution_conflict,
         installed_ort_distributions,
     )
+    from onnxedge.runtime.tolerances import PROVIDER_PROBABILITY_ATOL
 
     distributions = installed_ort_distributions()
     available = ort.get_available_providers()

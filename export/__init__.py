@@ -1,7 +1,8 @@
 """onnxedge.export: any classifier module to a verified ONNX file (torch + onnx).
 
 ``export_classifier`` exports a module with its head and preprocessing; ``verify_model``
-proves a file against the module, the numpy reference and an independent forward.
+proves a file against the module, the numpy reference and an independent forward;
+``add_head`` wraps a logits-only ONNX model from another exporter (onnx, no torch).
 Names load lazily, so importing the package does not import torch.
 """
 
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Rescale", "Standardize", "export_classifier", "verify_model"]
+__all__ = ["Rescale", "Standardize", "add_head", "export_classifier", "verify_model"]
 
 _NAMES = {
     "export_classifier": "onnxedge.export.onnx_export",
     "verify_model": "onnxedge.export.verify",
+    "add_head": "onnxedge.export.wrap",
     "Standardize": "onnxedge.models.preprocess",
     "Rescale": "onnxedge.models.preprocess",
 }

@@ -641,11 +641,20 @@ def _metadata_checks(
 
 
 def _same_step(a: Any, b: Any) -> bool:
+    """Whether two preprocessing steps hold the same constants as the graph stores them
+    (float32: a recorded factor of 1/255 is the float32 constant it became)."""
     if a is None or b is None:
         return a is None and b is None
     da, db = a.to_dict(), b.to_dict()
-    da.pop("shape", None), db.pop("shape", None)
-    return bool(np.array_equal(np.asarray(json.dumps(da)), np.asarray(json.dumps(db))))
+    if da["kind"] != db["kind"]:
+        return False
+    keys = ("factor",) if da["kind"] == "rescale" else ("mean", "std")
+    return all(
+        np.array_equal(np.float32(da[k]), np.float32(db[k]))
+        if k == "factor"
+        else np.array_equal(np.asarray(da[k], np.float32), np.asarray(db[k], np.float32))
+        for k in keys
+    )
 
 
 def _own_head_checks(

@@ -31,6 +31,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -109,14 +110,21 @@ def _renameat2(source: Path, target: Path, flags: int) -> bool:
     raise OSError(code, os.strerror(code), str(target))
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file, or every file of a folder and the folder itself, to disk."""
+def _fsync(path: Path, *, tree: bool = False) -> None:
+    """Flush a file or folder to disk; with ``tree``, every regular file and folder below.
+
+    Only our own staged output is walked (``tree``): the target's parent is one folder
+    entry to flush, and walking it would open whatever else lives there (a FIFO blocks).
+    """
     paths = [path]
-    if path.is_dir():
+    if tree and path.is_dir():
         paths = [Path(root) / name for root, _, names in os.walk(path) for name in names]
         paths += [Path(root) for root, _, _ in os.walk(path)]
     for item in paths:
         with contextlib.suppress(OSError):  # a file system without fsync on folders
+            mode = os.lstat(item).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                continue  # never open a FIFO, socket or device (open could block)
             fd = os.open(item, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -165,7 +173,7 @@ def place(
         OutputExistsError: ``target`` exists and ``overwrite`` is false.
         OnnxEdgeError: of type ``error``: the file system refused the move.
     """
-    _fsync(temp)
+    _fsync(temp, tree=True)
     try:
         if overwrite and (target.exists() or target.is_symlink()):
             _replace(temp, target)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from onnxedge.runtime.atomic import TEMP_SUFFIX
 
 from tests.export.tiny_models import TinyModel, build_tiny
 
@@ -39,6 +40,6 @@ def leftovers() -> Callable[[Path], list[str]]:
     """Temp files an export may have left in a folder (there must be none)."""
 
     def find(folder: Path) -> list[str]:
-        return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+        return sorted(p.name for p in folder.iterdir() if p.name.endswith(TEMP_SUFFIX))
 
     return find

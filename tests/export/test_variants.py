@@ -38,6 +38,7 @@ from onnxedge.export.variants import (
 from onnxedge.models.checkpoint import TrainedRun, load_run, sha256_file
 from onnxedge.models.train import TrainOptions, train
 from onnxedge.runtime import tolerances as tol
+from onnxedge.runtime.atomic import TEMP_SUFFIX
 from onnxedge.runtime.cli import cli
 from onnxedge.runtime.contract import (
     KEY_GOLDEN,
@@ -275,7 +276,7 @@ def test_absurd_calibration_trips_the_bar(exported: Exported, tmp_path: Path, sc
     assert any(f.startswith("label int8~fp32: ") for f in failures), failures
     assert all(f in str(caught.value) for f in failures)
     assert "--accept-degradation" in str(caught.value)
-    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+    assert not out.exists() and not list(tmp_path.glob(f"*{TEMP_SUFFIX}"))
 
     report = make_variant(
         exported.model,
@@ -434,7 +435,7 @@ def test_refusals_name_what_was_asked(
         make_variant(
             digits.model, digits.run_dir, "int8", out, calibration=cancer.run.calibration()
         )
-    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert not out.exists() and not list(tmp_path.glob(f".*{TEMP_SUFFIX}"))
 
 
 # --- re-verification, numerics, ORT format ------------------------------------------------

@@ -21,7 +21,6 @@ from onnxedge.models.data import (
     write_idx,
 )
 from onnxedge.runtime.errors import DataError, MissingDependencyError
-from onnxedge.runtime.tolerances import REFERENCE_FLOAT32_ATOL, REFERENCE_FLOAT32_RTOL
 
 # --------------------------------------------------------------------------------------
 # fixtures

@@ -140,3 +140,26 @@ def test_stale_temps_of_a_killed_run_are_removed_and_named(
     assert caplog.messages == [
         f"removed temporary files left by an interrupted run in {tmp_path}: {stale.name}"
     ]
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_a_fifo_beside_the_target_is_never_opened(tmp_path: Path, folder: bool) -> None:
+    # Flushing the target's folder must not open what else lives there: opening a FIFO
+    # with no writer blocks forever. A subprocess with a timeout turns a hang into a fail.
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "sub").mkdir()
+    os.mkfifo(tmp_path / "sub" / "pipe")
+    code = (
+        "from pathlib import Path\n"
+        "from onnxedge.runtime.atomic import atomic_file, atomic_folder\n"
+        f"target = Path({str(tmp_path / 'out')!r})\n"
+        f"with (atomic_folder if {folder} else atomic_file)(target, overwrite=False) as temp:\n"
+        "    (temp / 'part' if temp.is_dir() else temp).write_text('done')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    written = tmp_path / "out" / "part" if folder else tmp_path / "out"
+    assert written.read_text() == "done"

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from onnxedge.runtime import Predictor
 from onnxedge.runtime import io as oio
 from onnxedge.runtime import score as score_mod
+from onnxedge.runtime.atomic import TEMP_SUFFIX
 from onnxedge.runtime.errors import DataError, InputShapeError, OutputExistsError
 from onnxedge.runtime.io import InputBatch, columns_to_numpy
 from onnxedge.runtime.score import (
@@ -132,7 +133,7 @@ def assert_matches_predictor(
 
 
 def no_temp_files(folder: Path) -> bool:
-    return not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+    return not [p for p in folder.rglob("*") if p.name.endswith(TEMP_SUFFIX)]
 
 
 # --- every format in and out ----------------------------------------------------------
@@ -795,13 +796,12 @@ def test_image_rows_from_npy_and_idx_score_like_flat_rows(
 
 
 def test_image_rows_of_another_shape_are_refused(tmp_path: Path, multiclass: ModelCase) -> None:
-    class ImagePredictor(Predictor):
-        input_shape = (1, multiclass.num_features)  # as the contract would say
-
+    predictor = Predictor(multiclass.path)
+    predictor.input_shape = (1, multiclass.num_features)  # as an image model's contract says
     source = tmp_path / "img.npy"
     np.save(source, np.ones((4, multiclass.num_features, 1), np.float32))
     with pytest.raises(InputShapeError) as info:
-        score_file(ImagePredictor(multiclass.path), source, tmp_path / "o.csv", progress=False)
+        score_file(predictor, source, tmp_path / "o.csv", progress=False)
     assert str(info.value) == (
         f"{source}: rows of shape (5, 1); model {multiclass.path} expects rows of shape "
         "(1, 5) (or 5 values each)"
