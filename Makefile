@@ -10,7 +10,7 @@ ARTIFACTS ?= artifacts
 # re-install, so the install stamp depends on the list of source files.
 SOURCES := $(sort $(wildcard models/*.py export/*.py runtime/*.py))
 
-.PHONY: setup setup-gpu test test-fast lint format export export-int8 bench bench-score bench-variants bench-ray gpu-check clean help
+.PHONY: setup setup-gpu test test-fast lint format export export-int8 bench bench-cnn bench-score bench-variants bench-ray gpu-check clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -18,7 +18,7 @@ help:
 	@echo "make test     run the whole test suite"
 	@echo "make lint     ruff + mypy"
 	@echo "make bench    run the benchmarks (writes benchmarks/RESULTS.md)"
-	@echo "make bench-score | bench-variants | bench-ray   the focused benchmarks"
+	@echo "make bench-score | bench-cnn | bench-variants | bench-ray   the focused benchmarks"
 	@echo "make gpu-check  compare CUDA with CPU on the default models (needs onnxruntime-gpu)"
 	@echo "make setup    create .venv with everything (idempotent)"
 	@echo "make clean    remove .venv, build files and artifacts"
@@ -65,10 +65,14 @@ export-int8: setup
 
 bench: setup
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.bench_cnn
 
 # Focused benchmarks, each with its own committed results file in benchmarks/.
 bench-score: setup
 	$(PY) -m benchmarks.bench_score
+
+bench-cnn: setup
+	$(PY) -m benchmarks.bench_cnn
 
 bench-variants: setup
 	$(PY) -m benchmarks.bench_variants
