@@ -1253,14 +1253,14 @@ def format_self_test(report: dict[str, Any]) -> str:
     lines = [
         f"self-test {'PASSED' if report['passed'] else 'FAILED'}: {report['model']}, "
         f"{report['rows']} golden rows",
-        f"machine      {report['machine']}, {report['platform']}, Python {report['python']}",
-        f"onnxruntime  {report['onnxruntime']} on {report['provider']}",
+        f"machine        {report['machine']}, {report['platform']}, Python {report['python']}",
+        f"onnxruntime    {report['onnxruntime']} on {report['provider']}",
     ]
     for name, error in report["max_abs_error"].items():
         tolerance = report["tolerances"][name]
         verdict = "ok" if error <= tolerance else "TOO LARGE"
-        lines.append(f"{name:<13}max |error| {error:.3g} (tolerance {tolerance:.3g}): {verdict}")
-    lines.append(f"labels       {report['labels_agreeing']} of {report['rows']} agree")
+        lines.append(f"{name:<15}max |error| {error:.3g} (tolerance {tolerance:.3g}): {verdict}")
+    lines.append(f"labels         {report['labels_agreeing']} of {report['rows']} agree")
     return "\n".join(lines)
 
 
