@@ -102,8 +102,8 @@ def fit(module: Any, x: np.ndarray, y: np.ndarray, scale: float, epochs: int) ->
 
 def build_models(workdir: Path, epochs: int) -> list[dict[str, Any]]:
     """Train and export both CNNs and their int8 variants."""
-    from onnxedge.export import Rescale, export_classifier
     import onnx
+    from onnxedge.export import Rescale, export_classifier
     from onnxedge.export.variants import choose_int8_settings, onnx_to_int8
     from onnxedge.models import CNN, NetConfig
     from onnxedge.models.nets import DEFAULT_CHANNELS, DEFAULT_HIDDEN
@@ -234,7 +234,7 @@ def render(results: dict[str, Any]) -> str:
         "# CNN benchmark",
         "",
         f"Written by `python -m benchmarks.bench_cnn` on {results['date']}, commit "
-        f"{results['machine'].get('commit')}, in {results['seconds']:.0f} s. Batch-1 figures "
+        f"{results['machine'].get('git_commit')}, in {results['seconds']:.0f} s. Batch-1 figures "
         f"are medians of 300 calls per round; batch-{BATCH} figures are rows/s per round; "
         "ratios are taken inside each round, then the median (min-max) over rounds is shown.",
         "",
@@ -276,7 +276,8 @@ def render(results: dict[str, Any]) -> str:
                     f"{block['rows_per_s'][name]['median']:,.0f} |"
                 )
     facts = results["machine"]
-    cpu = f"{facts.get('cpu_model', '?')}, {facts.get('cpus', '?')} CPUs, onnxruntime {facts.get('versions', {}).get('onnxruntime')}"
+    ort = facts.get("versions", {}).get("onnxruntime")
+    cpu = f"{facts.get('cpu_model', '?')}, {facts.get('cpus', '?')} CPUs, onnxruntime {ort}"
     lines += [
         "",
         f"Machine: {cpu}; export time: "
