@@ -107,9 +107,14 @@ def compare(
     checks = []
     for name, want in expected.items():
         limit = tolerances.get(name, tolerances.get(""))
-        if limit is None or name not in actual:
-            continue
+        if limit is None:
+            continue  # no tolerance: the caller compares this output elsewhere
         tol_name = (names or {}).get(name, (names or {}).get("", "given"))
+        if name not in actual:  # a computation that lost an output never passes
+            checks.append(
+                Check(name, subject, batch_size, math.inf, 0, tol_name, False, "output missing")
+            )
+            continue
         a, b = np.asarray(actual[name]), np.asarray(want)
         if a.shape != b.shape:
             checks.append(

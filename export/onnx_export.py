@@ -64,6 +64,7 @@ from onnxedge.runtime.contract import (
     PREFIX,
     ModelContract,
 )
+from onnxedge.runtime.contract import golden_set as contract_golden_set
 from onnxedge.runtime.errors import (
     CheckpointError,
     ExportError,
@@ -91,9 +92,6 @@ EXPORTERS: tuple[str, ...] = ("auto", "dynamo", "torchscript")
 #: The dynamo exporter's per-node metadata naming the module scopes a node came from.
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 #: The golden set's size: 8..32 rows, fewer where rows are large (28x28 images: 25).
-GOLDEN_MIN_ROWS = 8
-GOLDEN_MAX_ROWS = 32
-GOLDEN_MAX_VALUES = 20_000
 #: Rows of the example input traced at export: torch.export turns a dimension whose
 #: example size is 0 or 1 into a constant, which would bake the batch size into the graph.
 EXAMPLE_BATCH = 3
@@ -557,32 +555,15 @@ def export_classifier(
 
 
 def golden_set(model: onnx.ModelProto, rows: np.ndarray) -> dict[str, Any]:
-    """The on-device self-test's golden set (``onnxedge.golden``, format at ``KEY_GOLDEN``).
-
-    ``GOLDEN_MIN_ROWS``..``GOLDEN_MAX_ROWS`` leading check rows (fewer for large rows, so
-    the entry stays near ``GOLDEN_MAX_VALUES`` numbers) with onnxruntime's outputs on them,
-    and the tolerances a device's onnxruntime is held to: logits within
-    ``LOGIT_ATOL + LOGIT_RTOL * max |logit|``, probabilities within
-    ``PROVIDER_PROBABILITY_ATOL`` (another CPU or provider rounds differently).
-    """
+    """The self-test's golden set for ``model``: onnxruntime's outputs on ``rows``, by
+    :func:`onnxedge.runtime.contract.golden_set`'s rule (near-tie rows left out)."""
     from onnxedge.export.verify import onnxruntime_runner
-    from onnxedge.runtime import tolerances as tol
 
-    size = max(1, math.prod(rows.shape[1:]))
-    n = min(len(rows), max(GOLDEN_MIN_ROWS, min(GOLDEN_MAX_ROWS, GOLDEN_MAX_VALUES // size)))
-    x = rows[:n]
-    out = onnxruntime_runner(model)(x)
-    logits = out[OUTPUT_LOGITS].astype(np.float64)
-    return {
-        "rows": x.reshape(n, -1).astype(np.float64).tolist(),
-        "logits": logits.tolist(),
-        "probabilities": out[OUTPUT_PROBABILITIES].astype(np.float64).tolist(),
-        "labels": out[OUTPUT_LABEL].astype(np.int64).tolist(),
-        "tolerances": {
-            OUTPUT_LOGITS: tol.LOGIT_ATOL + tol.LOGIT_RTOL * float(np.abs(logits).max(initial=0)),
-            OUTPUT_PROBABILITIES: tol.PROVIDER_PROBABILITY_ATOL,
-        },
-    }
+    contract = ModelContract.from_metadata({p.key: p.value for p in model.metadata_props})
+    out = onnxruntime_runner(model)(rows)
+    return contract_golden_set(
+        rows, out, head=contract.head or "softmax", threshold=contract.threshold
+    )
 
 
 def _pre(step: Preprocess | None, x: np.ndarray) -> np.ndarray:

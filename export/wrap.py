@@ -54,6 +54,7 @@ from onnxedge.runtime.contract import (
     OUTPUT_PROBABILITIES,
     PREFIX,
     ModelContract,
+    golden_set,
 )
 from onnxedge.runtime.errors import (
     CheckpointError,
@@ -79,9 +80,6 @@ LARGE_BATCH = 1000
 PROBE_BATCH = 3
 SEED = 0
 #: The golden set's size, as export sizes it: 8..32 rows, fewer where rows are large.
-GOLDEN_MIN_ROWS = 8
-GOLDEN_MAX_ROWS = 32
-GOLDEN_MAX_VALUES = 20_000
 
 
 @dataclass
@@ -759,30 +757,9 @@ def _verify(
 
 
 def _golden(session: ort.InferenceSession, rows: np.ndarray, spec: _HeadSpec) -> dict[str, Any]:
-    """The on-device self-test set (format: ``KEY_GOLDEN``), by export's rule
-    (``onnx_export.golden_set``: 8..32 rows, about 20,000 values, the same tolerances),
-    from verification rows whose label is not a near tie (another CPU keeps it)."""
+    """The on-device self-test set, by the contract's one rule (near ties left out)."""
     out = dict(zip(OUTPUT_NAMES, session.run(None, {INPUT_NAME: rows}), strict=True))
-    p = out[OUTPUT_PROBABILITIES]
-    if spec.head == "softmax":
-        top2 = np.sort(p, axis=1)[:, -2:]
-        margins = top2[:, 1] - top2[:, 0]
-    else:
-        margins = np.abs(p[:, 0] - spec.threshold)
-    size = max(1, int(np.prod(rows.shape[1:])))
-    n = max(GOLDEN_MIN_ROWS, min(GOLDEN_MAX_ROWS, GOLDEN_MAX_VALUES // size))
-    keep = np.flatnonzero(margins > tol.LABEL_TIE_ATOL)[:n]
-    logits = out[OUTPUT_LOGITS][keep].astype(np.float64)
-    return {
-        "rows": rows[keep].reshape(len(keep), -1).astype(np.float64).tolist(),
-        OUTPUT_LOGITS: logits.tolist(),
-        OUTPUT_PROBABILITIES: p[keep].astype(np.float64).tolist(),
-        "labels": out[OUTPUT_LABEL][keep].tolist(),
-        "tolerances": {
-            OUTPUT_LOGITS: tol.LOGIT_ATOL + tol.LOGIT_RTOL * float(np.abs(logits).max(initial=0)),
-            OUTPUT_PROBABILITIES: tol.PROVIDER_PROBABILITY_ATOL,
-        },
-    }
+    return golden_set(rows, out, head=spec.head, threshold=spec.threshold)
 
 
 def _source_logits(session: ort.InferenceSession, plan: _Plan, x: np.ndarray) -> np.ndarray:

@@ -121,10 +121,12 @@ def _fsync(path: Path, *, tree: bool = False) -> None:
         paths = [Path(root) / name for root, _, names in os.walk(path) for name in names]
         paths += [Path(root) for root, _, _ in os.walk(path)]
     for item in paths:
-        with contextlib.suppress(OSError):  # a file system without fsync on folders
-            mode = os.lstat(item).st_mode
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                continue  # never open a FIFO, socket or device (open could block)
+        mode = os.lstat(item).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            continue  # never open a FIFO, socket or device (open could block)
+        # Some file systems cannot fsync a folder; a file that cannot be flushed (EIO,
+        # ENOSPC) is an error: the output is not known to be complete.
+        with contextlib.suppress(OSError) if stat.S_ISDIR(mode) else contextlib.nullcontext():
             fd = os.open(item, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -173,7 +175,10 @@ def place(
         OutputExistsError: ``target`` exists and ``overwrite`` is false.
         OnnxEdgeError: of type ``error``: the file system refused the move.
     """
-    _fsync(temp, tree=True)
+    try:
+        _fsync(temp, tree=True)
+    except OSError as exc:
+        raise error(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         if overwrite and (target.exists() or target.is_symlink()):
             _replace(temp, target)

@@ -56,6 +56,11 @@ KEY_SOURCE_MODEL = PREFIX + "source_model"  # JSON
 #: "tolerances": {"logits": atol, "probabilities": atol}}; floats as JSON numbers (a
 #: float32 widened to float64 round-trips exactly).
 KEY_GOLDEN = PREFIX + "golden"  # JSON
+#: a golden set holds up to GOLDEN_MAX_ROWS rows (at least GOLDEN_MIN_ROWS when the check
+#: data has them), fewer for large rows so that it stays near GOLDEN_MAX_VALUES numbers.
+GOLDEN_MIN_ROWS = 8
+GOLDEN_MAX_ROWS = 32
+GOLDEN_MAX_VALUES = 20_000
 KEY_TRAINING_METRICS = PREFIX + "training_metrics"  # JSON
 KEY_PARITY = PREFIX + "parity"  # JSON, the verification summary
 KEY_WEIGHTS_SHA256 = PREFIX + "weights_sha256"
@@ -209,3 +214,54 @@ def _as_shape(value: Any) -> tuple[int, ...] | None:
     except (TypeError, ValueError):
         return None
     return shape if all(d > 0 for d in shape) else None
+
+
+def golden_set(
+    rows: Any, outputs: dict[str, Any], *, head: str, threshold: float
+) -> dict[str, Any]:
+    """The self-test's golden set (``KEY_GOLDEN``) from check rows and a graph's outputs.
+
+    Rows whose label is a near tie (top-2 probabilities, or probability and threshold,
+    within ``LABEL_TIE_ATOL``) are left out: another CPU may round them to the other
+    label, and the self-test requires every label to agree. Tolerances: logits within
+    ``LOGIT_ATOL + LOGIT_RTOL * max |logit|``, probabilities within
+    ``PROVIDER_PROBABILITY_ATOL``.
+
+    Args:
+        rows: ``(n, *input_shape)`` the rows the outputs were computed on.
+        outputs: the graph's ``logits``, ``probabilities`` and ``label`` on ``rows``.
+        head: ``softmax`` or ``sigmoid``; threshold: the sigmoid head's.
+
+    Raises:
+        ExportError: no row is clear of a label tie.
+    """
+    import numpy as np
+    from onnxedge.runtime import tolerances as tol
+    from onnxedge.runtime.errors import ExportError
+
+    x = np.asarray(rows)
+    p = np.asarray(outputs[OUTPUT_PROBABILITIES], dtype=np.float64)
+    if head == "softmax" and p.shape[1] > 1:
+        top2 = np.sort(p, axis=1)[:, -2:]
+        margins = top2[:, 1] - top2[:, 0]
+    else:
+        margins = np.abs(p[:, -1] - threshold)
+    size = max(1, int(np.prod(x.shape[1:])))
+    n = max(GOLDEN_MIN_ROWS, min(GOLDEN_MAX_ROWS, GOLDEN_MAX_VALUES // size))
+    keep = np.flatnonzero(margins > tol.LABEL_TIE_ATOL)[:n]
+    if not len(keep):
+        raise ExportError(
+            f"no golden set for the self-test: every one of the {len(x)} check rows is a "
+            "label tie; give check data the model tells apart"
+        )
+    logits = np.asarray(outputs[OUTPUT_LOGITS], dtype=np.float64)[keep]
+    return {
+        "rows": x[keep].reshape(len(keep), -1).astype(np.float64).tolist(),
+        OUTPUT_LOGITS: logits.tolist(),
+        OUTPUT_PROBABILITIES: p[keep].tolist(),
+        "labels": np.asarray(outputs[OUTPUT_LABEL], dtype=np.int64)[keep].tolist(),
+        "tolerances": {
+            OUTPUT_LOGITS: tol.LOGIT_ATOL + tol.LOGIT_RTOL * float(np.abs(logits).max(initial=0)),
+            OUTPUT_PROBABILITIES: tol.PROVIDER_PROBABILITY_ATOL,
+        },
+    }

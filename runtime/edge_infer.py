@@ -777,7 +777,9 @@ class EdgeModel:
         )
 
     def check_probabilities(self, probs: np.ndarray) -> None:
-        """Back the output rule up on a first batch: values in [0, 1], rows summing to 1.
+        """Back the output rule up on a batch: finite values in [0, 1], rows summing to 1.
+
+        Runs on the first batch of every model (and on every batch ``score`` writes).
 
         Raises:
             EdgeError: the values are not probabilities (or the model was refused).
@@ -785,16 +787,23 @@ class EdgeModel:
         if self.refusal is not None:
             raise EdgeError(self.refusal)
         rows = probs.reshape(probs.shape[0], -1) if probs.ndim != 2 else probs
-        rows = rows[np.isfinite(rows).all(axis=1)]
         if not rows.size:
             return
-        why = None
-        if rows.min() < -self.sum_atol or rows.max() > 1 + self.sum_atol:
-            why = "its values are not in [0, 1]"
-        elif rows.shape[1] > 1 and np.abs(rows.sum(axis=1, dtype=np.float64) - 1).max() > (
-            self.sum_atol
-        ):
-            why = "its rows do not sum to 1"
+        finite = np.isfinite(rows).all(axis=1)
+        # With NaN / Inf inputs let through (nonfinite="allow") their rows may be NaN; the
+        # others must still be probabilities. Otherwise a NaN output is never one.
+        if not finite.all() and self.reject_nonfinite:
+            why: str | None = f"row {int(np.argmin(finite))} holds NaN or Inf"
+        elif not finite.any():
+            return
+        else:
+            rows = rows[finite]
+            sums = np.abs(rows.sum(axis=1, dtype=np.float64) - 1)
+            why = None
+            if rows.min() < -self.sum_atol or rows.max() > 1 + self.sum_atol:
+                why = "its values are not in [0, 1]"
+            elif rows.shape[1] > 1 and sums.max() > self.sum_atol:
+                why = "its rows do not sum to 1"
         if why is not None:
             raise EdgeError(self.not_probabilities(self.probability_output, why))
         self._checked = True
@@ -987,6 +996,7 @@ class EdgeModel:
             ("logits", raw[-1] if self.logits_output else None),
         ):
             if name not in golden or got is None:
+                report.setdefault("not_compared", []).append(name)  # said, never silent
                 continue
             want = np.asarray(golden[name], dtype=np.float64)
             if want.shape != got.shape:
@@ -1037,6 +1047,12 @@ class EdgeModel:
         ):
             raise self._golden_error(
                 f"{rows.shape[0]} rows but {labels.shape[0]} labels, or outputs without a tolerance"
+            )
+        # A self-test that compares nothing proves nothing: rows and probabilities required.
+        if rows.shape[0] == 0 or "probabilities" not in golden:
+            raise self._golden_error(
+                f"{rows.shape[0]} rows, probabilities {'' if 'probabilities' in golden else 'not '}"
+                "recorded (it needs at least one row and the expected probabilities)"
             )
         return golden
 
@@ -1175,7 +1191,8 @@ def _parse_rows(
                     raise EdgeError(
                         f"{source}: line {line}, column {index}{name}: {cell!r} is not a number"
                     ) from None
-        raise
+        where = f"lines {lines[0]}-{lines[-1]}"
+        raise EdgeError(f"{source}: rows of unequal length ({where})") from None
     return table[:, columns] if columns is not None else table
 
 
@@ -1309,6 +1326,8 @@ def _parser() -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 error, 2 bad arguments)."""
+    import csv
+
     args = _parser().parse_args(argv)
     try:
         if args.threads is not None and args.threads < 1:
@@ -1327,14 +1346,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             labels, probabilities = model.score(batch)
             out.write(format_rows(model, labels, probabilities, args.json))
             out.flush()
-    except EdgeError as exc:
-        print(f"Error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
     except BrokenPipeError:
         # the reader went away (| head): not an error; keep Python from complaining
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except (EdgeError, OSError, csv.Error) as exc:
+        # A file that cannot be read (a folder, no permission, a NUL byte, a field over
+        # the csv module's limit) is one line on the device, never a traceback.
+        text = str(exc) if isinstance(exc, EdgeError) else f"{args.input}: {exc}"
+        print(f"Error: {' '.join(text.split())}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -1324,8 +1324,11 @@ class AtomicOutput:
         if self._done:
             return
         self._done = True
-        with contextlib.suppress(Exception):
-            self.finish()
+        # Close what is open (nothing more is written); the temp is removed either way.
+        for handle in (self._writer, self._sink):
+            if handle is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    handle.close()
         self._staged.discard()
 
     def __enter__(self) -> AtomicOutput:

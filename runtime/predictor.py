@@ -362,6 +362,17 @@ class Predictor(EdgeModel):
         except EdgeError as exc:
             raise _typed(exc) from None
 
+    def check_probabilities(self, probs: np.ndarray) -> None:
+        """Check one batch's probabilities (finite, in [0, 1], rows summing to 1).
+
+        Raises:
+            ModelLoadError: the values are not probabilities.
+        """
+        try:
+            super().check_probabilities(probs)
+        except EdgeError as exc:
+            raise _typed(exc) from None
+
     def self_test(self) -> dict[str, Any]:
         """Run the model's golden rows on this machine; see ``EdgeModel.self_test``.
 

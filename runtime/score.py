@@ -387,11 +387,17 @@ class ScoredBatch:
 
 @dataclass
 class _Problem:
-    """A bad cell found in batch row ``index``."""
+    """A bad cell found in batch row ``index`` (``column`` None: the whole row)."""
 
     index: int
-    column: str
+    column: str | None
     reason: str
+
+
+#: the reason recorded for a row whose finite values overflow the model's arithmetic.
+OUTPUT_OVERFLOW = (
+    "the model's probabilities are NaN or Inf for this row (its values overflow float32 arithmetic)"
+)
 
 
 def score_batch(predictor: Predictor, batch: InputBatch, plan: ScorePlan) -> ScoredBatch:
@@ -419,19 +425,32 @@ def score_batch(predictor: Predictor, batch: InputBatch, plan: ScorePlan) -> Sco
         raise _first_error(batch, problems)
 
     carried = {name: batch.columns[name] for name in plan.carry}
+    kept = np.arange(n)
     if problems:
         good = np.ones(n, dtype=bool)
         good[[p.index for p in problems]] = False
-        matrix = matrix[good]
+        matrix, kept = matrix[good], kept[good]
         carried = {name: _take(values, good) for name, values in carried.items()}
     prediction = predictor.predict(matrix, batch_size=plan.batch_size)
-    labels = prediction.labels
+    probabilities, labels = prediction.probabilities, prediction.labels
+    # Finite inputs can still overflow the model's float32 arithmetic; such a row's output
+    # is no probability, so it is a bad row like any other and never written as one.
+    finite = np.isfinite(probabilities).all(axis=1)
+    if not finite.all():
+        overflow = [_Problem(int(kept[i]), None, OUTPUT_OVERFLOW) for i in np.flatnonzero(~finite)]
+        problems = sorted(problems + overflow, key=lambda p: p.index)
+        if plan.on_bad_row == "fail":
+            raise _first_error(batch, problems)
+        probabilities, labels = probabilities[finite], labels[finite]
+        carried = {name: _take(values, finite) for name, values in carried.items()}
+    # Every batch that is written is proven to hold probabilities, not only the first.
+    predictor.check_probabilities(probabilities)
     columns: dict[str, Any] = dict(carried)
     columns["label"] = labels
     columns["class_name"] = CategoricalColumn(_checked_codes(labels, plan), plan.class_names)
     # Column views of the (n, classes) probabilities; writers copy what they need.
     for k, name in enumerate(plan.probability_columns):
-        columns[name] = prediction.probabilities[:, k]
+        columns[name] = probabilities[:, k]
     num_rejected = len(problems) + len(batch.malformed)
     rejected = _rejected_table(batch, plan, problems) if num_rejected else None
     return ScoredBatch(
@@ -519,7 +538,19 @@ def _rows_from_columns(columns: list[np.ndarray], n: int) -> np.ndarray:
 
 
 def _all_finite(matrix: np.ndarray) -> bool:
-    """Whether every value is finite: the one finiteness check of scoring."""
+    """Whether every value is finite: one BLAS pass (x . x), the exact check only if not.
+
+    NaN or Inf makes the dot product non-finite; so may large finite values (the squares
+    overflow), which the exact check then clears. ``make bench-score`` measured the
+    plain ``np.isfinite(matrix).all()`` at 12% of NPY scoring time (0.094 of 0.78 s for
+    1M x 64 rows); the dot product is a fraction of that.
+    """
+    if matrix.size == 0:
+        return True
+    flat = matrix.reshape(-1) if matrix.flags.c_contiguous else np.ravel(matrix)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.dot(flat, flat)):
+            return True
     return bool(np.isfinite(matrix).all())
 
 

@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 from onnx import numpy_helper
 from onnxedge.export import Rescale, Standardize, export_classifier, verify_model
 from onnxedge.export.compare import compare
-from onnxedge.export.onnx_export import GOLDEN_MAX_ROWS, GOLDEN_MIN_ROWS
 from onnxedge.models import reference
 from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.cli import cli
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
+    GOLDEN_MAX_ROWS,
+    GOLDEN_MIN_ROWS,
     INPUT_NAME,
     KEY_GOLDEN,
     OUTPUT_NAMES,

@@ -22,6 +22,7 @@ from onnxedge.runtime.atomic import TEMP_SUFFIX
 from onnxedge.runtime.errors import DataError, InputShapeError, OutputExistsError
 from onnxedge.runtime.io import InputBatch, columns_to_numpy
 from onnxedge.runtime.score import (
+    OUTPUT_OVERFLOW,
     REJECTED_COLUMNS,
     BadRowError,
     ScoredBatch,
@@ -724,14 +725,23 @@ def test_extreme_values_are_scored_or_rejected_never_both(
     with np.errstate(over="ignore"):
         as_float32 = matrix.astype(np.float32)
     finite = np.isfinite(as_float32).all(axis=1)
-    assert result.num_scored == int(finite.sum())
+    # A finite row is scored unless the model's own float32 arithmetic overflows on it
+    # (then its output is no probability and the row is rejected, never written).
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = predictor.predict(np.where(finite[:, None], as_float32, 0)).probabilities
+    scorable = finite & np.isfinite(out).all(axis=1)
+    assert result.num_scored == int(scorable.sum())
     assert result.num_scored + result.num_rejected == len(cells)
     if result.rejected is not None:
-        assert result.rejected["row"].tolist() == np.flatnonzero(~finite).tolist()
-        for reason in result.rejected["reason"].tolist():
-            assert reason.startswith(("NaN", "Inf", "-Inf")) or reason.endswith(
-                "beyond float32's range"
-            )
+        assert result.rejected["row"].tolist() == np.flatnonzero(~scorable).tolist()
+        for row, reason in zip(result.rejected["row"], result.rejected["reason"], strict=True):
+            if finite[row]:
+                assert reason == OUTPUT_OVERFLOW
+            else:
+                assert reason.startswith(("NaN", "Inf", "-Inf")) or reason.endswith(
+                    "beyond float32's range"
+                )
+    finite = scorable
     if result.num_scored:
         expected = predictor.predict(as_float32[finite])
         np.testing.assert_array_equal(result.columns["label"], expected.labels)
@@ -806,3 +816,17 @@ def test_image_rows_of_another_shape_are_refused(tmp_path: Path, multiclass: Mod
         f"{source}: rows of shape (5, 1); model {multiclass.path} expects rows of shape "
         "(1, 5) (or 5 values each)"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "finite"),
+    [(1.0, True), (3e38, True), (-3e38, True), (np.nan, False), (np.inf, False), (-np.inf, False)],
+)
+def test_finiteness_check_fast_path_agrees_with_isfinite(value: float, finite: bool) -> None:
+    # The dot-product pass overflows on large finite values; the exact check must clear them.
+    from onnxedge.runtime.score import _all_finite
+
+    matrix = np.ones((7, 5), dtype=np.float32)
+    matrix[3, 2] = value
+    assert _all_finite(matrix) is finite
+    assert _all_finite(matrix) == bool(np.isfinite(matrix).all())
