@@ -435,8 +435,10 @@ def score_batch(predictor: Predictor, batch: InputBatch, plan: ScorePlan) -> Sco
     probabilities, labels = prediction.probabilities, prediction.labels
     # Finite inputs can still overflow the model's float32 arithmetic; such a row's output
     # is no probability, so it is a bad row like any other and never written as one.
-    finite = np.isfinite(probabilities).all(axis=1)
-    if not finite.all():
+    # One reduction proves every value finite (probabilities cannot overflow a sum); the
+    # per-row mask is built only when it fails.
+    if not np.isfinite(probabilities.sum()):
+        finite = np.isfinite(probabilities).all(axis=1)
         overflow = [_Problem(int(kept[i]), None, OUTPUT_OVERFLOW) for i in np.flatnonzero(~finite)]
         problems = sorted(problems + overflow, key=lambda p: p.index)
         if plan.on_bad_row == "fail":
