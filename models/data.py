@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from onnxedge.runtime.errors import DataError
+from onnxedge.runtime.io import IDX_DTYPES
 
 __all__ = [
     "BUNDLED",
@@ -60,14 +61,8 @@ _IDX_IMAGE_ENDINGS = ("-idx3-ubyte", ".idx3-ubyte", ".idx")
 _IDX_LABEL_ENDINGS = ("-idx1-ubyte", ".idx1-ubyte")
 
 # IDX type byte -> big-endian numpy dtype (the format stores every number big-endian).
-_IDX_DTYPES: dict[int, np.dtype[Any]] = {
-    0x08: np.dtype(">u1"),
-    0x09: np.dtype(">i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
+# The IDX type codes: one table, the runtime reader's (write_idx writes the same codes).
+_IDX_DTYPES = IDX_DTYPES
 _IDX_IMAGES_MAGIC = 0x00000803  # uint8, 3-D: (n, rows, cols)
 _IDX_LABELS_MAGIC = 0x00000801  # uint8, 1-D: (n,)
 _GZIP_MAGIC = b"\x1f\x8b"

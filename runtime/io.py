@@ -110,7 +110,7 @@ _OUTPUT_SUFFIXES: tuple[tuple[str, str], ...] = (
 _PARQUET_ENDINGS = (".parquet", ".pq")
 _GZIP_MAGIC = b"\x1f\x8b"
 _NPY_MAGIC = b"\x93NUMPY"
-_IDX_DTYPES: dict[int, np.dtype[Any]] = {
+IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -530,12 +530,12 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         )
     magic = int.from_bytes(data[:4], "big")
     type_code, ndim = data[2], data[3]
-    if data[0] != 0 or data[1] != 0 or type_code not in _IDX_DTYPES or ndim == 0:
+    if data[0] != 0 or data[1] != 0 or type_code not in IDX_DTYPES or ndim == 0:
         raise DataError(
             f"{path}: not an IDX file: magic 0x{magic:08x} (expected 0x{_IDX_IMAGES_MAGIC:08x} "
             f"for images, 0x{_IDX_LABELS_MAGIC:08x} for labels)"
         )
-    dtype = _IDX_DTYPES[type_code]
+    dtype = IDX_DTYPES[type_code]
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(
