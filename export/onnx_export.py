@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import math
-import platform
 import tempfile
 import time
 import warnings
@@ -30,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnxedge.export.atomic import atomic_file
 from onnxedge.export.heads import (
     DEFAULT_THRESHOLD,
     HEAD_AUTO,
@@ -45,6 +43,7 @@ from onnxedge.export.verify import (
     verify_model,
 )
 from onnxedge.models.preprocess import Preprocess
+from onnxedge.runtime.atomic import atomic_file
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
     INPUT_NAME,
@@ -71,7 +70,7 @@ from onnxedge.runtime.errors import (
     InputShapeError,
     OutputExistsError,
 )
-from onnxedge.runtime.version import __version__
+from onnxedge.runtime.version import library_versions
 
 if TYPE_CHECKING:
     import os
@@ -342,23 +341,8 @@ def finalize_graph(
         raise ExportError(f"the exported graph does not pass the ONNX checker: {exc}") from exc
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of everything that shaped an exported model."""
-    import numpy
-    import onnx
-    import onnxruntime
-    import onnxscript
-    import torch
-
-    return {
-        "onnxedge": __version__,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxscript": onnxscript.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
+#: the libraries whose versions shape an exported model (recorded in onnxedge.versions).
+EXPORT_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "numpy")
 
 
 def _check_target(path: Path, overwrite: bool) -> None:
@@ -495,13 +479,15 @@ def export_classifier(
         )
     wrapped = ClassifierWithHead(module, preprocess, spec).eval()
     report: ParityReport | None = None
-    with atomic_file(target, overwrite=overwrite) as tmp:
+    with atomic_file(target, overwrite=overwrite, error=ExportError) as tmp:
         model, used, reason = module_to_onnx(wrapped, shape, opset=opset, exporter=exporter)
         model = finalize_graph(model, input_shape=shape, output_size=width, opset=opset)
         extra = {
             **(extra_metadata or {}),
             KEY_GRAPH_WEIGHTS_SHA256[len(PREFIX) :]: graph_weights_sha256(model),
-            KEY_VERSIONS[len(PREFIX) :]: library_versions(),
+            KEY_VERSIONS[len(PREFIX) :]: library_versions(
+                "torch", "onnx", "onnxscript", "onnxruntime", "numpy"
+            ),
             KEY_EXPORTED_AT[len(PREFIX) :]: datetime.now(UTC).isoformat(timespec="seconds"),
             KEY_OPSET[len(PREFIX) :]: opset,
             KEY_EXPORTER[len(PREFIX) :]: used,

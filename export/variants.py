@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnxedge.export.atomic import atomic_file
 from onnxedge.export.compare import Check, compare, exact, jsonable, render_checks
 from onnxedge.export.verify import onnxruntime_runner
 from onnxedge.runtime import tolerances
-from onnxedge.runtime.atomic import exists_message, place
+from onnxedge.runtime.atomic import atomic_file, exists_message, place
 from onnxedge.runtime.contract import (
     INPUT_NAME,
     KEY_GOLDEN,
@@ -940,7 +939,7 @@ def make_variant(
         )
     report.accepted_degradation = bool(report.failures)
     data = _serialize_with_size(built, props, report)
-    with atomic_file(out_path, overwrite=overwrite) as tmp:
+    with atomic_file(out_path, overwrite=overwrite, error=ExportError) as tmp:
         tmp.write_bytes(data)
     return report
 

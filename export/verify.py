@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnxedge.export.atomic import atomic_file
 from onnxedge.export.compare import Check, compare, exact, fmt, jsonable, render_checks
 from onnxedge.export.heads import HEAD_LIPSCHITZ
 from onnxedge.runtime import tolerances as tol
+from onnxedge.runtime.atomic import atomic_file
 from onnxedge.runtime.contract import (
     INPUT_NAME,
     KEY_GRAPH_WEIGHTS_SHA256,

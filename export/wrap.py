@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from onnxedge.export.atomic import atomic_file
 from onnxedge.export.compare import Check, compare
 from onnxedge.models import reference
 from onnxedge.models.preprocess import Preprocess, Rescale, Standardize, preprocess_from_dict
 from onnxedge.runtime import tolerances as tol
+from onnxedge.runtime.atomic import atomic_file
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
     INPUT_NAME,
@@ -63,7 +63,7 @@ from onnxedge.runtime.errors import (
     ModelLoadError,
     ParityError,
 )
-from onnxedge.runtime.version import __version__
+from onnxedge.runtime.version import library_versions
 
 if TYPE_CHECKING:
     import onnx
@@ -176,7 +176,7 @@ def add_head(
     source, output = Path(source), Path(output)
     if output.exists() and not overwrite:
         # refused up front (with the writer's own message) rather than after the work
-        with atomic_file(output, overwrite=False):
+        with atomic_file(output, overwrite=False, error=ExportError):
             pass
     raw, model = _read(source)
     plan = _plan(model, source, head, logits_output, feature_names, threshold)
@@ -202,7 +202,7 @@ def add_head(
                 "sha256": hashlib.sha256(raw).hexdigest(),
                 "producer": f"{model.producer_name} {model.producer_version}".strip(),
             },
-            KEY_VERSIONS[len(PREFIX) :]: _versions(),
+            KEY_VERSIONS[len(PREFIX) :]: library_versions("onnx", "onnxruntime", "numpy"),
             KEY_EXPORTED_AT[len(PREFIX) :]: datetime.now(UTC).isoformat(timespec="seconds"),
             KEY_EXPORTER[len(PREFIX) :]: "onnxedge wrap",
         },
@@ -228,7 +228,7 @@ def add_head(
     }
     props = {p.key: p.value for p in model.metadata_props if not p.key.startswith(PREFIX)}
     onnx.helper.set_model_props(wrapped, {**props, **contract.to_metadata()})
-    with atomic_file(output, overwrite=overwrite) as tmp:
+    with atomic_file(output, overwrite=overwrite, error=ExportError) as tmp:
         tmp.write_bytes(wrapped.SerializeToString())
     return WrapResult(
         path=output,
@@ -791,18 +791,6 @@ def _session(model_bytes: bytes) -> ort.InferenceSession:
         return ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own error types
         raise ExportError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
-
-
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-
-    return {
-        "onnxedge": __version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def _first_line(exc: BaseException) -> str:

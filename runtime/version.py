@@ -8,3 +8,16 @@ try:
     __version__ = version("onnxedge")
 except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
     __version__ = "0.0.0+unknown"
+
+
+def library_versions(*modules: str) -> dict[str, str]:
+    """onnxedge's version, each named module's ``__version__`` and Python's.
+
+    What export and wrap record in a model's ``onnxedge.versions``; the modules are
+    imported by name (callers have them loaded already).
+    """
+    import importlib
+    import platform
+
+    found = {name: importlib.import_module(name).__version__ for name in modules}
+    return {"onnxedge": __version__, **found, "python": platform.python_version()}
