@@ -824,6 +824,26 @@ def tolerances_in_force() -> dict[str, float]:
 # --- where parity breaks -----------------------------------------------------------------
 
 
+def node_outputs(model: onnx.ModelProto, x: np.ndarray) -> Outputs:
+    """Every node's first output (and the graph outputs) of ``model`` on ``x``, from onnxruntime.
+
+    The outputs are exposed as extra graph outputs on a copy of the model, so the
+    model itself is left as it is.
+
+    Raises:
+        ModelLoadError: onnxruntime cannot run the copy with every output exposed.
+    """
+    import onnx
+
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    have = {o.name for o in model.graph.output}
+    exposed.graph.output.extend(
+        onnx.ValueInfoProto(name=n.output[0]) for n in model.graph.node if n.output[0] not in have
+    )
+    return onnxruntime_runner(exposed, "the model with every node output exposed")(x)
+
+
 def first_diverging_node(
     model: onnx.ModelProto, x: np.ndarray, module: torch.nn.Module | None = None
 ) -> dict[str, Any]:
@@ -841,20 +861,12 @@ def first_diverging_node(
     Raises:
         ModelLoadError: onnxruntime cannot run the copy with every output exposed.
     """
-    import onnx
-
     graph = model.graph
     paths = {
         n.output[0]: {p.key: p.value for p in n.metadata_props}.get(KEY_NODE_MODULE)
         for n in graph.node
     }
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    have = {o.name for o in graph.output}
-    exposed.graph.output.extend(
-        onnx.ValueInfoProto(name=n.output[0]) for n in graph.node if n.output[0] not in have
-    )
-    got = onnxruntime_runner(exposed, "the model with every node output exposed")(x)
+    got = node_outputs(model, x)
     expected: dict[str, np.ndarray] = {}
     if module is not None:
         import torch
