@@ -1,38 +1,21 @@
 #!/usr/bin/env python3
 """Score rows with an ONNX classifier, using only onnxruntime and numpy.
 
-This file is self-contained (standard library + numpy + onnxruntime): copy it to a
-device next to a model exported by onnxedge and run
+Self-contained (standard library + numpy + onnxruntime, Python 3.9+): copy it next to a
+model exported by onnxedge and run
 
-    pip install onnxruntime numpy
     python edge_infer.py model.onnx rows.csv            # label<TAB>class<TAB>probability
     python edge_infer.py model.onnx rows.npy --json     # one JSON object per row
     some-sensor | python edge_infer.py model.onnx -     # CSV rows on stdin, answered as they come
+    python edge_infer.py model.onnx --self-test         # golden rows x levels x providers
 
-INPUT is a ``.npy`` file (``(n, *row_shape)``, ``(n, features)`` or one row), a ``.csv``
-file of rows (a row's values flattened), or ``-`` for CSV on stdin. A CSV header is
-optional (a first row without numbers; ``--header yes|no`` decides for ``0,1,2``); when
-it holds the model's feature names, those columns are used in the model's order.
-
-Output, one line per row: ``label<TAB>class_name<TAB>probability of that label``, or with
-``--json`` ``{"label": 3, "class": "3", "probabilities": [one per class]}`` (a binary
-model's sigmoid ``p`` becomes ``[1 - p, p]``).
-
-An output is taken as class probabilities only when the model says so (onnxedge metadata
-with a softmax / sigmoid head, or skl2onnx's ``probabilities`` / ``output_probability``),
-and the first batch must be probabilities. The model file is untrusted: its protobuf is
-walked here first, and external data is read only from regular files inside its folder.
-``--self-test [--json]`` runs the golden rows the model carries (``onnxedge.golden``) on
-this machine and compares them with the outputs recorded at export: run it first.
-
-Exit status: 0 on success, 1 with one line ``Error: ...`` on stderr for a bad model,
-bad input or an unavailable provider (and for a failed self-test), 2 for bad arguments.
-``--provider cuda`` is strict: it fails when onnxruntime cannot run the model on CUDA
-instead of falling back to the CPU.
-
-Runs on Python 3.9 or later. The same code is onnxedge's scoring core
-(``onnxedge.runtime.Predictor`` is built on :class:`EdgeModel`): ``EdgeModel(path).score(x)``
-and ``score(session_or_path, x)`` return ``(labels, probabilities)``.
+An output is taken as probabilities only when the model says so (onnxedge metadata with a
+softmax / sigmoid head, or skl2onnx's probability outputs), and the first batch must hold
+probabilities. The model file is untrusted: its protobuf is walked here first, and external
+data is read only from regular files inside its folder. Exit status: 0, 1 with one line
+``Error: ...`` (bad model, input or provider; a failed self-test), 2 for bad arguments.
+``--provider cuda`` is strict. This is also onnxedge's scoring core (``Predictor`` is
+built on :class:`EdgeModel`).
 """
 
 from __future__ import annotations
@@ -43,7 +26,8 @@ import mmap
 import os
 import stat
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -54,14 +38,18 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 #: onnxruntime lists it, but it only calls remote endpoints; never named as available.
 _NOT_LOCAL = ("AzureExecutionProvider",)
+REQUESTS = ("auto", "cpu", "cuda")
+#: graph_optimization_level names, in increasing order of rewriting.
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+#: Op types (fused forms included: FusedGemm, QLinearConv, ...) that hold the arithmetic;
+#: a CUDA session must not run them on the CPU.
+COMPUTE_OPS = ("Gemm", "MatMul", "Conv")
 #: Rows per session.run for files; stdin is answered row by row unless --batch-size.
 FILE_BATCH_SIZE = 1024
-#: The default thread count never exceeds this: past a few threads the synchronization
-#: of these small graphs costs more than the arithmetic it splits.
+#: Past a few threads the synchronization of these small graphs costs more than it splits.
 MAX_DEFAULT_THREADS = 4
-#: |sum(probabilities) - 1| per row, and the slack around [0, 1]; fp16 variants round
-#: each probability to half precision. Equal to onnxedge.runtime.tolerances'
-#: PROBABILITY_SUM_ATOL and FP16_MAX_PROBABILITY_ERROR (a test checks).
+#: |sum(probabilities) - 1| per row and the slack around [0, 1] (fp16 rounds each value);
+#: equal to runtime.tolerances' PROBABILITY_SUM_ATOL / FP16_MAX_PROBABILITY_ERROR (tested).
 PROBABILITY_SUM_ATOL = 1e-5
 FP16_PROBABILITY_SUM_ATOL = 5e-3
 #: Producers whose probability outputs are known to hold probabilities, by output name.
@@ -83,12 +71,8 @@ ORT_FORMAT_MAGIC = b"ORTM"
 
 
 class EdgeError(Exception):
-    """Bad model, bad input or unavailable provider: printed as one line, exit 1.
-
-    Attributes:
-        kind: ``model``, ``shape``, ``value``, ``provider`` or ``run`` (onnxedge maps
-            each to its own exception class).
-    """
+    """Bad model, input or provider (one line, exit 1); ``kind``: model, shape, value,
+    provider or run (onnxedge maps each to its own exception class)."""
 
     def __init__(self, message: str, kind: str = "model") -> None:
         super().__init__(message)
@@ -96,13 +80,8 @@ class EdgeError(Exception):
 
 
 def default_threads() -> int:
-    """The intra-op thread count used when none is given.
-
-    The number of CPUs this process may run on (``os.sched_getaffinity``, which honours
-    ``taskset`` and cpusets; ``os.cpu_count()`` where it does not exist), capped at
-    :data:`MAX_DEFAULT_THREADS`: onnxruntime's own default (every physical core,
-    spinning) oversubscribes containers and gains nothing on small graphs.
-    """
+    """Intra-op threads by default: the CPUs this process may use (affinity honours
+    taskset / cpusets), capped at :data:`MAX_DEFAULT_THREADS`."""
     try:
         available = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -129,13 +108,11 @@ def _is_ort_error(exc: BaseException) -> bool:
 
 # --- the model file: a strict protobuf walk, without onnx ------------------------------
 #
-# Wire format: each field is a varint key (number << 3) | type; type 0 is a varint, 1
-# eight bytes, 2 a length-prefixed run (strings, bytes, sub-messages, packed numbers), 5
-# four bytes. onnx.proto (its field numbers are stable) as far as protobuf's parser checks
-# it: every message field is parsed (a corrupt sub-message fails the file, as in protobuf),
-# packed numbers must fill their run, a field of an unexpected wire type is unknown (as in
-# protobuf). Per message: field -> sub-message, or "v" / "f4" / "f8" for packed varints /
-# fixed32 / fixed64. A test checks the table against onnx's own descriptors.
+# Each field is a varint key (number << 3) | wire type (0 varint, 1 eight bytes, 2 length-
+# prefixed, 5 four bytes). Every message field of onnx.proto is parsed as protobuf does (a
+# corrupt sub-message fails the file; packed numbers must fill their run; an unexpected
+# wire type is an unknown field). Per message: field -> sub-message, or "v" / "f4" / "f8"
+# for packed varints / fixed32 / fixed64. A test checks the table against onnx's own.
 _SCHEMA: dict[str, dict[int, str]] = {
     name: {int(n): kind for n, kind in (f.split(":") for f in spec.split())}
     for name, spec in {
@@ -162,25 +139,16 @@ _SCHEMA: dict[str, dict[int, str]] = {
         **dict.fromkeys(("Opset", "Entry", "Config", "Segment", "Opaque", "Dim", "SimpleDim"), ""),
     }.items()
 }
-#: Subgraphs nest (If inside Loop inside ...), and so do types; a crafted file could nest
-#: them until the interpreter's stack runs out (protobuf stops at 100 messages).
+#: A crafted file could nest subgraphs / types until the stack runs out (protobuf: 100).
 MAX_SUBGRAPH_DEPTH = 64
 _MAX_MESSAGE_DEPTH = 256
 _DATA_LOCATION_EXTERNAL = 1
 
 
 class ModelScan:
-    """What :func:`scan_model` learned from a model's bytes.
-
-    Attributes:
-        format: ``onnx`` or ``ort`` (onnxruntime's flatbuffer format; not walked).
-        ir_version, producer_name, producer_version: the header (None / "" when absent).
-        opsets: opset version per domain (``""`` is the default ONNX domain).
-        external: ``(tensor name, {key: value})`` per tensor stored as external data.
-        class_labels: the first ``classlabels_*`` attribute of the main graph's nodes
-            (how skl2onnx records class names), as strings; None when there is none.
-        size_bytes: the length of the bytes walked.
-    """
+    """What :func:`scan_model` learned: ``format`` (onnx / ort, the latter not walked), the
+    header, ``opsets`` per domain, ``external`` ((tensor, entries) per external tensor),
+    skl2onnx-style ``class_labels`` of the main graph, ``size_bytes``."""
 
     def __init__(self, size_bytes: int = 0) -> None:
         self.format = "onnx"
@@ -194,11 +162,10 @@ class ModelScan:
 
 
 def scan_model(buf: Any, label: str) -> ModelScan:
-    """Walk a model's bytes (bytes or a memoryview) as protobuf's parser would.
+    """Walk a model's bytes as protobuf's parser would.
 
     Raises:
-        EdgeError: empty, not a well-formed ONNX protobuf (truncated, corrupt, not
-            ONNX), no graph, or nested too deep.
+        EdgeError: empty, not well-formed ONNX protobuf, no graph, or nested too deep.
     """
     scan = ModelScan(len(buf))
     problem = None
@@ -209,8 +176,7 @@ def scan_model(buf: Any, label: str) -> ModelScan:
             scan.format = "ort"
             return scan
         else:
-            # The message is built here and raised outside: a traceback would keep the
-            # (memory-mapped) buffer exported.
+            # Raised outside: a traceback would keep the (mapped) buffer exported.
             try:
                 if 7 not in _message(view, 0, len(view), "Model", scan, 0, 0):
                     problem = f"not a valid ONNX model: {label}: the file holds no graph"
@@ -250,8 +216,7 @@ def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
 
 
 def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """``(number, wire_type, a, b)`` per field of ``buf[start:end]`` (type 2: ``buf[a:b]``,
-    type 0: ``a`` is the value)."""
+    """``(number, wire, a, b)`` per field (type 2: ``buf[a:b]``; type 0: ``a`` is the value)."""
     pos = start
     while pos < end:
         key, pos = _varint(buf, pos, end)
@@ -295,10 +260,7 @@ def _text(buf: memoryview, a: int, b: int) -> str:
 def _message(
     buf: memoryview, start: int, end: int, kind: str, scan: ModelScan, graphs: int, depth: int
 ) -> _Kept:
-    """Check one message (and every message inside it); record what ``scan`` wants.
-
-    Returns the message's own fields by number (``[(wire, a, b), ...]``).
-    """
+    """Check one message and those inside it; record what ``scan`` wants; return its fields."""
     if depth > _MAX_MESSAGE_DEPTH:
         raise _TooDeepError(f"messages nest deeper than {_MAX_MESSAGE_DEPTH} levels")
     schema = _SCHEMA[kind]
@@ -311,8 +273,7 @@ def _message(
         if sub in ("v", "f4", "f8"):
             _packed(buf, a, b, sub)
             continue
-        # graphs: how many graphs enclose a message (1 inside the main graph; functions
-        # and training graphs count as nested, so their labels are not the model's).
+        # graphs enclosing the message (functions / training graphs count as nested).
         level = graphs + (sub == "Graph") + 2 * (sub in ("Function", "Training"))
         if level > MAX_SUBGRAPH_DEPTH + 1:
             raise _TooDeepError(f"subgraphs nest deeper than {MAX_SUBGRAPH_DEPTH} levels")
@@ -366,8 +327,7 @@ def _read_header(buf: memoryview, kept: _Kept, scan: ModelScan) -> None:
 
 
 def _read_tensor(buf: memoryview, kept: _Kept, scan: ModelScan) -> None:
-    # Readers follow `external_data` only when data_location says EXTERNAL; stale entries
-    # on an embedded tensor are never read.
+    # Readers follow external_data only when data_location says EXTERNAL.
     if _DATA_LOCATION_EXTERNAL in _ints(buf, kept, 14):
         entries = {
             key: _text(buf, a, b) if wire == 2 else ""
@@ -386,7 +346,7 @@ def read_model_file(path: str, label: str) -> ModelScan:
     """Stat, map and walk the model file at ``path`` (never opening a FIFO or device).
 
     Raises:
-        EdgeError: missing, a folder or special file, unreadable, or not a valid model.
+        EdgeError: missing, not a regular file, unreadable, or not a valid model.
     """
     try:
         info = os.stat(path)
@@ -410,13 +370,11 @@ def read_model_file(path: str, label: str) -> ModelScan:
 def check_external_data(
     external: list[tuple[str, dict[str, str]]], folder: str | None, label: str
 ) -> None:
-    """Refuse external data a model may not read (checked before anything is opened).
+    """Refuse external data a model may not read, before anything is opened.
 
-    Each location must be relative, name no special marker (onnxruntime's
-    ``_ORT_MEM_ADDR_`` reads process memory), resolve (symbolic links followed) inside
-    ``folder`` to a regular file (a FIFO would block the reader forever), with its
-    ``offset`` + ``length`` inside the file. A model given as bytes (``folder`` None)
-    may have no external data at all.
+    Each location must be relative, name no marker (``_ORT_MEM_ADDR_`` reads process
+    memory), and resolve (links followed) inside ``folder`` to a regular file holding its
+    offset + length. A model given as bytes (``folder`` None) may have none.
 
     Raises:
         EdgeError: the first tensor that breaks a rule, named with its location.
@@ -470,14 +428,130 @@ def check_external_data(
             )
 
 
-# --- the session ------------------------------------------------------------------------
+# --- providers and the session --------------------------------------------------------
+
+
+def normalize_request(requested: Any) -> str:
+    """``auto``, ``cpu`` or ``cuda`` from any case (or a full provider name).
+
+    Raises:
+        EdgeError: (``provider``) any other value.
+    """
+    value = requested.strip().lower() if isinstance(requested, str) else None
+    value = {CPU.lower(): "cpu", CUDA.lower(): "cuda"}.get(value or "", value)
+    if value not in REQUESTS:
+        raise EdgeError(f"provider must be one of auto, cpu, cuda; got {requested!r}", "provider")
+    return value
+
+
+def local_providers(available: Iterable[str]) -> list[str]:
+    """The providers in ``available`` that run a graph on this machine."""
+    return [name for name in available if name not in _NOT_LOCAL]
+
+
+def choose_providers(
+    requested: str, available: Iterable[str], device_id: int = 0, options: Any = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The ``providers=`` list for a request; the CPU comes last (or alone for ``cpu``).
+
+    Args:
+        available: ``onnxruntime.get_available_providers()`` (a test fakes it).
+        options: extra options for CUDA (for the CPU when ``cpu`` is asked).
+
+    Raises:
+        EdgeError: (``provider``) ``cuda`` is not offered, bad request or device id.
+    """
+    request, available = normalize_request(requested), list(available)
+    if request == "cpu":
+        return [(CPU, dict(options or {}))]
+    if isinstance(device_id, bool) or not isinstance(device_id, int) or device_id < 0:
+        raise EdgeError(f"device_id must be an integer >= 0; got {device_id!r}", "provider")
+    if CUDA in available:
+        return [(CUDA, {"device_id": device_id, **(options or {})}), (CPU, {})]
+    if request == "cuda":
+        local = ", ".join(local_providers(available)) or "none"
+        raise EdgeError(f"{CUDA} requested; available: {local}", "provider")
+    return [(CPU, {})]
+
+
+def check_session_providers(requested: str, resolved: Any, got: Sequence[str]) -> str | None:
+    """None when the session got its first choice, else a note for ``auto``.
+
+    Raises:
+        EdgeError: (``provider``) ``cuda`` asked and the session does not hold it.
+    """
+    first = resolved[0][0] if resolved else CPU
+    if first in got:
+        return None
+    if normalize_request(requested) == "cuda":
+        raise EdgeError(
+            f"{CUDA} requested; the session got: {', '.join(local_providers(got)) or 'none'} "
+            "(onnxruntime offers CUDA but could not create it: check the CUDA / cuDNN "
+            "libraries and the device id)",
+            "provider",
+        )
+    return f"{first} was offered but the session runs on {', '.join(got) or 'nothing'}"
+
+
+def count_placement(events: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Nodes per provider in an onnxruntime profile (the JSON ``end_profiling()`` wrote).
+
+    Returns:
+        ``{"nodes": {provider: n}, "compute": {provider: n}}``; ``compute`` counts the
+        nodes whose op type holds one of :data:`COMPUTE_OPS`.
+    """
+    seen = {}
+    for event in events:
+        args = event.get("args") or {}
+        if event.get("cat") == "Node" and "provider" in args:
+            seen[event.get("name")] = (args["provider"], str(args.get("op_name", "")))
+    compute = [p for p, op in seen.values() if any(kind in op for kind in COMPUTE_OPS)]
+    return {"nodes": dict(Counter(p for p, _ in seen.values())), "compute": dict(Counter(compute))}
+
+
+def check_placement(placement: dict[str, dict[str, int]], provider: str) -> None:
+    """Refuse a placement whose compute nodes do not all run on ``provider``.
+
+    Raises:
+        EdgeError: (``provider``) with the counts.
+    """
+    compute = placement["compute"]
+    total, off = sum(compute.values()), sum(n for p, n in compute.items() if p != provider)
+    if off:
+        elsewhere = ", ".join(sorted(p for p in compute if p != provider))
+        raise EdgeError(
+            f"{provider} requested but {off} of {total} Gemm/MatMul/Conv nodes run on {elsewhere}",
+            "provider",
+        )
+
+
+def profile_placement(open_session: Callable[[Any], Any], feed: dict[str, Any]) -> Any:
+    """Open a session with profiling (``open_session(options_change)``), run ``feed`` once
+    and count its placement (:func:`count_placement`); the profile is deleted."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="onnxedge-placement-")
+    try:
+
+        def profiled(options: Any) -> None:
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(folder, "profile")
+
+        session = open_session(profiled)
+        try:
+            session.run(None, feed)
+        finally:
+            path = session.end_profiling()
+        with open(path, encoding="utf-8") as handle:
+            return count_placement(json.load(handle))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def create_session(source: str | bytes, options: Any, providers: list[Any], label: str) -> Any:
-    """``onnxruntime.InferenceSession`` for a checked model, with one-line errors.
-
-    The model's own session settings are never applied, and onnxruntime may not fall
-    back to other providers by itself (the provider reported must stay true).
+    """``onnxruntime.InferenceSession`` for a checked model, with one-line errors; the
+    model's own session settings are not applied and onnxruntime may not fall back.
 
     Raises:
         EdgeError: onnxruntime cannot load the model.
@@ -502,48 +576,45 @@ def create_session(source: str | bytes, options: Any, providers: list[Any], labe
     return session
 
 
-def load_session(
-    path: str, provider: str = "auto", threads: int | None = None, *, scan: ModelScan | None = None
-) -> Any:
-    """Check the model file at ``path``, then open it with onnxruntime.
-
-    Args:
-        path: an ``.onnx`` or ``.ort`` file.
-        provider: ``auto`` (CUDA when it really works, else CPU), ``cpu`` or ``cuda``
-            (strict).
-        threads: intra-op threads (default :func:`default_threads`).
-        scan: the file's :func:`read_model_file` result, when already read.
-
-    Raises:
-        EdgeError: missing / empty / invalid / unsafe model, or ``cuda`` unavailable.
-    """
+def session_options(threads: int | None, level: str = "all", ort_format: bool = False) -> Any:
+    """onnxedge's session options: errors-only log, ``threads`` intra-op, one inter-op."""
     import onnxruntime as ort
 
-    request = provider.strip().lower()
-    if request not in ("auto", "cpu", "cuda"):
-        raise EdgeError(f"provider must be one of auto, cpu, cuda; got {provider!r}", "provider")
-    scan = scan or read_model_file(path, path)
-    check_external_data(scan.external, os.path.dirname(os.path.abspath(path)), path)
-    available = ort.get_available_providers()
-    if request == "cpu" or (request == "auto" and CUDA not in available):
-        providers: list[Any] = [CPU]
-    elif CUDA in available:
-        providers = [(CUDA, {"device_id": 0}), CPU]
-    else:
-        local = ", ".join(n for n in available if n not in _NOT_LOCAL) or "none"
-        raise EdgeError(f"{CUDA} requested; available: {local}", "provider")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
-    if scan.format == "ort":
+    options.graph_optimization_level = ort_level(level)
+    if ort_format:
         options.add_session_config_entry("session.load_model_format", "ORT")
+    return options
+
+
+def ort_level(name: str) -> Any:
+    """The ``GraphOptimizationLevel`` of one of :data:`OPTIMIZATION_LEVELS`."""
+    import onnxruntime as ort
+
+    level = ort.GraphOptimizationLevel
+    names = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
+    return getattr(level, names[OPTIMIZATION_LEVELS.index(name)])
+
+
+def load_session(
+    path: str, provider: str = "auto", threads: int | None = None, *, scan: ModelScan | None = None
+) -> Any:
+    """Check the model file at ``path``, then open it (``provider``: auto, cpu, cuda).
+
+    Raises:
+        EdgeError: missing / invalid / unsafe model, or ``cuda`` unavailable.
+    """
+    import onnxruntime as ort
+
+    scan = scan or read_model_file(path, path)
+    check_external_data(scan.external, os.path.dirname(os.path.abspath(path)), path)
+    providers = choose_providers(provider, ort.get_available_providers())
+    options = session_options(threads, ort_format=scan.format == "ort")
     session = create_session(path, options, providers, path)
-    if request == "cuda" and CUDA not in session.get_providers():
-        got = ", ".join(session.get_providers())
-        raise EdgeError(
-            f"{CUDA} requested; the session got: {got} (check CUDA / cuDNN)", "provider"
-        )
+    check_session_providers(provider, providers, session.get_providers())
     return session
 
 
@@ -555,23 +626,23 @@ class EdgeModel:
 
     Args:
         session_or_path: an ``onnxruntime.InferenceSession`` or a model path.
-        provider: for a path: ``auto``, ``cpu`` or ``cuda``.
+        provider: ``auto``, ``cpu`` or ``cuda`` (for a session: what was asked; ``cuda``
+            refuses compute nodes placed on the CPU).
         threads: for a path: intra-op threads.
         label: how messages name the model (default: the path).
-        scan: what :func:`scan_model` found (anything with ``class_labels``; read from a
-            path by itself).
-        require_probabilities: refuse at once a model whose outputs are not known to be
-            probabilities (False: keep the reason in ``refusal``; scoring raises it).
+        scan: what :func:`scan_model` found (read from a path by itself).
+        source: the model's path or bytes, for the sessions :meth:`reopen` makes.
+        require_probabilities: False keeps the refusal in ``refusal`` (scoring raises it).
         reject_nonfinite: refuse NaN / Inf inputs.
 
     Attributes:
         input_shape: one row's shape (``(64,)``, ``(1, 8, 8)``); None when unknown.
-        num_features: values per row (the product); None when unknown.
+        num_features: values per row; None when unknown.
         notes: what could not be known or was assumed (onnxedge logs them).
 
     Raises:
-        EdgeError: the model cannot be opened, is not a single-input classifier, or its
-            outputs are not known to hold probabilities.
+        EdgeError: the model cannot be opened, is not a single-input classifier, its
+            outputs are not known to hold probabilities, or ``cuda`` is not kept.
     """
 
     #: appended to the NaN / Inf refusal (onnxedge names its option there).
@@ -585,22 +656,22 @@ class EdgeModel:
         *,
         label: str | None = None,
         scan: Any = None,
+        source: str | bytes | None = None,
         require_probabilities: bool = True,
         reject_nonfinite: bool = True,
     ) -> None:
         import onnxruntime as ort
 
         if isinstance(session_or_path, (str, os.PathLike)):
-            path = os.fspath(session_or_path)
-            scan = read_model_file(path, path)
-            self.session = load_session(path, provider, threads, scan=scan)
-            label = label or path
+            source = os.fspath(session_or_path)
+            scan = read_model_file(source, source)
+            self.session = load_session(source, provider, threads, scan=scan)
+            label = label or source
         else:
             self.session = session_or_path
         self.label = label or "<session>"
-        self.scan = scan
+        self.source, self.scan, self.reject_nonfinite = source, scan, reject_nonfinite
         self.notes: list[str] = []
-        self.reject_nonfinite = reject_nonfinite
         # The binding under InferenceSession.run: that wrapper re-checks input names on
         # every call, which check() has done (measured: ~35% of a batch-1 run of a small
         # MLP). Same signature since onnxruntime 1.0.
@@ -623,6 +694,13 @@ class EdgeModel:
         self.sum_atol = FP16_PROBABILITY_SUM_ATOL if fp16 else PROBABILITY_SUM_ATOL
         self._read_input()
         self._read_outputs(require_probabilities)
+        self._placement: dict[str, dict[str, int]] | None = None
+        if normalize_request(provider) == "cuda":
+            placement = self.placement()
+            if placement is None:
+                self.notes.append("node placement not checked: the row shape is unknown")
+            else:
+                check_placement(placement, CUDA)
 
     def _error(self, text: str) -> EdgeError:
         return EdgeError(f"cannot use model {self.label}: {text}")
@@ -779,8 +857,6 @@ class EdgeModel:
     def check_probabilities(self, probs: np.ndarray) -> None:
         """Back the output rule up on a batch: finite values in [0, 1], rows summing to 1.
 
-        Runs on the first batch of every model (and on every batch ``score`` writes).
-
         Raises:
             EdgeError: the values are not probabilities (or the model was refused).
         """
@@ -815,10 +891,8 @@ class EdgeModel:
         self._checked = True
 
     def check(self, x: Any) -> np.ndarray:
-        """``x`` as a C-contiguous ``(n, *input_shape)`` array of the model's input type.
-
-        Accepts ``(n, *input_shape)``, ``(n, num_features)`` (reshaped) and one row of
-        ``input_shape``; numbers of any dtype are cast.
+        """``x`` (``(n, *input_shape)``, ``(n, features)`` or one row; any numeric dtype) as a
+        C-contiguous ``(n, *input_shape)`` array of the model's input type.
 
         Raises:
             EdgeError: not numeric, a shape the model does not take, or NaN / Inf.
@@ -898,11 +972,7 @@ class EdgeModel:
         )
 
     def run(self, batch: np.ndarray, fetch: list[str]) -> list[np.ndarray]:
-        """One ``session.run`` on a checked batch.
-
-        Raises:
-            EdgeError: onnxruntime refused the input or failed to run.
-        """
+        """One ``session.run`` on a checked batch (EdgeError when onnxruntime fails)."""
         try:
             return self._run_fn(fetch, {self.input_name: batch}, self.run_options)
         except Exception as exc:
@@ -927,11 +997,8 @@ class EdgeModel:
         return [np.concatenate([part[k] for part in parts]) for k in range(len(fetch))]
 
     def outputs(self, raw: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``(probabilities, labels)`` from a run's outputs in fetch order.
-
-        ``probabilities`` is ``(n, C)`` float32 as the graph computes it (one column ``p``
-        for a binary model); labels are the graph's own, else the threshold / argmax.
-        """
+        """``(probabilities, labels)`` from a run's outputs: ``(n, C)`` float32 as the graph
+        computes it (binary: one column), the graph's labels or threshold / argmax."""
         if self._as_is:
             return raw[0], raw[1]
         probs = raw[0]
@@ -950,19 +1017,11 @@ class EdgeModel:
         return probs, labels
 
     def score(self, x: Any, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Score rows.
-
-        Args:
-            x: ``(n, *input_shape)`` or ``(n, features)`` numbers, or one row.
-            batch_size: rows per ``session.run`` (default: all at once).
-
-        Returns:
-            ``(labels, probabilities)``: ``(n,)`` int64 and ``(n, C)`` float32 (a binary
-            model's ``p`` as ``[1 - p, p]``).
+        """Score rows (``batch_size`` per run, default all); return ``(labels, probabilities)``,
+        ``(n,)`` int64 and ``(n, C)`` float32 (binary: ``[1 - p, p]``).
 
         Raises:
-            EdgeError: bad input, outputs that are not probabilities, or onnxruntime
-                failed to run.
+            EdgeError: bad input, outputs that are not probabilities, or a failed run.
         """
         arr = self.check(x)
         raw = self.run_batches(arr, self.fetch, batch_size or max(1, arr.shape[0]))
@@ -971,38 +1030,121 @@ class EdgeModel:
         probs, labels = self.outputs(raw)
         return labels, _per_class(probs)
 
-    def self_test(self) -> dict[str, Any]:
-        """Run the model's golden rows (metadata ``onnxedge.golden``) on this machine.
-
-        Compares this onnxruntime's probabilities, logits and labels with the ones
-        recorded at export, under the recorded tolerances.
-
-        Returns:
-            A JSON-ready report: ``passed``, ``rows``, ``max_abs_error`` and
-            ``tolerances`` per output, ``labels_agreeing``, and where it ran
-            (``machine``, ``platform``, ``python``, ``onnxruntime``, ``provider``).
+    def placement(self) -> dict[str, dict[str, int]] | None:
+        """Nodes per execution provider, ``{"nodes": ..., "compute": ...}``, from one
+        profiled run of a row of zeros on a copy of this session (made on request, once;
+        never while scoring). None when the row shape is unknown.
 
         Raises:
-            EdgeError: no golden set, or one that does not fit the model's signature.
+            EdgeError: the copy cannot be opened or run.
+        """
+        if self._placement is None and self.input_shape is not None:
+            row = np.zeros((1, *self.input_shape), dtype=self.input_dtype)
+            try:
+                self._placement = profile_placement(self.reopen, {self.input_name: row})
+            except EdgeError:
+                raise
+            except Exception as exc:
+                raise self._run_error(exc) from None
+        return self._placement
+
+    def reopen(
+        self, change: Any = None, provider: str | None = None, level: str | None = None
+    ) -> Any:
+        """A new session on this model with this session's options, on ``provider`` (CPU or
+        CUDA; default this session's) at ``level``; ``change(options)`` edits the options.
+
+        Raises:
+            EdgeError: a bare session was given (no source), or the new one cannot open.
+        """
+        if self.source is None:
+            raise EdgeError(f"{self.label}: a second session needs the model's path or bytes")
+        options = self.session.get_session_options()
+        options.enable_profiling = False
+        if level is not None:
+            options.graph_optimization_level = ort_level(level)
+        if change is not None:
+            change(options)
+        wanted = provider or self.session.get_providers()[0]
+        device = self.session.get_provider_options().get(CUDA, {}).get("device_id", 0)
+        providers = (
+            [(CUDA, {"device_id": int(device)}), (CPU, {})] if wanted == CUDA else [(CPU, {})]
+        )
+        session = create_session(self.source, options, providers, self.label)
+        check_session_providers(
+            "cuda" if wanted == CUDA else "cpu", providers, session.get_providers()
+        )
+        return session
+
+    def self_test(self, open_session: Callable[[str, str], Any] | None = None) -> dict[str, Any]:
+        """Run the golden rows (metadata ``onnxedge.golden``) on this session, then on a new
+        one per available provider (CPU, CUDA) x :data:`OPTIMIZATION_LEVELS`, each against
+        the outputs recorded at export under the recorded tolerances.
+
+        Args:
+            open_session: ``(provider, level) -> session`` for the matrix (default
+                :meth:`reopen`; a test injects one).
+
+        Returns:
+            A JSON-ready report: ``passed``, ``rows``, ``max_abs_error`` and ``tolerances``
+            per output, ``labels_agreeing``, where it ran (``machine``, ``platform``,
+            ``python``, ``onnxruntime``, ``provider``), ``matrix`` (the same figures per
+            provider and level) and ``failed`` (``"provider level"`` of each failure).
+
+        Raises:
+            EdgeError: no golden set, or one that does not fit the model.
         """
         import platform
 
         import onnxruntime as ort
 
         golden = self._golden()
-        x = np.asarray(golden["rows"], dtype=np.float64)
+        report: dict[str, Any] = {"rows": len(golden["labels"])}
+        report.update(self._against_golden(self.session, golden))
+        matrix = []
+        if self.source is not None or open_session is not None:
+            available = ort.get_available_providers()
+            for provider in [p for p in (CPU, CUDA) if p in available]:
+                for level in OPTIMIZATION_LEVELS:
+                    try:
+                        if open_session is not None:
+                            session = open_session(provider, level)
+                        else:
+                            session = self.reopen(provider=provider, level=level)
+                        entry = self._against_golden(session, golden)
+                    except EdgeError as exc:
+                        entry = {"passed": False, "error": str(exc)}
+                    matrix.append({"provider": provider, "level": level, **entry})
+        failed = [f"{e['provider']} {e['level']}" for e in matrix if not e["passed"]]
+        report.update(
+            passed=report["passed"] and not failed,
+            matrix=matrix,
+            failed=failed,
+            model=self.label,
+            machine=platform.machine(),
+            platform=platform.platform(),
+            python=platform.python_version(),
+            onnxruntime=ort.__version__,
+            provider=self.session.get_providers()[0],
+        )
+        return report
+
+    def _against_golden(self, session: Any, golden: dict[str, Any]) -> dict[str, Any]:
+        x = self.check(np.asarray(golden["rows"], dtype=np.float64))
         fetch = self.fetch + ([self.logits_output] if self.logits_output else [])
-        raw = self.run(self.check(x), fetch)
+        try:
+            raw = session.run(fetch, {self.input_name: x}, self.run_options)
+        except Exception as exc:
+            raise self._run_error(exc) from None
         computed, labels = self.outputs(raw)
-        probs = _per_class(computed)
-        report: dict[str, Any] = {"rows": int(x.shape[0]), "max_abs_error": {}, "tolerances": {}}
+        result: dict[str, Any] = {"max_abs_error": {}, "tolerances": {}}
         passed = True
         for name, got in (
-            ("probabilities", probs),
+            ("probabilities", _per_class(computed)),
             ("logits", raw[-1] if self.logits_output else None),
         ):
             if name not in golden or got is None:
-                report.setdefault("not_compared", []).append(name)  # said, never silent
+                result.setdefault("not_compared", []).append(name)  # said, never silent
                 continue
             want = np.asarray(golden[name], dtype=np.float64)
             if want.shape != got.shape:
@@ -1012,22 +1154,12 @@ class EdgeModel:
                     f"{name} of shape {want.shape}, the model computes {got.shape}"
                 )
             error = float(np.abs(got.astype(np.float64) - want).max()) if want.size else 0.0
-            tolerance = float(golden["tolerances"][name])
-            report["max_abs_error"][name] = error
-            report["tolerances"][name] = tolerance
+            result["max_abs_error"][name] = error
+            result["tolerances"][name] = tolerance = float(golden["tolerances"][name])
             passed = passed and error <= tolerance
         agreeing = int((labels == np.asarray(golden["labels"], dtype=np.int64)).sum())
-        report["labels_agreeing"] = agreeing
-        report["passed"] = passed and agreeing == x.shape[0]
-        report.update(
-            model=self.label,
-            machine=platform.machine(),
-            platform=platform.platform(),
-            python=platform.python_version(),
-            onnxruntime=ort.__version__,
-            provider=self.session.get_providers()[0],
-        )
-        return report
+        result.update(labels_agreeing=agreeing, passed=passed and agreeing == x.shape[0])
+        return result
 
     def _golden(self) -> dict[str, Any]:
         text = self.metadata.get("onnxedge.golden")

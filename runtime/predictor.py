@@ -1,22 +1,10 @@
 """``Predictor``: run a classifier with onnxruntime, honestly.
 
 A :class:`Predictor` is the edge script's :class:`~onnxedge.runtime.edge_infer.EdgeModel`
-(one scoring core: file checks, output rules, input validation, batching) plus what a
-library adds: providers chosen and checked (:mod:`onnxedge.runtime.providers`), session
-options, logging, ``describe()``, CUDA I/O binding, typed errors and a :class:`Prediction`.
-
-Input rule: ``(n, *input_shape)``, ``(n, num_features)`` (reshaped) or one row of
-``input_shape``, of any numeric dtype (cast to the model's input type); strings, objects,
-complex numbers and dates, and NaN / +-Inf unless ``nonfinite="allow"``, raise
-:class:`InputValueError` (naming the first bad row and column).
-
-Outputs are probabilities only when the model says so (see the edge script), else opening
-it raises :class:`ModelLoadError` with the ``onnxedge wrap`` hint. ``probabilities`` is
-``(n, C)`` float32, a binary model's ``p`` as ``[1 - p, p]``; ``labels`` are the model's
-own ``label`` output when it has one.
-
-Thread safety: ``InferenceSession.run`` may be called from several threads at once and
-``predict`` keeps no state between calls, so concurrent ``predict`` calls are safe.
+(one scoring core: file checks, output rules, input validation, batching, self-test) plus
+what a library adds: providers chosen and checked, session options, logging,
+``describe()`` (with node placement), CUDA I/O binding, typed errors and a
+:class:`Prediction`. Concurrent ``predict`` calls on one instance are safe.
 """
 
 from __future__ import annotations
@@ -33,10 +21,12 @@ from onnxedge.runtime import providers as _providers
 from onnxedge.runtime.contract import ModelContract
 from onnxedge.runtime.edge_infer import (
     MAX_DEFAULT_THREADS,
+    OPTIMIZATION_LEVELS,
     EdgeError,
     EdgeModel,
     create_session,
     default_threads,
+    session_options,
 )
 from onnxedge.runtime.errors import (
     InputShapeError,
@@ -50,6 +40,7 @@ from onnxedge.runtime.model_file import ModelFileInfo, check_external_data, insp
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "MAX_DEFAULT_THREADS",
+    "OPTIMIZATION_LEVELS",
     "Prediction",
     "Predictor",
     "default_threads",
@@ -57,12 +48,8 @@ __all__ = [
 
 LOGGER_NAME = "onnxedge.runtime"
 
-#: Rows per ``session.run`` by default: the per-call overhead is negligible beyond a few
-#: thousand rows.
+#: Rows per ``session.run`` by default (beyond a few thousand the call costs nothing).
 DEFAULT_BATCH_SIZE = 8192
-
-#: ``graph_optimization_level`` names, in increasing order of rewriting.
-OPTIMIZATION_LEVELS: tuple[str, ...] = ("disable", "basic", "extended", "all")
 
 #: The core's error kinds as onnxedge's exceptions.
 _ERRORS: dict[str, type[OnnxEdgeError]] = {
@@ -84,16 +71,12 @@ class Prediction:
     """What :meth:`Predictor.predict` returns.
 
     Attributes:
-        probabilities: ``(n, C)`` float32, one column per class (binary: ``[1-p, p]``).
+        probabilities: ``(n, C)`` float32 (binary: ``[1-p, p]``, built from ``positive``
+            when first read: at batch 1 the copy would cost a fifth of ``session.run``).
         labels: ``(n,)`` int64 class indices.
-        class_names: one name per class, or None when the model does not say.
-        logits: ``(n, K)`` float32 when asked for and the model has a ``logits``
-            output (``K = 1`` for a binary model), else None.
-        positive: ``(n,)`` float32, the positive-class probability of a binary model
-            (None for multiclass).
-
-    A binary model's two columns are built from ``positive`` when first read (at batch 1
-    the copy would cost a fifth of ``session.run``).
+        class_names: one name per class, or None.
+        logits: ``(n, K)`` float32 when asked for and the model has them, else None.
+        positive: ``(n,)`` float32 positive-class probability (binary only, else None).
     """
 
     __slots__ = ("_positive", "_probabilities", "class_names", "labels", "logits")
@@ -144,13 +127,8 @@ class Prediction:
     @property
     def names(self) -> list[str]:
         """The class name of each row's label (the label's digits when names are unknown)."""
-        if self.class_names is None:
-            return [str(label) for label in self.labels.tolist()]
-        names = self.class_names
-        return [
-            names[label] if 0 <= label < len(names) else str(label)
-            for label in self.labels.tolist()
-        ]
+        names = self.class_names or []
+        return [names[i] if 0 <= i < len(names) else str(i) for i in self.labels.tolist()]
 
     @property
     def top_probabilities(self) -> np.ndarray:
@@ -165,30 +143,25 @@ class Predictor(EdgeModel):
 
     Args:
         model: path to an ``.onnx`` / ``.ort`` file, or the model's bytes.
-        provider: ``auto``, ``cpu`` or ``cuda`` (case-insensitive). ``cuda`` is
-            strict; ``auto`` takes CUDA when the session really gets it.
+        provider: ``auto``, ``cpu`` or ``cuda`` (case-insensitive). ``cuda`` is strict:
+            the session must hold CUDA and run its Gemm / MatMul / Conv nodes there.
         device_id: CUDA device ordinal.
-        provider_options: extra options for the accelerator's provider (CUDA), or
-            for the CPU provider when ``provider="cpu"``.
-        threads: intra-op threads; None uses :func:`default_threads`. Inter-op
-            threads are 1 (the graphs are sequential).
+        provider_options: extra options for CUDA (for the CPU when ``provider="cpu"``).
+        threads: intra-op threads (default :func:`default_threads`); inter-op is 1.
         graph_optimization_level: one of :data:`OPTIMIZATION_LEVELS`.
-        nonfinite: ``reject`` (default) raises on NaN / Inf inputs; ``allow`` scores
-            them (the outputs are then usually NaN).
-        io_binding: run through onnxruntime I/O binding; None (default) uses it on
-            CUDA only.
-        logger: where this class's notes go (default ``onnxedge.runtime``).
-        session_config: extra onnxruntime session config entries, e.g.
+        nonfinite: ``reject`` (default) raises on NaN / Inf inputs; ``allow`` scores them.
+        io_binding: run through I/O binding; None (default) uses it on CUDA only.
+        logger: where the notes go (default ``onnxedge.runtime``).
+        session_config: extra session config entries, e.g.
             ``{"session.intra_op.allow_spinning": "0"}``.
         require_probabilities: False opens a model whose outputs are not known to be
             probabilities (``onnxedge info`` describes it; ``predict`` refuses it).
 
     Raises:
-        ModelLoadError: the model is missing, empty, truncated, not ONNX, unsafe
-            (external data), not a single-input classifier, or its outputs are not
-            known to hold probabilities.
-        ProviderUnavailableError: ``cuda`` was asked for and is not available, or the
-            session could not get it; or the request is unknown.
+        ModelLoadError: the model is missing, invalid, unsafe (external data), not a
+            single-input classifier, or its outputs are not known to be probabilities.
+        ProviderUnavailableError: an unknown request, or ``cuda`` not available, not
+            created, or with compute nodes placed on the CPU.
     """
 
     nonfinite_hint = (
@@ -222,27 +195,30 @@ class Predictor(EdgeModel):
         resolved = _providers.resolve_providers(
             self.requested_provider, ort.get_available_providers(), device_id, provider_options
         )
-        notes: list[str] = []
         conflict = _providers.distribution_conflict(_installed_distributions())
-        if conflict:
-            notes.append(conflict)
+        options = session_options(
+            self.threads, self.graph_optimization_level, self.file_info.format == "ort"
+        )
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(key, value)
         try:
-            session = create_session(source, self._session_options(), resolved, label)
+            session = create_session(source, options, resolved, label)
+            self.providers: list[str] = list(session.get_providers())
+            fallback = _providers.check_session_providers(
+                self.requested_provider, resolved, self.providers
+            )
             super().__init__(
                 session,
+                self.requested_provider,
                 label=label,
                 scan=self.file_info,
+                source=source,
                 require_probabilities=require_probabilities,
                 reject_nonfinite=nonfinite == "reject",
             )
         except EdgeError as exc:
             raise _typed(exc) from None
-        self.model_label = label
-        self.device_id = device_id
-        self.providers: list[str] = list(session.get_providers())
-        fallback = _providers.check_session_providers(
-            self.requested_provider, resolved, self.providers
-        )
+        self.model_label, self.device_id = label, device_id
         #: The provider that runs the graph (the session's first).
         self.provider: str = self.providers[0]
         self._use_binding = (self.provider != _providers.CPU) if io_binding is None else io_binding
@@ -253,25 +229,11 @@ class Predictor(EdgeModel):
                 f"no onnxedge metadata for {', '.join(self.contract.missing)}{unnamed}"
             )
         #: Notes on what could not be known or was assumed; each is logged at WARNING.
-        self.warnings: list[str] = [*notes, *([fallback] if fallback else []), *self.notes]
+        self.warnings: list[str] = [n for n in (conflict, fallback) if n] + self.notes
         for note in self.warnings:
             self._log.warning("%s: %s", label, note)
         self._fetch_with_logits = self.fetch + ([self.logits_output] if self.logits_output else [])
         self._warned_no_logits = False
-
-    def _session_options(self) -> ort.SessionOptions:
-        options = ort.SessionOptions()
-        # Errors only: onnxruntime's warnings would go straight to stderr.
-        options.log_severity_level = 3
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = _ORT_LEVELS()[self.graph_optimization_level]
-        if self.file_info.format == "ort":
-            options.add_session_config_entry("session.load_model_format", "ORT")
-        for key, value in self.session_config.items():
-            options.add_session_config_entry(key, value)
-        return options
 
     @property
     def output_names(self) -> list[str]:
@@ -281,17 +243,9 @@ class Predictor(EdgeModel):
     def predict(
         self, x: Any, *, batch_size: int | None = None, return_logits: bool = False
     ) -> Prediction:
-        """Score rows.
-
-        Args:
-            x: ``(n, *input_shape)`` or ``(n, num_features)`` array-like, or one row;
-                see the module docstring for the input rule.
-            batch_size: rows per ``session.run`` (default :data:`DEFAULT_BATCH_SIZE`).
-            return_logits: also return the ``logits`` output (None when the model has
-                none).
-
-        Returns:
-            A :class:`Prediction` with ``n`` rows.
+        """Score rows: ``(n, *input_shape)``, ``(n, num_features)`` or one row, any numeric
+        dtype; ``batch_size`` rows per run (default :data:`DEFAULT_BATCH_SIZE`); logits too
+        when asked (None when the model has none). Returns a :class:`Prediction`.
 
         Raises:
             InputShapeError: a shape the model does not take.
@@ -363,37 +317,35 @@ class Predictor(EdgeModel):
             raise _typed(exc) from None
 
     def check_probabilities(self, probs: np.ndarray) -> None:
-        """Check one batch's probabilities (finite, in [0, 1], rows summing to 1).
-
-        Raises:
-            ModelLoadError: the values are not probabilities.
-        """
+        """Check one batch's probabilities (ModelLoadError when they are not)."""
         try:
             super().check_probabilities(probs)
         except EdgeError as exc:
             raise _typed(exc) from None
 
-    def self_test(self) -> dict[str, Any]:
-        """Run the model's golden rows on this machine; see ``EdgeModel.self_test``.
+    def self_test(self, open_session: Any = None) -> dict[str, Any]:
+        """The golden rows x levels x providers; see ``EdgeModel.self_test``.
 
         Raises:
             ModelLoadError: no golden set, or one that does not fit the model.
         """
         try:
-            return super().self_test()
+            return super().self_test(open_session)
+        except EdgeError as exc:
+            raise _typed(exc) from None
+
+    def placement(self) -> dict[str, dict[str, int]] | None:
+        """Nodes per provider; see ``EdgeModel.placement`` (errors typed)."""
+        try:
+            return super().placement()
         except EdgeError as exc:
             raise _typed(exc) from None
 
     def describe(self) -> dict[str, Any]:
-        """Everything ``onnxedge info`` shows, as JSON-ready data.
-
-        Keys: model, format, size_bytes, ir_version, producer, opsets, inputs, outputs,
-        input_shape, num_features, num_classes, class_names, usable (whether the model
-        is scored as it is; ``refusal`` says why not), provider, providers,
-        available_providers, onnxruntime, threads, graph_optimization_level, onnxedge
-        (every ``onnxedge.`` key, JSON values decoded), missing_metadata,
-        other_metadata, warnings.
-        """
+        """Everything ``onnxedge info`` shows, as JSON-ready data: the file, signature,
+        shapes, classes, ``usable`` / ``refusal``, providers and ``placement`` (nodes per
+        provider, one profiled run), onnxruntime, every ``onnxedge.`` key decoded, other
+        metadata and warnings."""
         info = self.file_info
         contract = self.contract
         producer = " ".join(part for part in (info.producer_name, info.producer_version) if part)
@@ -414,6 +366,7 @@ class Predictor(EdgeModel):
             "refusal": self.refusal,
             "provider": self.provider,
             "providers": list(self.providers),
+            "placement": self.placement(),
             "available_providers": list(ort.get_available_providers()),
             "onnxruntime": {
                 "version": ort.__version__,
@@ -443,17 +396,6 @@ class Predictor(EdgeModel):
             f"Predictor({self.label!r}, provider={self.provider!r}, "
             f"features={self.num_features}, classes={self.num_classes})"
         )
-
-
-@functools.lru_cache(maxsize=1)
-def _ORT_LEVELS() -> dict[str, ort.GraphOptimizationLevel]:  # noqa: N802 - a constant, built lazily
-    level = ort.GraphOptimizationLevel
-    return {
-        "disable": level.ORT_DISABLE_ALL,
-        "basic": level.ORT_ENABLE_BASIC,
-        "extended": level.ORT_ENABLE_EXTENDED,
-        "all": level.ORT_ENABLE_ALL,
-    }
 
 
 @functools.lru_cache(maxsize=1)
