@@ -1,9 +1,5 @@
-"""``onnxedge info`` and ``onnxedge bundle``: thin click commands over the runtime.
-
-Each parses its options, calls one library function (:meth:`Predictor.describe`,
-:func:`onnxedge.runtime.bundle.write_bundle`) and prints; library errors become one
-line ``Error: ...`` and exit code 1 in the group (:mod:`onnxedge.runtime.cli`).
-"""
+"""``onnxedge info`` and ``onnxedge bundle``: thin click commands over the runtime
+(:meth:`Predictor.describe`, :func:`onnxedge.runtime.bundle.write_bundle`)."""
 
 from __future__ import annotations
 
@@ -25,12 +21,11 @@ _INFO_EPILOG = (
     "  onnxedge info artifacts/digits.onnx\n"
     "  onnxedge info artifacts/breast-cancer.onnx --json\n"
     "  onnxedge info artifacts/digits.onnx --self-test\n"
+    "  onnxedge info artifacts/digits.onnx --provider cuda   # nodes per provider\n"
     "\b\n"
-    "Shows the signature (inputs and outputs with shapes and types), opsets, file\n"
-    "size, producer, whether the model is usable as it is (its outputs known to be\n"
-    "probabilities), the providers this onnxruntime offers, and every onnxedge.\n"
-    "metadata key decoded (training metrics, parity figures, versions, ...).\n"
-    "Long values are shortened; --json prints everything."
+    "Shows the signature, opsets, file size, producer, whether the model is usable as\n"
+    "it is, the providers and how many nodes each runs, and every onnxedge. metadata\n"
+    "key decoded. Long values are shortened; --json prints everything."
 )
 
 _BUNDLE_EPILOG = (
@@ -53,7 +48,13 @@ _BUNDLE_EPILOG = (
     is_flag=True,
     help="Run the model's golden rows on this machine's onnxruntime (exit 1 on a mismatch).",
 )
-def info(model: Path, as_json: bool, self_test: bool) -> None:
+@click.option(
+    "--provider",
+    default="cpu",
+    type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False),
+    help="Session to describe (cuda: strict, compute nodes on CUDA); default cpu.",
+)
+def info(model: Path, as_json: bool, self_test: bool, provider: str) -> None:
     """Describe an ONNX model: signature, opsets, providers and onnxedge metadata."""
     from onnxedge.runtime.predictor import LOGGER_NAME, Predictor
 
@@ -63,7 +64,7 @@ def info(model: Path, as_json: bool, self_test: bool) -> None:
     if not quiet.handlers:
         quiet.addHandler(logging.NullHandler())
     # A model that is not usable as it is (logits, no head) is still described.
-    predictor = Predictor(model, provider="cpu", logger=quiet, require_probabilities=False)
+    predictor = Predictor(model, provider=provider, logger=quiet, require_probabilities=False)
     if self_test:
         from onnxedge.runtime.edge_infer import format_self_test
 
@@ -150,6 +151,18 @@ def format_info(described: dict[str, Any]) -> str:
     distributions = ", ".join(ort_info["distributions"]) or "none found"
     rows.append(("onnxruntime", f"{ort_info['version']} (installed as: {distributions})"))
     rows.append(("providers", ", ".join(described["available_providers"])))
+    placement = described.get("placement")
+    if placement:
+        compute = placement["compute"]
+        rows.append(
+            (
+                "placement",
+                "; ".join(
+                    f"{name} {count} nodes ({compute.get(name, 0)} Gemm/MatMul/Conv)"
+                    for name, count in placement["nodes"].items()
+                ),
+            )
+        )
     shown = {"task", "head", "class_names", "feature_names", "threshold", "variant", "num_features"}
     extra = {key: value for key, value in meta.items() if key not in shown}
     for index, (key, value) in enumerate(sorted(extra.items())):

@@ -1416,7 +1416,26 @@ def format_self_test(report: dict[str, Any]) -> str:
         verdict = "ok" if error <= tolerance else "TOO LARGE"
         lines.append(f"{name:<15}max |error| {error:.3g} (tolerance {tolerance:.3g}): {verdict}")
     lines.append(f"labels         {report['labels_agreeing']} of {report['rows']} agree")
+    matrix = report.get("matrix", [])
+    for provider in dict.fromkeys(entry["provider"] for entry in matrix):
+        cells = [f"{e['level']} {_verdict(e)}" for e in matrix if e["provider"] == provider]
+        lines.append(f"{'levels':<15}{provider}: {', '.join(cells)}")
+    for entry in (e for e in matrix if "error" in e):
+        lines.append(f"{'':<15}{entry['provider']} {entry['level']}: {entry['error']}")
+    if report.get("failed"):
+        lines.append(f"{'FAILED under':<15}{'; '.join(report['failed'])}")
     return "\n".join(lines)
+
+
+def _verdict(entry: dict[str, Any]) -> str:
+    """``ok``, or what failed: labels agreeing and the outputs past their tolerance."""
+    if entry["passed"]:
+        return "ok"
+    if "error" in entry:
+        return "FAILED (cannot run)"
+    errors, tolerances = entry["max_abs_error"], entry["tolerances"]
+    worse = [f"{k} {v:.3g} > {tolerances[k]:.3g}" for k, v in errors.items() if v > tolerances[k]]
+    return "FAILED (" + ", ".join([f"labels {entry['labels_agreeing']} agree", *worse]) + ")"
 
 
 def _parser() -> Any:

@@ -780,6 +780,51 @@ def test_self_test_passes_on_a_fresh_model_and_fails_on_a_tampered_one(tmp_path:
     assert bad["max_abs_error"]["logits"] > LOGIT_ATOL
 
 
+def test_parity_matrix_passes_on_a_fresh_model(tmp_path: Path) -> None:
+    from onnxedge.runtime.edge_infer import format_self_test
+
+    report = Predictor(_golden_case(tmp_path)).self_test()
+    providers = [
+        p
+        for p in ("CPUExecutionProvider", "CUDAExecutionProvider")
+        if p in ort.get_available_providers()
+    ]
+    levels = ["disable", "basic", "extended", "all"]
+    assert [(e["provider"], e["level"]) for e in report["matrix"]] == [
+        (p, level) for p in providers for level in levels
+    ]
+    assert all(e["passed"] and e["labels_agreeing"] == 8 for e in report["matrix"])
+    assert report["failed"] == [] and report["passed"] is True
+    text = format_self_test(report)
+    assert "levels         CPUExecutionProvider: disable ok, basic ok, extended ok, all ok" in text
+    assert len(text.splitlines()) <= 24  # one screen
+
+
+def test_parity_matrix_names_the_level_that_changes_the_outputs(tmp_path: Path) -> None:
+    from onnxedge.runtime.edge_infer import format_self_test
+
+    predictor = Predictor(_golden_case(tmp_path))
+    # Injected: under "extended" only, the session computes with a changed weight.
+    tampered = ort.InferenceSession(
+        str(_golden_case(tmp_path, tamper=True)), providers=["CPUExecutionProvider"]
+    )
+
+    def open_session(provider: str, level: str) -> Any:
+        if level == "extended":
+            return tampered
+        return predictor.reopen(provider=provider, level=level)
+
+    report = predictor.self_test(open_session)
+    assert report["passed"] is False
+    assert report["failed"] == ["CPUExecutionProvider extended"]
+    bad = next(e for e in report["matrix"] if e["level"] == "extended")
+    assert bad["max_abs_error"]["logits"] > LOGIT_ATOL
+    text = format_self_test(report)
+    assert text.startswith("self-test FAILED")
+    assert "extended FAILED (labels " in text and "basic ok" in text
+    assert text.endswith("FAILED under   CPUExecutionProvider extended")
+
+
 def test_self_test_without_a_golden_set_says_how_to_add_one(multiclass: ModelCase) -> None:
     with pytest.raises(ModelLoadError) as info:
         Predictor(multiclass.path).self_test()

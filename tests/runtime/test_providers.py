@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnxedge.runtime import Predictor, ProviderUnavailableError
 from onnxedge.runtime.providers import (
     CPU,
     CUDA,
+    check_placement,
     check_session_providers,
+    count_placement,
     distribution_conflict,
     installed_ort_distributions,
     normalize_request,
@@ -168,3 +171,69 @@ def test_cuda_predicts_what_cpu_predicts(multiclass: ModelCase, binary: ModelCas
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDAExecutionProvider")
 def test_auto_takes_cuda_when_there(multiclass: ModelCase) -> None:
     assert Predictor(multiclass.path, provider="auto").provider == CUDA
+
+
+# --- node placement ------------------------------------------------------------------
+
+
+def _event(name: str, op: str, provider: str | None) -> dict[str, object]:
+    args = {"op_name": op} | ({"provider": provider} if provider else {})
+    return {"cat": "Node", "name": f"{name}_kernel_time", "args": args}
+
+
+def test_placement_counts_a_recorded_profile() -> None:
+    events = [
+        {"cat": "Session", "name": "model_run", "args": {}},
+        _event("fused /MatMulAddFusion", "FusedGemm", CUDA),
+        _event("Conv_0", "QLinearConv", CUDA),
+        _event("MemcpyToHost", "MemcpyToHost", CPU),
+        _event("Softmax_7", "Softmax", CPU),
+        _event("MatMul_3", "MatMul", CPU),
+        _event("MatMul_3", "MatMul", CPU),  # a node run twice (a loop body) counts once
+        {"cat": "Node", "name": "Softmax_7_fence_before", "args": {"op_name": "Softmax"}},
+    ]
+    placement = count_placement(events)
+    assert placement == {"nodes": {CUDA: 2, CPU: 3}, "compute": {CUDA: 2, CPU: 1}}
+    with pytest.raises(ProviderUnavailableError) as info:
+        check_placement(placement, CUDA)
+    assert str(info.value) == (
+        "CUDAExecutionProvider requested but 1 of 3 Gemm/MatMul/Conv nodes run on "
+        "CPUExecutionProvider"
+    )
+    check_placement({"nodes": {CUDA: 4, CPU: 1}, "compute": {CUDA: 3}}, CUDA)
+
+
+def test_placement_from_a_real_profile_and_the_cuda_refusal(multiclass: ModelCase) -> None:
+    # Unoptimized, the profile's nodes are the graph's own: count them from the file.
+    graph = onnx.load(multiclass.path).graph
+    compute = [n for n in graph.node if n.op_type in ("Gemm", "MatMul", "Conv")]
+    predictor = Predictor(multiclass.path, provider="cpu", graph_optimization_level="disable")
+    placement = predictor.placement()
+    assert placement == {"nodes": {CPU: len(graph.node)}, "compute": {CPU: len(compute)}}
+    assert predictor.describe()["placement"] == placement
+    # Every node of this session is one CUDA did not take: a cuda request is refused.
+    with pytest.raises(ProviderUnavailableError) as info:
+        check_placement(placement, CUDA)
+    assert str(info.value) == (
+        f"CUDAExecutionProvider requested but {len(compute)} of {len(compute)} "
+        "Gemm/MatMul/Conv nodes run on CPUExecutionProvider"
+    )
+
+
+def test_info_reports_the_placement(multiclass: ModelCase) -> None:
+    from click.testing import CliRunner
+    from onnxedge.runtime.cli import cli
+
+    result = CliRunner().invoke(cli, ["info", str(multiclass.path), "--provider", "cpu"])
+    assert result.exit_code == 0, result.output
+    placement = Predictor(multiclass.path, provider="cpu").placement()
+    assert placement is not None
+    nodes, compute = placement["nodes"][CPU], placement["compute"][CPU]
+    assert f"placement    {CPU} {nodes} nodes ({compute} Gemm/MatMul/Conv)" in result.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDAExecutionProvider")
+def test_cuda_runs_the_compute_nodes(multiclass: ModelCase) -> None:
+    placement = Predictor(multiclass.path, provider="cuda").placement()
+    assert placement is not None and set(placement["compute"]) == {CUDA}
