@@ -525,30 +525,6 @@ def check_placement(placement: dict[str, dict[str, int]], provider: str) -> None
         )
 
 
-def profile_placement(open_session: Callable[[Any], Any], feed: dict[str, Any]) -> Any:
-    """Open a session with profiling (``open_session(options_change)``), run ``feed`` once
-    and count its placement (:func:`count_placement`); the profile is deleted."""
-    import shutil
-    import tempfile
-
-    folder = tempfile.mkdtemp(prefix="onnxedge-placement-")
-    try:
-
-        def profiled(options: Any) -> None:
-            options.enable_profiling = True
-            options.profile_file_prefix = os.path.join(folder, "profile")
-
-        session = open_session(profiled)
-        try:
-            session.run(None, feed)
-        finally:
-            path = session.end_profiling()
-        with open(path, encoding="utf-8") as handle:
-            return count_placement(json.load(handle))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def create_session(source: str | bytes, options: Any, providers: list[Any], label: str) -> Any:
     """``onnxruntime.InferenceSession`` for a checked model, with one-line errors; the
     model's own session settings are not applied and onnxruntime may not fall back.
@@ -626,19 +602,16 @@ class EdgeModel:
 
     Args:
         session_or_path: an ``onnxruntime.InferenceSession`` or a model path.
-        provider: ``auto``, ``cpu`` or ``cuda`` (for a session: what was asked; ``cuda``
-            refuses compute nodes placed on the CPU).
+        provider: ``auto``, ``cpu`` or ``cuda`` (strict: compute nodes placed on the CPU
+            are refused too; for a session, what was asked).
         threads: for a path: intra-op threads.
-        label: how messages name the model (default: the path).
-        scan: what :func:`scan_model` found (read from a path by itself).
+        label, scan: how messages name the model; what :func:`scan_model` found.
         source: the model's path or bytes, for the sessions :meth:`reopen` makes.
         require_probabilities: False keeps the refusal in ``refusal`` (scoring raises it).
         reject_nonfinite: refuse NaN / Inf inputs.
 
-    Attributes:
-        input_shape: one row's shape (``(64,)``, ``(1, 8, 8)``); None when unknown.
-        num_features: values per row; None when unknown.
-        notes: what could not be known or was assumed (onnxedge logs them).
+    Attributes ``input_shape`` (one row's, ``(64,)`` / ``(1, 8, 8)``) and ``num_features``
+    are None when unknown; ``notes`` says what was assumed.
 
     Raises:
         EdgeError: the model cannot be opened, is not a single-input classifier, its
@@ -971,10 +944,12 @@ class EdgeModel:
             "value",
         )
 
-    def run(self, batch: np.ndarray, fetch: list[str]) -> list[np.ndarray]:
-        """One ``session.run`` on a checked batch (EdgeError when onnxruntime fails)."""
+    def run(self, batch: np.ndarray, fetch: list[str], session: Any = None) -> list[np.ndarray]:
+        """One run on a checked batch (of ``session``, default this one's); EdgeError when
+        onnxruntime fails."""
+        run = self._run_fn if session is None else session.run
         try:
-            return self._run_fn(fetch, {self.input_name: batch}, self.run_options)
+            return run(fetch, {self.input_name: batch}, self.run_options)
         except Exception as exc:
             raise self._run_error(exc) from None
 
@@ -1031,28 +1006,32 @@ class EdgeModel:
         return labels, _per_class(probs)
 
     def placement(self) -> dict[str, dict[str, int]] | None:
-        """Nodes per execution provider, ``{"nodes": ..., "compute": ...}``, from one
-        profiled run of a row of zeros on a copy of this session (made on request, once;
-        never while scoring). None when the row shape is unknown.
+        """Nodes per provider (:func:`count_placement`) from one profiled run of a row of
+        zeros on a copy of this session, made once on request; None when the row shape is
+        unknown.
 
         Raises:
             EdgeError: the copy cannot be opened or run.
         """
         if self._placement is None and self.input_shape is not None:
-            row = np.zeros((1, *self.input_shape), dtype=self.input_dtype)
+            import shutil
+            import tempfile
+
+            folder = tempfile.mkdtemp(prefix="onnxedge-placement-")
             try:
-                self._placement = profile_placement(self.reopen, {self.input_name: row})
-            except EdgeError:
-                raise
-            except Exception as exc:
-                raise self._run_error(exc) from None
+                session = self.reopen(profile=os.path.join(folder, "profile"))
+                self.run(np.zeros((1, *self.input_shape), self.input_dtype), self.fetch, session)
+                with open(session.end_profiling(), encoding="utf-8") as handle:
+                    self._placement = count_placement(json.load(handle))
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
         return self._placement
 
     def reopen(
-        self, change: Any = None, provider: str | None = None, level: str | None = None
+        self, provider: str | None = None, level: str | None = None, profile: str = ""
     ) -> Any:
         """A new session on this model with this session's options, on ``provider`` (CPU or
-        CUDA; default this session's) at ``level``; ``change(options)`` edits the options.
+        CUDA; default this session's) at ``level``, profiled to ``profile`` when given.
 
         Raises:
             EdgeError: a bare session was given (no source), or the new one cannot open.
@@ -1060,11 +1039,10 @@ class EdgeModel:
         if self.source is None:
             raise EdgeError(f"{self.label}: a second session needs the model's path or bytes")
         options = self.session.get_session_options()
-        options.enable_profiling = False
+        options.enable_profiling = bool(profile)
+        options.profile_file_prefix = profile or options.profile_file_prefix
         if level is not None:
             options.graph_optimization_level = ort_level(level)
-        if change is not None:
-            change(options)
         wanted = provider or self.session.get_providers()[0]
         device = self.session.get_provider_options().get(CUDA, {}).get("device_id", 0)
         providers = (
@@ -1102,19 +1080,15 @@ class EdgeModel:
         report: dict[str, Any] = {"rows": len(golden["labels"])}
         report.update(self._against_golden(self.session, golden))
         matrix = []
-        if self.source is not None or open_session is not None:
-            available = ort.get_available_providers()
-            for provider in [p for p in (CPU, CUDA) if p in available]:
-                for level in OPTIMIZATION_LEVELS:
-                    try:
-                        if open_session is not None:
-                            session = open_session(provider, level)
-                        else:
-                            session = self.reopen(provider=provider, level=level)
-                        entry = self._against_golden(session, golden)
-                    except EdgeError as exc:
-                        entry = {"passed": False, "error": str(exc)}
-                    matrix.append({"provider": provider, "level": level, **entry})
+        available = ort.get_available_providers() if self.source or open_session else []
+        for provider, level in [(p, lv) for p in (CPU, CUDA) for lv in OPTIMIZATION_LEVELS]:
+            if provider in available:
+                try:
+                    session = (open_session or self.reopen)(provider, level)
+                    entry = self._against_golden(session, golden)
+                except EdgeError as exc:
+                    entry = {"passed": False, "error": str(exc)}
+                matrix.append({"provider": provider, "level": level, **entry})
         failed = [f"{e['provider']} {e['level']}" for e in matrix if not e["passed"]]
         report.update(
             passed=report["passed"] and not failed,
@@ -1131,11 +1105,9 @@ class EdgeModel:
 
     def _against_golden(self, session: Any, golden: dict[str, Any]) -> dict[str, Any]:
         x = self.check(np.asarray(golden["rows"], dtype=np.float64))
-        fetch = self.fetch + ([self.logits_output] if self.logits_output else [])
-        try:
-            raw = session.run(fetch, {self.input_name: x}, self.run_options)
-        except Exception as exc:
-            raise self._run_error(exc) from None
+        raw = self.run(
+            x, self.fetch + ([self.logits_output] if self.logits_output else []), session
+        )
         computed, labels = self.outputs(raw)
         result: dict[str, Any] = {"max_abs_error": {}, "tolerances": {}}
         passed = True
@@ -1444,40 +1416,21 @@ def _parser() -> Any:
     parser = argparse.ArgumentParser(
         prog="edge_infer.py",
         description="Score rows with an ONNX classifier (onnxruntime + numpy only).",
-        epilog=(
-            "examples:\n"
-            "  python edge_infer.py model.onnx rows.csv\n"
-            "  python edge_infer.py model.onnx rows.npy --json\n"
-            "  cat rows.csv | python edge_infer.py model.onnx - --provider cpu\n"
-            "  python edge_infer.py model.onnx --self-test          # run this first on a device"
-        ),
+        epilog="examples:\n  python edge_infer.py model.onnx rows.csv\n"
+        "  python edge_infer.py model.onnx rows.npy --json\n"
+        "  cat rows.csv | python edge_infer.py model.onnx - --provider cpu\n"
+        "  python edge_infer.py model.onnx --self-test          # run this first on a device",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", help="an .onnx (or .ort) model file")
-    parser.add_argument("input", nargs="?", help=".npy file, .csv file, or - for CSV rows on stdin")
-    parser.add_argument(
-        "--self-test",
-        action="store_true",
-        help="run the model's golden rows on this machine and compare (exit 1 on a mismatch)",
-    )
-    parser.add_argument("--json", action="store_true", help="one JSON object per row")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
-    parser.add_argument(
-        "--provider", default="auto", choices=("auto", "cpu", "cuda"), type=str.lower
-    )
-    parser.add_argument(
-        "--header",
-        default="auto",
-        choices=("auto", "yes", "no"),
-        type=str.lower,
-        help="CSV header row (auto: a first row without numbers)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help=f"rows per run (default {FILE_BATCH_SIZE} for files, 1 for stdin)",
-    )
+    add = parser.add_argument
+    add("model", help="an .onnx (or .ort) model file")
+    add("input", nargs="?", help=".npy file, .csv file, or - for CSV rows on stdin")
+    add("--self-test", action="store_true", help="golden rows x levels x providers, compared")
+    add("--json", action="store_true", help="one JSON object per row")
+    add("--threads", type=int, default=None, help="intra-op threads")
+    add("--provider", default="auto", choices=REQUESTS, type=str.lower)
+    add("--header", default="auto", choices=("auto", "yes", "no"), type=str.lower)
+    add("--batch-size", type=int, default=None, help=f"rows per run ({FILE_BATCH_SIZE}; stdin 1)")
     return parser
 
 

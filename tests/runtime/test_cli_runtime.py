@@ -24,7 +24,9 @@ def test_info_text(multiclass: ModelCase) -> None:
     assert "             label: int64 [batch]" in lines
     assert "classes      3: class_0, class_1, class_2" in lines
     assert f"providers    {', '.join(ort.get_available_providers())}" in lines
-    assert lines[lines.index("variant      fp32") + 3].startswith("metadata     normalization: ")
+    # the placement row (added with issue 15) sits between providers and metadata
+    assert lines[lines.index("variant      fp32") + 3].startswith("placement    CPUExecution")
+    assert lines[lines.index("variant      fp32") + 4].startswith("metadata     normalization: ")
     assert '             parity: {"probabilities_max_abs": 1.2e-07, "labels_equal": true}' in lines
     assert not any(line.startswith("warnings") for line in lines)
 
