@@ -1,23 +1,8 @@
-"""A deploy folder for a device: the model, the edge script, requirements and a README.
-
-:func:`write_bundle` writes
-
-* the model file (and its external-data files, if any) under its own name;
-* ``edge_infer.py``, the self-contained script (stdlib + numpy + onnxruntime);
-* ``requirements.txt``: onnxruntime and numpy with lower bounds;
-* ``sample.csv``: a few input rows (the training mean, and mean -/+ one standard
-  deviation when the model carries its normalization; zeros otherwise), with the
-  feature names as header when the model names them;
-* ``sample_expected.txt``: what :class:`Predictor` prints for ``sample.csv``, in the
-  script's text format, to diff against on the device;
-* ``selftest.json``: the self-test's report (the model's golden rows, run here) when
-  the model carries a golden set;
-* ``README.md`` with the exact commands.
-
-The folder is built beside its destination under a temporary name and renamed into
-place, so a reader never sees half a bundle; an existing destination is refused
-unless ``overwrite`` is given.
-"""
+"""A deploy folder for a device: the model (and its external data), ``edge_infer.py``,
+``requirements.txt``, ``sample.csv`` with ``sample_expected.txt`` (what :class:`Predictor`
+prints for it), ``selftest.json`` (the self-test run here, when the model carries a golden
+set) and a README with the exact commands. Built under a temporary name beside its
+destination and renamed into place: a reader never sees half a bundle."""
 
 from __future__ import annotations
 
@@ -32,17 +17,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from onnxedge.runtime.atomic import place
 from onnxedge.runtime.contract import KEY_GOLDEN
+from onnxedge.runtime.edge_infer import format_rows
 from onnxedge.runtime.errors import OnnxEdgeError, OutputExistsError
 from onnxedge.runtime.predictor import Predictor
 from onnxedge.runtime.version import __version__
 
-#: Lower bounds written to requirements.txt (the runtime extra's in pyproject.toml); the
-#: tests run the edge script on onnxruntime 1.18.0 with numpy 1.26 in a virtualenv.
+#: requirements.txt's lower bounds (tests run the edge script on them in a virtualenv).
 ONNXRUNTIME_MIN = "1.18"
 NUMPY_MIN = "1.26"
-#: Highest default-domain opset onnxruntime ONNXRUNTIME_MIN runs; a newer model asks
-#: for at least the onnxruntime it was checked with here.
+#: Highest opset ONNXRUNTIME_MIN runs; a newer model asks for the onnxruntime used here.
 ONNXRUNTIME_MIN_MAX_OPSET = 21
 
 SCRIPT_NAME = "edge_infer.py"
@@ -53,15 +38,9 @@ SELFTEST_NAME = "selftest.json"
 
 @dataclass
 class Bundle:
-    """What :func:`write_bundle` wrote.
-
-    Attributes:
-        path: the bundle folder.
-        model_name: the model's file name inside it.
-        files: every file written, relative to ``path``, sorted.
-        sample_rows: rows in ``sample.csv`` (0 when the feature count is unknown).
-        run_command: the command that scores the sample, run inside ``path``.
-    """
+    """What :func:`write_bundle` wrote: the folder, the model's name in it, every file
+    (relative, sorted), the rows of ``sample.csv`` (0: feature count unknown) and the
+    command that scores the sample."""
 
     path: Path
     model_name: str
@@ -73,21 +52,14 @@ class Bundle:
 def write_bundle(
     model: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Bundle:
-    """Write a deploy folder for ``model`` at ``out_dir``.
-
-    Args:
-        model: an ``.onnx`` / ``.ort`` file; it is opened with :class:`Predictor` first,
-            so a broken or unsafe model never gets bundled.
-        out_dir: the folder to create.
-        overwrite: replace ``out_dir`` if it exists (only a folder is replaced).
-
-    Returns:
-        A :class:`Bundle` describing what was written.
+    """Write a deploy folder for ``model`` (opened with :class:`Predictor` first, so a
+    broken or unsafe model is never bundled) at ``out_dir`` (a folder is replaced only
+    with ``overwrite``).
 
     Raises:
-        OutputExistsError: ``out_dir`` exists and ``overwrite`` is false, or it is a file.
-        ModelLoadError: the model cannot be opened (see :class:`Predictor`).
-        OnnxEdgeError: the destination cannot be written.
+        OutputExistsError: ``out_dir`` exists without ``overwrite``, or is not a folder.
+        ModelLoadError: the model cannot be opened.
+        OnnxEdgeError: the destination cannot be written, or the self-test failed.
     """
     source = Path(model)
     target = Path(out_dir)
@@ -101,7 +73,7 @@ def write_bundle(
         raise OnnxEdgeError(f"cannot write to {parent}: {exc.strerror or exc}") from None
     try:
         bundle = _fill(staging, source, predictor)
-        _move_into_place(staging, target, overwrite)
+        place(staging, target, overwrite=overwrite)  # never replaces without overwrite
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -115,13 +87,6 @@ def _check_target(target: Path, overwrite: bool) -> None:
             raise OutputExistsError(f"{target} exists and is not a folder; choose another -o")
         if not overwrite:
             raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
-
-
-def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
-    # The final step of the one writer: never replaces without overwrite.
-    from onnxedge.runtime.atomic import place
-
-    place(staging, target, overwrite=overwrite)
 
 
 def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:
@@ -149,7 +114,7 @@ def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:
             raise OnnxEdgeError(
                 f"{source}: the self-test failed on the bundled copy (max |error| "
                 f"{report['max_abs_error']}, {report['labels_agreeing']} of {report['rows']} "
-                "labels agree)"
+                f"labels agree; failed under: {', '.join(report['failed']) or 'none'})"
             )
     bundle.run_command = f"python {SCRIPT_NAME} {source.name} {SAMPLE_NAME}"
     (folder / "README.md").write_text(_readme(predictor, source, bundle))
@@ -158,8 +123,7 @@ def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:
 
 
 def _requirements(predictor: Predictor) -> str:
-    """The tested range: from ONNXRUNTIME_MIN (tests run the edge script on it in a
-    virtualenv) to the onnxruntime this bundle was checked with."""
+    """The tested range: ONNXRUNTIME_MIN up to the onnxruntime used here."""
     import onnxruntime
 
     major, minor = (int(part) for part in onnxruntime.__version__.split(".")[:2])
@@ -189,8 +153,7 @@ def _sample_rows(predictor: Predictor) -> np.ndarray | None:
         std = np.asarray(norm.get("std", []), dtype=np.float64)
         if mean.shape == (width,) and std.shape == (width,) and np.isfinite(mean).all():
             std = np.where(np.isfinite(std), std, 0.0)
-            rows = np.stack([mean, mean - std, mean + std])
-            return rows.astype(np.float32)
+            return np.stack([mean, mean - std, mean + std]).astype(np.float32)
     return np.zeros((1, width), dtype=np.float32)
 
 
@@ -211,13 +174,7 @@ def _csv_cell(text: str) -> str:
 
 
 def _expected_output(predictor: Predictor, rows: np.ndarray) -> str:
-    result = predictor.predict(rows)
-    return "".join(
-        f"{label}\t{name}\t{p:.6f}\n"
-        for label, name, p in zip(
-            result.labels.tolist(), result.names, result.top_probabilities.tolist(), strict=True
-        )
-    )
+    return format_rows(predictor, *predictor.score(rows), as_json=False)  # the script's lines
 
 
 def _row_text(predictor: Predictor) -> str:
@@ -227,14 +184,6 @@ def _row_text(predictor: Predictor) -> str:
     if len(shape) == 1:
         return f"{shape[0]} float32 features per row"
     return f"rows of shape {shape} ({predictor.num_features} float32 values, flattened in CSV)"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
@@ -247,88 +196,53 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
         if classes
         else f"{predictor.num_classes or 'unknown'} (unnamed: labels are class indices)"
     )
+    with source.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    run = f"python {SCRIPT_NAME} {name}"
     lines = [
-        f"# {source.stem}: deploy bundle",
-        "",
-        f"Written by onnxedge {__version__} on {stamp}.",
-        "",
-        f"- model: `{name}` ({source.stat().st_size:,} bytes, sha256 `{_sha256(source)}`)",
+        f"# {source.stem}: deploy bundle\n\nWritten by onnxedge {__version__} on {stamp}.\n",
+        f"- model: `{name}` ({source.stat().st_size:,} bytes, sha256 `{digest}`)",
         f"- task: {task}; input `{predictor.input_name}`: {_row_text(predictor)}",
-        f"- classes: {class_text}",
-        "",
-        "## Install (no torch needed)",
-        "",
-        "```sh",
-        "python3 -m venv .venv",
-        ". .venv/bin/activate",
-        "pip install -r requirements.txt",
-        "```",
-        "",
-        "On an NVIDIA GPU, install `onnxruntime-gpu` instead of `onnxruntime` (never both).",
-        "",
-        "## Run",
-        "",
-        "```sh",
+        f"- classes: {class_text}\n\n## Install (no torch needed)\n\n```sh",
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt\n```\n",
+        "On an NVIDIA GPU install `onnxruntime-gpu` instead of `onnxruntime` (never both).\n",
     ]
+    if KEY_GOLDEN in predictor.metadata:
+        lines += [
+            f"## First: the self-test\n\n```sh\n{run} --self-test         # add --json for fleets",
+            "```\n\nIt runs the golden rows stored in the model on this device's onnxruntime, at",
+            "every graph optimization level and on every provider here, against the outputs",
+            f"recorded at export (exit status 1 on a mismatch); `{SELFTEST_NAME}` is its report",
+            "where the bundle was made.\n",
+        ]
+    else:
+        lines.append("The model carries no golden set for a self-test (`onnxedge export` and")
+        lines.append("`onnxedge wrap` store one).\n")
+    lines.append("## Run\n\n```sh")
     if bundle.sample_rows:
-        run = f"python {SCRIPT_NAME} {name}"
         lines += [
             f"{run} {SAMPLE_NAME}            # label<TAB>class<TAB>probability",
             f"{run} {SAMPLE_NAME} --json     # one JSON object per row",
             f"cat {SAMPLE_NAME} | {run} -    # CSV rows on stdin",
         ]
-    lines += [
-        f"python {SCRIPT_NAME} {name} rows.npy --provider cpu --threads 2",
-        f"python {SCRIPT_NAME} --help",
-        "```",
-        "",
-    ]
-    if KEY_GOLDEN in predictor.metadata:
-        lines += [
-            "## First: the self-test",
-            "",
-            "```sh",
-            f"python {SCRIPT_NAME} {name} --self-test         # add --json for fleets",
-            "```",
-            "",
-            "It runs the golden rows stored in the model on this device's onnxruntime and",
-            "compares them with the outputs recorded at export (exit status 1 on a mismatch);",
-            f"`{SELFTEST_NAME}` is its report where the bundle was made.",
-            "",
-        ]
-    else:
-        lines += [
-            "The model carries no golden set for a self-test (`onnxedge export` and",
-            "`onnxedge wrap` store one).",
-            "",
-        ]
+    lines.append(f"{run} rows.npy --provider cpu --threads 2\npython {SCRIPT_NAME} --help\n```\n")
     if bundle.sample_rows:
         lines += [
-            "## Check the device",
-            "",
-            "```sh",
-            f"python {SCRIPT_NAME} {name} {SAMPLE_NAME} > got.txt && diff got.txt {EXPECTED_NAME}",
-            "```",
-            "",
+            f"## Check the device\n\n```sh\n{run} {SAMPLE_NAME} > got.txt && diff got.txt "
+            f"{EXPECTED_NAME}\n```\n",
             f"`{EXPECTED_NAME}` is what the model printed where it was bundled. Labels must",
-            "match; another CPU may differ in the last printed digit of a probability.",
-            "",
+            "match; another CPU may differ in the last printed digit of a probability.\n",
         ]
     lines += [
-        "## Input and output",
-        "",
+        "## Input and output\n",
         "INPUT is a `.npy` file (rows x row shape, rows x features, or one row), a `.csv`",
-        "file (a row's values flattened), or `-` for CSV rows on stdin (answered row by",
-        "row). A CSV header is optional; when it names",
-        "the model's features those columns are used, in the model's order, and other",
-        "columns are ignored. NaN / Inf values are refused.",
-        "",
-        "Each row prints `label<TAB>class_name<TAB>probability of that label`; with",
-        '`--json`: `{"label": ..., "class": ..., "probabilities": [one per class]}`.',
-        "Errors print one line `Error: ...` on stderr and exit with status 1;",
-        "`--provider cuda` fails (exit 1) when CUDA is not available instead of",
-        "running on the CPU.",
-        "",
+        "file (a row's values flattened), or `-` for CSV rows on stdin (answered row by row).",
+        "A CSV header is optional; when it names the model's features those columns are used,",
+        "in the model's order. NaN / Inf values are refused. Each row prints",
+        "`label<TAB>class_name<TAB>probability of that label`; with `--json`",
+        '`{"label": ..., "class": ..., "probabilities": [one per class]}`. Errors print one',
+        "line `Error: ...` on stderr (exit status 1); `--provider cuda` fails when CUDA is",
+        "not available, or leaves Gemm / MatMul / Conv nodes on the CPU.\n",
     ]
     return "\n".join(lines)

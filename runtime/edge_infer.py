@@ -1003,7 +1003,7 @@ class EdgeModel:
         if not self._checked:
             self.check_probabilities(raw[0])
         probs, labels = self.outputs(raw)
-        return labels, _per_class(probs)
+        return labels, per_class(probs)
 
     def placement(self) -> dict[str, dict[str, int]] | None:
         """Nodes per provider (:func:`count_placement`) from one profiled run of a row of
@@ -1112,7 +1112,7 @@ class EdgeModel:
         result: dict[str, Any] = {"max_abs_error": {}, "tolerances": {}}
         passed = True
         for name, got in (
-            ("probabilities", _per_class(computed)),
+            ("probabilities", per_class(computed)),
             ("logits", raw[-1] if self.logits_output else None),
         ):
             if name not in golden or got is None:
@@ -1120,7 +1120,7 @@ class EdgeModel:
                 continue
             want = np.asarray(golden[name], dtype=np.float64)
             if want.shape != got.shape:
-                want = _per_class(want.astype(np.float32)) if name == "probabilities" else want
+                want = per_class(want.astype(np.float32)) if name == "probabilities" else want
             if want.shape != got.shape:
                 raise self._golden_error(
                     f"{name} of shape {want.shape}, the model computes {got.shape}"
@@ -1188,7 +1188,7 @@ def score(
     return EdgeModel(session_or_path).score(x, batch_size)
 
 
-def _per_class(probs: np.ndarray) -> np.ndarray:
+def per_class(probs: np.ndarray) -> np.ndarray:
     """One column per class: a binary model's ``p`` becomes ``[1 - p, p]`` (float32)."""
     if probs.shape[1] != 1:
         return probs

@@ -26,6 +26,7 @@ from onnxedge.runtime.edge_infer import (
     EdgeModel,
     create_session,
     default_threads,
+    per_class,
     session_options,
 )
 from onnxedge.runtime.errors import (
@@ -61,10 +62,23 @@ _ERRORS: dict[str, type[OnnxEdgeError]] = {
 }
 
 Nonfinite = Literal["reject", "allow"]
+_CONTRACT_KEYS: tuple[str, ...] = ("task", "head", "threshold", "class_names")
+_CONTRACT_KEYS += ("num_features", "feature_names", "variant")
 
 
 def _typed(exc: EdgeError) -> OnnxEdgeError:
     return _ERRORS[exc.kind](str(exc))
+
+
+def _typed_errors(method: Any) -> Any:
+    @functools.wraps(method)
+    def typed(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except EdgeError as exc:
+            raise _typed(exc) from None
+
+    return typed
 
 
 class Prediction:
@@ -92,22 +106,15 @@ class Prediction:
     ) -> None:
         if probabilities is None and positive is None:
             raise ValueError("a Prediction needs probabilities or a positive-class column")
-        self._probabilities = probabilities
-        self._positive = positive
-        self.labels = labels
-        self.class_names = class_names
-        self.logits = logits
+        self._probabilities, self._positive, self.labels = probabilities, positive, labels
+        self.class_names, self.logits = class_names, logits
 
     @property
     def probabilities(self) -> np.ndarray:
         """``(n, C)`` float32 per-class probabilities (binary: ``[1-p, p]``)."""
         if self._probabilities is None:
-            positive = self._positive
-            assert positive is not None
-            both = np.empty((positive.shape[0], 2), dtype=np.float32)
-            both[:, 1] = positive
-            np.subtract(np.float32(1), positive, out=both[:, 0])
-            self._probabilities = both
+            assert self._positive is not None
+            self._probabilities = per_class(self._positive[:, None])
         return self._probabilities
 
     @property
@@ -298,11 +305,7 @@ class Predictor(EdgeModel):
         return [np.concatenate([p[i] for p in parts]) for i in range(len(fetch))]
 
     def warmup(self, runs: int = 1) -> None:
-        """Run one row of zeros ``runs`` times (allocations, kernel choice).
-
-        Raises:
-            InputShapeError: the model does not say what shape its rows have.
-        """
+        """Run a row of zeros ``runs`` times (InputShapeError when its shape is unknown)."""
         if self.input_shape is None:
             raise InputShapeError(
                 f"cannot warm up {self.label}: the model does not say how many features it takes"
@@ -316,30 +319,10 @@ class Predictor(EdgeModel):
         except EdgeError as exc:
             raise _typed(exc) from None
 
-    def check_probabilities(self, probs: np.ndarray) -> None:
-        """Check one batch's probabilities (ModelLoadError when they are not)."""
-        try:
-            super().check_probabilities(probs)
-        except EdgeError as exc:
-            raise _typed(exc) from None
-
-    def self_test(self, open_session: Any = None) -> dict[str, Any]:
-        """The golden rows x levels x providers; see ``EdgeModel.self_test``.
-
-        Raises:
-            ModelLoadError: no golden set, or one that does not fit the model.
-        """
-        try:
-            return super().self_test(open_session)
-        except EdgeError as exc:
-            raise _typed(exc) from None
-
-    def placement(self) -> dict[str, dict[str, int]] | None:
-        """Nodes per provider; see ``EdgeModel.placement`` (errors typed)."""
-        try:
-            return super().placement()
-        except EdgeError as exc:
-            raise _typed(exc) from None
+    # The core's methods with onnxedge's typed errors (docstrings are the core's).
+    check_probabilities = _typed_errors(EdgeModel.check_probabilities)
+    self_test = _typed_errors(EdgeModel.self_test)
+    placement = _typed_errors(EdgeModel.placement)
 
     def describe(self) -> dict[str, Any]:
         """Everything ``onnxedge info`` shows, as JSON-ready data: the file, signature,
@@ -375,27 +358,17 @@ class Predictor(EdgeModel):
             "threads": self.threads,
             "graph_optimization_level": self.graph_optimization_level,
             "onnxedge": {
-                "task": contract.task,
-                "head": contract.head,
-                "threshold": contract.threshold,
-                "class_names": contract.class_names,
-                "num_features": contract.num_features,
-                "feature_names": contract.feature_names,
-                "variant": contract.variant,
+                **{key: getattr(contract, key) for key in _CONTRACT_KEYS},
                 **contract.extra,
             },
             "missing_metadata": list(contract.missing),
-            "other_metadata": {
-                k: v for k, v in self.metadata.items() if not k.startswith("onnxedge.")
-            },
+            "other_metadata": {k: v for k, v in self.metadata.items() if k[:9] != "onnxedge."},
             "warnings": list(self.warnings),
         }
 
     def __repr__(self) -> str:
-        return (
-            f"Predictor({self.label!r}, provider={self.provider!r}, "
-            f"features={self.num_features}, classes={self.num_classes})"
-        )
+        shape = f"features={self.num_features}, classes={self.num_classes}"
+        return f"Predictor({self.label!r}, provider={self.provider!r}, {shape})"
 
 
 @functools.lru_cache(maxsize=1)
@@ -420,13 +393,10 @@ def _check_batch_size(batch_size: Any) -> int:
 
 
 def _check_level(level: str) -> str:
-    value = str(level).strip().lower()
-    if value not in OPTIMIZATION_LEVELS:
-        raise InputValueError(
-            f"graph_optimization_level must be one of {', '.join(OPTIMIZATION_LEVELS)}; "
-            f"got {level!r}"
-        )
-    return value
+    if (value := str(level).strip().lower()) in OPTIMIZATION_LEVELS:
+        return value
+    levels = ", ".join(OPTIMIZATION_LEVELS)
+    raise InputValueError(f"graph_optimization_level must be one of {levels}; got {level!r}")
 
 
 def _open_model_source(
@@ -434,15 +404,11 @@ def _open_model_source(
 ) -> tuple[str | bytes, str, ModelFileInfo]:
     """Check a model before onnxruntime opens it; return what to pass to the session."""
     if isinstance(model, bytes | bytearray | memoryview):
-        data = bytes(model)
-        info = inspect_model(data)
-        check_external_data(info, None, "<bytes>")
+        check_external_data(info := inspect_model(data := bytes(model)), None, "<bytes>")
         return data, "<bytes>", info
     if not isinstance(model, str | os.PathLike):
         raise ModelLoadError(f"model must be a path or bytes; got {type(model).__name__}")
-    path = Path(model)
-    info = inspect_model(path)
-    check_external_data(info, path.parent, str(path))
+    check_external_data(info := inspect_model(path := Path(model)), path.parent, str(path))
     # The path, not its bytes: onnxruntime then reads external data relative to it.
     return str(path), str(path), info
 
