@@ -4,7 +4,8 @@ Prints the onnxruntime version, the onnxruntime distributions installed (two at 
 is reported: they overwrite each other) and the providers this onnxruntime offers.
 Where ``CUDAExecutionProvider`` is offered, it scores ``digits.onnx`` and
 ``breast-cancer.onnx`` from the artifacts folder (``make export`` writes them) on
-CUDA (strict: the session must really get CUDA) and on the CPU, at batch sizes 1, 7
+CUDA (strict: the session must get CUDA and run its Gemm / MatMul / Conv nodes there;
+the nodes per provider are printed) and on the CPU, at batch sizes 1, 7
 and all rows, and compares: labels equal, max |p_cuda - p_cpu| <=
 ``PROVIDER_PROBABILITY_ATOL``. Rows are the models' own datasets when scikit-learn is
 installed, else rows drawn around each model's normalization mean (seeded).
@@ -60,6 +61,8 @@ def _compare(path: Path, rows: int, atol: float, provider: str) -> list[str]:
     cpu = Predictor(path, provider="cpu")
     gpu = Predictor(path, provider=provider)
     print(f"  sessions: {provider} {gpu.providers}, cpu {cpu.providers}")
+    # cuda is strict: Predictor refused the session had Gemm / MatMul / Conv left the GPU
+    print(f"  placement: {provider} {gpu.placement()}")
     if cpu.num_features is None:
         raise OnnxEdgeError(f"{path}: the model does not say how many features it takes")
     x, source = _rows(path.stem, cpu.num_features, cpu.contract.extra.get("normalization"), rows)

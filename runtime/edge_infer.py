@@ -162,11 +162,7 @@ class ModelScan:
 
 
 def scan_model(buf: Any, label: str) -> ModelScan:
-    """Walk a model's bytes as protobuf's parser would.
-
-    Raises:
-        EdgeError: empty, not well-formed ONNX protobuf, no graph, or nested too deep.
-    """
+    """Walk a model's bytes as protobuf's parser would (EdgeError: not valid ONNX)."""
     scan = ModelScan(len(buf))
     problem = None
     with memoryview(buf) as view:
@@ -343,11 +339,7 @@ def _read_class_labels(buf: memoryview, kept: _Kept, scan: ModelScan) -> None:
 
 
 def read_model_file(path: str, label: str) -> ModelScan:
-    """Stat, map and walk the model file at ``path`` (never opening a FIFO or device).
-
-    Raises:
-        EdgeError: missing, not a regular file, unreadable, or not a valid model.
-    """
+    """Stat, map and walk the model file at ``path`` (never opening a FIFO or device)."""
     try:
         info = os.stat(path)
         if stat.S_ISDIR(info.st_mode):
@@ -370,15 +362,9 @@ def read_model_file(path: str, label: str) -> ModelScan:
 def check_external_data(
     external: list[tuple[str, dict[str, str]]], folder: str | None, label: str
 ) -> None:
-    """Refuse external data a model may not read, before anything is opened.
-
-    Each location must be relative, name no marker (``_ORT_MEM_ADDR_`` reads process
-    memory), and resolve (links followed) inside ``folder`` to a regular file holding its
-    offset + length. A model given as bytes (``folder`` None) may have none.
-
-    Raises:
-        EdgeError: the first tensor that breaks a rule, named with its location.
-    """
+    """Refuse external data a model may not read, before anything opens: each location must
+    be relative, name no marker (``_ORT_MEM_ADDR_`` reads memory) and resolve inside
+    ``folder`` to a regular file holding its bytes; a model given as bytes may have none."""
     if not external:
         return
     if folder is None:
@@ -390,53 +376,43 @@ def check_external_data(
         )
     root = os.path.realpath(folder)
     for tensor, entries in external:
-        location = entries.get("location", "")
-        where = f"refusing model {label}: tensor {tensor!r} reads external data from"
-        parts = location.replace("\\", "/").split("/")
-        if not location or "\x00" in location or any(p.startswith(("_ORT_", "*")) for p in parts):
-            raise EdgeError(
-                f"refusing model {label}: tensor {tensor!r} has an invalid external data "
-                f"location {location!r}"
-            )
-        if os.path.isabs(location) or location.startswith(("/", "\\")) or location[1:2] == ":":
-            raise EdgeError(
-                f"{where} absolute path {location!r}; external data must lie in the model's folder"
-            )
-        target = os.path.realpath(os.path.join(root, location))
-        if os.path.commonpath([root, target]) != root:
-            raise EdgeError(
-                f"{where} {location!r}, which resolves to {target!r} outside the model's folder "
-                f"{root!r}"
-            )
-        try:
-            info = os.stat(target)
-        except OSError:
-            raise EdgeError(f"{where} {location!r}, which does not exist") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise EdgeError(f"{where} {location!r}, which is not a regular file")
-        try:
-            offset = int(entries.get("offset", "0"))
-            length = int(entries["length"]) if "length" in entries else info.st_size - offset
-        except ValueError:
-            raise EdgeError(
-                f"{where} {location!r} at an offset or length that is not a number"
-            ) from None
-        if offset < 0 or length < 0 or offset + length > info.st_size:
-            raise EdgeError(
-                f"{where} {location!r} at bytes {offset}..{offset + length}, past the end of the "
-                f"file ({info.st_size} bytes)"
-            )
+        problem = _external_problem(root, entries.get("location", ""), entries)
+        if problem:
+            raise EdgeError(f"refusing model {label}: tensor {tensor!r} {problem}")
+
+
+def _external_problem(root: str, location: str, entries: dict[str, str]) -> str | None:
+    where = f"reads external data from {location!r}"
+    parts = location.replace("\\", "/").split("/")
+    if not location or "\x00" in location or any(p.startswith(("_ORT_", "*")) for p in parts):
+        return f"has an invalid external data location {location!r}"
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or location[1:2] == ":":
+        return f"reads external data from absolute path {location!r}; external data must lie in the model's folder"
+    target = os.path.realpath(os.path.join(root, location))
+    if os.path.commonpath([root, target]) != root:
+        return f"{where}, which resolves to {target!r} outside the model's folder {root!r}"
+    try:
+        info = os.stat(target)
+    except OSError:
+        return f"{where}, which does not exist"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{where}, which is not a regular file"
+    try:
+        offset = int(entries.get("offset", "0"))
+        length = int(entries["length"]) if "length" in entries else info.st_size - offset
+    except ValueError:
+        return f"{where} at an offset or length that is not a number"
+    if offset < 0 or length < 0 or offset + length > info.st_size:
+        end = f"past the end of the file ({info.st_size} bytes)"
+        return f"{where} at bytes {offset}..{offset + length}, {end}"
+    return None
 
 
 # --- providers and the session --------------------------------------------------------
 
 
 def normalize_request(requested: Any) -> str:
-    """``auto``, ``cpu`` or ``cuda`` from any case (or a full provider name).
-
-    Raises:
-        EdgeError: (``provider``) any other value.
-    """
+    """``auto``, ``cpu`` or ``cuda`` from any case or a full provider name."""
     value = requested.strip().lower() if isinstance(requested, str) else None
     value = {CPU.lower(): "cpu", CUDA.lower(): "cuda"}.get(value or "", value)
     if value not in REQUESTS:
@@ -452,15 +428,8 @@ def local_providers(available: Iterable[str]) -> list[str]:
 def choose_providers(
     requested: str, available: Iterable[str], device_id: int = 0, options: Any = None
 ) -> list[tuple[str, dict[str, Any]]]:
-    """The ``providers=`` list for a request; the CPU comes last (or alone for ``cpu``).
-
-    Args:
-        available: ``onnxruntime.get_available_providers()`` (a test fakes it).
-        options: extra options for CUDA (for the CPU when ``cpu`` is asked).
-
-    Raises:
-        EdgeError: (``provider``) ``cuda`` is not offered, bad request or device id.
-    """
+    """The ``providers=`` list for a request, the CPU last (``available``: what onnxruntime
+    offers, faked by tests; ``options``: for CUDA, or the CPU when ``cpu`` is asked)."""
     request, available = normalize_request(requested), list(available)
     if request == "cpu":
         return [(CPU, dict(options or {}))]
@@ -475,11 +444,7 @@ def choose_providers(
 
 
 def check_session_providers(requested: str, resolved: Any, got: Sequence[str]) -> str | None:
-    """None when the session got its first choice, else a note for ``auto``.
-
-    Raises:
-        EdgeError: (``provider``) ``cuda`` asked and the session does not hold it.
-    """
+    """None when the session got its first choice; a note for ``auto``; strict ``cuda``."""
     first = resolved[0][0] if resolved else CPU
     if first in got:
         return None
@@ -494,12 +459,8 @@ def check_session_providers(requested: str, resolved: Any, got: Sequence[str]) -
 
 
 def count_placement(events: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Nodes per provider in an onnxruntime profile (the JSON ``end_profiling()`` wrote).
-
-    Returns:
-        ``{"nodes": {provider: n}, "compute": {provider: n}}``; ``compute`` counts the
-        nodes whose op type holds one of :data:`COMPUTE_OPS`.
-    """
+    """``{"nodes": {provider: n}, "compute": {provider: n}}`` from an onnxruntime profile
+    (``end_profiling()``'s JSON); ``compute`` counts the :data:`COMPUTE_OPS` nodes."""
     seen = {}
     for event in events:
         args = event.get("args") or {}
@@ -510,11 +471,7 @@ def count_placement(events: Iterable[dict[str, Any]]) -> dict[str, dict[str, int
 
 
 def check_placement(placement: dict[str, dict[str, int]], provider: str) -> None:
-    """Refuse a placement whose compute nodes do not all run on ``provider``.
-
-    Raises:
-        EdgeError: (``provider``) with the counts.
-    """
+    """Refuse a placement whose compute nodes do not all run on ``provider``."""
     compute = placement["compute"]
     total, off = sum(compute.values()), sum(n for p, n in compute.items() if p != provider)
     if off:
@@ -526,12 +483,8 @@ def check_placement(placement: dict[str, dict[str, int]], provider: str) -> None
 
 
 def create_session(source: str | bytes, options: Any, providers: list[Any], label: str) -> Any:
-    """``onnxruntime.InferenceSession`` for a checked model, with one-line errors; the
-    model's own session settings are not applied and onnxruntime may not fall back.
-
-    Raises:
-        EdgeError: onnxruntime cannot load the model.
-    """
+    """``InferenceSession`` for a checked model with one-line errors; the model's own
+    session settings are not applied and onnxruntime may not fall back."""
     import onnxruntime as ort
 
     try:
@@ -578,11 +531,7 @@ def ort_level(name: str) -> Any:
 def load_session(
     path: str, provider: str = "auto", threads: int | None = None, *, scan: ModelScan | None = None
 ) -> Any:
-    """Check the model file at ``path``, then open it (``provider``: auto, cpu, cuda).
-
-    Raises:
-        EdgeError: missing / invalid / unsafe model, or ``cuda`` unavailable.
-    """
+    """Check the model file at ``path``, then open it (``provider``: auto, cpu, cuda)."""
     import onnxruntime as ort
 
     scan = scan or read_model_file(path, path)
@@ -602,20 +551,14 @@ class EdgeModel:
 
     Args:
         session_or_path: an ``onnxruntime.InferenceSession`` or a model path.
-        provider: ``auto``, ``cpu`` or ``cuda`` (strict: compute nodes placed on the CPU
-            are refused too; for a session, what was asked).
-        threads: for a path: intra-op threads.
-        label, scan: how messages name the model; what :func:`scan_model` found.
+        provider: ``auto``, ``cpu`` or ``cuda`` (strict, also on where compute nodes run).
+        threads, label, scan: intra-op threads; the model's name in messages; its scan.
         source: the model's path or bytes, for the sessions :meth:`reopen` makes.
         require_probabilities: False keeps the refusal in ``refusal`` (scoring raises it).
         reject_nonfinite: refuse NaN / Inf inputs.
 
-    Attributes ``input_shape`` (one row's, ``(64,)`` / ``(1, 8, 8)``) and ``num_features``
-    are None when unknown; ``notes`` says what was assumed.
-
-    Raises:
-        EdgeError: the model cannot be opened, is not a single-input classifier, its
-            outputs are not known to hold probabilities, or ``cuda`` is not kept.
+    ``input_shape`` (one row's) and ``num_features`` are None when unknown; ``notes``
+    says what was assumed.
     """
 
     #: appended to the NaN / Inf refusal (onnxedge names its option there).
@@ -828,11 +771,7 @@ class EdgeModel:
         )
 
     def check_probabilities(self, probs: np.ndarray) -> None:
-        """Back the output rule up on a batch: finite values in [0, 1], rows summing to 1.
-
-        Raises:
-            EdgeError: the values are not probabilities (or the model was refused).
-        """
+        """Back the output rule up on a batch: finite, in [0, 1], rows summing to 1."""
         if self.refusal is not None:
             raise EdgeError(self.refusal)
         rows = probs.reshape(probs.shape[0], -1) if probs.ndim != 2 else probs
@@ -864,12 +803,8 @@ class EdgeModel:
         self._checked = True
 
     def check(self, x: Any) -> np.ndarray:
-        """``x`` (``(n, *input_shape)``, ``(n, features)`` or one row; any numeric dtype) as a
-        C-contiguous ``(n, *input_shape)`` array of the model's input type.
-
-        Raises:
-            EdgeError: not numeric, a shape the model does not take, or NaN / Inf.
-        """
+        """``x`` (``(n, *input_shape)``, ``(n, features)`` or one row, numbers) as a
+        C-contiguous ``(n, *input_shape)`` array of the input type; NaN / Inf refused."""
         arr = x if type(x) is np.ndarray else self._asarray(x)
         if arr.dtype != self.input_dtype:
             if arr.dtype.kind not in "biuf":
@@ -992,12 +927,8 @@ class EdgeModel:
         return probs, labels
 
     def score(self, x: Any, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Score rows (``batch_size`` per run, default all); return ``(labels, probabilities)``,
-        ``(n,)`` int64 and ``(n, C)`` float32 (binary: ``[1 - p, p]``).
-
-        Raises:
-            EdgeError: bad input, outputs that are not probabilities, or a failed run.
-        """
+        """Score rows (``batch_size`` per run, default all): ``(labels, probabilities)``,
+        ``(n,)`` int64 and ``(n, C)`` float32 (binary: ``[1 - p, p]``)."""
         arr = self.check(x)
         raw = self.run_batches(arr, self.fetch, batch_size or max(1, arr.shape[0]))
         if not self._checked:
@@ -1006,13 +937,8 @@ class EdgeModel:
         return labels, per_class(probs)
 
     def placement(self) -> dict[str, dict[str, int]] | None:
-        """Nodes per provider (:func:`count_placement`) from one profiled run of a row of
-        zeros on a copy of this session, made once on request; None when the row shape is
-        unknown.
-
-        Raises:
-            EdgeError: the copy cannot be opened or run.
-        """
+        """Nodes per provider (:func:`count_placement`) from one profiled run of zeros on a
+        copy of this session, made once on request; None when the row shape is unknown."""
         if self._placement is None and self.input_shape is not None:
             import shutil
             import tempfile
@@ -1030,12 +956,8 @@ class EdgeModel:
     def reopen(
         self, provider: str | None = None, level: str | None = None, profile: str = ""
     ) -> Any:
-        """A new session on this model with this session's options, on ``provider`` (CPU or
-        CUDA; default this session's) at ``level``, profiled to ``profile`` when given.
-
-        Raises:
-            EdgeError: a bare session was given (no source), or the new one cannot open.
-        """
+        """A new session with this one's options on ``provider`` (CPU / CUDA; default this
+        one's) at ``level``, profiled to ``profile`` when given; needs ``source``."""
         if self.source is None:
             raise EdgeError(f"{self.label}: a second session needs the model's path or bytes")
         options = self.session.get_session_options()
@@ -1055,22 +977,15 @@ class EdgeModel:
         return session
 
     def self_test(self, open_session: Callable[[str, str], Any] | None = None) -> dict[str, Any]:
-        """Run the golden rows (metadata ``onnxedge.golden``) on this session, then on a new
-        one per available provider (CPU, CUDA) x :data:`OPTIMIZATION_LEVELS`, each against
-        the outputs recorded at export under the recorded tolerances.
+        """Run the golden rows (``onnxedge.golden``) on this session, then on a new one per
+        provider here (CPU, CUDA) x :data:`OPTIMIZATION_LEVELS`, against the outputs and
+        tolerances recorded at export. ``open_session(provider, level)`` replaces
+        :meth:`reopen` (tests inject one).
 
-        Args:
-            open_session: ``(provider, level) -> session`` for the matrix (default
-                :meth:`reopen`; a test injects one).
-
-        Returns:
-            A JSON-ready report: ``passed``, ``rows``, ``max_abs_error`` and ``tolerances``
-            per output, ``labels_agreeing``, where it ran (``machine``, ``platform``,
-            ``python``, ``onnxruntime``, ``provider``), ``matrix`` (the same figures per
-            provider and level) and ``failed`` (``"provider level"`` of each failure).
-
-        Raises:
-            EdgeError: no golden set, or one that does not fit the model.
+        Returns a JSON-ready report: ``passed``, ``rows``, ``max_abs_error`` and
+        ``tolerances``, ``labels_agreeing``, where it ran (``machine``, ``platform``,
+        ``python``, ``onnxruntime``, ``provider``), ``matrix`` (those figures per provider
+        and level) and ``failed`` (``"provider level"`` per failure).
         """
         import platform
 
@@ -1180,11 +1095,7 @@ class EdgeModel:
 def score(
     session_or_path: Any, x: Any, batch_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Score ``x`` with a session or model path; return ``(labels, probabilities)``.
-
-    Raises:
-        EdgeError: bad model or bad input.
-    """
+    """Score ``x`` with a session or model path; return ``(labels, probabilities)``."""
     return EdgeModel(session_or_path).score(x, batch_size)
 
 
@@ -1222,16 +1133,8 @@ def _is_number(cell: str) -> bool:
 def read_csv_batches(
     lines: Iterable[str], source: str, model: EdgeModel, batch_size: int, header: str = "auto"
 ) -> Iterator[np.ndarray]:
-    """Yield float64 arrays of up to ``batch_size`` rows from CSV text.
-
-    Args:
-        header: ``auto`` (the first row is a header when none of its cells is a
-            number, data when all are; a mix is an error), ``yes`` or ``no``.
-
-    Raises:
-        EdgeError: a row with the wrong number of values or a cell that is not a number
-            (naming the line and column), or a header without the model's features.
-    """
+    """Float64 batches of up to ``batch_size`` rows from CSV text (``header``: ``auto``,
+    a first row without numbers; ``yes`` / ``no``); bad cells are named by line, column."""
     import csv
 
     reader = csv.reader(lines)
@@ -1322,14 +1225,7 @@ def input_batches(
     stdin: IO[str] | None = None,
     header: str = "auto",
 ) -> Iterator[np.ndarray]:
-    """Yield batches of rows from ``source`` (``.npy``, ``.csv`` or ``-`` for stdin).
-
-    A ``.npy`` file keeps its shape (``(n, *input_shape)``, ``(n, features)`` or one
-    row); CSV rows are a row's values flattened.
-
-    Raises:
-        EdgeError: unknown suffix, unreadable file, or bad rows.
-    """
+    """Batches of rows from a ``.npy`` (its shape kept), ``.csv`` or ``-`` (stdin)."""
     if source == "-":
         stream = stdin if stdin is not None else sys.stdin
         yield from read_csv_batches(stream, "<stdin>", model, batch_size or 1, header)

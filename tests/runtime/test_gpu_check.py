@@ -48,6 +48,7 @@ def test_comparison_machinery_on_the_cpu(
     out = capsys.readouterr().out
     assert out.count("labels differ on 0/50 rows") == 6  # 2 models x 3 batch sizes
     assert "synthetic rows around the normalization mean" in out  # the toy models' widths
+    assert out.count("placement: cpu {'nodes': {'CPUExecutionProvider': ") == 2
     assert out.rstrip().endswith(
         f"(labels equal, probabilities within {PROVIDER_PROBABILITY_ATOL:g})"
     )
