@@ -387,7 +387,8 @@ def _external_problem(root: str, location: str, entries: dict[str, str]) -> str 
     if not location or "\x00" in location or any(p.startswith(("_ORT_", "*")) for p in parts):
         return f"has an invalid external data location {location!r}"
     if os.path.isabs(location) or location.startswith(("/", "\\")) or location[1:2] == ":":
-        return f"reads external data from absolute path {location!r}; external data must lie in the model's folder"
+        inside = "external data must lie in the model's folder"
+        return f"reads external data from absolute path {location!r}; {inside}"
     target = os.path.realpath(os.path.join(root, location))
     if os.path.commonpath([root, target]) != root:
         return f"{where}, which resolves to {target!r} outside the model's folder {root!r}"
