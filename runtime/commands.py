@@ -35,24 +35,23 @@ _BUNDLE_EPILOG = (
     "  onnxedge bundle artifacts/breast-cancer.onnx -o deploy/bc --overwrite\n"
     "\b\n"
     "The folder holds the model, edge_infer.py (stdlib + numpy + onnxruntime only),\n"
-    "requirements.txt, a README with the exact commands, sample.csv and\n"
-    "sample_expected.txt. Copy it to the device and follow the README."
+    "requirements.txt, a README, sample.csv, sample_expected.txt and selftest.json.\n"
+    "Copy it to the device and follow the README."
 )
+
+
+_PATH = click.Path(path_type=Path)
 
 
 @click.command("info", epilog=_INFO_EPILOG)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option(
-    "--self-test",
-    is_flag=True,
-    help="Run the model's golden rows on this machine's onnxruntime (exit 1 on a mismatch).",
-)
+@click.option("--self-test", is_flag=True, help="Golden rows x levels x providers (exit 1: fail).")
 @click.option(
     "--provider",
     default="cpu",
     type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False),
-    help="Session to describe (cuda: strict, compute nodes on CUDA); default cpu.",
+    help="Session to describe (cuda: strict, compute nodes on CUDA).",
 )
 def info(model: Path, as_json: bool, self_test: bool, provider: str) -> None:
     """Describe an ONNX model: signature, opsets, providers and onnxedge metadata."""
@@ -69,30 +68,17 @@ def info(model: Path, as_json: bool, self_test: bool, provider: str) -> None:
         from onnxedge.runtime.edge_infer import format_self_test
 
         report = predictor.self_test()
-        if as_json:
-            echo_json(report, indent=2)
-        else:
-            click.echo(format_self_test(report))
+        echo_json(report, indent=2) if as_json else click.echo(format_self_test(report))
         if not report["passed"]:
             raise OnnxEdgeError(f"self-test failed on {model}")
         return
     described = predictor.describe()
-    if as_json:
-        click.echo(json.dumps(described, indent=2, default=str))
-    else:
-        click.echo(format_info(described))
+    click.echo(json.dumps(described, indent=2, default=str) if as_json else format_info(described))
 
 
 @click.command("bundle", epilog=_BUNDLE_EPILOG)
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder to create.",
-)
+@click.option("-o", "--output", "out_dir", required=True, type=_PATH, help="Folder to create.")
 @click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
 def bundle(model: Path, out_dir: Path, overwrite: bool) -> None:
     """Write a deploy folder: model, edge script, requirements and README."""
@@ -151,18 +137,10 @@ def format_info(described: dict[str, Any]) -> str:
     distributions = ", ".join(ort_info["distributions"]) or "none found"
     rows.append(("onnxruntime", f"{ort_info['version']} (installed as: {distributions})"))
     rows.append(("providers", ", ".join(described["available_providers"])))
-    placement = described.get("placement")
-    if placement:
-        compute = placement["compute"]
-        rows.append(
-            (
-                "placement",
-                "; ".join(
-                    f"{name} {count} nodes ({compute.get(name, 0)} Gemm/MatMul/Conv)"
-                    for name, count in placement["nodes"].items()
-                ),
-            )
-        )
+    if placement := described.get("placement"):
+        counts = [(p, n, placement["compute"].get(p, 0)) for p, n in placement["nodes"].items()]
+        text = "; ".join(f"{p} {n} nodes ({c} Gemm/MatMul/Conv)" for p, n, c in counts)
+        rows.append(("placement", text))
     shown = {"task", "head", "class_names", "feature_names", "threshold", "variant", "num_features"}
     extra = {key: value for key, value in meta.items() if key not in shown}
     for index, (key, value) in enumerate(sorted(extra.items())):
