@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import onnxruntime as ort
+import pytest
 from click.testing import CliRunner
 from onnxedge.runtime.cli import cli
 
@@ -70,6 +71,17 @@ def test_info_bad_model_is_one_line_error(tmp_path: Path) -> None:
     missing = tmp_path / "missing.onnx"
     result = CliRunner().invoke(cli, ["info", str(missing)])
     assert (result.exit_code, result.output) == (1, f"Error: model file not found: {missing}\n")
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="needs a machine without CUDA"
+)
+def test_info_provider_cuda_without_cuda_is_one_line_error(multiclass: ModelCase) -> None:
+    result = CliRunner().invoke(cli, ["info", str(multiclass.path), "--provider", "cuda"])
+    assert (result.exit_code, result.output) == (
+        1,
+        "Error: CUDAExecutionProvider requested; available: CPUExecutionProvider\n",
+    )
 
 
 def test_bundle_command(multiclass: ModelCase, tmp_path: Path) -> None:
