@@ -304,13 +304,8 @@ def _entries(buf: memoryview, kept: _Kept, number: int) -> list[tuple[str, _Fiel
     out = []
     for wire, a, b in kept.get(number, []):
         fields = {n: (w, x, y) for n, w, x, y in _fields(buf, a, b)} if wire == 2 else {}
-        first, second = fields.get(1), fields.get(2)
-        out.append(
-            (
-                _text(buf, first[1], first[2]) if first and first[0] == 2 else "",
-                second if second is not None else (0, 0, 0),
-            )
-        )
+        first, second = fields.get(1, (0, 0, 0)), fields.get(2, (0, 0, 0))
+        out.append((_text(buf, first[1], first[2]) if first[0] == 2 else "", second))
     return out
 
 
@@ -750,12 +745,10 @@ class EdgeModel:
         self.prob_columns: int | None = 1 if len(shape) == 1 else columns
         names = _json_list(self.metadata.get("onnxedge.class_names"))
         names = [str(n) for n in names] if names is not None else None
-        if names is None and self.scan is not None:
-            names = self.scan.class_labels
+        names = names if names is not None or self.scan is None else self.scan.class_labels
         cols = self.prob_columns
         self.num_classes: int | None = (2 if cols == 1 else cols) if cols else None
-        if self.num_classes is None and names is not None:
-            self.num_classes = len(names)
+        self.num_classes = self.num_classes or (len(names) if names is not None else None)
         if names is not None and len(names) != self.num_classes:
             self.notes.append(
                 f"metadata names {len(names)} classes but the model computes {self.num_classes}; "
