@@ -471,6 +471,8 @@ def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, lis
             source.close()
             if source.blank:
                 raise DataError(f"{path}: empty file (no header row)") from None
+            if source.eof and "Empty CSV file" in str(exc):  # no newline after the header
+                raise DataError(f"{path}: header only, no data rows") from None
             grow = "straddl" in str(exc) or "Empty CSV file" in str(exc)
             if not grow or source.eof or block >= _MAX_BLOCK_BYTES:
                 raise _csv_error(path, exc, source, 2) from None
