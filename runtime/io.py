@@ -547,6 +547,7 @@ class CsvReader(InputReader):
         record, row = 2, 0  # the next record's number (the header is 1) and data row
         line = 2 + sum(name.count("\n") for name in self._raw_names)  # the next record's line
         pending: list[Any] = []
+        last = line
         try:
             while True:
                 try:
@@ -584,7 +585,7 @@ class CsvReader(InputReader):
                 else:
                     table = table.filter(pa.array(keep[~is_bad])).select(wanted)
                 yield from self._chunks(table, rows[keep], lines[keep], rejected, batch_rows)
-                last = int(lines[-1]) if len(lines) else line - 1
+                last = int(lines[-1]) if len(lines) else last  # where the last record starts
                 line += stop - record + int(newlines.sum())
                 row, record = row + int((~blank).sum()), stop
                 if done:
