@@ -142,25 +142,18 @@ class Dataset:
         """
         index, n, what = np.asarray(indices), self.num_rows, self.name
         index = index.astype(np.int64) if index.size == 0 else index
-        if index.ndim != 1:
-            raise DataError(f"dataset {what!r}: subset indices must be 1-D, got {index.shape}")
-        if index.dtype == np.bool_ and index.shape[0] != n:
-            raise DataError(
-                f"dataset {what!r}: boolean mask has {index.shape[0]} entries for {n} rows"
-            )
-        if index.dtype != np.bool_ and not np.issubdtype(index.dtype, np.integer):
-            raise DataError(
-                f"dataset {what!r}: subset indices must be integers or a boolean mask, "
-                f"got dtype {index.dtype}"
-            )
-        if index.dtype != np.bool_ and index.size and (index.min() < -n or index.max() >= n):
+        if index.dtype.kind in "iu" and index.size and (index.min() < -n or index.max() >= n):
             raise DataError(
                 f"dataset {what!r}: subset index out of range for {n} rows "
                 f"(got {index.min()}..{index.max()})"
             )
+        try:
+            features, labels = self.features[index], self.labels[index]
+        except IndexError as exc:  # a mask of another length, indices of another kind
+            raise DataError(f"dataset {what!r}: subset indices: {exc}") from None
         return Dataset(
-            self.features[index],
-            self.labels[index],
+            features,
+            labels,
             list(self.class_names),
             list(self.feature_names),
             what,
@@ -463,17 +456,19 @@ def _parse_cells(path: Path, cells: list[str], locate: Callable[[int], str]) -> 
 # --- NPY / NPZ (through the runtime's numpy.load) ----------------------------------------
 
 
-def _from_arrays(
-    path: Path, x: np.ndarray, y: np.ndarray, what: tuple[str, str, str], locate: Locate
-) -> Dataset:
-    """A Dataset of feature rows ``x`` and raw labels ``y``; ``what`` names the array, the
-    label column and the row for messages."""
-    array, label, row = what
+def _numeric(path: Path, what: str, x: np.ndarray) -> None:
     if x.dtype.kind not in "biuf":
         raise DataError(
-            f"{path}: {array} has dtype {x.dtype}; features must be real numbers "
+            f"{path}: {what} has dtype {x.dtype}; features must be real numbers "
             "(bool, int or float)"
         )
+
+
+def _from_arrays(
+    path: Path, x: np.ndarray, y: Any, label: str, row: str, locate: Locate
+) -> Dataset:
+    """A Dataset of feature rows ``x`` and raw labels ``y`` (``label`` and ``row`` name the
+    labels and their rows in messages)."""
     features = _finite_float32(path, np.asarray(x, dtype=np.float64), locate)
     labels, class_names = _encode_labels(path, label, y, lambda i: f"{row}{i} (0-based)")
     names = [f"feature_{k}" for k in range(x.shape[1])]
@@ -489,10 +484,11 @@ def _load_npy(path: Path, label_column: str | int | None) -> Dataset:
             f"{path}: expected a 2-D array (rows, columns) with the label in one column, "
             f"got shape {array.shape}"
         )
+    _numeric(path, "the array", array)
     rows, cols = array.shape
-    if array.dtype.kind in "biuf" and rows == 0:
+    if rows == 0:
         raise DataError(f"{path}: no rows (shape {array.shape})")
-    if array.dtype.kind in "biuf" and cols < 2:
+    if cols < 2:
         raise DataError(
             f"{path}: {cols} column(s); need at least one feature column and the label column"
         )
@@ -504,13 +500,14 @@ def _load_npy(path: Path, label_column: str | int | None) -> Dataset:
         )
     if not -cols <= index < cols:
         raise DataError(f"{path}: label column index {index} is out of range for {cols} columns")
-    feature_at = [j for j in range(cols) if j != index % cols]
+    at = [j for j in range(cols) if j != index % cols]
     return _from_arrays(
         path,
-        array[:, feature_at],
+        array[:, at],
         array[:, index % cols],
-        ("the array", f"index {index % cols}", "row "),
-        lambda i, j: f"row {i} (0-based), column {feature_at[j]}",
+        f"index {index % cols}",
+        "row ",
+        lambda i, j: f"row {i} (0-based), column {at[j]}",
     )
 
 
@@ -527,20 +524,21 @@ def _load_npz(path: Path) -> Dataset:
                 f"(rows, features) and 'y' (rows,); arrays there: {', '.join(map(repr, keys))}"
             )
         try:
-            X, y = archive["X"], archive["y"]
+            x, y = archive["X"], archive["y"]
         except ValueError as exc:
             raise DataError(f"{path}: cannot load: {exc} (object arrays are refused)") from None
-    if X.ndim != 2:
-        raise DataError(f"{path}: 'X' must be 2-D (rows, features), got shape {X.shape}")
-    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+    if x.ndim != 2:
+        raise DataError(f"{path}: 'X' must be 2-D (rows, features), got shape {x.shape}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise DataError(
-            f"{path}: 'y' must have shape ({X.shape[0]},) to match 'X' {X.shape}, got {y.shape}"
+            f"{path}: 'y' must have shape ({x.shape[0]},) to match 'X' {x.shape}, got {y.shape}"
         )
-    if X.dtype.kind in "biuf" and 0 in X.shape:
-        empty = "no rows" if X.shape[0] == 0 else "no feature columns"
-        raise DataError(f"{path}: {empty} ('X' has shape {X.shape})")
+    _numeric(path, "'X'", x)
+    if 0 in x.shape:
+        empty = "no rows" if x.shape[0] == 0 else "no feature columns"
+        raise DataError(f"{path}: {empty} ('X' has shape {x.shape})")
     return _from_arrays(
-        path, X, y, ("'X'", "'y'", "'y' row "), lambda i, j: f"'X' row {i} (0-based), column {j}"
+        path, x, y, "'y'", "'y' row ", lambda i, j: f"'X' row {i} (0-based), column {j}"
     )
 
 

@@ -454,7 +454,7 @@ def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, lis
     import pyarrow.csv as pacsv
 
     while True:
-        source, malformed = _Source(path), []
+        source, malformed = _Source(path), list[Any]()
         try:
             reader = pacsv.open_csv(
                 pa.PythonFile(source, mode="r"),
@@ -692,12 +692,16 @@ class JsonlReader(InputReader):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        line, _, first, reason = next(_jsonl_records(path), (0, "", None, None))
+        line, _, first, reason = next(_jsonl_records(path), (0, "", {}, None))
         if not line:
             raise DataError(f"{path}: empty file (no JSON records)")
         if reason is not None:
-            hint = "each line must be one object" if first else "the first record names the columns"
+            invalid = reason.startswith("invalid")
+            hint = (
+                "the first record names the columns" if invalid else "each line must be one object"
+            )
             raise DataError(f"{path}: line {line}: {reason}; {hint}")
+        assert isinstance(first, dict)
         self.columns = [str(key) for key in first]
         self.num_columns = len(self.columns)
         self.numeric_columns = [
