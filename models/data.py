@@ -1,15 +1,10 @@
-"""Datasets for training: bundled real data, MNIST-format IDX files, CSV / NPY / Parquet.
+"""Datasets for training: the bundled sklearn sets, IDX (MNIST) files, CSV / NPY / NPZ /
+Parquet files read through the runtime's reader layer (:mod:`onnxedge.runtime.io`).
 
-Every loader returns a :class:`Dataset`: C-contiguous float32 features ``(n, f)``, int64
-labels ``(n,)`` in ``0..C-1`` and the class names those indices stand for. Labels are
-mapped to ``0..C-1`` in sorted order whatever they were in the file (``{3, 7}`` becomes
-``{0, 1}`` with class names ``["3", "7"]``; strings are sorted the same way), so a
-model's label index always means ``class_names[index]``.
-
-Bad data raises :class:`~onnxedge.runtime.errors.DataError` with a one-line message
-that names the file and the place. Places in a CSV file are *line numbers* as an editor
-shows them (1-based, the header is line 1); places in NPY / NPZ / Parquet files are
-0-based row indices, and the message says so.
+Every loader returns a :class:`Dataset`. Labels become ``0..C-1`` in sorted order
+(``{3, 7}`` -> ``{0, 1}``, class names ``["3", "7"]``), so label ``k`` means
+``class_names[k]``. Bad data raises :class:`~onnxedge.runtime.errors.DataError` naming the
+file and the place: a CSV line (1-based, the header is line 1), else a 0-based row.
 """
 
 from __future__ import annotations
@@ -25,73 +20,38 @@ from typing import Any
 
 import numpy as np
 from onnxedge.runtime.errors import DataError
-from onnxedge.runtime.io import IDX_DTYPES
-
-__all__ = [
-    "BUNDLED",
-    "DEFAULT_LABEL_COLUMNS",
-    "SUPPORTED_SUFFIXES",
-    "Dataset",
-    "load_dataset",
-    "load_idx",
-    "read_idx",
-    "train_val_split",
-    "write_idx",
-]
+from onnxedge.runtime.io import IDX_DTYPES, load_numpy, open_input
+from onnxedge.runtime.io import read_idx as _read_idx_file
 
 #: Datasets that ship with scikit-learn and need no download.
 BUNDLED = ("digits", "breast-cancer")
-
 #: Label column names tried, in order, when a CSV / Parquet caller names none.
 DEFAULT_LABEL_COLUMNS = ("label", "target", "class")
-
-#: File name endings :func:`load_dataset` understands (matched case-insensitively).
+#: File name endings :func:`load_dataset` understands (case-insensitive).
 SUPPORTED_SUFFIXES = (
-    ".csv",
-    ".csv.gz",
-    ".npy",
-    ".npz",
-    ".parquet",
-    "-idx3-ubyte[.gz]",
-    ".idx3-ubyte[.gz]",
-    ".idx[.gz]",
+    *(".csv", ".csv.gz", ".npy", ".npz", ".parquet"),
+    *("-idx3-ubyte[.gz]", ".idx3-ubyte[.gz]", ".idx[.gz]"),
 )
-
 _IDX_IMAGE_ENDINGS = ("-idx3-ubyte", ".idx3-ubyte", ".idx")
 _IDX_LABEL_ENDINGS = ("-idx1-ubyte", ".idx1-ubyte")
-
-# IDX type byte -> big-endian numpy dtype (the format stores every number big-endian).
-# The IDX type codes: one table, the runtime reader's (write_idx writes the same codes).
-_IDX_DTYPES = IDX_DTYPES
-_IDX_IMAGES_MAGIC = 0x00000803  # uint8, 3-D: (n, rows, cols)
-_IDX_LABELS_MAGIC = 0x00000801  # uint8, 1-D: (n,)
-_GZIP_MAGIC = b"\x1f\x8b"
-
+_IDX_IMAGES_MAGIC, _IDX_LABELS_MAGIC = 0x00000803, 0x00000801
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-# (row, column) -> where that cell is, in the words of the file's own format.
-Locate = Callable[[int, int], str]
+Locate = Callable[[int, int], str]  # (row, column) -> where that cell is, for a message
 
 
 @dataclass
 class Dataset:
     """Features and integer labels of a classification dataset.
 
-    Construction checks shapes and coerces dtypes: features become C-contiguous float32,
-    labels int64.
-
     Attributes:
-        features: ``(n, f)`` float32, C-contiguous.
-        labels: ``(n,)`` int64, values in ``0..C-1``.
-        class_names: ``C`` names; ``class_names[k]`` is what label ``k`` stands for. For
-            string labels the original strings, sorted; for integer labels ``str(value)``.
-        feature_names: ``f`` names, one per feature column.
-        name: ``"digits"``, ``"breast-cancer"``, or the file name the data came from.
-        image_shape: ``(C, H, W)`` when each row is a flattened image (row-major), else
-            None.
-        pixel_scale: the factor that maps raw pixel values to ``[0, 1]`` (``1 / 16`` for
-            digits, ``1 / 255`` for IDX); the features stay raw, a run records the
-            scaling as its preprocessing. None for tabular data.
+        features: ``(n, f)`` float32, C-contiguous (coerced on construction).
+        labels: ``(n,)`` int64 in ``0..C-1``.
+        class_names: ``class_names[k]`` is what label ``k`` stands for.
+        feature_names: one per feature column.
+        name: ``"digits"``, ``"breast-cancer"``, or the file name.
+        image_shape: ``(C, H, W)`` when each row is a flattened image, else None.
+        pixel_scale: maps raw pixels to ``[0, 1]`` (a run records it as preprocessing).
 
     Raises:
         DataError: shapes disagree, features are not real numbers, labels are not
@@ -107,53 +67,47 @@ class Dataset:
     pixel_scale: float | None = None
 
     def __post_init__(self) -> None:
-        features = np.asarray(self.features)
-        labels = np.asarray(self.labels)
+        features, labels, what = np.asarray(self.features), np.asarray(self.labels), self.name
         if features.ndim != 2:
             raise DataError(
-                f"dataset {self.name!r}: features must be 2-D (rows, features), "
+                f"dataset {what!r}: features must be 2-D (rows, features), "
                 f"got shape {features.shape}"
             )
-        if not (np.issubdtype(features.dtype, np.number) or features.dtype == np.bool_) or (
-            np.issubdtype(features.dtype, np.complexfloating)
-        ):
+        if features.dtype.kind not in "biuf":
             raise DataError(
-                f"dataset {self.name!r}: features must be real numbers, got dtype {features.dtype}"
+                f"dataset {what!r}: features must be real numbers, got dtype {features.dtype}"
             )
         if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
             raise DataError(
-                f"dataset {self.name!r}: labels must have shape ({features.shape[0]},) to match "
+                f"dataset {what!r}: labels must have shape ({features.shape[0]},) to match "
                 f"the features, got {labels.shape}"
             )
         if not np.issubdtype(labels.dtype, np.integer):
             raise DataError(
-                f"dataset {self.name!r}: labels must be integer class indices, "
-                f"got dtype {labels.dtype}"
+                f"dataset {what!r}: labels must be integer class indices, got dtype {labels.dtype}"
             )
         self.class_names = [str(c) for c in self.class_names]
         self.feature_names = [str(f) for f in self.feature_names]
-        if len(self.class_names) < 2:
-            raise DataError(
-                f"dataset {self.name!r}: a classifier needs at least 2 classes, "
-                f"got {self.class_names}"
-            )
-        if len(set(self.class_names)) != len(self.class_names):
-            raise DataError(f"dataset {self.name!r}: class names repeat: {self.class_names}")
+        names = self.class_names
+        if len(names) < 2:
+            raise DataError(f"dataset {what!r}: a classifier needs at least 2 classes, got {names}")
+        if len(set(names)) != len(names):
+            raise DataError(f"dataset {what!r}: class names repeat: {names}")
         if len(self.feature_names) != features.shape[1]:
             raise DataError(
-                f"dataset {self.name!r}: {len(self.feature_names)} feature names for "
+                f"dataset {what!r}: {len(self.feature_names)} feature names for "
                 f"{features.shape[1]} feature columns"
             )
-        if labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+        if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
             raise DataError(
-                f"dataset {self.name!r}: labels must be in 0..{len(self.class_names) - 1}, "
+                f"dataset {what!r}: labels must be in 0..{len(names) - 1}, "
                 f"got values from {labels.min()} to {labels.max()}"
             )
         if self.image_shape is not None and (
             len(self.image_shape) != 3 or math.prod(self.image_shape) != features.shape[1]
         ):
             raise DataError(
-                f"dataset {self.name!r}: image shape {self.image_shape} is not (C, H, W) of "
+                f"dataset {what!r}: image shape {self.image_shape} is not (C, H, W) of "
                 f"{features.shape[1]} values"
             )
         self.features = np.ascontiguousarray(features, dtype=np.float32)
@@ -161,17 +115,17 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes ``C`` (``len(class_names)``), present in the rows or not."""
+        """``C``, present in the rows or not."""
         return len(self.class_names)
 
     @property
     def num_features(self) -> int:
-        """Number of feature columns ``f``."""
+        """``f``."""
         return int(self.features.shape[1])
 
     @property
     def num_rows(self) -> int:
-        """Number of rows ``n``."""
+        """``n``."""
         return int(self.features.shape[0])
 
     @property
@@ -180,51 +134,32 @@ class Dataset:
         return "binary" if self.num_classes == 2 else "multiclass"
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Dataset:
-        """Return the rows at ``indices`` as a new Dataset (a copy, same classes and names).
-
-        Args:
-            indices: 1-D integer row indices (negative ones count from the end) or a
-                boolean mask of length ``num_rows``.
+        """The rows at ``indices`` (integers, negative from the end, or a boolean mask) as a
+        new Dataset: a copy with the same classes and names.
 
         Raises:
             DataError: an index is out of range, or the mask has the wrong length.
         """
-        index = np.asarray(indices)
-        if index.size == 0:
-            index = index.astype(np.int64)
-        if index.ndim != 1:
-            raise DataError(f"dataset {self.name!r}: subset indices must be 1-D, got {index.shape}")
-        if index.dtype == np.bool_:
-            if index.shape[0] != self.num_rows:
-                raise DataError(
-                    f"dataset {self.name!r}: boolean mask has {index.shape[0]} entries "
-                    f"for {self.num_rows} rows"
-                )
-        elif np.issubdtype(index.dtype, np.integer):
-            if index.size and (index.min() < -self.num_rows or index.max() >= self.num_rows):
-                raise DataError(
-                    f"dataset {self.name!r}: subset index out of range for {self.num_rows} rows "
-                    f"(got {index.min()}..{index.max()})"
-                )
-        else:
+        index, n, what = np.asarray(indices), self.num_rows, self.name
+        index = index.astype(np.int64) if index.size == 0 else index
+        if index.dtype.kind in "iu" and index.size and (index.min() < -n or index.max() >= n):
             raise DataError(
-                f"dataset {self.name!r}: subset indices must be integers or a boolean mask, "
-                f"got dtype {index.dtype}"
+                f"dataset {what!r}: subset index out of range for {n} rows "
+                f"(got {index.min()}..{index.max()})"
             )
+        try:
+            features, labels = self.features[index], self.labels[index]
+        except IndexError as exc:  # a mask of another length, indices of another kind
+            raise DataError(f"dataset {what!r}: subset indices: {exc}") from None
         return Dataset(
-            features=self.features[index],
-            labels=self.labels[index],
-            class_names=list(self.class_names),
-            feature_names=list(self.feature_names),
-            name=self.name,
-            image_shape=self.image_shape,
-            pixel_scale=self.pixel_scale,
+            features,
+            labels,
+            list(self.class_names),
+            list(self.feature_names),
+            what,
+            self.image_shape,
+            self.pixel_scale,
         )
-
-
-# --------------------------------------------------------------------------------------
-# Entry point
-# --------------------------------------------------------------------------------------
 
 
 def load_dataset(
@@ -236,26 +171,19 @@ def load_dataset(
     """Load a bundled dataset or a data file into a :class:`Dataset`.
 
     Args:
-        source: ``"digits"`` (8x8 digit images, 1797 rows, 10 classes) or
-            ``"breast-cancer"`` (569 rows, 30 features, 2 classes), both from scikit-learn
-            with no download; or a file path. A bundled name wins over a file of the same
-            name in the working directory. File types, by name ending (case-insensitive):
-            ``.csv`` / ``.csv.gz`` (header row), ``.npy`` (2-D array with the label in
-            one column), ``.npz`` (arrays ``X`` and ``y``), ``.parquet`` (needs pyarrow),
-            IDX images ``-idx3-ubyte`` / ``.idx3-ubyte`` / ``.idx``, each optionally
-            ``.gz`` (needs ``labels_path``; see :func:`load_idx`).
-        label_column: CSV / Parquet: the label column's name, or its 0-based position as
-            an int (or a string of digits that names no column); default: the first of
-            ``label``, ``target``, ``class`` that exists. NPY: the column index (an int
-            or a string of digits, negative counts from the end); default: the last
-            column. Not used for NPZ, IDX or bundled datasets.
-        labels_path: the IDX labels file (``-idx1-ubyte``) for IDX images; only for IDX.
+        source: ``"digits"`` or ``"breast-cancer"`` (scikit-learn's, no download; a bundled
+            name wins over a file of that name), or a file ending in one of
+            :data:`SUPPORTED_SUFFIXES`: CSV (header row), Parquet, NPY (2-D, the label in
+            one column), NPZ (arrays ``X`` and ``y``), IDX images (with ``labels_path``).
+        label_column: CSV / Parquet: the label column's name or 0-based position (default:
+            the first of :data:`DEFAULT_LABEL_COLUMNS`); NPY: its index (default: the last).
+        labels_path: the IDX labels file, for IDX images only.
 
     Raises:
-        DataError: the file is missing or of an unknown type, an option does not apply
-            to it, or its contents cannot be trained on (missing label column,
-            non-numeric or non-finite features, a single class, empty, ragged, ...).
-        MissingDependencyError: a Parquet file without pyarrow installed.
+        DataError: a missing or unknown file, an option that does not apply, or contents
+            that cannot be trained on (no label column, non-numeric or non-finite
+            features, a single class, empty, ragged, ...).
+        MissingDependencyError: a CSV or Parquet file without pyarrow.
     """
     if isinstance(source, str) and source in BUNDLED:
         if label_column is not None or labels_path is not None:
@@ -264,7 +192,6 @@ def load_dataset(
                 "those are for data files"
             )
         return _load_bundled(source)
-
     path = _existing_file(source, "file")
     kind = _file_kind(path)
     if kind == "idx":
@@ -281,17 +208,13 @@ def load_dataset(
             f"labels_path is only for IDX images files; {path} is a {kind} file, "
             "its labels are in one of its columns (label_column=)"
         )
+    if kind == "npz" and label_column is not None:
+        raise DataError(
+            f"{path}: label_column does not apply to .npz files; labels are the array 'y'"
+        )
     if kind in ("csv", "parquet"):
         return _load_table(path, label_column)
-    if kind == "npy":
-        return _load_npy(path, label_column)
-    if kind == "npz":
-        if label_column is not None:
-            raise DataError(
-                f"{path}: label_column does not apply to .npz files; labels are the array 'y'"
-            )
-        return _load_npz(path)
-    raise AssertionError(kind)
+    return _load_npy(path, label_column) if kind == "npy" else _load_npz(path)
 
 
 def _existing_file(source: str | os.PathLike[str], what: str) -> Path:
@@ -306,97 +229,77 @@ def _existing_file(source: str | os.PathLike[str], what: str) -> Path:
 
 def _file_kind(path: Path) -> str:
     name = path.name.lower()
-    if name.endswith(_IDX_LABEL_ENDINGS) or name.removesuffix(".gz").endswith(_IDX_LABEL_ENDINGS):
+    if name.removesuffix(".gz").endswith(_IDX_LABEL_ENDINGS):
         raise DataError(
             f"{path} looks like an IDX labels file; pass the images file (-idx3-ubyte) as the "
             "dataset and this file as labels_path"
         )
-    if name.endswith((".csv", ".csv.gz")):
-        return "csv"
-    if name.endswith(".npy"):
-        return "npy"
-    if name.endswith(".npz"):
-        return "npz"
-    if name.endswith(".parquet"):
-        return "parquet"
     if name.removesuffix(".gz").endswith(_IDX_IMAGE_ENDINGS):
         return "idx"
+    for kind, endings in (("csv", (".csv", ".csv.gz")), ("npy", (".npy",)), ("npz", (".npz",))):
+        if name.endswith(endings):
+            return kind
+    if name.endswith(".parquet"):
+        return "parquet"
     raise DataError(
         f"{path}: unknown file type; supported endings: {', '.join(SUPPORTED_SUFFIXES)}; "
         f"or a bundled dataset: {', '.join(BUNDLED)}"
     )
 
 
-# --------------------------------------------------------------------------------------
-# Bundled datasets
-# --------------------------------------------------------------------------------------
-
-
 def _load_bundled(name: str) -> Dataset:
-    # sklearn costs a second of import time; only training needs it.
-    from sklearn import datasets as sk_datasets
+    from sklearn import datasets as sk_datasets  # a second of import time: training only
 
     digits = name == "digits"
     bunch = (sk_datasets.load_digits if digits else sk_datasets.load_breast_cancer)()
-    # (n, f) float64 -> float32; targets are already 0..C-1 indices into target_names.
-    # Digits are 8x8 images of pixel counts 0..16, flattened row-major.
+    # Digits: 8x8 images of pixel counts 0..16, flattened row-major.
     return Dataset(
-        features=np.asarray(bunch.data, dtype=np.float32),
-        labels=np.asarray(bunch.target, dtype=np.int64),
-        class_names=[str(c) for c in bunch.target_names],
-        feature_names=[str(f) for f in bunch.feature_names],
-        name=name,
-        image_shape=(1, 8, 8) if digits else None,
-        pixel_scale=1 / 16 if digits else None,
+        np.asarray(bunch.data, dtype=np.float32),
+        np.asarray(bunch.target, dtype=np.int64),
+        [str(c) for c in bunch.target_names],
+        [str(f) for f in bunch.feature_names],
+        name,
+        (1, 8, 8) if digits else None,
+        1 / 16 if digits else None,
     )
 
 
-# --------------------------------------------------------------------------------------
-# Shared checks
-# --------------------------------------------------------------------------------------
+# --- checks shared by every file kind ----------------------------------------------------
 
 
 def _finite_float32(path: Path, values: np.ndarray, locate: Locate) -> np.ndarray:
     """(n, f) float64 -> C-contiguous float32, refusing NaN / Inf and float32 overflow."""
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = (int(v) for v in np.argwhere(bad)[0])
-        raise DataError(
-            f"{path}: {locate(row, col)}: feature value {values[row, col]} is not finite "
-            "(NaN and Inf are not allowed in features)"
-        )
     with np.errstate(over="ignore"):  # overflow is reported below, with its place
         out = np.ascontiguousarray(values, dtype=np.float32)
-    over = ~np.isfinite(out)
-    if over.any():
-        row, col = (int(v) for v in np.argwhere(over)[0])
-        raise DataError(
-            f"{path}: {locate(row, col)}: feature value {values[row, col]} overflows float32 "
-            f"(largest is {_FLOAT32_MAX:.4g})"
-        )
+    for bad, why in (
+        (~np.isfinite(values), "is not finite (NaN and Inf are not allowed in features)"),
+        (~np.isfinite(out), f"overflows float32 (largest is {_FLOAT32_MAX:.4g})"),
+    ):
+        if bad.any():
+            row, col = (int(v) for v in np.argwhere(bad)[0])
+            raise DataError(f"{path}: {locate(row, col)}: feature value {values[row, col]} {why}")
     return out
 
 
 def _encode_labels(
     path: Path, column: str, raw: np.ndarray | list[Any], locate_row: Callable[[int], str]
 ) -> tuple[np.ndarray, list[str]]:
-    """Map raw labels to 0..C-1 in sorted order; return (labels int64 (n,), class names).
-
-    Integer-valued labels (ints, integral floats, strings that parse as such) sort
-    numerically; anything else sorts as strings.
-    """
+    """Raw labels -> (int64 ``(n,)`` in 0..C-1, class names): integer-valued labels (ints,
+    integral floats, strings that parse so) sort numerically, anything else as strings."""
     values = raw if isinstance(raw, np.ndarray) and raw.dtype != object else None
-    if values is not None and (np.issubdtype(values.dtype, np.integer) or values.dtype == np.bool_):
+    if values is not None and values.dtype.kind in "biu":
         ints = values
-    elif values is not None and np.issubdtype(values.dtype, np.floating):
+    elif values is not None and values.dtype.kind == "f":
         ints = _integral_labels(path, column, values.astype(np.float64), locate_row)
     else:
         texts = [str(v).strip() for v in (raw.tolist() if isinstance(raw, np.ndarray) else raw)]
-        for i, text in enumerate(texts):
-            if text == "":
-                raise DataError(f"{path}: {locate_row(i)}: empty label in column {column}")
-        parsed = _parse_numbers(texts)
-        if parsed is None:
+        if "" in texts:
+            raise DataError(
+                f"{path}: {locate_row(texts.index(''))}: empty label in column {column}"
+            )
+        try:
+            parsed = np.array([float(t) for t in texts], dtype=np.float64)
+        except ValueError:
             uniques, labels = np.unique(np.asarray(texts, dtype=str), return_inverse=True)
             return _checked_classes(path, column, labels, [str(u) for u in uniques])
         ints = _integral_labels(path, column, parsed, locate_row)
@@ -404,29 +307,17 @@ def _encode_labels(
     return _checked_classes(path, column, labels, [str(u) for u in uniques.tolist()])
 
 
-def _parse_numbers(texts: list[str]) -> np.ndarray | None:
-    try:
-        return np.array([float(t) for t in texts], dtype=np.float64)
-    except ValueError:
-        return None
-
-
 def _integral_labels(
     path: Path, column: str, values: np.ndarray, locate_row: Callable[[int], str]
 ) -> np.ndarray:
-    nonfinite = np.flatnonzero(~np.isfinite(values))
-    if nonfinite.size:
-        i = int(nonfinite[0])
-        raise DataError(
-            f"{path}: {locate_row(i)}: label {values[i]} in column {column} is not finite"
-        )
-    fractional = np.flatnonzero(values != np.round(values))
-    if fractional.size:
-        i = int(fractional[0])
-        raise DataError(
-            f"{path}: {locate_row(i)}: label {values[i]} in column {column} is not a whole "
-            "number; a classifier needs class ids or class names"
-        )
+    for bad, why in (
+        (~np.isfinite(values), "is not finite"),
+        (values != np.round(values), "is not a whole number; a classifier needs class ids "
+         "or class names"),
+    ):  # fmt: skip
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: {locate_row(i)}: label {values[i]} in column {column} {why}")
     return values.astype(np.int64)
 
 
@@ -445,10 +336,8 @@ def _index_from(label_column: str | int) -> int | None:
     """An int, or a string of digits (``"3"``, ``"-1"``), as a column index; else None."""
     if isinstance(label_column, bool):
         return None
-    if isinstance(label_column, int):
-        return label_column
     try:
-        return int(label_column.strip())
+        return int(label_column if isinstance(label_column, int) else label_column.strip())
     except ValueError:
         return None
 
@@ -457,13 +346,14 @@ def _pick_label_column(path: Path, columns: list[str], label_column: str | int |
     """Position of the label column among ``columns`` (CSV / Parquet)."""
     listing = ", ".join(repr(c) for c in columns)
     if label_column is None:
-        for candidate in DEFAULT_LABEL_COLUMNS:
-            if candidate in columns:
-                return columns.index(candidate)
-        tried = ", ".join(repr(c) for c in DEFAULT_LABEL_COLUMNS)
-        raise DataError(
-            f"{path}: no label column (looked for {tried}); columns: {listing}; pass label_column="
-        )
+        found = next((c for c in DEFAULT_LABEL_COLUMNS if c in columns), None)
+        if found is None:
+            tried = ", ".join(repr(c) for c in DEFAULT_LABEL_COLUMNS)
+            raise DataError(
+                f"{path}: no label column (looked for {tried}); columns: {listing}; "
+                "pass label_column="
+            )
+        return columns.index(found)
     if isinstance(label_column, str) and label_column in columns:
         return columns.index(label_column)
     index = _index_from(label_column)
@@ -477,25 +367,20 @@ def _pick_label_column(path: Path, columns: list[str], label_column: str | int |
     return index % len(columns)
 
 
-# --------------------------------------------------------------------------------------
-# CSV and Parquet: through the runtime's reader layer (one parser for train and score)
-# --------------------------------------------------------------------------------------
+# --- CSV and Parquet ---------------------------------------------------------------------
 
 
 def _load_table(path: Path, label_column: str | int | None) -> Dataset:
-    # Whole-file read: training data fits in memory; scoring streams the same reader.
-    from onnxedge.runtime.io import open_input
-
     with open_input(path) as reader:  # MissingDependencyError without pyarrow
         import pyarrow as pa
 
-        text = reader.format == "csv"
+        text = reader.format == "csv"  # CSV cells come as text, located by line
         columns = list(reader.columns or [])
         label_at = _pick_label_column(path, columns, label_column)
         names = [c for j, c in enumerate(columns) if j != label_at]
-        if not names:
-            raise DataError(f"{path}: no feature columns besides the label {columns[label_at]!r}")
         label = columns[label_at]
+        if not names:
+            raise DataError(f"{path}: no feature columns besides the label {label!r}")
         batches = list(reader.batches(features=names, carry=[label], batch_rows=1 << 16))
     for bad in (bad for batch in batches for bad in batch.malformed):
         raise DataError(f"{path}: line {bad.line} {bad.reason} (line 1 is the header)")
@@ -516,37 +401,43 @@ def _load_table(path: Path, label_column: str | int | None) -> Dataset:
         if text:
             blocks.append(_parse_cells(path, values.to_pylist(), functools.partial(locate, j=j)))
             continue
-        kind = values.type
-        if not (
-            pa.types.is_integer(kind)
-            or pa.types.is_floating(kind)
-            or pa.types.is_boolean(kind)
-            or pa.types.is_decimal(kind)
-        ):
+        if not _is_number(values.type):
             raise DataError(
-                f"{path}: column {name!r} has type {kind}, not a number (row 0 (0-based) "
+                f"{path}: column {name!r} has type {values.type}, not a number (row 0 (0-based) "
                 f"holds {values[0].as_py()!r}); feature columns must be numeric"
             )
         if values.null_count:
-            first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+            first = _first_null(values)
             raise DataError(
                 f"{path}: {locate(first, j)}: missing value (null); features must all be present"
             )
         blocks.append(np.asarray(values.to_numpy(), dtype=np.float64))
     features = _finite_float32(path, np.column_stack(blocks), locate)
+    labels = column(label)
+    if labels.null_count:
+        raise DataError(
+            f"{path}: {where(_first_null(labels))}: missing label (null) in column {label!r}"
+        )
+    numeric = _is_number(labels.type, decimal=False)
+    raw = np.asarray(labels.to_numpy()) if numeric else [str(v) for v in labels.to_pylist()]
+    encoded, class_names = _encode_labels(path, repr(label), raw, where)
+    return Dataset(features, encoded, class_names, names, path.name)
 
-    labels_column = column(label)
-    if labels_column.null_count:
-        first = int(np.flatnonzero(labels_column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"{path}: {where(first)}: missing label (null) in column {label!r}")
-    kind = labels_column.type
-    raw: np.ndarray | list[Any]
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        raw = np.asarray(labels_column.to_numpy())
-    else:
-        raw = [str(v) for v in labels_column.to_pylist()]
-    labels, class_names = _encode_labels(path, repr(label), raw, where)
-    return Dataset(features, labels, class_names, names, path.name)
+
+def _is_number(kind: Any, *, decimal: bool = True) -> bool:
+    import pyarrow as pa
+
+    t = pa.types
+    return (
+        t.is_integer(kind)
+        or t.is_floating(kind)
+        or t.is_boolean(kind)
+        or (decimal and t.is_decimal(kind))
+    )
+
+
+def _first_null(values: Any) -> int:
+    return int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
 
 
 def _parse_cells(path: Path, cells: list[str], locate: Callable[[int], str]) -> np.ndarray:
@@ -562,34 +453,30 @@ def _parse_cells(path: Path, cells: list[str], locate: Callable[[int], str]) -> 
         raise
 
 
-# --------------------------------------------------------------------------------------
-# NPY / NPZ
-# --------------------------------------------------------------------------------------
+# --- NPY / NPZ (through the runtime's numpy.load) ----------------------------------------
 
 
-def _load_array(path: Path) -> Any:
-    try:
-        # allow_pickle=False: an object array would run arbitrary code on load.
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
+def _numeric(path: Path, what: str, x: np.ndarray) -> None:
+    if x.dtype.kind not in "biuf":
         raise DataError(
-            f"{path}: cannot load: {exc} (object arrays are refused; save numbers or strings)"
-        ) from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable NumPy file: {exc}") from None
-
-
-def _require_numeric(path: Path, what: str, array: np.ndarray) -> None:
-    kind = array.dtype.kind
-    if kind not in "biuf":
-        raise DataError(
-            f"{path}: {what} has dtype {array.dtype}; features must be real numbers "
+            f"{path}: {what} has dtype {x.dtype}; features must be real numbers "
             "(bool, int or float)"
         )
 
 
+def _from_arrays(
+    path: Path, x: np.ndarray, y: Any, label: str, row: str, locate: Locate
+) -> Dataset:
+    """A Dataset of feature rows ``x`` and raw labels ``y`` (``label`` and ``row`` name the
+    labels and their rows in messages)."""
+    features = _finite_float32(path, np.asarray(x, dtype=np.float64), locate)
+    labels, class_names = _encode_labels(path, label, y, lambda i: f"{row}{i} (0-based)")
+    names = [f"feature_{k}" for k in range(x.shape[1])]
+    return Dataset(features, labels, class_names, names, path.name)
+
+
 def _load_npy(path: Path, label_column: str | int | None) -> Dataset:
-    array = _load_array(path)
+    array = load_numpy(path)
     if not isinstance(array, np.ndarray):
         raise DataError(f"{path}: not a single NumPy array")
     if array.ndim != 2:
@@ -597,7 +484,7 @@ def _load_npy(path: Path, label_column: str | int | None) -> Dataset:
             f"{path}: expected a 2-D array (rows, columns) with the label in one column, "
             f"got shape {array.shape}"
         )
-    _require_numeric(path, "the array", array)
+    _numeric(path, "the array", array)
     rows, cols = array.shape
     if rows == 0:
         raise DataError(f"{path}: no rows (shape {array.shape})")
@@ -605,35 +492,27 @@ def _load_npy(path: Path, label_column: str | int | None) -> Dataset:
         raise DataError(
             f"{path}: {cols} column(s); need at least one feature column and the label column"
         )
-    if label_column is None:
-        label_at = cols - 1
-    else:
-        index = _index_from(label_column)
-        if index is None:
-            raise DataError(
-                f"{path}: .npy files have no column names; label_column must be a column "
-                f"index, got {label_column!r}"
-            )
-        if not -cols <= index < cols:
-            raise DataError(
-                f"{path}: label column index {index} is out of range for {cols} columns"
-            )
-        label_at = index % cols
-    feature_at = [j for j in range(cols) if j != label_at]
-
-    def locate(i: int, j: int) -> str:
-        return f"row {i} (0-based), column {feature_at[j]}"
-
-    features = _finite_float32(path, array[:, feature_at].astype(np.float64), locate)
-    labels, class_names = _encode_labels(
-        path, f"index {label_at}", array[:, label_at], lambda i: f"row {i} (0-based)"
+    index = cols - 1 if label_column is None else _index_from(label_column)
+    if index is None:
+        raise DataError(
+            f"{path}: .npy files have no column names; label_column must be a column "
+            f"index, got {label_column!r}"
+        )
+    if not -cols <= index < cols:
+        raise DataError(f"{path}: label column index {index} is out of range for {cols} columns")
+    at = [j for j in range(cols) if j != index % cols]
+    return _from_arrays(
+        path,
+        array[:, at],
+        array[:, index % cols],
+        f"index {index % cols}",
+        "row ",
+        lambda i, j: f"row {i} (0-based), column {at[j]}",
     )
-    names = [f"feature_{k}" for k in range(len(feature_at))]
-    return Dataset(features, labels, class_names, names, path.name)
 
 
 def _load_npz(path: Path) -> Dataset:
-    archive = _load_array(path)
+    archive = load_numpy(path)
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: not an .npz archive")
     with archive:
@@ -645,125 +524,81 @@ def _load_npz(path: Path) -> Dataset:
                 f"(rows, features) and 'y' (rows,); arrays there: {', '.join(map(repr, keys))}"
             )
         try:
-            X = archive["X"]
-            y = archive["y"]
+            x, y = archive["X"], archive["y"]
         except ValueError as exc:
             raise DataError(f"{path}: cannot load: {exc} (object arrays are refused)") from None
-    if X.ndim != 2:
-        raise DataError(f"{path}: 'X' must be 2-D (rows, features), got shape {X.shape}")
-    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+    if x.ndim != 2:
+        raise DataError(f"{path}: 'X' must be 2-D (rows, features), got shape {x.shape}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise DataError(
-            f"{path}: 'y' must have shape ({X.shape[0]},) to match 'X' {X.shape}, got {y.shape}"
+            f"{path}: 'y' must have shape ({x.shape[0]},) to match 'X' {x.shape}, got {y.shape}"
         )
-    _require_numeric(path, "'X'", X)
-    if X.shape[0] == 0:
-        raise DataError(f"{path}: no rows ('X' has shape {X.shape})")
-    if X.shape[1] == 0:
-        raise DataError(f"{path}: no feature columns ('X' has shape {X.shape})")
-
-    def locate(i: int, j: int) -> str:
-        return f"'X' row {i} (0-based), column {j}"
-
-    features = _finite_float32(path, X.astype(np.float64), locate)
-    labels, class_names = _encode_labels(path, "'y'", y, lambda i: f"'y' row {i} (0-based)")
-    names = [f"feature_{k}" for k in range(X.shape[1])]
-    return Dataset(features, labels, class_names, names, path.name)
+    _numeric(path, "'X'", x)
+    if 0 in x.shape:
+        empty = "no rows" if x.shape[0] == 0 else "no feature columns"
+        raise DataError(f"{path}: {empty} ('X' has shape {x.shape})")
+    return _from_arrays(
+        path, x, y, "'y'", "'y' row ", lambda i, j: f"'X' row {i} (0-based), column {j}"
+    )
 
 
-# --------------------------------------------------------------------------------------
-# IDX (MNIST format)
-# --------------------------------------------------------------------------------------
+# --- IDX (MNIST format) ------------------------------------------------------------------
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read one IDX file (the MNIST format) into an array of its own shape and dtype.
-
-    The reader is :func:`onnxedge.runtime.io.read_idx` (scoring reads IDX images too).
+    """One IDX file as an array of its own shape and dtype (the runtime's reader).
 
     Raises:
-        DataError: the file is missing, not IDX (bad magic), truncated, or longer than
-            its header says.
+        DataError: the file is missing, not IDX, truncated, or longer than its header says.
     """
-    from onnxedge.runtime.io import read_idx as read
-
-    return read(_existing_file(path, "IDX file"))
+    return _read_idx_file(_existing_file(path, "IDX file"))
 
 
-def _read_idx(path: Path) -> tuple[np.ndarray, int]:
-    """The array and its magic number (type code and number of dimensions)."""
+def _idx_of_kind(path: Path, magic: int, kind: str, meaning: str) -> np.ndarray:
     array = read_idx(path)
-    code = next(c for c, dt in _IDX_DTYPES.items() if dt.newbyteorder("=") == array.dtype)
-    return array, (code << 8) | array.ndim
+    code = next(c for c, dt in IDX_DTYPES.items() if dt.newbyteorder("=") == array.dtype)
+    if (code << 8) | array.ndim != magic:
+        raise DataError(
+            f"{path}: expected IDX {kind} (magic 0x{magic:08x}: {meaning}), got magic "
+            f"0x{(code << 8) | array.ndim:08x} ({array.dtype}, {array.ndim}-D)"
+        )
+    return array
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """Write ``array`` as an IDX file, gzipped when ``path`` ends in ``.gz``.
-
-    Images for :func:`load_idx` are uint8 ``(n, rows, cols)`` (magic ``0x00000803``),
-    labels uint8 ``(n,)`` (magic ``0x00000801``).
-
-    Args:
-        path: the file to write (replaced if it exists).
-        array: 1-D or more; dtype uint8, int8, int16, int32, float32 or float64.
+    """Write ``array`` (1-D or more; uint8, int8, int16, int32, float32 or float64) as an
+    IDX file, gzipped when ``path`` ends in ``.gz``.
 
     Raises:
-        DataError: the dtype has no IDX type code, or the rank or a dimension does not
-            fit in the header.
+        DataError: the dtype has no IDX type code, or the shape does not fit the header.
     """
     array = np.asarray(array)
-    code = next(
-        (
-            c
-            for c, dt in _IDX_DTYPES.items()
-            if dt.newbyteorder("=") == array.dtype.newbyteorder("=")
-        ),
-        None,
-    )
+    native = array.dtype.newbyteorder("=")
+    code = next((c for c, dt in IDX_DTYPES.items() if dt.newbyteorder("=") == native), None)
     if code is None:
-        names = ", ".join(dt.newbyteorder("=").name for dt in _IDX_DTYPES.values())
+        names = ", ".join(dt.newbyteorder("=").name for dt in IDX_DTYPES.values())
         raise DataError(f"IDX cannot store dtype {array.dtype}; supported: {names}")
     if not 1 <= array.ndim <= 255 or any(d >= 2**32 for d in array.shape):
         raise DataError(f"IDX cannot store shape {array.shape} (1 to 255 dims, each < 2**32)")
     header = bytes([0, 0, code, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    payload = header + np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
-    target = Path(path)
-    if target.name.lower().endswith(".gz"):
-        # mtime=0: the same array always gives the same bytes.
-        payload = gzip.compress(payload, mtime=0)
-    target.write_bytes(payload)
+    payload = header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
+    if str(path).lower().endswith(".gz"):
+        payload = gzip.compress(payload, mtime=0)  # the same array, the same bytes
+    Path(path).write_bytes(payload)
 
 
 def load_idx(images_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]) -> Dataset:
-    """Load MNIST-format IDX images and labels into a :class:`Dataset`.
-
-    Images ``(n, rows, cols)`` uint8 (28x28 for MNIST) are flattened row-major to
-    ``(n, rows * cols)`` float32 raw pixel values 0..255, with ``image_shape``
-    ``(1, rows, cols)`` and ``pixel_scale`` ``1 / 255`` (a run puts that scaling in its
-    preprocessing, so a device feeds raw pixels); feature names are ``pixel_{r}_{c}``.
-    Labels are mapped to ``0..C-1`` in sorted order, class names are the original values
-    as strings (``"0"``..``"9"`` for MNIST).
-
-    Args:
-        images_path: the images file (magic ``0x00000803``), optionally gzipped.
-        labels_path: the labels file (magic ``0x00000801``), optionally gzipped.
+    """MNIST-format IDX images (``(n, rows, cols)`` uint8) and labels as a Dataset: raw
+    pixels 0..255 flattened row-major, ``image_shape`` ``(1, rows, cols)``, ``pixel_scale``
+    ``1 / 255``, features ``pixel_{r}_{c}``.
 
     Raises:
-        DataError: either file is missing, not IDX, of the wrong kind, truncated; the
-            counts differ; there are no images; or the labels hold a single class.
+        DataError: a file is missing, not IDX, of the wrong kind, or truncated; the counts
+            differ; there are no images; or the labels hold a single class.
     """
     images_file, labels_file = Path(images_path), Path(labels_path)
-    images, images_magic = _read_idx(images_file)
-    if images_magic != _IDX_IMAGES_MAGIC:
-        raise DataError(
-            f"{images_file}: expected IDX images (magic 0x{_IDX_IMAGES_MAGIC:08x}: uint8, "
-            f"3-D), got magic 0x{images_magic:08x} ({images.dtype}, {images.ndim}-D)"
-        )
-    labels_raw, labels_magic = _read_idx(labels_file)
-    if labels_magic != _IDX_LABELS_MAGIC:
-        raise DataError(
-            f"{labels_file}: expected IDX labels (magic 0x{_IDX_LABELS_MAGIC:08x}: uint8, "
-            f"1-D), got magic 0x{labels_magic:08x} ({labels_raw.dtype}, {labels_raw.ndim}-D)"
-        )
+    images = _idx_of_kind(images_file, _IDX_IMAGES_MAGIC, "images", "uint8, 3-D")
+    labels_raw = _idx_of_kind(labels_file, _IDX_LABELS_MAGIC, "labels", "uint8, 1-D")
     n, rows, cols = images.shape
     if n == 0:
         raise DataError(f"{images_file}: no images (shape {images.shape})")
@@ -771,37 +606,26 @@ def load_idx(images_path: str | os.PathLike[str], labels_path: str | os.PathLike
         raise DataError(
             f"{images_file} has {n} images but {labels_file} has {labels_raw.shape[0]} labels"
         )
-    features = images.reshape(n, rows * cols).astype(np.float32)  # raw pixels, exact
     labels, class_names = _encode_labels(
         labels_file, "(IDX labels)", labels_raw, lambda i: f"label {i} (0-based)"
     )
-    feature_names = [f"pixel_{r}_{c}" for r in range(rows) for c in range(cols)]
     return Dataset(
-        features, labels, class_names, feature_names, images_file.name, (1, rows, cols), 1 / 255
+        images.reshape(n, rows * cols).astype(np.float32),
+        labels,
+        class_names,
+        [f"pixel_{r}_{c}" for r in range(rows) for c in range(cols)],
+        images_file.name,
+        (1, rows, cols),
+        1 / 255,
     )
 
 
-# --------------------------------------------------------------------------------------
-# Split
-# --------------------------------------------------------------------------------------
-
-
 def train_val_split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Split ``ds`` into training and validation sets, stratified by class.
+    """Split ``ds`` into (train, val), stratified by class, in the original row order.
 
-    Each class with ``n_c >= 2`` rows puts ``round(n_c * val_fraction)`` of them
-    (clamped to ``1..n_c - 1``) in validation, so every such class is in both splits; a
-    class with a single row stays in training. Rows are drawn with
-    ``numpy.random.default_rng(seed)``: the same seed gives the same split. Both splits
-    keep the original row order, every class name and the dataset name.
-
-    Args:
-        ds: the dataset to split.
-        val_fraction: share of each class held out, strictly between 0 and 1.
-        seed: seeds the draw.
-
-    Returns:
-        ``(train, val)``: disjoint, and together every row of ``ds``.
+    Each class of ``n_c >= 2`` rows puts ``round(n_c * val_fraction)`` of them (clamped to
+    ``1..n_c - 1``) in validation; a single-row class stays in training. The rows are drawn
+    with ``numpy.random.default_rng(seed)``: the same seed, the same split.
 
     Raises:
         DataError: ``val_fraction`` is not in (0, 1), or no class has 2 rows to split.
@@ -813,10 +637,9 @@ def train_val_split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Datase
     val_parts = []
     for k in range(ds.num_classes):
         members = np.flatnonzero(ds.labels == k)
-        if members.size < 2:
-            continue
-        take = min(max(math.floor(members.size * fraction + 0.5), 1), members.size - 1)
-        val_parts.append(rng.permutation(members)[:take])
+        if members.size >= 2:
+            take = min(max(math.floor(members.size * fraction + 0.5), 1), members.size - 1)
+            val_parts.append(rng.permutation(members)[:take])
     if not val_parts:
         raise DataError(
             f"cannot split {ds.name!r} ({ds.num_rows} rows): no class has 2 or more rows"

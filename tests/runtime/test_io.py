@@ -312,15 +312,91 @@ def test_csv_unterminated_quote_stops_instead_of_buffering(tmp_path: Path) -> No
         list(reader.batches(features=["f0"], carry=[], batch_rows=10))
 
 
-def test_corrupt_gzip_is_a_data_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("block_bytes", [64, 1024, 1 << 20])
+@pytest.mark.parametrize("keep", [0.03, 0.5, 0.97])
+def test_corrupt_gzip_is_a_data_error(tmp_path: Path, block_bytes: int, keep: float) -> None:
+    # Wherever the stream ends (in the first block or far on), the read error is the one
+    # message: the reader keeps no byte map of its own that pyarrow's reads could outrun.
     path = tmp_path / "c.csv.gz"
     data = gzip.compress(b"f0\n" + b"1\n" * 100000)
-    path.write_bytes(data[: len(data) // 2])
+    path.write_bytes(data[: int(len(data) * keep)])
     with (
-        pytest.raises(DataError, match=r"c\.csv\.gz: cannot read"),
-        open_input(path, block_bytes=1024) as reader,
+        pytest.raises(
+            DataError,
+            match=r"c\.csv\.gz: cannot read: Compressed file ended before the end-of-stream marker",
+        ),
+        open_input(path, block_bytes=block_bytes) as reader,
     ):
         list(reader.batches(features=["f0"], carry=[], batch_rows=1000))
+
+
+def test_csv_quote_open_to_the_end_of_a_file_read_in_one_block(tmp_path: Path) -> None:
+    # pyarrow takes such a field to the end of the file as one value; the quote count
+    # catches it.
+    path = tmp_path / "q.csv"
+    path.write_text('f0,note\n1,x\n2,"open\n3,y\n4,z\n')
+    with (
+        pytest.raises(DataError, match=r"q\.csv: line 3: a quoted field is never closed"),
+        open_input(path) as reader,
+    ):
+        list(reader.batches(features=["f0"], carry=[], batch_rows=10))
+
+
+def test_csv_a_row_of_empty_cells_is_a_blank_line(tmp_path: Path) -> None:
+    # pyarrow reads a blank line as a row of empty cells: the two are one thing here.
+    path = tmp_path / "e.csv"
+    path.write_text("f0,f1\n1,2\n,\n\n3,4\n")
+    with open_input(path) as reader:
+        got = _collect(list(reader.batches(features=["f0", "f1"], carry=[], batch_rows=10)))
+    assert got["rows"] == [0, 1] and got["lines"] == [2, 5]
+    assert got["columns"]["f1"] == ["2", "4"]
+
+
+def _expected_csv(text: str) -> dict[str, Any]:
+    """Rows, lines and malformed rows by the stdlib csv module (an independent parser)."""
+    import csv
+    import io as stdlib_io
+
+    reader = csv.reader(stdlib_io.StringIO(text, newline=""))
+    header = next(reader)
+    out: dict[str, Any] = {"rows": [], "lines": [], "malformed": [], "ids": []}
+    row, end = 0, reader.line_num
+    for record in reader:
+        start, end = end + 1, reader.line_num
+        if all(cell == "" for cell in record):
+            continue  # a blank line
+        if len(record) != len(header):
+            out["malformed"].append((row, start))
+        else:
+            out["rows"].append(row)
+            out["lines"].append(start)
+            out["ids"].append(record[0])
+        row += 1
+    return out
+
+
+@pytest.mark.parametrize("block_bytes", [64, 512, 1 << 20])
+def test_csv_lines_match_an_independent_parser(tmp_path: Path, block_bytes: int) -> None:
+    rng = np.random.default_rng(0)
+    lines = ["id,f0,note"]
+    for i in range(400):
+        kind = rng.integers(0, 6)
+        note = {0: '"two\nlines"', 1: '"a, ""quoted""\n\nvalue"', 2: "plain"}.get(int(kind), "x")
+        if kind == 3:
+            lines.append("")  # blank line
+        if kind == 4:
+            lines.append(f"r{i},{i}")  # a field short
+        else:
+            lines.append(f"r{i},{i},{note}")
+    text = "\n".join(lines) + "\n"
+    path = tmp_path / "l.csv"
+    path.write_text(text, newline="")
+    with open_input(path, block_bytes=block_bytes) as reader:
+        got = _collect(list(reader.batches(features=["f0"], carry=["id"], batch_rows=7)))
+    expected = _expected_csv(text)
+    assert got["rows"] == expected["rows"] and got["lines"] == expected["lines"]
+    assert got["columns"]["id"] == expected["ids"]
+    assert [(row, line) for row, line, _, _ in got["malformed"]] == expected["malformed"]
 
 
 # --- JSONL ---------------------------------------------------------------------------
