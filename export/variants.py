@@ -322,21 +322,14 @@ def onnx_to_int8(
         ExportError: the model has no quantizable layer feeding ``logits``.
     """
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime import quantization as q
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     rows = np.empty((0, 0), dtype=np.float32)
     if settings.method == "static":
         rows = _check_rows(calibration, _row_shape_of(model), "calibration")
 
-    class _Reader(CalibrationDataReader):
+    class _Reader(q.CalibrationDataReader):
         def __init__(self, x: np.ndarray) -> None:
             self._batches: Iterator[np.ndarray] = (
                 x[i : i + CALIBRATION_BATCH] for i in range(0, len(x), CALIBRATION_BATCH)
@@ -361,22 +354,22 @@ def onnx_to_int8(
             + [n.name for n in prepared.graph.node if keep & set(n.output)],
             "per_channel": settings.per_channel,
             "reduce_range": settings.reduce_range,
-            "weight_type": QuantType.QInt8,
+            "weight_type": q.QuantType.QInt8,
         }
         if settings.method == "static":
-            quantize_static(
+            q.quantize_static(
                 pre,
                 out,
                 _Reader(rows),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                calibrate_method=CalibrationMethod.MinMax,
+                quant_format=q.QuantFormat.QDQ,
+                activation_type=q.QuantType.QUInt8,
+                calibrate_method=q.CalibrationMethod.MinMax,
                 # Logits stay float: the head reads them unrequantized (faster, measured).
                 extra_options={"OpTypesToExcludeOutputQuantization": sorted(LAYER_OPS)},
                 **common,
             )
         else:
-            quantize_dynamic(pre, out, **common)
+            q.quantize_dynamic(pre, out, **common)
         return onnx.load(out)
 
 
@@ -431,21 +424,6 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.node.extend(_topological([*rest, *half.graph.node], named.graph))
     graph.initializer.extend([*initializers, *half.graph.initializer])
     return out
-
-
-def fp16_clamped_weights(model: onnx.ModelProto) -> int:
-    """How many of the layers' float32 weights float16 cannot hold (clamped on conversion)."""
-    from onnx import numpy_helper
-
-    named = _with_node_names(model)
-    layers, _ = _split_layers(named)
-    wanted = {i for n in named.graph.node if n.name in layers for i in n.input}
-    count = 0
-    for tensor in named.graph.initializer:
-        if tensor.name in wanted and tensor.data_type == 1:  # TensorProto.FLOAT
-            a = np.abs(numpy_helper.to_array(tensor))
-            count += int(np.sum(((a > 0) & (a < FP16_MIN_POSITIVE)) | (a > FP16_MAX_FINITE)))
-    return count
 
 
 def _topological(nodes: list[Any], graph: Any) -> list[Any]:
@@ -729,14 +707,7 @@ def verify_variant_file(
     )
     report.source = str(source) if source is not None else f"{run.path} (the run's torch module)"
     report.output, report.size_bytes, report.written = str(model), Path(model).stat().st_size, True
-    try:
-        recorded = json.loads(props.get(KEY_VARIANT_REPORT, "{}"))
-    except ValueError:
-        recorded = {}
-    recorded = recorded if isinstance(recorded, dict) else {}
     report.source_sha256 = props.get(KEY_SOURCE_SHA256, "")
-    report.source_size_bytes = int(recorded.get("source_size_bytes", 0) or 0)
-    report.settings = dict(recorded.get("settings") or {})
     return report
 
 
@@ -866,43 +837,29 @@ def make_variant(
 ) -> VariantReport:
     """Build an int8 or fp16 variant of an fp32 model, verify it and write it atomically.
 
-    The check rows are the run's validation split (``run_dir``), else a data file or
-    bundled dataset (``data``), else the bundled dataset the model's metadata records;
-    from a data file, ``DATA_CALIBRATION_ROWS`` rows (seed 0) calibrate and the rest check.
-
-    ``method="auto"`` (int8) tries static per-tensor, static per-channel, then the
-    per-channel form with the layers the per-node comparison ranks worst (by error added
-    over their inputs) kept in float, 1, 2, 4, ... at a time (always leaving one
-    quantized), then dynamic; it keeps the first that clears its bar *and* is faster
-    than fp32 here at batch 1 and ``LATENCY_BATCHES[-1]`` (:func:`latency_gate`). When
-    some clear the bar but none is faster it writes nothing and keeps fp32
-    (``written=False``, ``verdict`` says why); when none clears the bar it raises.
+    Check rows: the run's validation split (``run_dir``), else ``data`` (a file or bundled
+    dataset: ``DATA_CALIBRATION_ROWS`` rows, seed 0, calibrate; the rest check), else the
+    bundled dataset the metadata records. ``method="auto"`` tries static per-tensor,
+    static per-channel, per-channel with the layers that add the most error kept in float
+    (1, 2, 4, ...; one stays int8), then dynamic, and keeps the first that clears its bar
+    and is faster than fp32 here (:func:`latency_gate`). If some clear the bar but none
+    is faster, nothing is written (``written=False``; ``verdict`` says why).
 
     Args:
-        source_onnx: the fp32 model (from ``onnxedge export`` / ``wrap`` /
-            ``export_classifier``).
-        run_dir: the run folder it was exported from, or None.
-        variant: ``int8`` or ``fp16``.
-        output: the variant's path.
-        method: int8: ``static`` (default), ``dynamic`` or ``auto``.
-        per_channel, reduce_range: int8 ``static`` / ``dynamic`` only; see
-            :func:`choose_int8_settings`.
-        accept_degradation: write the variant even if it misses its bar (``auto``: the
-            attempt with the best label agreement).
-        overwrite: replace an existing ``output``.
-        calibration: raw rows to calibrate with instead of the run's / data's sample.
-        data: a data file or bundled dataset name (:func:`onnxedge.models.data.load_dataset`).
+        method: int8 ``static`` / ``dynamic`` / ``auto``; per_channel, reduce_range:
+            see :func:`choose_int8_settings`.
+        accept_degradation: write even if the bar is missed (``auto``: best agreement).
+        calibration: rows to calibrate with instead of the run's / data's.
         localize: run the per-node comparison even when the bar is cleared.
         timer: the latency gate's timer (tests inject one).
 
     Raises:
-        ExportError: unknown variant or method, a source that is a variant, no layer.
+        ExportError: unknown variant / method, a source that is a variant, no layer.
         ModelLoadError: the source cannot be read or is not an onnxedge model.
         CheckpointError: the run folder is unusable or belongs to another model.
         DataError: no rows to check on, or rows that do not fit the model.
         OutputExistsError: ``output`` exists (without ``overwrite``) or is the source.
-        ParityError: the variant (with ``auto``: every attempt) misses its bar and
-            ``accept_degradation`` is false; nothing is written.
+        ParityError: the bar (``auto``: every attempt's) is missed; nothing is written.
     """
     import onnx
     from onnxedge.models.checkpoint import sha256_file
@@ -946,11 +903,7 @@ def make_variant(
     def build(settings: Int8Settings | None) -> tuple[onnx.ModelProto, VariantReport]:
         if settings is None:
             built = onnx_to_fp16(source)
-            how: dict[str, Any] = {
-                "converter": "onnxconverter_common.float16",
-                "keep_io_types": True,
-            }
-            how["clamped_weights"] = fp16_clamped_weights(source)
+            how: dict[str, Any] = {"converter": "onnxconverter_common.float16"}
         else:
             built = onnx_to_int8(source, settings, x_cal if settings.method == "static" else None)
             how = settings.to_dict()
@@ -1117,11 +1070,9 @@ def _variant_rows(
     ds = load_dataset(data if data is not None else str(recorded_set))
     y = ds.labels
     if contract.class_names and list(ds.class_names) != list(contract.class_names):
-        index = {c: i for i, c in enumerate(contract.class_names)}
-        unknown = [c for c in ds.class_names if c not in index]
-        if unknown:
-            raise DataError(f"{ds.name} has classes the model does not know: {unknown}")
-        y = np.asarray([index[c] for c in ds.class_names], np.int64)[y]
+        raise DataError(
+            f"{ds.name} has classes {ds.class_names}; the model's are {contract.class_names}"
+        )
     order = np.random.default_rng(0).permutation(len(y))
     cal, check = (
         order[: min(DATA_CALIBRATION_ROWS, len(y) // 4)],
@@ -1190,28 +1141,19 @@ def _serialize_with_size(
 def onnx_to_ort(
     model: str | os.PathLike[str], output: str | os.PathLike[str], *, overwrite: bool = False
 ) -> tuple[Path, Path]:
-    """Convert an ONNX model to ORT format for onnxruntime's minimal (mobile) builds.
-
-    Uses onnxruntime's converter (fixed optimization style) and writes, beside
-    ``output``, the ``<stem>.required_operators.config`` a minimal build is compiled with.
-
-    Returns:
-        The ``.ort`` file and the operators config.
+    """Convert an ONNX model to ORT format (onnxruntime's minimal builds); returns the
+    ``.ort`` file and the ``<stem>.required_operators.config`` written beside it.
 
     Raises:
         ModelLoadError: ``model`` does not exist.
-        OutputExistsError: ``output`` exists and ``overwrite`` is false.
+        OutputExistsError: an output exists and ``overwrite`` is false.
         ExportError: the converter fails or the folder cannot be written.
     """
     import contextlib
     import io
-    import logging
     import shutil
 
-    from onnxruntime.tools.convert_onnx_models_to_ort import (
-        OptimizationStyle,
-        convert_onnx_models_to_ort,
-    )
+    from onnxruntime.tools import convert_onnx_models_to_ort as tool
 
     source, out = Path(model), Path(output)
     if not source.is_file():
@@ -1220,32 +1162,27 @@ def onnx_to_ort(
     for target in (out, config):
         if target.exists() and not overwrite:
             raise OutputExistsError(exists_message(target))
-    parent = out.parent if str(out.parent) else Path(".")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
-        raise ExportError(f"cannot write to {parent}: {exc.strerror or exc}") from None
-    tool_log = logging.getLogger("ort_format_model.utils")
-    level = tool_log.level
-    try:
-        staged = tmp / f"{out.stem}.onnx"
-        shutil.copyfile(source, staged)
-        tool_log.setLevel(logging.WARNING)
-        with contextlib.redirect_stdout(io.StringIO()):  # the converter narrates on stdout
-            convert_onnx_models_to_ort(
-                staged, tmp / "out", optimization_styles=[OptimizationStyle.Fixed]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+            staged = Path(tmp) / f"{out.stem}.onnx"
+            shutil.copyfile(source, staged)
+            with contextlib.redirect_stdout(io.StringIO()):  # the converter narrates
+                style = [tool.OptimizationStyle.Fixed]
+                tool.convert_onnx_models_to_ort(
+                    staged, Path(tmp) / "out", optimization_styles=style
+                )
+            # the config first, so an .ort file is never in place without its operator list
+            place(Path(tmp) / "out" / config.name, config, overwrite=overwrite, error=ExportError)
+            place(
+                Path(tmp) / "out" / f"{out.stem}.ort", out, overwrite=overwrite, error=ExportError
             )
-        # the config first, so an .ort file is never in place without its operator list
-        place(tmp / "out" / config.name, config, overwrite=overwrite, error=ExportError)
-        place(tmp / "out" / f"{out.stem}.ort", out, overwrite=overwrite, error=ExportError)
     except OSError as exc:
         raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except OutputExistsError:
+        raise
     except Exception as exc:  # the converter raises onnxruntime's untyped errors
         raise ExportError(f"cannot convert {source} to ORT format: {exc}") from None
-    finally:
-        tool_log.setLevel(level)
-        shutil.rmtree(tmp, ignore_errors=True)
     return out, config
 
 

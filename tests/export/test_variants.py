@@ -783,3 +783,19 @@ def test_cli_auto_keeps_fp32_and_says_why(
     assert not out.exists()
     data = json.loads(CliRunner().invoke(cli, [*args, "-o", str(out), "--json"]).output)
     assert data["written"] is False and len(data["attempts"]) == 3
+
+
+def test_keep_float_leaves_those_layers_unquantized(digits: Exported) -> None:
+    from onnxedge.export.variants import Int8Settings, onnx_to_int8
+
+    source = onnx.load(str(digits.model))
+    first = _gemms(source)[0]
+    for keep, int8_layers in (((), 2), ((first.output[0],), 1)):
+        settings = Int8Settings("static", True, False, keep)
+        model = onnx_to_int8(source, settings, digits.run.calibration())
+        weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        assert sum(len(t.dims) == 2 for t in weights) == int8_layers
+        float_weights = {
+            i for n in model.graph.node if n.output[0] == first.output[0] for i in n.input
+        }
+        assert (first.input[1] in float_weights) is bool(keep)
