@@ -31,9 +31,8 @@ from onnxedge.export.variants import INT8_METHODS, make_variant, onnx_to_ort, va
 @click.option(
     "--data",
     default=None,
-    help="A data file (CSV / NPY / NPZ / Parquet, with labels) or bundled dataset to "
-    "calibrate and check on, for models without a run folder.  [default: --run, else "
-    "the bundled dataset MODEL records]",
+    help="A labelled data file (CSV / NPY / NPZ / Parquet) or bundled dataset to calibrate "
+    "and check on, for any exported model.  [default: the bundled dataset MODEL records]",
 )
 @click.option(
     "--int8",
@@ -76,8 +75,7 @@ from onnxedge.export.variants import INT8_METHODS, make_variant, onnx_to_ort, va
 @click.option(
     "--localize",
     is_flag=True,
-    help="Compare every node with the fp32 model's even when the bar is cleared (done "
-    "whenever it is missed): the first diverging node and the worst ones.",
+    help="Compare every node with the fp32 model's (done anyway when the bar is missed).",
 )
 @click.option(
     "--accept-degradation",
