@@ -1,18 +1,12 @@
-"""Edge variants of an exported fp32 model: int8 and fp16, each held to its own bar.
+"""Edge variants of an exported fp32 model: int8 (onnxruntime.quantization, the net's
+Conv / MatMul / Gemm layers) and fp16 (onnxconverter-common, the net's body), float32 in
+and out with a float32 head, each checked against the fp32 model through the one
+comparator with its own :class:`VariantBar`; ORT format for minimal builds.
 
-- ``int8`` through ``onnxruntime.quantization`` (pre-processing, then static QDQ with
-  MinMax calibration, or dynamic) on the net's Conv / MatMul / Gemm layers only; the
-  preprocessing, logits, head and label stay float32. ``method="auto"`` repairs a
-  static variant that misses its bar (per-channel weights, then the worst layers kept in
-  float, then dynamic) and keeps only a variant faster than fp32 on this machine.
-- ``fp16`` through onnxconverter-common on the net's body, float32 in and out.
-- ORT format (``.ort``) for onnxruntime's minimal builds (:func:`onnx_to_ort`).
-
-A variant runs beside its source on check rows through the one comparator
-(:func:`onnxedge.export.compare.compare`) with its own :class:`VariantBar`; its report
-adds per-class accuracy, the confusion change, the flipped rows and near ties, and, when
-the bar fails (or ``localize``), the first node in fp32 graph order whose output breaks
-its tolerance (nodes matched by tensor name, as onnxruntime's ``qdq_loss_debug`` does).
+The report is a classifier's (per-class accuracy, confusion change, flipped rows, near
+ties), names the first diverging node when the bar is missed (nodes matched by tensor
+name, as onnxruntime's ``qdq_loss_debug`` does) and the speed against fp32 on this
+machine; ``method="auto"`` repairs a static int8 variant that misses its bar.
 """
 
 from __future__ import annotations
@@ -33,23 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from onnxedge.export.compare import Check, compare, exact, jsonable, render_checks
 from onnxedge.export.verify import load_onnx, node_outputs, onnxruntime_runner
+from onnxedge.runtime import contract as ct
 from onnxedge.runtime import tolerances
 from onnxedge.runtime.atomic import atomic_file, exists_message, place
-from onnxedge.runtime.contract import (
-    INPUT_NAME,
-    KEY_GOLDEN,
-    KEY_GRAPH_WEIGHTS_SHA256,
-    KEY_PARITY,
-    KEY_SOURCE_SHA256,
-    KEY_VARIANT,
-    KEY_VARIANT_REPORT,
-    KEY_WEIGHTS_SHA256,
-    OUTPUT_LABEL,
-    OUTPUT_LOGITS,
-    OUTPUT_NAMES,
-    OUTPUT_PROBABILITIES,
-    ModelContract,
-)
 from onnxedge.runtime.errors import (
     CheckpointError,
     DataError,
@@ -93,19 +73,14 @@ LAYER_OPS = frozenset({"MatMul", "Gemm", "Conv"})
 FP16_MIN_POSITIVE = float(np.finfo(np.float16).smallest_subnormal)
 FP16_MAX_FINITE = float(np.finfo(np.float16).max)
 
-#: ``timer(model, batch) -> seconds`` for one call; ``model`` is ``fp32`` or ``variant``.
-Timer = Callable[[str, int], float]
+Timer = Callable[[str, int], float]  # (fp32 | variant, batch) -> seconds for one call
 
 
 @dataclass(frozen=True)
 class Int8Settings:
-    """How an int8 variant is quantized (uint8 activations, int8 weights, QDQ, MinMax).
-
-    Attributes:
-        method: ``static`` (QDQ, calibrated) or ``dynamic``.
-        per_channel: one weight scale per output channel (else one per tensor).
-        reduce_range: 7-bit weights (x86 without VNNI, where u8s8 kernels saturate).
-        keep_float: output tensor names of layers left in float32 (``nodes_to_exclude``).
+    """How an int8 variant is quantized (uint8 activations, int8 weights, QDQ, MinMax):
+    ``static`` / ``dynamic``, per-channel weight scales, 7-bit weights (``reduce_range``),
+    and the output tensor names of layers kept float32 (``keep_float``).
     """
 
     method: str = "static"
@@ -136,10 +111,8 @@ def choose_int8_settings(
     if method not in ("static", "dynamic"):
         raise ExportError(f"unknown int8 method {method!r}; expected one of static, dynamic")
     if reduce_range is None:
-        try:
-            flags = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            flags = ""
+        info = Path("/proc/cpuinfo")
+        flags = info.read_text(errors="replace") if info.is_file() else ""
         x86 = platform.machine().lower() in {"x86_64", "amd64", "i686", "x86"}
         reduce_range = x86 and not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
     return Int8Settings(method, bool(per_channel), reduce_range)
@@ -164,20 +137,15 @@ class VariantBar:
     def for_variant(cls, variant: str) -> VariantBar:
         """The named bar of ``int8`` or ``fp16``."""
         prefix = "FP16" if variant == "fp16" else "INT8"
-        names = (
-            "VARIANT_MIN_LABEL_AGREEMENT",
-            "VARIANT_MAX_ACCURACY_DROP",
-            f"{prefix}_MAX_LOSS_DELTA",
-            f"{prefix}_MAX_PROBABILITY_ERROR",
-        )
+        names = (*cls.names[:2], f"{prefix}_MAX_LOSS_DELTA", f"{prefix}_MAX_PROBABILITY_ERROR")
         a, d, loss, p = (float(getattr(tolerances, n)) for n in names)
         return cls(a, d, loss, p, names=names)
 
     def tolerances(self) -> dict[str, float]:
         """The comparator's tolerances by output name (labels: the share that may differ)."""
         return {
-            OUTPUT_PROBABILITIES: self.max_probability_error,
-            OUTPUT_LABEL: 1.0 - self.min_label_agreement,
+            ct.OUTPUT_PROBABILITIES: self.max_probability_error,
+            ct.OUTPUT_LABEL: 1.0 - self.min_label_agreement,
             "loss": self.max_loss_delta,
         }
 
@@ -186,19 +154,10 @@ class VariantBar:
 class VariantReport:
     """How a variant compares with its fp32 source on the same labelled check rows.
 
-    Attributes:
-        variant, task, rows: ``int8`` / ``fp16``, ``multiclass`` / ``binary``, rows checked.
-        label_agreement: share of rows where both models give the same label.
-        accuracy_*, loss_*, *_probability_error: against the true labels / the source.
-        finite, float32_head: no NaN / Inf in the outputs; the head reads float32.
-        bar, checks: the thresholds and the comparator's checks.
-        classes: per-class accuracy, confusion change, flipped rows, near ties.
-        nodes: the per-node comparison (when the bar failed or ``localize``), else None.
-        latency: the gate's figures (fp32 time over variant time per batch), or None.
-        attempts: ``auto``'s attempts in order, each with what it reached.
-        written: the file was written (``auto`` may keep fp32 instead).
-        verdict: one line on what was kept and why.
-        data: where the check and calibration rows came from.
+    Besides the bar's figures and ``checks``: ``classes`` (:func:`class_figures`),
+    ``nodes`` (:func:`compare_nodes`, when the bar is missed or ``localize``), ``latency``
+    (:func:`latency_gate`), ``attempts`` (``auto``'s, in order, each with what it
+    reached), ``written`` (``auto`` may keep fp32), ``verdict`` and ``data`` (the rows).
     """
 
     variant: str
@@ -212,9 +171,7 @@ class VariantReport:
     loss_variant: float
     loss_delta: float
     max_probability_error: float
-    mean_probability_error: float
     finite: bool
-    float32_head: bool
     bar: VariantBar
     checks: list[Check] = field(default_factory=list)
     classes: dict[str, Any] = field(default_factory=dict)
@@ -275,18 +232,15 @@ class VariantReport:
                 f"{c['near_tie_tolerance']}), {c['flipped_near_ties']} of them flipped"
             )
         if self.nodes is not None:
-            first = self.nodes["first_diverging"]
+            first, limit = self.nodes["first_diverging"], f"{self.nodes['limit']:g}"
             lines.append(
                 f"  first diverging node: {first['node']} ({first['op_type']}), error "
-                f"{first['relative_error']:.3g} of its range > {self.nodes['limit']:g} "
-                f"({self.nodes['tolerance']})"
+                f"{first['relative_error']:.3g} of its range > {limit} ({self.nodes['tolerance']})"
                 if first
-                else f"  every node within {self.nodes['limit']:g} ({self.nodes['tolerance']})"
+                else f"  every node within {limit} ({self.nodes['tolerance']})"
             )
-            lines += [
-                f"    {n['node']} ({n['op_type']}): {n['relative_error']:.3g}"
-                for n in self.nodes["worst"][:5]
-            ]
+            worst = self.nodes["worst"][:5]
+            lines += [f"    {n['node']} ({n['op_type']}): {n['relative_error']:.3g}" for n in worst]
         lines += [f"  tried {a['form']}: {a['reached']}" for a in self.attempts]
         if self.latency is not None:
             lines.append(f"  speed vs fp32 here: {self.latency['summary']}")
@@ -310,12 +264,8 @@ class VariantReport:
 def onnx_to_int8(
     model: onnx.ModelProto, settings: Int8Settings, calibration: np.ndarray | None = None
 ) -> onnx.ModelProto:
-    """Quantize an fp32 model's Conv / MatMul / Gemm layers to int8 (the model is unchanged).
-
-    Args:
-        model: the fp32 model.
-        settings: from :func:`choose_int8_settings` (``keep_float`` layers stay float32).
-        calibration: raw rows ``(n, *input_shape)`` float32; needed for ``static``.
+    """Quantize an fp32 model's Conv / MatMul / Gemm layers to int8 (``model`` unchanged);
+    ``calibration`` rows are needed for ``static``.
 
     Raises:
         DataError: static quantization without calibration rows, or bad rows.
@@ -337,7 +287,7 @@ def onnx_to_int8(
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._batches, None)
-            return None if batch is None else {INPUT_NAME: batch}
+            return None if batch is None else {ct.INPUT_NAME: batch}
 
     with tempfile.TemporaryDirectory(prefix="onnxedge-int8-") as tmp:
         src, pre, out = (os.path.join(tmp, n) for n in ("src.onnx", "pre.onnx", "int8.onnx"))
@@ -402,7 +352,7 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     produced = {out for n in body for out in n.output}
     constants = {t.name for t in named.graph.initializer}
     inputs = sorted({i for n in body for i in n.input if i and i not in produced | constants})
-    sub = Extractor(named).extract_model(inputs, [OUTPUT_LOGITS])
+    sub = Extractor(named).extract_model(inputs, [ct.OUTPUT_LOGITS])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # once per clamped tensor; counted instead
         half = float16.convert_float_to_float16(
@@ -449,18 +399,14 @@ def compare_nodes(
 ) -> dict[str, Any]:
     """Every fp32 node's output against the variant's tensor of the same name.
 
-    QDQ and fp16 conversion keep the float tensor names, so the variant's nodes are
-    matched to the fp32 model's by output name (as onnxruntime's ``qdq_loss_debug``
-    does); a node's error is ``max |variant - fp32|`` over its fp32 range, checked by the
-    comparator against ``NODE_TOLERANCE[variant]`` times that range.
-
-    Returns:
-        ``{"tolerance", "limit", "rows", "compared", "unmatched", "first_diverging",
-        "worst"}``: the first node in fp32 graph order that breaks the limit (or None)
-        and the compared nodes worst first (each with its error added over its inputs').
+    QDQ and the fp16 converter keep the float tensor names, so nodes are matched by output
+    name (as onnxruntime's ``qdq_loss_debug`` does). A node's error is ``max |variant -
+    fp32|`` over its fp32 range; the comparator checks it against ``NODE_TOLERANCE``.
+    Returns the first node in fp32 graph order that breaks it (or None) and the compared
+    nodes worst first, each with the error it adds over its inputs'.
 
     Raises:
-        ModelLoadError: onnxruntime cannot run either model with every output exposed.
+        ModelLoadError: onnxruntime cannot run a model with every output exposed.
     """
     name = NODE_TOLERANCE[variant]
     limit = float(getattr(tolerances, name))
@@ -512,12 +458,12 @@ def class_figures(
     margin_name: str,
     threshold: float = 0.5,
 ) -> dict[str, Any]:
-    """Per-class accuracy before / after, the confusion cells that changed, the rows whose
-    label flipped (ids and both models' probabilities of the two labels), and the fp32
-    near ties (top-2 margin, or distance to the threshold, at most ``margin``)."""
-    a, b = ref[OUTPUT_LABEL].astype(np.int64), out[OUTPUT_LABEL].astype(np.int64)
-    pa, pb = ref[OUTPUT_PROBABILITIES].astype(np.float64), out[OUTPUT_PROBABILITIES]
-    k = max(int(ref[OUTPUT_LOGITS].shape[1]), 2, int(max(y.max(), a.max(), b.max())) + 1)
+    """Per-class accuracy before / after, the confusion cells that changed, the flipped
+    rows (ids, both models' probabilities of the two labels) and the fp32 near ties (top-2
+    margin, or distance to the threshold, at most ``margin``)."""
+    a, b = ref[ct.OUTPUT_LABEL].astype(np.int64), out[ct.OUTPUT_LABEL].astype(np.int64)
+    pa, pb = ref[ct.OUTPUT_PROBABILITIES].astype(np.float64), out[ct.OUTPUT_PROBABILITIES]
+    k = max(int(ref[ct.OUTPUT_LOGITS].shape[1]), 2, int(max(y.max(), a.max(), b.max())) + 1)
     before, after = np.zeros((k, k), np.int64), np.zeros((k, k), np.int64)
     np.add.at(before, (y, a), 1)
     np.add.at(after, (y, b), 1)
@@ -567,19 +513,10 @@ def latency_gate(
     *,
     timer: Timer | None = None,
 ) -> dict[str, Any]:
-    """Time a variant against fp32 side by side at batch 1 and ``LATENCY_BATCHES[-1]``.
-
-    The two run in interleaved rounds (the order alternates); each batch's figure is the
-    fp32 median over the variant median, so above 1 means the variant is faster.
-
-    Args:
-        fp32, variant: ``x -> outputs`` runners.
-        rows: rows to tile into each batch.
-        timer: ``(model, batch) -> seconds`` (tests inject one); default: wall clock.
-
-    Returns:
-        ``{"batches", "speedup": {batch: x}, "faster", "summary"}``; ``faster`` only when
-        the variant is faster at every batch.
+    """Time ``variant`` against ``fp32`` (runners) side by side at ``LATENCY_BATCHES``, rows
+    tiled to each batch, in interleaved rounds (the order alternates); each figure is the
+    fp32 median over the variant's, and ``faster`` needs every one above 1. ``timer``
+    (``(model, batch) -> seconds``; tests inject one) defaults to the wall clock.
     """
     runners = {"fp32": fp32, "variant": variant}
     xs = {b: np.ascontiguousarray(np.resize(rows, (b, *rows.shape[1:]))) for b in LATENCY_BATCHES}
@@ -631,13 +568,8 @@ def verify_variant(
     task: str | None = None,
     bar: VariantBar | None = None,
 ) -> VariantReport:
-    """Run a variant beside its fp32 source in onnxruntime and check it against its bar.
-
-    Args:
-        variant_model, source_model: models as protos, serialized bytes or file paths.
-        x, y: raw check rows ``(n, *input_shape)`` and true labels ``(n,)``.
-        variant: ``int8`` or ``fp16`` (chooses the bar when ``bar`` is None).
-        task: ``multiclass`` or ``binary``; None: from the logits' width.
+    """Run a variant beside its fp32 source (protos, bytes or paths) on check rows ``x``
+    with true labels ``y`` and check it against its bar (``bar`` or the variant's).
 
     Raises:
         DataError: rows / labels empty, mismatched or not finite.
@@ -649,12 +581,9 @@ def verify_variant(
 
 
 def model_variant(model: str | os.PathLike[str]) -> str:
-    """The ``onnxedge.variant`` a model file records (``fp32`` when it records none).
-
-    Raises:
-        ModelLoadError: the file cannot be read as ONNX.
-    """
-    return _props(load_onnx(model)).get(KEY_VARIANT, "fp32")
+    """The ``onnxedge.variant`` a model file records (default ``fp32``); raises
+    ModelLoadError when the file cannot be read as ONNX."""
+    return {p.key: p.value for p in load_onnx(model).metadata_props}.get(ct.KEY_VARIANT, "fp32")
 
 
 def raise_for_variant_failures(report: VariantReport) -> None:
@@ -672,24 +601,21 @@ def verify_variant_file(
     *,
     source: str | os.PathLike[str] | None = None,
 ) -> VariantReport:
-    """Re-verify a written variant on its run's validation split, against its bar.
-
-    The expected outputs are the fp32 ``source`` model's when given, else the run's own
-    torch module with the variant's head and threshold.
+    """Re-verify a written variant on its run's validation split against the fp32
+    ``source`` model, else the run's own torch module with the variant's head.
 
     Raises:
         ModelLoadError: the model cannot be read or is not a variant.
-        CheckpointError: the run folder is unusable.
-        DataError: the validation split does not fit the model.
+        CheckpointError, DataError: the run folder is unusable or does not fit.
     """
     from onnxedge.export.heads import build_head_module
     from onnxedge.export.verify import torch_runner
     from onnxedge.models.checkpoint import load_run
 
     proto = load_onnx(model)
-    props = _props(proto)
-    contract = ModelContract.from_metadata(props)
-    variant = props.get(KEY_VARIANT, "fp32")
+    props = {p.key: p.value for p in proto.metadata_props}
+    contract = ct.ModelContract.from_metadata(props)
+    variant = props.get(ct.KEY_VARIANT, "fp32")
     if variant not in VARIANTS:
         raise ModelLoadError(f"{model} is not an int8 / fp16 variant (onnxedge.variant={variant})")
     run = load_run(run_dir)
@@ -707,7 +633,7 @@ def verify_variant_file(
     )
     report.source = str(source) if source is not None else f"{run.path} (the run's torch module)"
     report.output, report.size_bytes, report.written = str(model), Path(model).stat().st_size, True
-    report.source_sha256 = props.get(KEY_SOURCE_SHA256, "")
+    report.source_sha256 = props.get(ct.KEY_SOURCE_SHA256, "")
     return report
 
 
@@ -732,7 +658,7 @@ def _compare(
     out = onnxruntime_runner(variant_bytes, "the variant")(rows)
     ref = {k: np.asarray(v) for k, v in ref.items()}
     if task not in ("multiclass", "binary"):
-        task = "binary" if ref[OUTPUT_LOGITS].shape[1] == 1 else "multiclass"
+        task = "binary" if ref[ct.OUTPUT_LOGITS].shape[1] == 1 else "multiclass"
 
     def loss(logits: np.ndarray) -> float:
         z = logits.astype(np.float64)  # (n, classes) or (n, 1)
@@ -740,12 +666,14 @@ def _compare(
             return float(binary_cross_entropy_with_logits(z[:, 0], labels.astype(np.float64)))
         return float(cross_entropy(z, labels))
 
-    names = dict(zip((OUTPUT_LABEL, "", "loss", OUTPUT_PROBABILITIES), bar.names, strict=True))
+    names = dict(
+        zip((ct.OUTPUT_LABEL, "", "loss", ct.OUTPUT_PROBABILITIES), bar.names, strict=True)
+    )
     subject = f"{variant}~fp32"
     checks = compare(ref, out, bar.tolerances(), subject=subject, names=names)
-    finite = all(np.isfinite(out[k]).all() for k in (OUTPUT_LOGITS, OUTPUT_PROBABILITIES))
-    loss_src = loss(ref[OUTPUT_LOGITS])
-    loss_var = loss(out[OUTPUT_LOGITS]) if finite else math.inf
+    finite = all(np.isfinite(out[k]).all() for k in (ct.OUTPUT_LOGITS, ct.OUTPUT_PROBABILITIES))
+    loss_src = loss(ref[ct.OUTPUT_LOGITS])
+    loss_var = loss(out[ct.OUTPUT_LOGITS]) if finite else math.inf
     checks += compare(
         {"loss": np.array(loss_src)},
         {"loss": np.array(loss_var)},
@@ -753,32 +681,22 @@ def _compare(
         subject=subject,
         names=names,
     )
-    acc_src = float(np.mean(ref[OUTPUT_LABEL] == labels))
-    acc_var = float(np.mean(out[OUTPUT_LABEL] == labels))
+    acc_src = float(np.mean(ref[ct.OUTPUT_LABEL] == labels))
+    acc_var = float(np.mean(out[ct.OUTPUT_LABEL] == labels))
     drop = acc_src - acc_var
     ok = drop <= bar.max_accuracy_drop
     detail = f"accuracy {acc_src:.4f} -> {acc_var:.4f}"
     checks.append(
         Check("accuracy_drop", subject, None, drop, bar.max_accuracy_drop, bar.names[1], ok, detail)
     )
-    float32_head = head_reads_float32(variant_bytes)
-    checks.append(
-        exact("float32_head", variant, float32_head, "the head / label nodes do not read float32")
-    )
-    p_err = np.abs(out[OUTPUT_PROBABILITIES].astype(np.float64) - ref[OUTPUT_PROBABILITIES])
-    classes = class_figures(
-        labels,
-        ref,
-        out,
-        margin=bar.max_probability_error,
-        margin_name=bar.names[3],
-        threshold=threshold,
-    )
+    f32 = head_reads_float32(variant_bytes)
+    checks.append(exact("float32_head", variant, f32, "the head / label nodes do not read float32"))
+    p_err = np.abs(out[ct.OUTPUT_PROBABILITIES].astype(np.float64) - ref[ct.OUTPUT_PROBABILITIES])
     return VariantReport(
         variant=variant,
         task=str(task),
         rows=len(rows),
-        label_agreement=float(np.mean(out[OUTPUT_LABEL] == ref[OUTPUT_LABEL])),
+        label_agreement=float(np.mean(out[ct.OUTPUT_LABEL] == ref[ct.OUTPUT_LABEL])),
         accuracy_source=acc_src,
         accuracy_variant=acc_var,
         accuracy_drop=drop,
@@ -786,12 +704,17 @@ def _compare(
         loss_variant=loss_var,
         loss_delta=abs(loss_var - loss_src),
         max_probability_error=float(p_err.max()) if finite else math.inf,
-        mean_probability_error=float(p_err.mean()) if finite else math.inf,
         finite=bool(finite),
-        float32_head=float32_head,
         bar=bar,
         checks=checks,
-        classes=classes,
+        classes=class_figures(
+            labels,
+            ref,
+            out,
+            margin=bar.max_probability_error,
+            margin_name=bar.names[3],
+            threshold=threshold,
+        ),
     )
 
 
@@ -876,19 +799,19 @@ def make_variant(
     if out_path.exists() and not overwrite:
         raise OutputExistsError(f"{out_path} already exists; pass --overwrite to replace it")
     source = load_onnx(source_path)
-    props = _props(source)
+    props = {p.key: p.value for p in source.metadata_props}
     outputs, inputs = {o.name for o in source.graph.output}, [i.name for i in source.graph.input]
-    if not set(OUTPUT_NAMES) <= outputs or INPUT_NAME not in inputs:
+    if not set(ct.OUTPUT_NAMES) <= outputs or ct.INPUT_NAME not in inputs:
         raise ModelLoadError(
             f"{source_path} is not an onnxedge model: inputs {inputs}, outputs {sorted(outputs)} "
-            f"(expected input {INPUT_NAME!r} and outputs logits, probabilities, label)"
+            f"(expected input {ct.INPUT_NAME!r} and outputs logits, probabilities, label)"
         )
-    if props.get(KEY_VARIANT, "fp32") != "fp32":
+    if props.get(ct.KEY_VARIANT, "fp32") != "fp32":
         raise ExportError(
-            f"{source_path} is already an {props[KEY_VARIANT]} variant; make variants from "
+            f"{source_path} is already an {props[ct.KEY_VARIANT]} variant; make variants from "
             "the fp32 model that onnxedge export wrote"
         )
-    contract = ModelContract.from_metadata(props)
+    contract = ct.ModelContract.from_metadata(props)
     x_cal, x_val, y_val, task, described = _variant_rows(
         source_path, props, contract, run_dir, data
     )
@@ -935,22 +858,15 @@ def make_variant(
         report.latency = latency_gate(fp32, runner, x_val, timer=timer)
 
     tried: list[tuple[onnx.ModelProto, VariantReport]] = []
+    int8 = choose_int8_settings(
+        "static" if method == "auto" else method, per_channel=per_channel, reduce_range=reduce_range
+    )
     if variant == "fp16" or method != "auto":
-        settings = (
-            None
-            if variant == "fp16"
-            else choose_int8_settings(method, per_channel=per_channel, reduce_range=reduce_range)
-        )
-        built, report = build(settings)
+        built, report = build(None if variant == "fp16" else int8)
         if report.passed or accept_degradation:
             gate(built, report)
     else:
-        chosen = _auto(
-            build,
-            gate,
-            tried,
-            choose_int8_settings("static", reduce_range=reduce_range).reduce_range,
-        )
+        chosen = _auto(build, gate, tried, int8.reduce_range)
         built, report = (
             chosen if chosen else max(tried, key=lambda t: (t[1].label_agreement, -t[1].loss_delta))
         )
@@ -962,10 +878,8 @@ def make_variant(
             passing = "; ".join(
                 f"{r.settings['form']}: {_reached(r)}" for _, r in tried if r.passed
             )
-            best.verdict = (
-                f"kept fp32 {source_path}: no int8 form that clears its bar is faster than "
-                f"fp32 here ({passing})"
-            )
+            best.verdict = f"kept fp32 {source_path}: no int8 form that clears its bar is faster "
+            best.verdict += f"than fp32 here ({passing})"
             return best
     report.source = str(source_path)
     report.source_sha256 = sha256_file(source_path)
@@ -1042,7 +956,7 @@ def _reached(report: VariantReport) -> str:
 def _variant_rows(
     path: Path,
     props: dict[str, str],
-    contract: ModelContract,
+    contract: ct.ModelContract,
     run_dir: str | os.PathLike[str] | None,
     data: str | os.PathLike[str] | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str | None, str]:
@@ -1052,7 +966,7 @@ def _variant_rows(
 
     if run_dir is not None:
         run = load_run(run_dir)
-        recorded = props.get(KEY_WEIGHTS_SHA256)
+        recorded = props.get(ct.KEY_WEIGHTS_SHA256)
         if recorded and recorded != run.weights_sha256:
             raise CheckpointError(
                 f"{path} was exported from weights {recorded[:12]}..., but run folder "
@@ -1103,17 +1017,17 @@ def _serialize_with_size(
     from onnxedge.export.verify import graph_weights_sha256
 
     # The source's parity figures describe the fp32 graph; the digest is this graph's.
-    own = (KEY_VARIANT, KEY_SOURCE_SHA256, KEY_VARIANT_REPORT, KEY_PARITY)
+    own = (ct.KEY_VARIANT, ct.KEY_SOURCE_SHA256, ct.KEY_VARIANT_REPORT, ct.KEY_PARITY)
     base = {k: v for k, v in props.items() if k not in own}
-    if KEY_GRAPH_WEIGHTS_SHA256 in base:
-        base[KEY_GRAPH_WEIGHTS_SHA256] = graph_weights_sha256(model)
-    if KEY_GOLDEN in base:  # the self-test holds a device to this graph's own outputs
-        rows = np.asarray(json.loads(base[KEY_GOLDEN])["rows"], np.float32)
+    if ct.KEY_GRAPH_WEIGHTS_SHA256 in base:
+        base[ct.KEY_GRAPH_WEIGHTS_SHA256] = graph_weights_sha256(model)
+    if ct.KEY_GOLDEN in base:  # the self-test holds a device to this graph's own outputs
+        rows = np.asarray(json.loads(base[ct.KEY_GOLDEN])["rows"], np.float32)
         shape = _row_shape_of(model) or rows.shape[1:]
         try:
-            base[KEY_GOLDEN] = json.dumps(golden_set(model, rows.reshape(len(rows), *shape)))
+            base[ct.KEY_GOLDEN] = json.dumps(golden_set(model, rows.reshape(len(rows), *shape)))
         except ExportError:  # every golden row a tie: a collapsed variant carries none
-            del base[KEY_GOLDEN]
+            del base[ct.KEY_GOLDEN]
     data = b""
     for _ in range(4):
         # size_ratio stays out: its digits would change with the size it describes; file
@@ -1126,9 +1040,9 @@ def _serialize_with_size(
             model,
             {
                 **base,
-                KEY_VARIANT: report.variant,
-                KEY_SOURCE_SHA256: report.source_sha256,
-                KEY_VARIANT_REPORT: json.dumps(recorded, sort_keys=True),
+                ct.KEY_VARIANT: report.variant,
+                ct.KEY_SOURCE_SHA256: report.source_sha256,
+                ct.KEY_VARIANT_REPORT: json.dumps(recorded, sort_keys=True),
             },
         )
         data = model.SerializeToString()
@@ -1189,10 +1103,6 @@ def onnx_to_ort(
 # --- small pieces -----------------------------------------------------------------------
 
 
-def _props(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props}
-
-
 def _as_bytes(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> bytes:
     if isinstance(model, bytes):
         return model
@@ -1204,7 +1114,7 @@ def _as_bytes(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> bytes:
 def _row_shape_of(model: onnx.ModelProto) -> tuple[int, ...] | None:
     """One row's shape from the input's static non-batch dims (None where any is symbolic)."""
     for info in model.graph.input:
-        if info.name == INPUT_NAME:
+        if info.name == ct.INPUT_NAME:
             dims = info.type.tensor_type.shape.dim[1:]
             if dims and all(d.HasField("dim_value") for d in dims):
                 return tuple(int(d.dim_value) for d in dims)
@@ -1254,8 +1164,8 @@ def _split_layers(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     """
     nodes = list(model.graph.node)
     producer = {out: i for i, n in enumerate(nodes) for out in n.output}
-    if OUTPUT_LOGITS not in producer:
-        raise ExportError(f"no node produces {OUTPUT_LOGITS!r}; is this an onnxedge model?")
+    if ct.OUTPUT_LOGITS not in producer:
+        raise ExportError(f"no node produces {ct.OUTPUT_LOGITS!r}; is this an onnxedge model?")
 
     def reach(start: list[int], step: Callable[[int], list[int]]) -> set[int]:
         seen: set[int] = set()
@@ -1267,7 +1177,8 @@ def _split_layers(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
         return seen
 
     upstream = reach(
-        [producer[OUTPUT_LOGITS]], lambda i: [producer[n] for n in nodes[i].input if n in producer]
+        [producer[ct.OUTPUT_LOGITS]],
+        lambda i: [producer[n] for n in nodes[i].input if n in producer],
     )
     outs = {i: set(n.output) for i, n in enumerate(nodes)}
     downstream = reach(
@@ -1277,7 +1188,7 @@ def _split_layers(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     body = upstream & downstream
     layers = [nodes[i].name for i in sorted(body) if nodes[i].op_type in LAYER_OPS]
     if not layers:
-        raise ExportError(f"no MatMul / Gemm layer feeds {OUTPUT_LOGITS!r}; nothing to convert")
+        raise ExportError(f"no MatMul / Gemm layer feeds {ct.OUTPUT_LOGITS!r}; nothing to convert")
     return layers, [nodes[i].name for i in range(len(nodes)) if i not in body]
 
 

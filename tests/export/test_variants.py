@@ -761,6 +761,13 @@ def test_a_variant_of_any_exported_model_from_a_data_file(
         f"Error: a variant of {model} needs rows to calibrate and check on: pass --run "
         "RUN_DIR or --data FILE (the model records no bundled dataset)\n"
     )
+    other_classes = CliRunner().invoke(
+        cli, ["optimize", str(model), "--data", "breast-cancer", "--int8", "-o", str(other)]
+    )
+    assert other_classes.exit_code == 1
+    assert other_classes.output == (
+        "Error: breast-cancer has classes ['malignant', 'benign']; the model's are ['0', '1']\n"
+    )
     absent = CliRunner().invoke(
         cli, ["optimize", str(model), "--data", str(tmp_path / "nope.npz"), "--fp16"]
     )
@@ -799,3 +806,21 @@ def test_keep_float_leaves_those_layers_unquantized(digits: Exported) -> None:
             i for n in model.graph.node if n.output[0] == first.output[0] for i in n.input
         }
         assert (first.input[1] in float_weights) is bool(keep)
+
+
+def test_per_node_comparison_of_fp16_names_a_tampered_layer(
+    built: dict[tuple[str, str], Path], digits: Exported
+) -> None:
+    source, variant = onnx.load(str(digits.model)), onnx.load(str(built["digits", "fp16"]))
+    x = digits.run.validation()[0][:64]
+    assert compare_nodes(source, variant, x, "fp16")["first_diverging"] is None
+    first = _gemms(source)[0]
+    weight = next(t for t in variant.graph.initializer if t.name == _gemms(variant)[0].input[1])
+    values = onnx.numpy_helper.to_array(weight)
+    weight.CopyFrom(onnx.numpy_helper.from_array(values * np.float16(3), weight.name))
+    found = compare_nodes(source, variant, x, "fp16")
+    assert found["tolerance"] == "FP16_MAX_PROBABILITY_ERROR"
+    assert (found["first_diverging"]["node"], found["first_diverging"]["output"]) == (
+        first.name,
+        first.output[0],
+    )
