@@ -1,22 +1,12 @@
-"""Edge variants of an exported fp32 model: int8 and fp16, each held to its own bar.
+"""Edge variants of an exported fp32 model: int8 (onnxruntime.quantization, the net's
+Conv / MatMul / Gemm layers) and fp16 (onnxconverter-common, the net's body), float32 in
+and out with a float32 head, each checked against the fp32 model through the one
+comparator with its own :class:`VariantBar`; ORT format for minimal builds.
 
-- ``int8`` through ``onnxruntime.quantization`` (its pre-processing step, then static QDQ
-  with MinMax calibration over the run's calibration rows, or dynamic). Only the net's
-  Conv / MatMul / Gemm layers are quantized (uint8 activations, int8 weights); the
-  preprocessing, the logits, the head and the label stay float32 (the fastest form
-  measured, ``benchmarks/results_variants.md``). ``method="auto"`` tries static
-  per-tensor, static per-channel, then dynamic, and keeps the first that clears the bar.
-- ``fp16`` through onnxconverter-common on the net's body only, float32 in and out.
-- ORT format (``.ort``) for onnxruntime's minimal builds (:func:`onnx_to_ort`).
-
-A variant runs beside its source on the validation split and goes through the same
-comparator as parity (:func:`onnxedge.export.compare.compare`) with its own tolerances
-(:class:`VariantBar`: label agreement, probability error, loss delta, plus accuracy drop
-and a float32 head). The figures go into its metadata (``onnxedge.variant``,
-``onnxedge.source_sha256``, ``onnxedge.variant_report``, its own ``onnxedge.golden``). A
-miss raises :class:`~onnxedge.runtime.errors.ParityError` naming every failing check,
-unless ``accept_degradation`` is set. int8 settings follow this CPU (``/proc/cpuinfo``):
-7-bit weights (``reduce_range``) only on x86 without VNNI, where u8s8 kernels saturate.
+The report is a classifier's (per-class accuracy, confusion change, flipped rows, near
+ties), names the first diverging node when the bar is missed (nodes matched by tensor
+name, as onnxruntime's ``qdq_loss_debug`` does) and the speed against fp32 on this
+machine; ``method="auto"`` repairs a static int8 variant that misses its bar.
 """
 
 from __future__ import annotations
@@ -25,33 +15,21 @@ import json
 import math
 import os
 import platform
+import statistics
 import tempfile
+import time
 import warnings
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from onnxedge.export.compare import Check, compare, exact, jsonable, render_checks
-from onnxedge.export.verify import onnxruntime_runner
+from onnxedge.export.verify import load_onnx, node_outputs, onnxruntime_runner
+from onnxedge.runtime import contract as ct
 from onnxedge.runtime import tolerances
 from onnxedge.runtime.atomic import atomic_file, exists_message, place
-from onnxedge.runtime.contract import (
-    INPUT_NAME,
-    KEY_GOLDEN,
-    KEY_GRAPH_WEIGHTS_SHA256,
-    KEY_HEAD,
-    KEY_PARITY,
-    KEY_SOURCE_SHA256,
-    KEY_THRESHOLD,
-    KEY_VARIANT,
-    KEY_VARIANT_REPORT,
-    KEY_WEIGHTS_SHA256,
-    OUTPUT_LABEL,
-    OUTPUT_LOGITS,
-    OUTPUT_PROBABILITIES,
-)
 from onnxedge.runtime.errors import (
     CheckpointError,
     DataError,
@@ -67,202 +45,77 @@ if TYPE_CHECKING:
 
 #: The variants this module builds (fp32 is the source itself).
 VARIANTS: tuple[str, ...] = ("int8", "fp16")
-#: int8 quantization methods. ``auto`` (the default) tries the int8 forms fastest first
-#: (:data:`AUTO_INT8_FORMS`, in the order measured in benchmarks/results_variants.md) and
-#: keeps the first that clears the bar; ``static`` / ``dynamic`` build that form only.
-INT8_METHODS: tuple[str, ...] = ("auto", "static", "dynamic")
-DEFAULT_INT8_METHOD = "auto"
-#: (method, per_channel) in the order ``auto`` tries them: static QDQ per-tensor was the
-#: fastest int8 form on every model measured, static per-channel next (it rescues models
-#: whose layers' weight ranges differ a lot), dynamic last (no calibration: it survives
-#: calibration rows that do not represent the data).
-AUTO_INT8_FORMS: tuple[tuple[str, bool], ...] = (
-    ("static", False),
-    ("static", True),
-    ("dynamic", False),
-)
-#: Rows per calibration batch fed to onnxruntime's calibrator.
+#: ``static`` / ``dynamic`` build that form; ``auto`` repairs a static form that misses
+#: its bar and keeps only a form faster than fp32 here (:func:`make_variant`).
+INT8_METHODS: tuple[str, ...] = ("static", "dynamic", "auto")
+DEFAULT_INT8_METHOD = "static"
+#: auto keeps the worst layers in float this many at a time (1, then 2, then 4, ...).
+KEEP_FLOAT_GROWTH = 2
 CALIBRATION_BATCH = 128
-#: The layers that are quantized / converted; everything else stays float32.
+#: rows drawn (seed 0) from a ``--data`` file to calibrate; the rest are the check rows.
+DATA_CALIBRATION_ROWS = 256
+#: check rows the per-node comparison runs on (every node's output is held in memory).
+NODE_ROWS = 256
+#: per-node tolerance by variant: a node breaks it when ``max |variant - fp32|`` exceeds
+#: this share of the node's fp32 range. Proposed for runtime/tolerances.py as
+#: INT8_NODE_MAX_RELATIVE_ERROR = 0.3 / FP16_NODE_MAX_RELATIVE_ERROR = 5e-3; until then
+#: the variant's probability bar, which has the same values.
+NODE_TOLERANCE = {"int8": "INT8_MAX_PROBABILITY_ERROR", "fp16": "FP16_MAX_PROBABILITY_ERROR"}
+#: the latency gate: batch sizes, interleaved rounds, and seconds per timed call group.
+LATENCY_BATCHES = (1, 256)
+LATENCY_ROUNDS = 7
+LATENCY_ROUND_SECONDS = 0.005
+#: lists in the report are capped at this many entries (the totals are always given).
+LISTED = 20
 LAYER_OPS = frozenset({"MatMul", "Gemm", "Conv"})
-#: float16's smallest subnormal and largest finite value: the converter clamps weights to
-#: these (its own defaults, 1e-7 and 1e4, clamp more than float16 needs).
+#: float16's smallest subnormal and largest finite value (the converter's defaults, 1e-7
+#: and 1e4, clamp more than float16 needs).
 FP16_MIN_POSITIVE = float(np.finfo(np.float16).smallest_subnormal)
 FP16_MAX_FINITE = float(np.finfo(np.float16).max)
-#: CPU flags that give onnxruntime's int8 kernels the VNNI dot-product instructions.
-VNNI_FLAGS: tuple[str, ...] = ("avx512_vnni", "avx_vnni", "amx_int8")
 
-
-@dataclass(frozen=True)
-class CpuInt8Support:
-    """What this machine's CPU offers int8 inference.
-
-    Attributes:
-        machine: ``platform.machine()`` (``x86_64``, ``aarch64``, ...).
-        x86: an x86 CPU (reduce_range only matters there).
-        vnni: VNNI present (``avx512_vnni``, ``avx_vnni`` or ``amx_int8`` in the flags).
-        flags: the int8-relevant flags found.
-    """
-
-    machine: str
-    x86: bool
-    vnni: bool
-    flags: tuple[str, ...]
-
-
-def detect_cpu_int8_support(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> CpuInt8Support:
-    """Read the CPU flags that decide int8 settings.
-
-    Args:
-        cpuinfo: the file to read (``/proc/cpuinfo``); a missing or unreadable file
-            (not Linux) counts as no flags.
-    """
-    machine = platform.machine().lower()
-    x86 = machine in {"x86_64", "amd64", "i386", "i686", "x86"}
-    found: set[str] = set()
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in {"flags", "Features"}:
-            found.update(value.split())
-    relevant = tuple(
-        f for f in ("avx2", "avx512f", "avx512bw", *VNNI_FLAGS, "asimddp", "i8mm") if f in found
-    )
-    return CpuInt8Support(
-        machine=machine,
-        x86=x86,
-        vnni=any(f in found for f in VNNI_FLAGS),
-        flags=relevant,
-    )
+Timer = Callable[[str, int], float]  # (fp32 | variant, batch) -> seconds for one call
 
 
 @dataclass(frozen=True)
 class Int8Settings:
-    """How an int8 variant is quantized, and why.
-
-    Attributes:
-        method: ``static`` (QDQ, calibrated) or ``dynamic``.
-        per_channel: one weight scale per output channel (else one per tensor).
-        reduce_range: 7-bit weights (for x86 CPUs without VNNI).
-        activation_type: ``uint8`` (onnxruntime's fast u8s8 kernels on x86).
-        weight_type: ``int8``.
-        calibrate_method: ``minmax`` (static only).
-        quant_format: static only: ``qdq`` (QuantizeLinear / DequantizeLinear pairs that
-            onnxruntime fuses into its int8 kernels) or ``qoperator`` (QGemm /
-            QLinearMatMul nodes written directly). Measured the same speed here after
-            onnxruntime's fusion; QDQ is onnxruntime's recommended form.
-        requantize_logits: static only: also quantize the last layer's output, so the
-            head reads logits rounded to 8 bits (onnxruntime's default; off here: it
-            loses probability precision and was slower).
-        reason: how the CPU-dependent choices were made, in words.
+    """How an int8 variant is quantized (uint8 activations, int8 weights, QDQ, MinMax):
+    ``static`` / ``dynamic``, per-channel weight scales, 7-bit weights (``reduce_range``),
+    and the output tensor names of layers kept float32 (``keep_float``).
     """
 
     method: str = "static"
     per_channel: bool = False
     reduce_range: bool = False
-    activation_type: str = "uint8"
-    weight_type: str = "int8"
-    calibrate_method: str = "minmax"
-    quant_format: str = "qdq"
-    requantize_logits: bool = False
-    reason: str = ""
+    keep_float: tuple[str, ...] = ()
+
+    @property
+    def form(self) -> str:
+        """``static per-tensor``, ``static per-channel, 2 layers in float``, ..."""
+        name = f"{self.method} {'per-channel' if self.per_channel else 'per-tensor'}"
+        kept = len(self.keep_float)
+        return name + (f", {kept} layer{'s' * (kept > 1)} in float" if kept else "")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (recorded in the variant report)."""
-        return asdict(self)
+        return {**asdict(self), "keep_float": list(self.keep_float), "form": self.form}
 
 
 def choose_int8_settings(
-    method: str = "static",
-    *,
-    per_channel: bool | None = None,
-    reduce_range: bool | None = None,
-    cpu: CpuInt8Support | None = None,
+    method: str = "static", *, per_channel: bool | None = None, reduce_range: bool | None = None
 ) -> Int8Settings:
-    """Pick int8 settings for a target CPU (this machine's unless ``cpu`` is given).
-
-    Args:
-        method: ``static`` or ``dynamic`` (``auto`` is resolved by :func:`int8_candidates`).
-        per_channel: None chooses per-tensor (measured faster here).
-        reduce_range: None chooses from the CPU: True only on x86 without VNNI.
-        cpu: the target's int8 support; None reads this machine's.
+    """int8 settings for this machine: per-tensor, 7-bit weights only on x86 without VNNI.
 
     Raises:
-        ExportError: unknown ``method``.
+        ExportError: ``method`` is not ``static`` or ``dynamic``.
     """
-    if method not in INT8_METHODS or method == "auto":
-        raise ExportError(
-            f"unknown int8 method {method!r}; expected one of {', '.join(INT8_METHODS)}"
-        )
-    cpu = cpu or detect_cpu_int8_support()
-    reasons = []
+    if method not in ("static", "dynamic"):
+        raise ExportError(f"unknown int8 method {method!r}; expected one of static, dynamic")
     if reduce_range is None:
-        reduce_range = cpu.x86 and not cpu.vnni
-        if not cpu.x86:
-            reasons.append(f"{cpu.machine}: full 8-bit weights (reduce_range matters on x86 only)")
-        elif cpu.vnni:
-            vnni = next(f for f in cpu.flags if f in VNNI_FLAGS)
-            reasons.append(f"{vnni} present: full 8-bit weights (no u8s8 saturation with VNNI)")
-        else:
-            reasons.append("x86 without VNNI: 7-bit weights (reduce_range) against u8s8 saturation")
-    else:
-        reasons.append(f"reduce_range={reduce_range} as asked")
-    if per_channel is None:
-        per_channel = False
-        reasons.append("per-tensor weight scales (per-channel measured slower)")
-    else:
-        reasons.append(f"per_channel={per_channel} as asked")
-    return Int8Settings(
-        method=method,
-        per_channel=per_channel,
-        reduce_range=reduce_range,
-        calibrate_method="minmax" if method == "static" else "none",
-        reason="; ".join(reasons),
-    )
-
-
-def int8_candidates(
-    method: str = DEFAULT_INT8_METHOD,
-    *,
-    per_channel: bool | None = None,
-    reduce_range: bool | None = None,
-    cpu: CpuInt8Support | None = None,
-) -> list[Int8Settings]:
-    """The int8 forms to try, in order: one for ``static`` / ``dynamic``, several for ``auto``.
-
-    Args:
-        method: ``auto``, ``static`` or ``dynamic``.
-        per_channel: None leaves it to the method (``auto`` tries both); True / False
-            keeps only the forms with that setting.
-        reduce_range, cpu: as for :func:`choose_int8_settings`.
-
-    Raises:
-        ExportError: unknown ``method``.
-    """
-    if method not in INT8_METHODS:
-        raise ExportError(
-            f"unknown int8 method {method!r}; expected one of {', '.join(INT8_METHODS)}"
-        )
-    cpu = cpu or detect_cpu_int8_support()
-    if method != "auto":
-        return [
-            choose_int8_settings(
-                method, per_channel=per_channel, reduce_range=reduce_range, cpu=cpu
-            )
-        ]
-    return [
-        choose_int8_settings(m, per_channel=pc, reduce_range=reduce_range, cpu=cpu)
-        for m, pc in AUTO_INT8_FORMS
-        if per_channel is None or pc == per_channel
-    ]
-
-
-def int8_form(settings: Int8Settings) -> str:
-    """A short name for an int8 form: ``static per-tensor``, ``dynamic per-channel``."""
-    return f"{settings.method} {'per-channel' if settings.per_channel else 'per-tensor'}"
+        info = Path("/proc/cpuinfo")
+        flags = info.read_text(errors="replace") if info.is_file() else ""
+        x86 = platform.machine().lower() in {"x86_64", "amd64", "i686", "x86"}
+        reduce_range = x86 and not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return Int8Settings(method, bool(per_channel), reduce_range)
 
 
 @dataclass(frozen=True)
@@ -284,44 +137,27 @@ class VariantBar:
     def for_variant(cls, variant: str) -> VariantBar:
         """The named bar of ``int8`` or ``fp16``."""
         prefix = "FP16" if variant == "fp16" else "INT8"
-        names = (
-            "VARIANT_MIN_LABEL_AGREEMENT",
-            "VARIANT_MAX_ACCURACY_DROP",
-            f"{prefix}_MAX_LOSS_DELTA",
-            f"{prefix}_MAX_PROBABILITY_ERROR",
-        )
+        names = (*cls.names[:2], f"{prefix}_MAX_LOSS_DELTA", f"{prefix}_MAX_PROBABILITY_ERROR")
         a, d, loss, p = (float(getattr(tolerances, n)) for n in names)
         return cls(a, d, loss, p, names=names)
 
     def tolerances(self) -> dict[str, float]:
         """The comparator's tolerances by output name (labels: the share that may differ)."""
         return {
-            OUTPUT_PROBABILITIES: self.max_probability_error,
-            OUTPUT_LABEL: 1.0 - self.min_label_agreement,
+            ct.OUTPUT_PROBABILITIES: self.max_probability_error,
+            ct.OUTPUT_LABEL: 1.0 - self.min_label_agreement,
             "loss": self.max_loss_delta,
         }
 
 
 @dataclass
 class VariantReport:
-    """How a variant compares with its fp32 source on the same labelled rows.
+    """How a variant compares with its fp32 source on the same labelled check rows.
 
-    Attributes:
-        variant: ``int8`` or ``fp16``.
-        task: ``multiclass`` or ``binary``.
-        rows: validation rows compared.
-        label_agreement: share of rows where both models give the same label.
-        accuracy_source, accuracy_variant, accuracy_drop: against the true labels.
-        loss_source, loss_variant, loss_delta: mean cross-entropy / BCE from the logits.
-        max_probability_error, mean_probability_error: ``|p_variant - p_source|``.
-        finite: the variant's logits and probabilities hold no NaN / Inf.
-        float32_head: the head and label nodes read float32 tensors.
-        bar: the thresholds applied.
-        checks: the comparator's checks (:func:`onnxedge.export.compare.compare`).
-        accepted_degradation: the variant was written despite failures.
-        source, source_sha256, source_size_bytes: the fp32 model it was made from.
-        output, size_bytes: where the variant was written and its file size.
-        settings: how it was made (int8 settings, or the fp16 converter's options).
+    Besides the bar's figures and ``checks``: ``classes`` (:func:`class_figures`),
+    ``nodes`` (:func:`compare_nodes`, when the bar is missed or ``localize``), ``latency``
+    (:func:`latency_gate`), ``attempts`` (``auto``'s, in order, each with what it
+    reached), ``written`` (``auto`` may keep fp32), ``verdict`` and ``data`` (the rows).
     """
 
     variant: str
@@ -335,12 +171,17 @@ class VariantReport:
     loss_variant: float
     loss_delta: float
     max_probability_error: float
-    mean_probability_error: float
     finite: bool
-    float32_head: bool
     bar: VariantBar
     checks: list[Check] = field(default_factory=list)
+    classes: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, Any] | None = None
+    latency: dict[str, Any] | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     accepted_degradation: bool = False
+    written: bool = False
+    verdict: str = ""
+    data: str = ""
     source: str = ""
     source_sha256: str = ""
     source_size_bytes: int = 0
@@ -364,15 +205,47 @@ class VariantReport:
         return self.size_bytes / self.source_size_bytes if self.source_size_bytes else 0.0
 
     def render_table(self) -> str:
-        """The checks against their bar, for people (the same table as parity's)."""
+        """The checks against their bar and the classifier figures, for people."""
         lines = render_checks(self.checks)
         lines.append(
-            f"{self.rows} validation rows; label agreement {self.label_agreement:.4f}, accuracy "
+            f"{self.rows} check rows; label agreement {self.label_agreement:.4f}, accuracy "
             f"{self.accuracy_source:.4f} -> {self.accuracy_variant:.4f}, loss "
             f"{self.loss_source:.4f} -> {self.loss_variant:.4f}; "
             f"{'passed' if self.passed else 'FAILED'}"
             + (" (written with --accept-degradation)" if self.accepted_degradation else "")
         )
+        c = self.classes
+        changed = [k for k in c.get("per_class", []) if k["fp32"] != k["variant"]]
+        lines += [
+            f"  class {k['class']}: accuracy {k['fp32']:.4f} -> {k['variant']:.4f}" for k in changed
+        ]
+        lines += [
+            f"  confusion true {k['true']} -> pred {k['pred']}: {k['fp32']} -> {k['variant']}"
+            for k in c.get("confusion_change", [])
+        ]
+        if c.get("flipped"):
+            rows = ", ".join(str(f["row"]) for f in c["flipped_rows"])
+            lines.append(f"  {c['flipped']} rows flipped label (rows {rows})")
+        if "near_ties" in c:
+            lines.append(
+                f"  {c['near_ties']} fp32 near ties (top-2 margin <= {c['near_tie_margin']:g}, "
+                f"{c['near_tie_tolerance']}), {c['flipped_near_ties']} of them flipped"
+            )
+        if self.nodes is not None:
+            first, limit = self.nodes["first_diverging"], f"{self.nodes['limit']:g}"
+            lines.append(
+                f"  first diverging node: {first['node']} ({first['op_type']}), error "
+                f"{first['relative_error']:.3g} of its range > {limit} ({self.nodes['tolerance']})"
+                if first
+                else f"  every node within {limit} ({self.nodes['tolerance']})"
+            )
+            worst = self.nodes["worst"][:5]
+            lines += [f"    {n['node']} ({n['op_type']}): {n['relative_error']:.3g}" for n in worst]
+        lines += [f"  tried {a['form']}: {a['reached']}" for a in self.attempts]
+        if self.latency is not None:
+            lines.append(f"  speed vs fp32 here: {self.latency['summary']}")
+        if self.verdict:
+            lines.append(self.verdict)
         lines.extend(f"  FAIL {f}" for f in self.failures)
         return "\n".join(lines)
 
@@ -389,52 +262,24 @@ class VariantReport:
 
 
 def onnx_to_int8(
-    model: onnx.ModelProto,
-    settings: Int8Settings,
-    calibration: np.ndarray | None = None,
+    model: onnx.ModelProto, settings: Int8Settings, calibration: np.ndarray | None = None
 ) -> onnx.ModelProto:
-    """Quantize an fp32 model's MatMul / Gemm layers to int8.
-
-    Runs ``quant_pre_process`` first, then ``quantize_static`` (QDQ, MinMax calibration
-    over ``calibration``) or ``quantize_dynamic``. Standardization, head, label and
-    logits stay float32. Metadata is not touched here (see :func:`make_variant`).
-
-    Args:
-        model: the fp32 model (left unchanged).
-        settings: from :func:`choose_int8_settings`.
-        calibration: raw feature rows ``(n, features)`` float32; needed for ``static``.
+    """Quantize an fp32 model's Conv / MatMul / Gemm layers to int8 (``model`` unchanged);
+    ``calibration`` rows are needed for ``static``.
 
     Raises:
-        DataError: static quantization without calibration rows, rows of the wrong
-            width, or rows holding NaN / Inf.
+        DataError: static quantization without calibration rows, or bad rows.
         ExportError: the model has no quantizable layer feeding ``logits``.
     """
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime import quantization as q
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
-    if settings.quant_format not in formats or settings.activation_type not in qtype:
-        raise ExportError(
-            f"unsupported int8 settings: quant_format {settings.quant_format!r} (expected "
-            f"qdq or qoperator), activation_type {settings.activation_type!r} (expected "
-            "uint8 or int8)"
-        )
     rows = np.empty((0, 0), dtype=np.float32)
     if settings.method == "static":
         rows = _check_rows(calibration, _row_shape_of(model), "calibration")
 
-    class _Reader(CalibrationDataReader):
-        """Feeds the calibration rows to onnxruntime's calibrator, batch by batch."""
-
+    class _Reader(q.CalibrationDataReader):
         def __init__(self, x: np.ndarray) -> None:
             self._batches: Iterator[np.ndarray] = (
                 x[i : i + CALIBRATION_BATCH] for i in range(0, len(x), CALIBRATION_BATCH)
@@ -442,60 +287,52 @@ def onnx_to_int8(
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._batches, None)
-            return None if batch is None else {INPUT_NAME: batch}
+            return None if batch is None else {ct.INPUT_NAME: batch}
 
     with tempfile.TemporaryDirectory(prefix="onnxedge-int8-") as tmp:
-        named = _with_node_names(model)
         src, pre, out = (os.path.join(tmp, n) for n in ("src.onnx", "pre.onnx", "int8.onnx"))
-        onnx.save(named, src)
+        onnx.save(_with_node_names(model), src)
         quant_pre_process(src, pre)
         prepared = onnx.load(pre)
         _, others = _split_layers(prepared)
+        keep = set(settings.keep_float)
         common: dict[str, Any] = {
             "op_types_to_quantize": sorted(LAYER_OPS),
             # Exclude rather than list: quantize_dynamic splits each Gemm into MatMul +
             # Add under new names, which a nodes_to_quantize list would not match.
-            "nodes_to_exclude": others,
+            "nodes_to_exclude": others
+            + [n.name for n in prepared.graph.node if keep & set(n.output)],
             "per_channel": settings.per_channel,
             "reduce_range": settings.reduce_range,
-            "weight_type": qtype[settings.weight_type],
+            "weight_type": q.QuantType.QInt8,
         }
         if settings.method == "static":
-            quantize_static(
+            q.quantize_static(
                 pre,
                 out,
                 _Reader(rows),
-                quant_format=formats[settings.quant_format],
-                activation_type=qtype[settings.activation_type],
-                calibrate_method=CalibrationMethod.MinMax,
-                # Logits stay float: the head reads them unrequantized, and onnxruntime
-                # then fuses DQ -> Gemm into QGemm with a float output.
-                extra_options=(
-                    {}
-                    if settings.requantize_logits
-                    else {"OpTypesToExcludeOutputQuantization": sorted(LAYER_OPS)}
-                ),
+                quant_format=q.QuantFormat.QDQ,
+                activation_type=q.QuantType.QUInt8,
+                calibrate_method=q.CalibrationMethod.MinMax,
+                # Logits stay float: the head reads them unrequantized (faster, measured).
+                extra_options={"OpTypesToExcludeOutputQuantization": sorted(LAYER_OPS)},
                 **common,
             )
         else:
-            quantize_dynamic(pre, out, **common)
+            q.quantize_dynamic(pre, out, **common)
         return onnx.load(out)
 
 
 def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """Convert an fp32 model's layers to float16 with float32 inputs and outputs.
 
-    The net's body (from the standardized input to ``logits``) is extracted as a model of
-    its own and converted by onnxconverter-common's
-    ``convert_float_to_float16(keep_io_types=True)``, then put back in place of the
-    fp32 body. Standardization, head and label stay float32 with their constants.
-    (Converting the whole graph with a block list instead casts every value between
-    two blocked nodes to float16 and back, and leaves ``probabilities`` float16 when
-    ``label`` reads it: both lose the float32 head this module promises.)
+    The net's body (standardized input to ``logits``) is extracted, converted with
+    ``convert_float_to_float16(keep_io_types=True)`` and put back, so preprocessing, head
+    and label stay float32 (a block list instead leaves ``probabilities`` float16).
 
     Raises:
-        ExportError: the model has no MatMul / Gemm layer feeding ``logits``, or the
-            converted body's names collide with the rest of the graph.
+        ExportError: no MatMul / Gemm layer feeds ``logits``, or names collide.
+        MissingDependencyError: onnxconverter-common is not installed.
     """
     import onnx
     from onnx.utils import Extractor
@@ -514,27 +351,22 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     rest = [n for n in named.graph.node if n.name in kept]
     produced = {out for n in body for out in n.output}
     constants = {t.name for t in named.graph.initializer}
-    inputs = sorted(
-        {i for n in body for i in n.input if i and i not in produced and i not in constants}
-    )
-    sub = Extractor(named).extract_model(inputs, [OUTPUT_LOGITS])
+    inputs = sorted({i for n in body for i in n.input if i and i not in produced | constants})
+    sub = Extractor(named).extract_model(inputs, [ct.OUTPUT_LOGITS])
     with warnings.catch_warnings():
-        # It warns once per clamped tensor; fp16_clamped_weights counts them instead.
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", UserWarning)  # once per clamped tensor; counted instead
         half = float16.convert_float_to_float16(
             sub,
             keep_io_types=True,
             min_positive_val=FP16_MIN_POSITIVE,
             max_finite_val=FP16_MAX_FINITE,
         )
-
     still_used = {i for n in rest for i in n.input}
     initializers = [t for t in named.graph.initializer if t.name in still_used]
     clash = {t.name for t in initializers} & {t.name for t in half.graph.initializer}
     clash |= {o for n in rest for o in n.output} & {o for n in half.graph.node for o in n.output}
     if clash:
         raise ExportError(f"fp16 body names collide with the rest of the graph: {sorted(clash)}")
-
     out = onnx.ModelProto()
     out.CopyFrom(named)
     graph = out.graph
@@ -544,30 +376,9 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def fp16_clamped_weights(model: onnx.ModelProto) -> int:
-    """How many of the layers' weights float16 cannot hold (they get clamped on conversion).
-
-    Counts nonzero magnitudes below ``FP16_MIN_POSITIVE`` (they become that value) or
-    above ``FP16_MAX_FINITE`` (they become that value), in the initializers the net's
-    MatMul / Gemm layers read.
-    """
-    from onnx import numpy_helper
-
-    named = _with_node_names(model)
-    layers, _ = _split_layers(named)
-    wanted = {i for n in named.graph.node if n.name in layers for i in n.input}
-    count = 0
-    for tensor in named.graph.initializer:
-        if tensor.name in wanted and tensor.data_type == 1:  # TensorProto.FLOAT
-            a = np.abs(numpy_helper.to_array(tensor))
-            count += int(np.sum(((a > 0) & (a < FP16_MIN_POSITIVE)) | (a > FP16_MAX_FINITE)))
-    return count
-
-
 def _topological(nodes: list[Any], graph: Any) -> list[Any]:
     """``nodes`` in an order where every input is produced before it is read (stable)."""
     available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    available |= {t.name for n in nodes if n.op_type == "Constant" for t in n.output}
     pending, ordered = list(nodes), []
     while pending:
         ready = [n for n in pending if all(i in available for i in n.input)]
@@ -575,9 +386,173 @@ def _topological(nodes: list[Any], graph: Any) -> list[Any]:
             raise ExportError("the converted graph has a cycle or an unproduced input")
         for n in ready:
             available.update(n.output)
-            ordered.append(n)
+        ordered += ready
         pending = [n for n in pending if all(n is not r for r in ready)]
     return ordered
+
+
+# --- where a variant diverges, what it does to the classes, how fast it is ---------------
+
+
+def compare_nodes(
+    source: onnx.ModelProto, variant_model: onnx.ModelProto, x: np.ndarray, variant: str
+) -> dict[str, Any]:
+    """Every fp32 node's output against the variant's tensor of the same name.
+
+    QDQ and the fp16 converter keep the float tensor names, so nodes are matched by output
+    name (as onnxruntime's ``qdq_loss_debug`` does). A node's error is ``max |variant -
+    fp32|`` over its fp32 range; the comparator checks it against ``NODE_TOLERANCE``.
+    Returns the first node in fp32 graph order that breaks it (or None) and the compared
+    nodes worst first, each with the error it adds over its inputs'.
+
+    Raises:
+        ModelLoadError: onnxruntime cannot run a model with every output exposed.
+    """
+    name = NODE_TOLERANCE[variant]
+    limit = float(getattr(tolerances, name))
+    ref, got = node_outputs(source, x), node_outputs(variant_model, x)
+    nodes: list[dict[str, Any]] = []
+    errors: dict[str, float] = {}
+    unmatched = 0
+    for i, node in enumerate(source.graph.node):
+        out = node.output[0]
+        a, b = ref.get(out), got.get(out)
+        if a is None or not np.issubdtype(a.dtype, np.floating):
+            continue
+        if b is None or b.shape != a.shape:
+            unmatched += 1
+            continue
+        scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.finfo(np.float32).tiny))
+        (check,) = compare({out: a}, {out: b.astype(np.float32)}, {out: limit * scale})
+        errors[out] = check.value / scale
+        module = {p.key: p.value for p in node.metadata_props}.get("onnxedge.module")
+        nodes.append(
+            {
+                "node": node.name or f"{node.op_type}_{i}",
+                "op_type": node.op_type,
+                "output": out,
+                "module": module,
+                "relative_error": errors[out],
+                "added_error": errors[out]
+                - max((errors.get(t, 0.0) for t in node.input), default=0.0),
+                "passed": check.passed,
+            }
+        )
+    return {
+        "tolerance": name,
+        "limit": limit,
+        "rows": len(x),
+        "compared": len(nodes),
+        "unmatched": unmatched,
+        "first_diverging": next((n for n in nodes if not n["passed"]), None),
+        "worst": sorted(nodes, key=lambda n: -n["relative_error"]),
+    }
+
+
+def class_figures(
+    y: np.ndarray,
+    ref: dict[str, np.ndarray],
+    out: dict[str, np.ndarray],
+    *,
+    margin: float,
+    margin_name: str,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Per-class accuracy before / after, the confusion cells that changed, the flipped
+    rows (ids, both models' probabilities of the two labels) and the fp32 near ties (top-2
+    margin, or distance to the threshold, at most ``margin``)."""
+    a, b = ref[ct.OUTPUT_LABEL].astype(np.int64), out[ct.OUTPUT_LABEL].astype(np.int64)
+    pa, pb = ref[ct.OUTPUT_PROBABILITIES].astype(np.float64), out[ct.OUTPUT_PROBABILITIES]
+    k = max(int(ref[ct.OUTPUT_LOGITS].shape[1]), 2, int(max(y.max(), a.max(), b.max())) + 1)
+    before, after = np.zeros((k, k), np.int64), np.zeros((k, k), np.int64)
+    np.add.at(before, (y, a), 1)
+    np.add.at(after, (y, b), 1)
+    per_class = [
+        {"class": c, "rows": int(n), "fp32": before[c, c] / n, "variant": after[c, c] / n}
+        for c, n in enumerate(before.sum(axis=1))
+        if n
+    ]
+    changed = np.argwhere(before != after)
+    flipped = np.flatnonzero(a != b)
+
+    def probs(p: np.ndarray, r: int) -> dict[str, float]:
+        if p.shape[1] == 1:  # sigmoid: P(positive)
+            return {"1": float(p[r, 0])}
+        return {str(c): float(p[r, c]) for c in dict.fromkeys((a[r], b[r]))}
+
+    if pa.shape[1] == 1:
+        margins = np.abs(pa[:, 0] - threshold)
+    else:
+        top2 = np.sort(pa, axis=1)[:, -2:]
+        margins = top2[:, 1] - top2[:, 0]
+    ties = margins <= margin
+    return {
+        "per_class": per_class,
+        "confusion_change": [
+            {"true": int(t), "pred": int(p), "fp32": int(before[t, p]), "variant": int(after[t, p])}
+            for t, p in changed[:LISTED]
+        ],
+        "confusion_cells_changed": len(changed),
+        "flipped": len(flipped),
+        "flipped_rows": [
+            {"row": int(r), "true": int(y[r]), "fp32": probs(pa, r), "variant": probs(pb, r)}
+            for r in flipped[:LISTED]
+        ],
+        "near_ties": int(ties.sum()),
+        "near_tie_rows": [int(r) for r in np.flatnonzero(ties)[:LISTED]],
+        "near_tie_margin": margin,
+        "near_tie_tolerance": margin_name,
+        "flipped_near_ties": int(ties[flipped].sum()),
+    }
+
+
+def latency_gate(
+    fp32: Callable[[np.ndarray], Any],
+    variant: Callable[[np.ndarray], Any],
+    rows: np.ndarray,
+    *,
+    timer: Timer | None = None,
+) -> dict[str, Any]:
+    """Time ``variant`` against ``fp32`` (runners) side by side at ``LATENCY_BATCHES``, rows
+    tiled to each batch, in interleaved rounds (the order alternates); each figure is the
+    fp32 median over the variant's, and ``faster`` needs every one above 1. ``timer``
+    (``(model, batch) -> seconds``; tests inject one) defaults to the wall clock.
+    """
+    runners = {"fp32": fp32, "variant": variant}
+    xs = {b: np.ascontiguousarray(np.resize(rows, (b, *rows.shape[1:]))) for b in LATENCY_BATCHES}
+    calls: dict[tuple[str, int], int] = {}
+
+    def wall(model: str, batch: int) -> float:
+        run, x = runners[model], xs[batch]
+        if (model, batch) not in calls:  # warm up, then enough calls to fill a round
+            run(x)
+            start = time.perf_counter()
+            run(x)
+            calls[model, batch] = max(
+                1, int(LATENCY_ROUND_SECONDS / (time.perf_counter() - start + 1e-9))
+            )
+        n = calls[model, batch]
+        start = time.perf_counter()
+        for _ in range(n):
+            run(x)
+        return (time.perf_counter() - start) / n
+
+    clock = timer or wall
+    speedup = {}
+    for batch in LATENCY_BATCHES:
+        times: dict[str, list[float]] = {"fp32": [], "variant": []}
+        for i in range(LATENCY_ROUNDS):
+            for model in ("fp32", "variant") if i % 2 == 0 else ("variant", "fp32"):
+                times[model].append(clock(model, batch))
+        speedup[batch] = statistics.median(times["fp32"]) / statistics.median(times["variant"])
+    faster = all(s > 1.0 for s in speedup.values())
+    figures = ", ".join(f"batch-{b} {s:.2f}x" for b, s in speedup.items())
+    return {
+        "batches": list(LATENCY_BATCHES),
+        "speedup": {str(b): s for b, s in speedup.items()},
+        "faster": faster,
+        "summary": figures if faster else f"not faster than fp32 here: {figures}",
+    }
 
 
 # --- verification -----------------------------------------------------------------------
@@ -593,36 +568,22 @@ def verify_variant(
     task: str | None = None,
     bar: VariantBar | None = None,
 ) -> VariantReport:
-    """Run a variant beside its fp32 source in onnxruntime and check it against its bar.
-
-    Args:
-        variant_model, source_model: models as protos, serialized bytes or file paths.
-        x: raw rows ``(n, *input_shape)`` float32 (the validation split).
-        y: true labels ``(n,)`` in ``0..C-1``.
-        variant: ``int8`` or ``fp16`` (chooses the bar when ``bar`` is None).
-        task: ``multiclass`` or ``binary``; None: from the logits' width.
-        bar: thresholds; None uses :meth:`VariantBar.for_variant`.
-
-    Returns:
-        The report; ``failures`` lists every missed check (nothing is raised here).
+    """Run a variant beside its fp32 source (protos, bytes or paths) on check rows ``x``
+    with true labels ``y`` and check it against its bar (``bar`` or the variant's).
 
     Raises:
-        DataError: ``x`` / ``y`` are empty, of mismatched lengths or hold NaN / Inf.
+        DataError: rows / labels empty, mismatched or not finite.
         ModelLoadError: a model cannot be opened by onnxruntime.
     """
-    source_bytes = _as_bytes(source_model)
-    rows = _check_rows(x, None, "validation")
-    ref = onnxruntime_runner(source_bytes, "the source model")(rows)
+    rows = _check_rows(x, None, "check")
+    ref = onnxruntime_runner(_as_bytes(source_model), "the source model")(rows)
     return _compare(_as_bytes(variant_model), ref, rows, y, variant=variant, task=task, bar=bar)
 
 
 def model_variant(model: str | os.PathLike[str]) -> str:
-    """The ``onnxedge.variant`` a model file records (``fp32`` when it records none).
-
-    Raises:
-        ModelLoadError: the file cannot be read as ONNX.
-    """
-    return _metadata(_as_bytes(model)).get(KEY_VARIANT, "fp32")
+    """The ``onnxedge.variant`` a model file records (default ``fp32``); raises
+    ModelLoadError when the file cannot be read as ONNX."""
+    return {p.key: p.value for p in load_onnx(model).metadata_props}.get(ct.KEY_VARIANT, "fp32")
 
 
 def raise_for_variant_failures(report: VariantReport) -> None:
@@ -640,48 +601,39 @@ def verify_variant_file(
     *,
     source: str | os.PathLike[str] | None = None,
 ) -> VariantReport:
-    """Re-verify a written variant on its run's validation split, against its bar.
-
-    The expected outputs are the fp32 ``source`` model's in onnxruntime when given, else
-    the run's own torch module with the variant's head and threshold.
+    """Re-verify a written variant on its run's validation split against the fp32
+    ``source`` model, else the run's own torch module with the variant's head.
 
     Raises:
         ModelLoadError: the model cannot be read or is not a variant.
-        CheckpointError: the run folder is unusable.
-        DataError: the validation split does not fit the model.
+        CheckpointError, DataError: the run folder is unusable or does not fit.
     """
     from onnxedge.export.heads import build_head_module
     from onnxedge.export.verify import torch_runner
     from onnxedge.models.checkpoint import load_run
 
-    data = _as_bytes(model)
-    props = _metadata(data)
-    variant = props.get(KEY_VARIANT, "fp32")
+    proto = load_onnx(model)
+    props = {p.key: p.value for p in proto.metadata_props}
+    contract = ct.ModelContract.from_metadata(props)
+    variant = props.get(ct.KEY_VARIANT, "fp32")
     if variant not in VARIANTS:
         raise ModelLoadError(f"{model} is not an int8 / fp16 variant (onnxedge.variant={variant})")
     run = load_run(run_dir)
     x_val, y_val = run.validation()
-    rows = _check_rows(x_val, _row_shape_of(data), "validation")
+    rows = _check_rows(x_val, _row_shape_of(proto), "validation")
     if source is not None:
         ref = onnxruntime_runner(_as_bytes(source), "the source model")(rows)
     else:
-        head = props.get(KEY_HEAD) or None
-        threshold = (
-            float(props[KEY_THRESHOLD]) if head == "sigmoid" and KEY_THRESHOLD in props else None
-        )
-        ref = torch_runner(build_head_module(run, head or "auto", threshold))(rows)
-    report = _compare(data, ref, rows, y_val, variant=variant, task=run.task, bar=None)
+        head = contract.head or "auto"
+        threshold = float(contract.threshold) if head == "sigmoid" else None
+        ref = torch_runner(build_head_module(run, head, threshold))(rows)
+    data = proto.SerializeToString()
+    report = _compare(
+        data, ref, rows, y_val, variant=variant, task=run.task, threshold=float(contract.threshold)
+    )
     report.source = str(source) if source is not None else f"{run.path} (the run's torch module)"
-    report.output = str(model)
-    report.size_bytes = len(data)
-    try:
-        recorded = json.loads(props.get(KEY_VARIANT_REPORT, "{}"))
-    except ValueError:
-        recorded = {}
-    recorded = recorded if isinstance(recorded, dict) else {}
-    report.source_sha256 = props.get(KEY_SOURCE_SHA256, "")
-    report.source_size_bytes = int(recorded.get("source_size_bytes", 0) or 0)
-    report.settings = dict(recorded.get("settings") or {})
+    report.output, report.size_bytes, report.written = str(model), Path(model).stat().st_size, True
+    report.source_sha256 = props.get(ct.KEY_SOURCE_SHA256, "")
     return report
 
 
@@ -693,7 +645,8 @@ def _compare(
     *,
     variant: str,
     task: str | None,
-    bar: VariantBar | None,
+    bar: VariantBar | None = None,
+    threshold: float = 0.5,
 ) -> VariantReport:
     """The variant's outputs on ``rows`` against ``ref`` through the one comparator."""
     from onnxedge.models.reference import binary_cross_entropy_with_logits, cross_entropy
@@ -701,11 +654,11 @@ def _compare(
     bar = bar or VariantBar.for_variant(variant)
     labels = np.asarray(y).astype(np.int64).reshape(-1)
     if len(labels) != len(rows):
-        raise DataError(f"validation has {len(rows)} rows but {len(labels)} labels")
+        raise DataError(f"the check rows are {len(rows)} but the labels {len(labels)}")
     out = onnxruntime_runner(variant_bytes, "the variant")(rows)
     ref = {k: np.asarray(v) for k, v in ref.items()}
     if task not in ("multiclass", "binary"):
-        task = "binary" if ref[OUTPUT_LOGITS].shape[1] == 1 else "multiclass"
+        task = "binary" if ref[ct.OUTPUT_LOGITS].shape[1] == 1 else "multiclass"
 
     def loss(logits: np.ndarray) -> float:
         z = logits.astype(np.float64)  # (n, classes) or (n, 1)
@@ -713,12 +666,14 @@ def _compare(
             return float(binary_cross_entropy_with_logits(z[:, 0], labels.astype(np.float64)))
         return float(cross_entropy(z, labels))
 
-    names = dict(zip((OUTPUT_LABEL, "", "loss", OUTPUT_PROBABILITIES), bar.names, strict=True))
+    names = dict(
+        zip((ct.OUTPUT_LABEL, "", "loss", ct.OUTPUT_PROBABILITIES), bar.names, strict=True)
+    )
     subject = f"{variant}~fp32"
     checks = compare(ref, out, bar.tolerances(), subject=subject, names=names)
-    finite = all(np.isfinite(out[k]).all() for k in (OUTPUT_LOGITS, OUTPUT_PROBABILITIES))
-    loss_src = loss(ref[OUTPUT_LOGITS])
-    loss_var = loss(out[OUTPUT_LOGITS]) if finite else math.inf
+    finite = all(np.isfinite(out[k]).all() for k in (ct.OUTPUT_LOGITS, ct.OUTPUT_PROBABILITIES))
+    loss_src = loss(ref[ct.OUTPUT_LOGITS])
+    loss_var = loss(out[ct.OUTPUT_LOGITS]) if finite else math.inf
     checks += compare(
         {"loss": np.array(loss_src)},
         {"loss": np.array(loss_var)},
@@ -726,31 +681,22 @@ def _compare(
         subject=subject,
         names=names,
     )
-    acc_src = float(np.mean(ref[OUTPUT_LABEL] == labels))
-    acc_var = float(np.mean(out[OUTPUT_LABEL] == labels))
+    acc_src = float(np.mean(ref[ct.OUTPUT_LABEL] == labels))
+    acc_var = float(np.mean(out[ct.OUTPUT_LABEL] == labels))
     drop = acc_src - acc_var
+    ok = drop <= bar.max_accuracy_drop
+    detail = f"accuracy {acc_src:.4f} -> {acc_var:.4f}"
     checks.append(
-        Check(
-            "accuracy_drop",
-            subject,
-            None,
-            drop,
-            bar.max_accuracy_drop,
-            bar.names[1],
-            drop <= bar.max_accuracy_drop,
-            f"accuracy {acc_src:.4f} -> {acc_var:.4f}",
-        )
+        Check("accuracy_drop", subject, None, drop, bar.max_accuracy_drop, bar.names[1], ok, detail)
     )
-    float32_head = head_reads_float32(variant_bytes)
-    checks.append(
-        exact("float32_head", variant, float32_head, "the head / label nodes do not read float32")
-    )
-    p_err = np.abs(out[OUTPUT_PROBABILITIES].astype(np.float64) - ref[OUTPUT_PROBABILITIES])
+    f32 = head_reads_float32(variant_bytes)
+    checks.append(exact("float32_head", variant, f32, "the head / label nodes do not read float32"))
+    p_err = np.abs(out[ct.OUTPUT_PROBABILITIES].astype(np.float64) - ref[ct.OUTPUT_PROBABILITIES])
     return VariantReport(
         variant=variant,
         task=str(task),
         rows=len(rows),
-        label_agreement=float(np.mean(out[OUTPUT_LABEL] == ref[OUTPUT_LABEL])),
+        label_agreement=float(np.mean(out[ct.OUTPUT_LABEL] == ref[ct.OUTPUT_LABEL])),
         accuracy_source=acc_src,
         accuracy_variant=acc_var,
         accuracy_drop=drop,
@@ -758,17 +704,22 @@ def _compare(
         loss_variant=loss_var,
         loss_delta=abs(loss_var - loss_src),
         max_probability_error=float(p_err.max()) if finite else math.inf,
-        mean_probability_error=float(p_err.mean()) if finite else math.inf,
         finite=bool(finite),
-        float32_head=float32_head,
         bar=bar,
         checks=checks,
+        classes=class_figures(
+            labels,
+            ref,
+            out,
+            margin=bar.max_probability_error,
+            margin_name=bar.names[3],
+            threshold=threshold,
+        ),
     )
 
 
 def head_reads_float32(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> bool:
-    """True when every Softmax / Sigmoid / ArgMax / comparison node reads float32
-    (types from ONNX shape inference over the whole graph)."""
+    """True when every Softmax / Sigmoid / ArgMax / comparison node reads float32."""
     import onnx
 
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(_as_bytes(model))
@@ -793,7 +744,7 @@ def variant_path(source: str | os.PathLike[str], variant: str) -> Path:
 
 def make_variant(
     source_onnx: str | os.PathLike[str],
-    run_dir: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str] | None,
     variant: str,
     output: str | os.PathLike[str],
     *,
@@ -803,82 +754,84 @@ def make_variant(
     accept_degradation: bool = False,
     overwrite: bool = False,
     calibration: np.ndarray | None = None,
+    data: str | os.PathLike[str] | None = None,
+    localize: bool = False,
+    timer: Timer | None = None,
 ) -> VariantReport:
     """Build an int8 or fp16 variant of an fp32 model, verify it and write it atomically.
 
-    Args:
-        source_onnx: the fp32 model written by ``onnxedge export``.
-        run_dir: the run folder it was exported from (calibration and validation rows).
-        variant: ``int8`` or ``fp16``.
-        output: the variant's path (written via a temporary file in the same folder).
-        method: int8 only: ``auto`` (default: the fastest form that clears the bar, see
-            :data:`AUTO_INT8_FORMS`), ``static`` (QDQ, calibrated) or ``dynamic``.
-        per_channel, reduce_range: int8 only; see :func:`int8_candidates`.
-        accept_degradation: write the variant even if it misses its bar (the failures
-            are recorded in its report; with ``auto``, the form with the best label
-            agreement is written).
-        overwrite: replace an existing ``output``.
-        calibration: raw rows to calibrate with instead of the run's sample.
+    Check rows: the run's validation split (``run_dir``), else ``data`` (a file or bundled
+    dataset: ``DATA_CALIBRATION_ROWS`` rows, seed 0, calibrate; the rest check), else the
+    bundled dataset the metadata records. ``method="auto"`` tries static per-tensor,
+    static per-channel, per-channel with the layers that add the most error kept in float
+    (1, 2, 4, ...; one stays int8), then dynamic, and keeps the first that clears its bar
+    and is faster than fp32 here (:func:`latency_gate`). If some clear the bar but none
+    is faster, nothing is written (``written=False``; ``verdict`` says why).
 
-    Returns:
-        The report, also stored in the variant's metadata.
+    Args:
+        method: int8 ``static`` / ``dynamic`` / ``auto``; per_channel, reduce_range:
+            see :func:`choose_int8_settings`.
+        accept_degradation: write even if the bar is missed (``auto``: best agreement).
+        calibration: rows to calibrate with instead of the run's / data's.
+        localize: run the per-node comparison even when the bar is cleared.
+        timer: the latency gate's timer (tests inject one).
 
     Raises:
-        ExportError: unknown variant, a source that is itself a variant, or a model
-            with no layer to convert.
-        ModelLoadError: the source cannot be read.
+        ExportError: unknown variant / method, a source that is a variant, no layer.
+        ModelLoadError: the source cannot be read or is not an onnxedge model.
         CheckpointError: the run folder is unusable or belongs to another model.
-        OutputExistsError: ``output`` exists and ``overwrite`` is false, or it is the
-            source itself.
-        ParityError: the variant misses its bar and ``accept_degradation`` is false;
-            ``failures`` lists every missed check. Nothing is written.
+        DataError: no rows to check on, or rows that do not fit the model.
+        OutputExistsError: ``output`` exists (without ``overwrite``) or is the source.
+        ParityError: the bar (``auto``: every attempt's) is missed; nothing is written.
     """
     import onnx
-    from onnxedge.models.checkpoint import load_run, sha256_file
+    from onnxedge.models.checkpoint import sha256_file
 
     if variant not in VARIANTS:
         raise ExportError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    if method not in INT8_METHODS:
+        raise ExportError(
+            f"unknown int8 method {method!r}; expected one of {', '.join(INT8_METHODS)}"
+        )
     source_path, out_path = Path(source_onnx), Path(output)
     if out_path.exists() and out_path.resolve() == source_path.resolve():
         raise OutputExistsError(f"output {out_path} is the source model; choose another path")
     if out_path.exists() and not overwrite:
         raise OutputExistsError(f"{out_path} already exists; pass --overwrite to replace it")
-    source = _load_source(source_path)
+    source = load_onnx(source_path)
     props = {p.key: p.value for p in source.metadata_props}
-    if props.get(KEY_VARIANT, "fp32") != "fp32":
+    outputs, inputs = {o.name for o in source.graph.output}, [i.name for i in source.graph.input]
+    if not set(ct.OUTPUT_NAMES) <= outputs or ct.INPUT_NAME not in inputs:
+        raise ModelLoadError(
+            f"{source_path} is not an onnxedge model: inputs {inputs}, outputs {sorted(outputs)} "
+            f"(expected input {ct.INPUT_NAME!r} and outputs logits, probabilities, label)"
+        )
+    if props.get(ct.KEY_VARIANT, "fp32") != "fp32":
         raise ExportError(
-            f"{source_path} is already an {props[KEY_VARIANT]} variant; make variants from "
+            f"{source_path} is already an {props[ct.KEY_VARIANT]} variant; make variants from "
             "the fp32 model that onnxedge export wrote"
         )
-
-    run = load_run(run_dir)
-    recorded = props.get(KEY_WEIGHTS_SHA256)
-    if recorded and recorded != run.weights_sha256:
-        raise CheckpointError(
-            f"{source_path} was exported from weights {recorded[:12]}..., but run folder "
-            f"{run.path} holds weights {run.weights_sha256[:12]}...; pass the model's own run"
-        )
+    contract = ct.ModelContract.from_metadata(props)
+    x_cal, x_val, y_val, task, described = _variant_rows(
+        source_path, props, contract, run_dir, data
+    )
     shape = _row_shape_of(source)
-    x_val, y_val = run.validation()
-    x_val = _check_rows(x_val, shape, "validation")
-
-    ref = onnxruntime_runner(source, "the source model")(x_val)
+    x_val = _check_rows(x_val, shape, "check")
+    if calibration is not None:
+        x_cal = calibration
+    fp32 = onnxruntime_runner(source, "the source model")
+    ref = fp32(x_val)
+    threshold = float(contract.threshold)
 
     def build(settings: Int8Settings | None) -> tuple[onnx.ModelProto, VariantReport]:
         if settings is None:
             built = onnx_to_fp16(source)
-            how: dict[str, Any] = {
-                "converter": "onnxconverter_common.float16",
-                "keep_io_types": True,
-                "clamped_weights": fp16_clamped_weights(source),
-            }
+            how: dict[str, Any] = {"converter": "onnxconverter_common.float16"}
         else:
-            static = settings.method == "static"
-            rows = calibration if calibration is not None else run.calibration()
-            built = onnx_to_int8(source, settings, rows if static else None)
-            how = {**settings.to_dict(), "form": int8_form(settings)}
-            if static:
-                how["calibration_rows"] = len(rows)
+            built = onnx_to_int8(source, settings, x_cal if settings.method == "static" else None)
+            how = settings.to_dict()
+            if settings.method == "static":
+                how["calibration_rows"] = len(x_cal)
         _strip_debug_info(built)
         try:
             onnx.checker.check_model(built)
@@ -887,61 +840,168 @@ def make_variant(
                 f"the {variant} graph does not pass the ONNX checker: {exc}"
             ) from None
         report = _compare(
-            built.SerializeToString(), ref, x_val, y_val, variant=variant, task=run.task, bar=None
+            built.SerializeToString(),
+            ref,
+            x_val,
+            y_val,
+            variant=variant,
+            task=task,
+            threshold=threshold,
         )
-        report.settings = how
+        report.settings, report.data = how, described
+        if localize or not report.passed:
+            report.nodes = compare_nodes(source, built, x_val[:NODE_ROWS], variant)
         return built, report
 
-    if variant == "fp16":
-        built, report = build(None)
-        tried = [report]
+    def gate(built: onnx.ModelProto, report: VariantReport) -> None:
+        runner = onnxruntime_runner(built.SerializeToString(), "the variant")
+        report.latency = latency_gate(fp32, runner, x_val, timer=timer)
+
+    tried: list[tuple[onnx.ModelProto, VariantReport]] = []
+    int8 = choose_int8_settings(
+        "static" if method == "auto" else method, per_channel=per_channel, reduce_range=reduce_range
+    )
+    if variant == "fp16" or method != "auto":
+        built, report = build(None if variant == "fp16" else int8)
+        if report.passed or accept_degradation:
+            gate(built, report)
     else:
-        tried, builds = [], []
-        for candidate in int8_candidates(
-            method, per_channel=per_channel, reduce_range=reduce_range
-        ):
-            built, report = build(candidate)
-            tried.append(report)
-            builds.append(built)
-            if report.passed:
-                break
-        # none passed: the best agreement (then smallest loss delta) is the one to keep
-        best = max(
-            range(len(tried)), key=lambda i: (tried[i].label_agreement, -tried[i].loss_delta)
+        chosen = _auto(build, gate, tried, int8.reduce_range)
+        built, report = (
+            chosen if chosen else max(tried, key=lambda t: (t[1].label_agreement, -t[1].loss_delta))
         )
-        if not report.passed:
-            built, report = builds[best], tried[best]
-        if len(tried) > 1:
-            report.settings["tried"] = [
-                {
-                    "form": r.settings["form"],
-                    "passed": r.passed,
-                    "failures": r.failures,
-                    "label_agreement": r.label_agreement,
-                }
-                for r in tried
-            ]
+        report.attempts = [r.settings | {"reached": _reached(r)} for _, r in tried]
+        if not chosen and any(r.passed for _, r in tried):
+            best = next(r for _, r in tried if r.passed)
+            best.attempts, best.data = report.attempts, described
+            best.source, best.output = str(source_path), ""
+            passing = "; ".join(
+                f"{r.settings['form']}: {_reached(r)}" for _, r in tried if r.passed
+            )
+            best.verdict = f"kept fp32 {source_path}: no int8 form that clears its bar is faster "
+            best.verdict += f"than fp32 here ({passing})"
+            return best
     report.source = str(source_path)
     report.source_sha256 = sha256_file(source_path)
     report.source_size_bytes = source_path.stat().st_size
     report.output = str(out_path)
     if report.failures and not accept_degradation:
-        if len(tried) > 1:
-            failures = [f"{r.settings['form']}: {f}" for r in tried for f in r.failures]
-            what = f"every int8 form tried ({', '.join(r.settings['form'] for r in tried)})"
+        if tried:
+            failures = [f"{r.settings['form']}: {f}" for _, r in tried for f in r.failures]
+            what = (
+                "every int8 form tried ("
+                + "; ".join(f"{r.settings['form']} reached {_reached(r)}" for _, r in tried)
+                + ")"
+            )
         else:
             failures, what = report.failures, f"the {variant} variant"
+            if report.nodes and report.nodes["first_diverging"]:
+                first = report.nodes["first_diverging"]
+                what += f" (first diverging node {first['node']}, {first['op_type']})"
         raise ParityError(
             f"{what} of {source_path} misses its bar: "
             + "; ".join(failures)
-            + " (pass --accept-degradation to write it anyway)",
+            + " (pass --accept-degradation to write it anyway"
+            + (", or try --int8 auto)" if variant == "int8" and not tried else ")"),
             failures=failures,
         )
     report.accepted_degradation = bool(report.failures)
-    data = _serialize_with_size(built, props, report)
+    report.verdict = report.verdict or (f"chose {report.settings['form']}" if tried else "")
+    serialized = _serialize_with_size(built, props, report)
     with atomic_file(out_path, overwrite=overwrite, error=ExportError) as tmp:
-        tmp.write_bytes(data)
+        tmp.write_bytes(serialized)
+    report.written = True
     return report
+
+
+def _auto(
+    build: Callable[[Int8Settings], tuple[Any, VariantReport]],
+    gate: Callable[[Any, VariantReport], None],
+    tried: list[tuple[Any, VariantReport]],
+    reduce_range: bool,
+) -> tuple[Any, VariantReport] | None:
+    """``auto``'s repairs in order; the first attempt that clears the bar and the gate."""
+
+    def attempt(settings: Int8Settings) -> bool:
+        built, report = build(settings)
+        tried.append((built, report))
+        if report.passed:
+            gate(built, report)
+        return report.passed and bool(report.latency and report.latency["faster"])
+
+    static = Int8Settings("static", False, reduce_range)
+    for settings in (static, replace(static, per_channel=True)):
+        if attempt(settings):
+            return tried[-1]
+    last = tried[-1][1]
+    if not last.passed and last.nodes:
+        layers = [n for n in last.nodes["worst"] if n["op_type"] in LAYER_OPS]
+        ranked = [n["output"] for n in sorted(layers, key=lambda n: -n["added_error"])]
+        count = 1
+        while count < len(ranked):  # one layer at least stays int8
+            if attempt(replace(static, per_channel=True, keep_float=tuple(ranked[:count]))):
+                return tried[-1]
+            count *= KEEP_FLOAT_GROWTH
+    return tried[-1] if attempt(Int8Settings("dynamic", False, reduce_range)) else None
+
+
+def _reached(report: VariantReport) -> str:
+    """What an attempt reached, in one phrase."""
+    said = f"label agreement {report.label_agreement:.4f}, loss delta {report.loss_delta:.3g}"
+    if not report.passed:
+        return said + " (misses " + ", ".join(c.name for c in report.checks if not c.passed) + ")"
+    return said + (f", {report.latency['summary']}" if report.latency else "")
+
+
+def _variant_rows(
+    path: Path,
+    props: dict[str, str],
+    contract: ct.ModelContract,
+    run_dir: str | os.PathLike[str] | None,
+    data: str | os.PathLike[str] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str | None, str]:
+    """Calibration rows, check rows and labels, the task, and where they came from."""
+    from onnxedge.models.checkpoint import load_run
+    from onnxedge.models.data import load_dataset
+
+    if run_dir is not None:
+        run = load_run(run_dir)
+        recorded = props.get(ct.KEY_WEIGHTS_SHA256)
+        if recorded and recorded != run.weights_sha256:
+            raise CheckpointError(
+                f"{path} was exported from weights {recorded[:12]}..., but run folder "
+                f"{run.path} holds weights {run.weights_sha256[:12]}...; pass the model's own run"
+            )
+        x_val, y_val = run.validation()
+        return run.calibration(), x_val, y_val, run.task, f"validation split of {run.path}"
+    metrics = contract.extra.get("training_metrics")
+    recorded_set = metrics.get("dataset") if isinstance(metrics, dict) else None
+    if data is None and recorded_set not in ("digits", "breast-cancer"):
+        raise DataError(
+            f"a variant of {path} needs rows to calibrate and check on: pass --run RUN_DIR "
+            "or --data FILE (the model records no bundled dataset)"
+        )
+    ds = load_dataset(data if data is not None else str(recorded_set))
+    y = ds.labels
+    if contract.class_names and list(ds.class_names) != list(contract.class_names):
+        raise DataError(
+            f"{ds.name} has classes {ds.class_names}; the model's are {contract.class_names}"
+        )
+    order = np.random.default_rng(0).permutation(len(y))
+    cal, check = (
+        order[: min(DATA_CALIBRATION_ROWS, len(y) // 4)],
+        order[min(DATA_CALIBRATION_ROWS, len(y) // 4) :],
+    )
+    if len(cal) == 0:
+        raise DataError(f"{ds.name} has {len(y)} rows; a variant needs at least 4")
+    task = "binary" if contract.head == "sigmoid" else None
+    return (
+        ds.features[cal],
+        ds.features[check],
+        y[check],
+        task,
+        f"{ds.name}: {len(cal)} calibration rows, {len(check)} check rows",
+    )
 
 
 def _serialize_with_size(
@@ -950,44 +1010,39 @@ def _serialize_with_size(
     """Serialize with the source's metadata plus the variant's own keys.
 
     The report's ``size_bytes`` is part of the metadata it measures, so iterate to the
-    fixed point (the length grows only when its number of digits does, so it settles
-    within two rounds).
+    fixed point (it settles within two rounds).
     """
     import onnx
+    from onnxedge.export.onnx_export import golden_set
     from onnxedge.export.verify import graph_weights_sha256
 
-    # The source's parity figures describe the fp32 graph, not this one: the variant
-    # report replaces them. The graph digest is recomputed so tampering still shows.
-    own = (KEY_VARIANT, KEY_SOURCE_SHA256, KEY_VARIANT_REPORT, KEY_PARITY)
+    # The source's parity figures describe the fp32 graph; the digest is this graph's.
+    own = (ct.KEY_VARIANT, ct.KEY_SOURCE_SHA256, ct.KEY_VARIANT_REPORT, ct.KEY_PARITY)
     base = {k: v for k, v in props.items() if k not in own}
-    if KEY_GRAPH_WEIGHTS_SHA256 in base:
-        base[KEY_GRAPH_WEIGHTS_SHA256] = graph_weights_sha256(model)
-    if KEY_GOLDEN in base:  # the self-test holds a device to this graph's own outputs
-        from onnxedge.export.onnx_export import golden_set
-
-        rows = np.asarray(json.loads(base[KEY_GOLDEN])["rows"], np.float32)
+    if ct.KEY_GRAPH_WEIGHTS_SHA256 in base:
+        base[ct.KEY_GRAPH_WEIGHTS_SHA256] = graph_weights_sha256(model)
+    if ct.KEY_GOLDEN in base:  # the self-test holds a device to this graph's own outputs
+        rows = np.asarray(json.loads(base[ct.KEY_GOLDEN])["rows"], np.float32)
         shape = _row_shape_of(model) or rows.shape[1:]
         try:
-            base[KEY_GOLDEN] = json.dumps(golden_set(model, rows.reshape(len(rows), *shape)))
-        except ExportError:
-            # A variant that labels every golden row a tie has collapsed: it fails its bar,
-            # and carries no golden set a device could pass.
-            del base[KEY_GOLDEN]
+            base[ct.KEY_GOLDEN] = json.dumps(golden_set(model, rows.reshape(len(rows), *shape)))
+        except ExportError:  # every golden row a tie: a collapsed variant carries none
+            del base[ct.KEY_GOLDEN]
     data = b""
     for _ in range(4):
-        # size_ratio stays out: its digits would change with the size it describes.
+        # size_ratio stays out: its digits would change with the size it describes; file
+        # names only: a deployed model should not carry the build machine's paths.
         recorded = {k: v for k, v in report.to_dict().items() if k != "size_ratio"}
-        # file names only: a deployed model should not carry the build machine's paths
-        recorded["source"] = Path(report.source).name
-        recorded["output"] = Path(report.output).name
+        recorded["source"], recorded["output"] = Path(report.source).name, Path(report.output).name
+        recorded["written"] = True
         del model.metadata_props[:]
         onnx.helper.set_model_props(
             model,
             {
                 **base,
-                KEY_VARIANT: report.variant,
-                KEY_SOURCE_SHA256: report.source_sha256,
-                KEY_VARIANT_REPORT: json.dumps(recorded, sort_keys=True),
+                ct.KEY_VARIANT: report.variant,
+                ct.KEY_SOURCE_SHA256: report.source_sha256,
+                ct.KEY_VARIANT_REPORT: json.dumps(recorded, sort_keys=True),
             },
         )
         data = model.SerializeToString()
@@ -998,35 +1053,21 @@ def _serialize_with_size(
 
 
 def onnx_to_ort(
-    model: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    *,
-    overwrite: bool = False,
+    model: str | os.PathLike[str], output: str | os.PathLike[str], *, overwrite: bool = False
 ) -> tuple[Path, Path]:
-    """Convert an ONNX model to ORT format for onnxruntime's minimal (mobile) builds.
-
-    Uses onnxruntime's own converter (``convert_onnx_models_to_ort``, fixed optimization
-    style, hardware-specific layout transforms off) and writes, beside ``output``, the
-    ``<stem>.required_operators.config`` a minimal build is compiled with. The ORT file
-    keeps the model's metadata; a full onnxruntime opens it like an ``.onnx`` file.
-
-    Returns:
-        The ``.ort`` file and the operators config.
+    """Convert an ONNX model to ORT format (onnxruntime's minimal builds); returns the
+    ``.ort`` file and the ``<stem>.required_operators.config`` written beside it.
 
     Raises:
         ModelLoadError: ``model`` does not exist.
-        OutputExistsError: ``output`` exists and ``overwrite`` is false.
+        OutputExistsError: an output exists and ``overwrite`` is false.
         ExportError: the converter fails or the folder cannot be written.
     """
     import contextlib
     import io
-    import logging
     import shutil
 
-    from onnxruntime.tools.convert_onnx_models_to_ort import (
-        OptimizationStyle,
-        convert_onnx_models_to_ort,
-    )
+    from onnxruntime.tools import convert_onnx_models_to_ort as tool
 
     source, out = Path(model), Path(output)
     if not source.is_file():
@@ -1035,67 +1076,45 @@ def onnx_to_ort(
     for target in (out, config):
         if target.exists() and not overwrite:
             raise OutputExistsError(exists_message(target))
-    parent = out.parent if str(out.parent) else Path(".")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
-        raise ExportError(f"cannot write to {parent}: {exc.strerror or exc}") from None
-    tool_log = logging.getLogger("ort_format_model.utils")
-    level = tool_log.level
-    try:
-        staged = tmp / f"{out.stem}.onnx"
-        shutil.copyfile(source, staged)
-        tool_log.setLevel(logging.WARNING)
-        with contextlib.redirect_stdout(io.StringIO()):  # the converter narrates on stdout
-            convert_onnx_models_to_ort(
-                staged, tmp / "out", optimization_styles=[OptimizationStyle.Fixed]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+            staged = Path(tmp) / f"{out.stem}.onnx"
+            shutil.copyfile(source, staged)
+            with contextlib.redirect_stdout(io.StringIO()):  # the converter narrates
+                style = [tool.OptimizationStyle.Fixed]
+                tool.convert_onnx_models_to_ort(
+                    staged, Path(tmp) / "out", optimization_styles=style
+                )
+            # the config first, so an .ort file is never in place without its operator list
+            place(Path(tmp) / "out" / config.name, config, overwrite=overwrite, error=ExportError)
+            place(
+                Path(tmp) / "out" / f"{out.stem}.ort", out, overwrite=overwrite, error=ExportError
             )
-        # The one writer's final step (never replaces without overwrite); the config
-        # first, so an .ort file is never in place without its operator list.
-        built = tmp / "out"
-        place(built / config.name, config, overwrite=overwrite, error=ExportError)
-        place(built / f"{out.stem}.ort", out, overwrite=overwrite, error=ExportError)
     except OSError as exc:
         raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except OutputExistsError:
+        raise
     except Exception as exc:  # the converter raises onnxruntime's untyped errors
         raise ExportError(f"cannot convert {source} to ORT format: {exc}") from None
-    finally:
-        tool_log.setLevel(level)
-        shutil.rmtree(tmp, ignore_errors=True)
     return out, config
 
 
 # --- small pieces -----------------------------------------------------------------------
 
 
-def _props(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props}
+def _as_bytes(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> bytes:
+    if isinstance(model, bytes):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return bytes(load_onnx(model).SerializeToString())
+    return bytes(model.SerializeToString())
 
 
-def _load_source(path: Path) -> onnx.ModelProto:
-    from onnxedge.export.verify import load_onnx
-
-    model = load_onnx(path)
-    outputs = {o.name for o in model.graph.output}
-    inputs = [i.name for i in model.graph.input]
-    if any(n not in outputs for n in (OUTPUT_LOGITS, OUTPUT_PROBABILITIES, OUTPUT_LABEL)) or (
-        INPUT_NAME not in inputs
-    ):
-        raise ModelLoadError(
-            f"{path} is not an onnxedge model: inputs {inputs}, outputs {sorted(outputs)} "
-            f"(expected input {INPUT_NAME!r} and outputs logits, probabilities, label)"
-        )
-    return model
-
-
-def _row_shape_of(model: onnx.ModelProto | bytes) -> tuple[int, ...] | None:
+def _row_shape_of(model: onnx.ModelProto) -> tuple[int, ...] | None:
     """One row's shape from the input's static non-batch dims (None where any is symbolic)."""
-    import onnx
-
-    proto = onnx.load_from_string(model) if isinstance(model, bytes) else model
-    for info in proto.graph.input:
-        if info.name == INPUT_NAME:
+    for info in model.graph.input:
+        if info.name == ct.INPUT_NAME:
             dims = info.type.tensor_type.shape.dim[1:]
             if dims and all(d.HasField("dim_value") for d in dims):
                 return tuple(int(d.dim_value) for d in dims)
@@ -1137,73 +1156,50 @@ def _with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
 def _split_layers(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     """Node names of the net's layers, and of everything else (kept float32).
 
-    The net's body is every node that lies downstream of a MatMul / Gemm and upstream of
-    (or producing) ``logits``: standardization sits before the first layer, the head and
-    the label after ``logits``. The layers are the MatMul / Gemm nodes of that body.
+    The body is every node downstream of a layer and upstream of (or producing)
+    ``logits``: preprocessing sits before the first layer, head and label after logits.
 
     Raises:
-        ExportError: no node produces ``logits``, or no MatMul / Gemm feeds it.
+        ExportError: no node produces ``logits``, or no layer feeds it.
     """
     nodes = list(model.graph.node)
     producer = {out: i for i, n in enumerate(nodes) for out in n.output}
-    consumers: dict[str, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for name in n.input:
-            consumers.setdefault(name, []).append(i)
-    if OUTPUT_LOGITS not in producer:
-        raise ExportError(f"no node produces {OUTPUT_LOGITS!r}; is this an onnxedge model?")
+    if ct.OUTPUT_LOGITS not in producer:
+        raise ExportError(f"no node produces {ct.OUTPUT_LOGITS!r}; is this an onnxedge model?")
 
-    upstream: set[int] = set()
-    stack = [producer[OUTPUT_LOGITS]]
-    while stack:
-        i = stack.pop()
-        if i not in upstream:
-            upstream.add(i)
-            stack.extend(producer[name] for name in nodes[i].input if name in producer)
-    downstream: set[int] = set()
-    stack = [i for i in upstream if nodes[i].op_type in LAYER_OPS]
-    while stack:
-        i = stack.pop()
-        if i not in downstream:
-            downstream.add(i)
-            stack.extend(c for out in nodes[i].output for c in consumers.get(out, []))
+    def reach(start: list[int], step: Callable[[int], list[int]]) -> set[int]:
+        seen: set[int] = set()
+        while start:
+            i = start.pop()
+            if i not in seen:
+                seen.add(i)
+                start.extend(step(i))
+        return seen
+
+    upstream = reach(
+        [producer[ct.OUTPUT_LOGITS]],
+        lambda i: [producer[n] for n in nodes[i].input if n in producer],
+    )
+    outs = {i: set(n.output) for i, n in enumerate(nodes)}
+    downstream = reach(
+        [i for i in upstream if nodes[i].op_type in LAYER_OPS],
+        lambda i: [j for j, n in enumerate(nodes) if outs[i] & set(n.input)],
+    )
     body = upstream & downstream
     layers = [nodes[i].name for i in sorted(body) if nodes[i].op_type in LAYER_OPS]
     if not layers:
-        raise ExportError(f"no MatMul / Gemm layer feeds {OUTPUT_LOGITS!r}; nothing to convert")
-    others = [nodes[i].name for i in range(len(nodes)) if i not in body]
-    return layers, others
+        raise ExportError(f"no MatMul / Gemm layer feeds {ct.OUTPUT_LOGITS!r}; nothing to convert")
+    return layers, [nodes[i].name for i in range(len(nodes)) if i not in body]
 
 
 def _strip_debug_info(model: onnx.ModelProto) -> None:
-    """Drop per-node metadata, doc strings and opset imports no node uses.
-
-    The quantizer's pre-processing step saves the model through onnxruntime, which
-    imports every domain it knows (training, preview, nchwc, aten, ...); a device
-    runtime needs only the domains the graph's nodes use.
-    """
+    """Drop per-node metadata, doc strings and the opset imports no node uses (the
+    quantizer's pre-processing imports every domain onnxruntime knows)."""
     for node in model.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
     model.graph.doc_string = ""
-    used = {node.domain for node in model.graph.node} | {""}
-    kept = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    used = {node.domain for node in model.graph.node} | {"", "ai.onnx"}
+    kept = [o for o in model.opset_import if o.domain in used]
     del model.opset_import[:]
     model.opset_import.extend(kept)
-
-
-def _as_bytes(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> bytes:
-    if isinstance(model, bytes):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        try:
-            return Path(model).read_bytes()
-        except OSError as exc:
-            raise ModelLoadError(f"cannot read model {model}: {exc.strerror or exc}") from None
-    return bytes(model.SerializeToString())
-
-
-def _metadata(model: bytes) -> dict[str, str]:
-    import onnx
-
-    return _props(onnx.load_from_string(model))

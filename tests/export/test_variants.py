@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,14 +23,16 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from onnxedge.export import variants
 from onnxedge.export.onnx_export import checkpoint_to_onnx
 from onnxedge.export.variants import (
-    CpuInt8Support,
+    LATENCY_BATCHES,
+    LISTED,
     VariantBar,
     choose_int8_settings,
-    detect_cpu_int8_support,
-    int8_candidates,
-    int8_form,
+    class_figures,
+    compare_nodes,
+    latency_gate,
     make_variant,
     onnx_to_ort,
     variant_path,
@@ -254,7 +257,7 @@ def test_dynamic_int8_is_an_option(digits: Exported, tmp_path: Path) -> None:
     out = tmp_path / "d.int8.onnx"
     report = make_variant(digits.model, digits.run_dir, "int8", out, method="dynamic")
     assert report.settings["method"] == "dynamic"
-    assert report.settings["form"] == "dynamic per-tensor" and "tried" not in report.settings
+    assert report.settings["form"] == "dynamic per-tensor" and report.attempts == []
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
     assert "calibration_rows" not in report.settings
@@ -297,38 +300,103 @@ def test_absurd_calibration_trips_the_bar(exported: Exported, tmp_path: Path, sc
     assert recorded["label_agreement"] == agreement < tol.VARIANT_MIN_LABEL_AGREEMENT
 
 
-def test_auto_falls_back_past_forms_that_miss_the_bar(digits: Exported, tmp_path: Path) -> None:
-    """Useless calibration rows sink both static forms; dynamic needs none and passes."""
+def _fast(model: str, batch: int) -> float:
+    """An injected timer: every variant twice as fast as fp32."""
+    return 1.0 if model == "fp32" else 0.5
+
+
+def test_auto_repairs_absurd_calibration_and_records_each_attempt(
+    digits: Exported, tmp_path: Path
+) -> None:
+    """Useless calibration rows sink every static form; dynamic needs none and passes."""
     out = tmp_path / "auto.int8.onnx"
     bad = digits.run.calibration() * 1e4
-    report = make_variant(digits.model, digits.run_dir, "int8", out, calibration=bad)
-    assert report.passed and report.settings["form"] == "dynamic per-tensor"
-    tried = report.settings["tried"]
-    assert [t["form"] for t in tried] == [
+    report = make_variant(
+        digits.model, digits.run_dir, "int8", out, method="auto", calibration=bad, timer=_fast
+    )
+    assert report.passed and report.written and report.settings["form"] == "dynamic per-tensor"
+    forms = [a["form"] for a in report.attempts]
+    # two layers: one may be kept in float (one at least stays int8)
+    assert forms == [
         "static per-tensor",
         "static per-channel",
+        "static per-channel, 1 layer in float",
         "dynamic per-tensor",
     ]
-    assert [t["passed"] for t in tried] == [False, False, True]
-    assert json.loads(_props(out)[KEY_VARIANT_REPORT])["settings"]["tried"] == tried
+    assert all("misses" in a["reached"] for a in report.attempts[:-1])
+    assert report.attempts[-1]["reached"].endswith("batch-1 2.00x, batch-256 2.00x")
+    # the layer kept in float is a layer of the fp32 graph
+    layers = {n.output[0] for n in onnx.load(str(digits.model)).graph.node if n.op_type == "Gemm"}
+    assert set(report.attempts[2]["keep_float"]) < layers
+    assert json.loads(_props(out)[KEY_VARIANT_REPORT])["attempts"] == report.attempts
 
 
-def test_auto_names_every_form_when_none_passes(
+def test_auto_names_every_attempt_when_none_passes(
     digits: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     impossible = VariantBar(1.1, 1.0, 1.0, 1.0)  # agreement above 100%: nothing passes
     monkeypatch.setattr(VariantBar, "for_variant", classmethod(lambda cls, v: impossible))
     out = tmp_path / "none.int8.onnx"
     with pytest.raises(ParityError) as caught:
-        make_variant(digits.model, digits.run_dir, "int8", out)
-    forms = [f.split(":")[0] for f in caught.value.failures]
-    assert forms == ["static per-tensor", "static per-channel", "dynamic per-tensor"]
-    assert str(caught.value).startswith("every int8 form tried (static per-tensor, ")
+        make_variant(digits.model, digits.run_dir, "int8", out, method="auto", timer=_fast)
+    forms = list(dict.fromkeys(f.split(":")[0] for f in caught.value.failures))
+    assert forms == [
+        "static per-tensor",
+        "static per-channel",
+        "static per-channel, 1 layer in float",
+        "dynamic per-tensor",
+    ]
+    message = str(caught.value)
+    assert message.startswith("every int8 form tried (static per-tensor reached label agreement ")
+    assert all(f"{form} reached label agreement " in message for form in forms)
     assert not out.exists()
 
-    report = make_variant(digits.model, digits.run_dir, "int8", out, accept_degradation=True)
-    best = max(t["label_agreement"] for t in report.settings["tried"])
-    assert report.accepted_degradation and report.label_agreement == best
+    report = make_variant(
+        digits.model, digits.run_dir, "int8", out, method="auto", accept_degradation=True
+    )
+    best = max(float(a["reached"].split()[2].rstrip(",")) for a in report.attempts)
+    assert report.accepted_degradation and round(report.label_agreement, 4) == best
+
+
+def test_auto_keeps_fp32_when_no_variant_is_faster(digits: Exported, tmp_path: Path) -> None:
+    out = tmp_path / "slow.int8.onnx"
+    report = make_variant(
+        digits.model,
+        digits.run_dir,
+        "int8",
+        out,
+        method="auto",
+        timer=lambda m, b: 1.0 + (m != "fp32"),
+    )
+    assert not report.written and not out.exists()
+    assert report.verdict.startswith(f"kept fp32 {digits.model}: no int8 form that clears its bar")
+    assert "static per-tensor: label agreement" in report.verdict
+    assert "not faster than fp32 here: batch-1 0.50x, batch-256 0.50x" in report.verdict
+    # static per-tensor cleared the bar but was slow: no float-layer repair is tried for speed
+    assert [a["form"] for a in report.attempts] == [
+        "static per-tensor",
+        "static per-channel",
+        "dynamic per-tensor",
+    ]
+
+
+def test_latency_gate_interleaves_rounds_and_takes_medians() -> None:
+    calls: list[tuple[str, int]] = []
+    # variant: twice as fast at the large batch, slower at batch 1; one outlier round each
+    times = {("fp32", 1): 1.0, ("variant", 1): 2.0, ("fp32", 256): 4.0, ("variant", 256): 2.0}
+
+    def timer(model: str, batch: int) -> float:
+        calls.append((model, batch))
+        return times[model, batch] * (100.0 if len(calls) == 3 else 1.0)
+
+    gate = latency_gate(lambda x: x, lambda x: x, np.zeros((3, 2), np.float32), timer=timer)
+    assert gate["speedup"] == {"1": 0.5, "256": 2.0} and gate["faster"] is False
+    assert gate["summary"] == "not faster than fp32 here: batch-1 0.50x, batch-256 2.00x"
+    rounds = variants.LATENCY_ROUNDS
+    assert len(calls) == 2 * rounds * len(LATENCY_BATCHES)
+    assert calls[:4] == [("fp32", 1), ("variant", 1), ("variant", 1), ("fp32", 1)]
+    fast = latency_gate(lambda x: x, lambda x: x, np.zeros((3, 2)), timer=_fast)
+    assert fast["faster"] is True and fast["summary"] == "batch-1 2.00x, batch-256 2.00x"
 
 
 def test_a_stricter_bar_names_every_failing_check(digits: Exported, tmp_path: Path) -> None:
@@ -348,47 +416,21 @@ def test_a_stricter_bar_names_every_failing_check(digits: Exported, tmp_path: Pa
     ]
 
 
-# --- int8 settings from the CPU -----------------------------------------------------------
+# --- int8 settings ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("cpu", "reduce_range"),
-    [
-        (CpuInt8Support("x86_64", True, True, ("avx2", "avx512_vnni")), False),
-        (CpuInt8Support("x86_64", True, False, ("avx2",)), True),
-        (CpuInt8Support("aarch64", False, False, ("asimddp",)), False),
-    ],
-)
-def test_reduce_range_follows_the_cpu(cpu: CpuInt8Support, reduce_range: bool) -> None:
-    chosen = choose_int8_settings(cpu=cpu)
-    assert chosen.reduce_range is reduce_range
-    assert chosen.per_channel is False and chosen.method == "static"
-    assert [int8_form(c) for c in int8_candidates(cpu=cpu)] == [
-        "static per-tensor",
-        "static per-channel",
-        "dynamic per-tensor",
-    ]
-    assert (chosen.activation_type, chosen.weight_type) == ("uint8", "int8")
-    assert chosen.reason
-    forced = choose_int8_settings(
-        "dynamic", per_channel=True, reduce_range=not reduce_range, cpu=cpu
-    )
-    assert (forced.per_channel, forced.reduce_range) == (True, not reduce_range)
-
-
-def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n\n")
-    found = detect_cpu_int8_support(info)
-    assert found.vnni and {"avx2", "avx512f", "avx512_vnni"} <= set(found.flags)
-    info.write_text("flags\t\t: fpu sse avx2\n")
-    assert not detect_cpu_int8_support(info).vnni
-    assert not detect_cpu_int8_support(tmp_path / "missing").vnni
+def test_int8_settings_name_their_form() -> None:
+    chosen = choose_int8_settings("dynamic", per_channel=True, reduce_range=False)
+    assert (chosen.method, chosen.per_channel, chosen.reduce_range) == ("dynamic", True, False)
+    assert chosen.to_dict()["form"] == "dynamic per-channel"
+    assert choose_int8_settings().form == "static per-tensor"
 
 
 def test_unknown_int8_method_is_refused() -> None:
     with pytest.raises(ExportError, match="unknown int8 method 'weekly'"):
         choose_int8_settings("weekly")
+    with pytest.raises(ExportError, match=re.escape("expected one of static, dynamic, auto")):
+        make_variant("m.onnx", None, "int8", "o.onnx", method="weekly")
 
 
 # --- refusals -----------------------------------------------------------------------------
@@ -525,19 +567,23 @@ def test_cli_optimize_prints_the_bar(digits: Exported, tmp_path: Path) -> None:
     lines = result.output.splitlines()
     assert lines[0].startswith(f"fp16 variant of {digits.model} -> {out} (")
     assert any(line.split()[:2] == ["label", "fp16~fp32"] and " ok " in line for line in lines)
-    assert lines[-1].endswith("passed")
+    assert any(line.startswith(f"{len(digits.run.validation()[1])} check rows") for line in lines)
+    assert any(line.startswith("  speed vs fp32 here: ") for line in lines)
 
 
 def test_cli_optimize_usage_errors(digits: Exported) -> None:
     runner = CliRunner()
-    no_run = runner.invoke(cli, ["optimize", str(digits.model), "--int8"])
-    assert no_run.exit_code == 2 and "--int8 needs --run RUN_DIR" in no_run.output
-    nothing = runner.invoke(cli, ["optimize", str(digits.model)])
+    model, run = str(digits.model), ["--run", str(digits.run_dir)]
+    nothing = runner.invoke(cli, ["optimize", model])
     assert nothing.exit_code == 2 and "choose --int8, --fp16 or --ort" in nothing.output
-    fp16_dynamic = runner.invoke(
-        cli, ["optimize", str(digits.model), "--run", str(digits.run_dir), "--fp16", "--dynamic"]
-    )
-    assert fp16_dynamic.exit_code == 2 and "apply to --int8 only" in fp16_dynamic.output
+    for args, message in (
+        (["--fp16", "--per-channel"], "--per-channel / --reduce-range apply to --int8 only"),
+        (["--int8", "--fp16"], "choose one of --int8 and --fp16"),
+        (["--int8", "auto", "--per-channel"], "--int8 auto chooses the weight scales"),
+        (["--int8", "weekly"], "'weekly' is not one of 'static', 'dynamic', 'auto'"),
+    ):
+        result = runner.invoke(cli, ["optimize", model, *run, *args])
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_cli_verify_holds_a_variant_to_its_bar(
@@ -574,3 +620,207 @@ def test_cli_verify_holds_a_variant_to_its_bar(
     assert last.startswith("Error: int8 variant misses its bar: ")
     assert "label int8~fp32: " in last
     assert json.loads(report.read_text())["passed"] is False
+
+
+# --- where a variant diverges, and what it does to the classes ----------------------------
+
+
+def _gemms(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type in {"Gemm", "MatMul"}]
+
+
+def test_per_node_comparison_names_a_tampered_layer_first(
+    built: dict[tuple[str, str], Path], digits: Exported
+) -> None:
+    source, variant = onnx.load(str(digits.model)), onnx.load(str(built["digits", "int8"]))
+    x = digits.run.validation()[0][:64]
+    clean = compare_nodes(source, variant, x, "int8")
+    assert clean["first_diverging"] is None and clean["compared"] >= 4
+    assert clean["tolerance"] == "INT8_MAX_PROBABILITY_ERROR"
+
+    # permute the int8 weight rows of the last layer (the middle of the three nodes it
+    # feeds through: Gemm, Relu, Gemm)
+    last = _gemms(variant)[-1]
+    dq = next(n for n in variant.graph.node if n.output[0] == last.input[1])
+    weight = next(t for t in variant.graph.initializer if t.name == dq.input[0])
+    values = onnx.numpy_helper.to_array(weight)
+    weight.CopyFrom(onnx.numpy_helper.from_array(np.roll(values, 1, axis=0), weight.name))
+    found = compare_nodes(source, variant, x, "int8")
+    expected = _gemms(source)[-1]
+    first = found["first_diverging"]
+    assert (first["node"], first["op_type"], first["output"]) == (
+        expected.name,
+        expected.op_type,
+        expected.output[0],
+    )
+    # its error, recomputed: max |variant - fp32| over the fp32 range of that node
+    from onnxedge.export.verify import node_outputs
+
+    a, b = node_outputs(source, x)[expected.output[0]], node_outputs(variant, x)[expected.output[0]]
+    recomputed = np.abs(b.astype(np.float64) - a).max() / np.abs(a).max()
+    assert first["relative_error"] == pytest.approx(recomputed, rel=tol.LOSS_RTOL)
+    assert first["relative_error"] > tol.INT8_MAX_PROBABILITY_ERROR
+    assert found["worst"][0]["relative_error"] >= found["worst"][-1]["relative_error"]
+
+
+def test_class_figures_match_an_independent_count() -> None:
+    from sklearn.metrics import confusion_matrix
+
+    rng = np.random.default_rng(3)
+    n, k = 200, 4
+    pa = rng.dirichlet(np.ones(k), size=n)
+    pb = np.clip(pa + rng.normal(0, 0.1, size=pa.shape), 0, None)
+    y = rng.integers(0, k, n)
+    ref = {"logits": pa, "probabilities": pa, "label": pa.argmax(1)}
+    out = {"logits": pb, "probabilities": pb, "label": pb.argmax(1)}
+    figures = class_figures(y, ref, out, margin=0.05, margin_name="M")
+    before = confusion_matrix(y, ref["label"], labels=range(k))
+    after = confusion_matrix(y, out["label"], labels=range(k))
+    for c in figures["per_class"]:
+        cls = c["class"]
+        mask = y == cls
+        assert c["rows"] == mask.sum()
+        assert c["fp32"] == np.mean(ref["label"][mask] == cls)
+        assert c["variant"] == np.mean(out["label"][mask] == cls)
+    cells = {(t, p) for t, p in zip(*np.nonzero(before != after), strict=True)}
+    assert figures["confusion_cells_changed"] == len(cells)
+    for cell in figures["confusion_change"]:
+        t, p = cell["true"], cell["pred"]
+        assert (t, p) in cells and (cell["fp32"], cell["variant"]) == (before[t, p], after[t, p])
+    flipped = [i for i in range(n) if ref["label"][i] != out["label"][i]]
+    assert figures["flipped"] == len(flipped) > LISTED
+    assert [f["row"] for f in figures["flipped_rows"]] == flipped[:LISTED]
+    row = figures["flipped_rows"][0]
+    assert row["fp32"][str(ref["label"][row["row"]])] == pa[row["row"]].max()
+    assert row["variant"][str(out["label"][row["row"]])] == pb[row["row"]].max()
+    top2 = np.array([sorted(r)[-1] - sorted(r)[-2] for r in pa])
+    assert figures["near_ties"] == int((top2 <= 0.05).sum())
+    assert figures["flipped_near_ties"] == int((top2[flipped] <= 0.05).sum())
+
+
+def test_a_failed_variant_names_its_first_diverging_node(digits: Exported, tmp_path: Path) -> None:
+    out = tmp_path / "zero.int8.onnx"
+    zeros = digits.run.calibration() * 0.0
+    with pytest.raises(ParityError) as caught:
+        make_variant(digits.model, digits.run_dir, "int8", out, calibration=zeros)
+    first = _gemms(onnx.load(str(digits.model)))[0]
+    assert str(caught.value).startswith(
+        f"the int8 variant (first diverging node {first.name}, Gemm) of {digits.model} misses "
+    )
+    assert str(caught.value).endswith(
+        "(pass --accept-degradation to write it anyway, or try --int8 auto)"
+    )
+
+
+# --- any exported model, rows from a data file --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain(root: Path) -> tuple[Path, Path]:
+    """A model from export_classifier (no run folder, no recorded dataset) and its data."""
+    from onnxedge.export import Standardize, export_classifier
+    from onnxedge.models.data import load_dataset
+
+    ds = load_dataset("breast-cancer")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(30, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    step = Standardize(ds.features.mean(0), ds.features.std(0) + 1e-6)
+    x = torch.from_numpy((ds.features - step.mean) / step.std)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(200):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), torch.from_numpy(ds.labels)).backward()
+        optimizer.step()
+    model = root / "plain.onnx"
+    export_classifier(
+        net, model, input_shape=(30,), preprocess=step, verify_data=(ds.features, ds.labels)
+    )
+    data = root / "bc.npz"
+    np.savez(data, X=ds.features, y=ds.labels)
+    return model, data
+
+
+def test_a_variant_of_any_exported_model_from_a_data_file(
+    plain: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, data = plain
+    out = tmp_path / "plain.int8.onnx"
+    result = CliRunner().invoke(
+        cli, ["optimize", str(model), "--data", str(data), "--int8", "-o", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["passed"] and report["written"] and out.is_file()
+    assert report["data"] == "bc.npz: 142 calibration rows, 427 check rows"
+    assert report["rows"] == 427 and report["latency"]["batches"] == list(LATENCY_BATCHES)
+
+    other = tmp_path / "other.int8.onnx"
+    missing = CliRunner().invoke(cli, ["optimize", str(model), "--int8", "-o", str(other)])
+    assert missing.exit_code == 1
+    assert missing.output == (
+        f"Error: a variant of {model} needs rows to calibrate and check on: pass --run "
+        "RUN_DIR or --data FILE (the model records no bundled dataset)\n"
+    )
+    other_classes = CliRunner().invoke(
+        cli, ["optimize", str(model), "--data", "breast-cancer", "--int8", "-o", str(other)]
+    )
+    assert other_classes.exit_code == 1
+    assert other_classes.output == (
+        "Error: breast-cancer has classes ['malignant', 'benign']; the model's are ['0', '1']\n"
+    )
+    absent = CliRunner().invoke(
+        cli, ["optimize", str(model), "--data", str(tmp_path / "nope.npz"), "--fp16"]
+    )
+    assert absent.exit_code == 1 and absent.output.startswith("Error: ")
+    assert "nope.npz" in absent.output and len(absent.output.splitlines()) == 1
+
+
+def test_cli_auto_keeps_fp32_and_says_why(
+    digits: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def slow(f: Any, v: Any, rows: np.ndarray, timer: Any = None) -> dict[str, Any]:
+        return latency_gate(f, v, rows, timer=lambda m, b: 1.0 + (m != "fp32"))
+
+    monkeypatch.setattr(variants, "latency_gate", slow)
+    out = tmp_path / "kept.int8.onnx"
+    args = ["optimize", str(digits.model), "--run", str(digits.run_dir), "--int8", "auto"]
+    result = CliRunner().invoke(cli, [*args, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"kept fp32 {digits.model}: no int8 form that clears its bar" in result.output
+    assert not out.exists()
+    data = json.loads(CliRunner().invoke(cli, [*args, "-o", str(out), "--json"]).output)
+    assert data["written"] is False and len(data["attempts"]) == 3
+
+
+def test_keep_float_leaves_those_layers_unquantized(digits: Exported) -> None:
+    from onnxedge.export.variants import Int8Settings, onnx_to_int8
+
+    source = onnx.load(str(digits.model))
+    first = _gemms(source)[0]
+    for keep, int8_layers in (((), 2), ((first.output[0],), 1)):
+        settings = Int8Settings("static", True, False, keep)
+        model = onnx_to_int8(source, settings, digits.run.calibration())
+        weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        assert sum(len(t.dims) == 2 for t in weights) == int8_layers
+        float_weights = {
+            i for n in model.graph.node if n.output[0] == first.output[0] for i in n.input
+        }
+        assert (first.input[1] in float_weights) is bool(keep)
+
+
+def test_per_node_comparison_of_fp16_names_a_tampered_layer(
+    built: dict[tuple[str, str], Path], digits: Exported
+) -> None:
+    source, variant = onnx.load(str(digits.model)), onnx.load(str(built["digits", "fp16"]))
+    x = digits.run.validation()[0][:64]
+    assert compare_nodes(source, variant, x, "fp16")["first_diverging"] is None
+    first = _gemms(source)[0]
+    weight = next(t for t in variant.graph.initializer if t.name == _gemms(variant)[0].input[1])
+    values = onnx.numpy_helper.to_array(weight)
+    weight.CopyFrom(onnx.numpy_helper.from_array(values * np.float16(3), weight.name))
+    found = compare_nodes(source, variant, x, "fp16")
+    assert found["tolerance"] == "FP16_MAX_PROBABILITY_ERROR"
+    assert (found["first_diverging"]["node"], found["first_diverging"]["output"]) == (
+        first.name,
+        first.output[0],
+    )
