@@ -44,7 +44,7 @@ def exists_message(target: _Path) -> str:
 
 
 def _renameat2(source: Path, target: Path, flags: int) -> bool:
-    """``renameat2(source, target, flags)``; False where the system has no such call."""
+    """``renameat2(source, target, flags)``; False where the system has none."""
     call = sys.platform == "linux" and getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     if not call:
         return False
@@ -57,8 +57,7 @@ def _renameat2(source: Path, target: Path, flags: int) -> bool:
 
 
 def _flush(*paths: Path) -> None:
-    """fsync files and folders. A FIFO or device is never opened (open could block), and a
-    folder some file system cannot fsync is skipped; a file that cannot be is an error."""
+    """fsync files (else an error) and folders (where the file system can); never a FIFO."""
     for item in paths:
         mode = os.lstat(item).st_mode
         if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
@@ -130,19 +129,15 @@ def place(temp: Path, target: Path, *, overwrite: bool, error: _Error = OnnxEdge
 
 class Staged:
     """An empty temp file (or folder) beside ``target``; :meth:`commit` moves it there,
-    and leaving its ``with`` block without a commit removes it.
-
-    Raises:
-        OutputExistsError: ``target`` exists and ``overwrite`` is false.
-        OnnxEdgeError: of type ``error``: the target is of the wrong kind or its folder
-            cannot be written.
+    and leaving its ``with`` block without a commit removes it. Raises OutputExistsError
+    if ``target`` exists and ``overwrite`` is false; ``error`` (an OnnxEdgeError type) if
+    the target is of the wrong kind or its folder cannot be written.
     """
 
     def __init__(
         self, target: _Path, *, overwrite: bool, folder: bool = False, error: _Error = OnnxEdgeError
     ) -> None:
-        self.target = target = Path(target)
-        self.overwrite, self.error = overwrite, error
+        self.target, self.overwrite, self.error = (target := Path(target)), overwrite, error
         if target.is_dir() and not folder:
             raise error(f"{target} is a folder; give a file name")
         if target.exists() and not overwrite:
@@ -160,14 +155,19 @@ class Staged:
 
     def commit(self) -> Path:
         """Flush the temp and move it to the target (see :func:`place`); returns the target."""
-        if self.path in _LIVE:
+        if not self.done:
             place(self.path, self.target, overwrite=self.overwrite, error=self.error)
             _LIVE.discard(self.path)
         return self.target
 
+    @property
+    def done(self) -> bool:
+        """Whether the temp was committed or discarded."""
+        return self.path not in _LIVE
+
     def discard(self, *exc: object) -> None:
         """Remove the temp (nothing after a commit); the target is not touched."""
-        if self.path in _LIVE:
+        if not self.done:
             _LIVE.discard(self.path)
             _remove(self.path)
 

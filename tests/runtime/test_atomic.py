@@ -175,3 +175,12 @@ def test_sigterm_exits_128_plus_signum_and_removes_live_temps(tmp_path: Path) ->
     assert caught.value.code == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_done_after_a_commit_or_a_discard(tmp_path: Path) -> None:
+    kept, dropped = Staged(tmp_path / "a", overwrite=False), Staged(tmp_path / "b", overwrite=False)
+    assert not kept.done and not dropped.done
+    assert kept.commit() == tmp_path / "a"
+    dropped.discard()
+    assert kept.done and dropped.done
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
