@@ -235,8 +235,9 @@ def random_model(
         fast: export with the TorchScript exporter and no parity check (tests).
     """
     import torch
-    from onnxedge.models.checkpoint import Normalization, save_run
+    from onnxedge.models.checkpoint import save_run
     from onnxedge.models.nets import NetConfig, build_net
+    from onnxedge.models.preprocess import Standardize
 
     run_dir = workdir / "runs" / name
     if not (run_dir / "config.json").is_file():
@@ -251,7 +252,7 @@ def random_model(
         save_run(
             run_dir,
             net=net,
-            normalization=Normalization(
+            preprocess=Standardize(
                 mean=np.full(features, mean, np.float32), std=np.full(features, std, np.float32)
             ),
             class_names=[str(c) for c in range(classes)],

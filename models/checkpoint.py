@@ -1,18 +1,7 @@
-"""The training run folder: what ``onnxedge train`` writes and ``export`` reads.
-
-A run folder holds::
-
-    config.json          the net's NetConfig (its arch and row shape), the preprocessing,
-                         task, class / feature names, dataset, training options
-    weights.safetensors  the net's parameters (safetensors: no pickle is ever loaded)
-    metrics.json         per-epoch train / validation loss and accuracy, best epoch
-    curves.png           loss and accuracy curves
-    validation.npz       the validation split, raw rows and labels (for verify)
-    calibration.npz      a sample of raw training rows (for int8 calibration)
-
-Run folders written before the preprocessing moved into config.json keep it in
-``normalization.json`` (per-feature mean and std); they still load. The checkpoint
-carries its own config, so export never guesses hyperparameters or the architecture.
+"""The run folder ``onnxedge train`` writes and ``export`` reads: ``config.json`` (the
+NetConfig, preprocessing, names, dataset, options), ``weights.safetensors`` (no pickle),
+``metrics.json``, ``curves.png``, and raw rows in ``validation.npz`` and
+``calibration.npz``. Older folders keep their standardization in ``normalization.json``.
 """
 
 from __future__ import annotations
@@ -20,9 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,37 +20,20 @@ from onnxedge.runtime.errors import CheckpointError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
-#: Older run folders' preprocessing (read when config.json has no "preprocess").
-NORMALIZATION_FILE = "normalization.json"
+NORMALIZATION_FILE = "normalization.json"  # older run folders' preprocessing
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 VALIDATION_FILE = "validation.npz"
 CALIBRATION_FILE = "calibration.npz"
-
-REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
-#: config.json keys that are not ``TrainedRun.info``.
-_OWN_KEYS = {"net", "preprocess", "class_names", "feature_names"}
-
-
-#: The older name of :class:`Standardize` (export/ and benchmarks/ still use it).
-Normalization = Standardize
+_OWN_KEYS = {"net", "preprocess", "class_names", "feature_names"}  # not TrainedRun.info
 
 
 @dataclass
 class TrainedRun:
-    """A loaded run folder: the net with its weights and everything saved beside it.
-
-    Attributes:
-        path: the run folder.
-        config: the net's config (names the architecture and the row shape).
-        net: the net with its trained weights, in eval mode (logits out).
-        preprocess: what is applied to raw rows before the net (``Standardize`` for
-            tabular runs, ``Rescale`` for images, or None); export puts it in the graph.
-        class_names: what each label index stands for.
-        feature_names: one name per value of a flattened row.
-        metrics: the training history and best epoch (``metrics.json``).
-        weights_sha256: hex digest of ``weights.safetensors``.
-        info: everything else ``config.json`` holds (task, dataset, training options).
+    """A loaded run folder: ``net`` (trained, eval mode, logits out) built from ``config``,
+    the ``preprocess`` step export puts in front of it (or None), ``class_names``, one
+    ``feature_names`` entry per value of a flattened row, ``metrics`` (``metrics.json``),
+    ``weights_sha256`` and ``info`` (the rest of ``config.json``: task, dataset, options).
     """
 
     path: Path
@@ -74,7 +44,7 @@ class TrainedRun:
     feature_names: list[str]
     metrics: dict[str, Any]
     weights_sha256: str
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any]
 
     @property
     def task(self) -> str:
@@ -89,125 +59,78 @@ class TrainedRun:
     @property
     def dataset(self) -> str | None:
         """The bundled dataset name or the file path the run was trained on, if recorded."""
-        value = self.info.get("dataset")
-        return None if value is None else str(value)
+        return None if self.info.get("dataset") is None else str(self.info["dataset"])
 
     @property
     def normalization(self) -> Standardize:
-        """The run's :class:`Standardize` step (the older name, for tabular runs).
-
-        Raises:
-            CheckpointError: the run's preprocessing is not a standardization.
-        """
+        """The run's :class:`Standardize` step; CheckpointError if it has none (tests/export
+        still read this name)."""
         if not isinstance(self.preprocess, Standardize):
             kind = "none" if self.preprocess is None else self.preprocess.to_dict()["kind"]
             raise CheckpointError(f"run {self.path} has no standardization (preprocess: {kind})")
         return self.preprocess
 
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
-        """The validation split: raw rows ``(n, *input_shape)`` float32, labels ``(n,)`` int64.
-
-        Raises:
-            CheckpointError: the run folder has no readable validation split.
-        """
+        """Raw validation rows ``(n, *input_shape)`` float32 and labels (CheckpointError)."""
         return self._rows(VALIDATION_FILE)
 
     def calibration(self) -> np.ndarray:
-        """A sample of raw training rows ``(n, *input_shape)`` float32, for int8 calibration.
-
-        Raises:
-            CheckpointError: the run folder has no readable calibration sample.
-        """
+        """Raw training rows ``(n, *input_shape)`` float32, for int8 (CheckpointError)."""
         return self._rows(CALIBRATION_FILE)[0]
 
     def weights(self) -> dict[str, np.ndarray]:
         """The net's parameters as float32 numpy arrays, by parameter name."""
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
+        return _arrays(self.net)
 
     def _rows(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        x, y = _load_xy(self.path / name)
+        file = self.path / name
+        if not file.is_file():
+            raise CheckpointError(f"{file} does not exist")
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                x, y = data["features"].astype(np.float32), data["labels"].astype(np.int64)
+        except (OSError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {file}: {exc}") from None
         if x.size != len(x) * self.config.input_size:
             raise CheckpointError(
-                f"{self.path / name} holds rows of shape {x.shape[1:]}; the net reads "
-                f"{self.input_shape}"
+                f"{file} holds rows of shape {x.shape[1:]}; the net reads {self.input_shape}"
             )
         return x.reshape(len(x), *self.input_shape), y
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@contextmanager
-def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target`` that becomes ``target`` on success.
-
-    The folder form of the one writer, :func:`onnxedge.runtime.atomic.atomic_folder`.
-    On any error the temporary folder is removed and ``target`` is untouched.
-
-    Raises:
-        OutputExistsError: ``target`` exists and ``overwrite`` is false.
-        CheckpointError: the parent folder cannot be written.
-    """
-    from onnxedge.runtime.atomic import atomic_folder
-
-    with atomic_folder(target, overwrite=overwrite, error=CheckpointError) as tmp:
-        yield tmp
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def save_run(
     folder: Path,
     *,
     net: MLP,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | None,
     class_names: list[str],
     feature_names: list[str],
     metrics: dict[str, Any],
     info: dict[str, Any],
     validation: tuple[np.ndarray, np.ndarray],
     calibration: np.ndarray,
-    normalization: Standardize | None = None,
 ) -> None:
-    """Write every file of a run folder into ``folder`` (which must exist).
-
-    Args:
-        folder: the (temporary) run folder.
-        net: the trained net; its ``config`` is saved with the weights.
-        preprocess: the step applied to raw rows before the net, or None.
-        class_names, feature_names: what labels and row values stand for.
-        metrics: the training history.
-        info: more config.json keys (task, dataset, training options, versions).
-        validation: raw rows ``(n, *input_shape)`` (or flattened) and labels.
-        calibration: raw training rows, the same shape.
-        normalization: the older name of ``preprocess`` (a ``Standardize``).
-    """
+    """Write a run folder's files but the curves into ``folder`` (which must exist). ``info``
+    is more config.json keys; ``validation`` raw rows and labels, ``calibration`` raw rows."""
     from safetensors.numpy import save_file
 
-    step = preprocess if preprocess is not None else normalization
-    tensors = {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
-    save_file(
-        tensors, str(folder / WEIGHTS_FILE), metadata={"format": f"onnxedge-{net.config.arch}"}
-    )
-    config = {
-        "net": net.config.to_dict(),
-        "preprocess": None if step is None else step.to_dict(),
-        "class_names": class_names,
-        "feature_names": feature_names,
-        **info,
-    }
-    _write_json(folder / CONFIG_FILE, config)
-    _write_json(folder / METRICS_FILE, metrics)
-    shape = net.config.input_shape
-    for name, (x, y) in (
-        (VALIDATION_FILE, validation),
-        (CALIBRATION_FILE, (calibration, np.zeros(len(calibration), dtype=np.int64))),
-    ):
-        rows = np.asarray(x, dtype=np.float32).reshape(len(x), *shape)
+    arch = net.config.arch
+    save_file(_arrays(net), str(folder / WEIGHTS_FILE), metadata={"format": f"onnxedge-{arch}"})
+    step = None if preprocess is None else preprocess.to_dict()
+    names = {"class_names": class_names, "feature_names": feature_names}
+    config = {"net": net.config.to_dict(), "preprocess": step, **names, **info}
+    for name, data in ((CONFIG_FILE, config), (METRICS_FILE, metrics)):
+        (folder / name).write_text(json.dumps(data, indent=2) + "\n")
+    no_labels = np.zeros(len(calibration), dtype=np.int64)
+    splits = {VALIDATION_FILE: validation, CALIBRATION_FILE: (calibration, no_labels)}
+    for name, (x, y) in splits.items():
+        rows = np.asarray(x, dtype=np.float32).reshape(len(x), *net.config.input_shape)
         np.savez(folder / name, features=rows, labels=np.asarray(y, dtype=np.int64))
 
 
@@ -215,10 +138,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> TrainedRun:
     """Load a run folder written by ``onnxedge train`` (or an older onnxedge).
 
     Raises:
-        CheckpointError: the path is not a folder, a required file is missing, a file
-            is corrupt, or the config does not match the weights (names or shapes) or
-            the preprocessing (shape).
-    """
+        CheckpointError: not a folder, a file missing or corrupt, or a config that does not
+            match the weights or the preprocessing."""
     import torch
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
@@ -228,43 +149,37 @@ def load_run(run_dir: str | os.PathLike[str]) -> TrainedRun:
         raise CheckpointError(f"{path} is a file; expected a run folder (onnxedge train -o)")
     if not path.is_dir():
         raise CheckpointError(f"run folder {path} does not exist")
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
     if missing:
         raise CheckpointError(f"run folder {path} is missing {', '.join(missing)}")
     raw = _read_json(path / CONFIG_FILE)
-    if "preprocess" not in raw and not (path / NORMALIZATION_FILE).is_file():
+    if "net" not in raw:
+        raise CheckpointError(f"{path / CONFIG_FILE} has no 'net' section")
+    if "preprocess" in raw:
+        preprocess = preprocess_from_dict(raw["preprocess"])
+    elif (path / NORMALIZATION_FILE).is_file():
+        preprocess = preprocess_from_dict(_read_json(path / NORMALIZATION_FILE))
+    else:
         raise CheckpointError(
             f"run folder {path} is missing {NORMALIZATION_FILE} (or a 'preprocess' entry "
             f"in {CONFIG_FILE})"
         )
-    if "net" not in raw:
-        raise CheckpointError(f"{path / CONFIG_FILE} has no 'net' section")
     config = NetConfig.from_dict(raw["net"])
-    if "preprocess" in raw:
-        preprocess = preprocess_from_dict(raw["preprocess"])
-    else:
-        preprocess = preprocess_from_dict(_read_json(path / NORMALIZATION_FILE))
-    if isinstance(preprocess, Standardize):
-        try:
-            fits = np.broadcast_shapes(preprocess.mean.shape, config.input_shape)
-        except ValueError:
-            fits = ()
-        if fits != config.input_shape:
-            raise CheckpointError(
-                f"the standardization in {path} has shape {preprocess.mean.shape} but the "
-                f"net reads rows of shape {config.input_shape}"
-            )
+    row = config.input_shape
+    if isinstance(preprocess, Standardize) and not _broadcasts(preprocess.mean.shape, row):
+        raise CheckpointError(
+            f"the standardization in {path} has shape {preprocess.mean.shape} but the net "
+            f"reads rows of shape {row}"
+        )
     try:
         arrays = load_file(str(path / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read {path / WEIGHTS_FILE}: {exc}") from None
-
     net = build_net(config)
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in arrays.items()}
     problems = [
-        f"{name}: config expects {shape}, weights have "
-        + (str(found[name]) if name in found else "nothing")
+        f"{name}: config expects {shape}, weights have {found.get(name, 'nothing')}"
         for name, shape in expected.items()
         if found.get(name) != shape
     ]
@@ -273,35 +188,26 @@ def load_run(run_dir: str | os.PathLike[str]) -> TrainedRun:
         raise CheckpointError(
             f"{CONFIG_FILE} does not match {WEIGHTS_FILE} in {path}: " + "; ".join(problems)
         )
-    net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()})
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
     net.eval()
-
-    class_names = [str(c) for c in raw.get("class_names", range(config.num_classes))]
-    feature_names = [str(f) for f in raw.get("feature_names", [])] or [
-        f"f{i}" for i in range(config.input_size)
-    ]
+    classes = [str(c) for c in raw.get("class_names", range(config.num_classes))]
+    features = [str(f) for f in raw.get("feature_names", [])]
+    features = features or [f"f{i}" for i in range(config.input_size)]
     metrics = _read_json(path / METRICS_FILE) if (path / METRICS_FILE).is_file() else {}
-    return TrainedRun(
-        path=path,
-        config=config,
-        net=net,
-        preprocess=preprocess,
-        class_names=class_names,
-        feature_names=feature_names,
-        metrics=metrics,
-        weights_sha256=sha256_file(path / WEIGHTS_FILE),
-        info={k: v for k, v in raw.items() if k not in _OWN_KEYS},
-    )
+    info = {k: v for k, v in raw.items() if k not in _OWN_KEYS}
+    digest = sha256_file(path / WEIGHTS_FILE)
+    return TrainedRun(path, config, net, preprocess, classes, features, metrics, digest, info)
 
 
-def _load_xy(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not file.is_file():
-        raise CheckpointError(f"{file} does not exist")
+def _broadcasts(shape: tuple[int, ...], row: tuple[int, ...]) -> bool:
     try:
-        with np.load(file, allow_pickle=False) as data:
-            return data["features"].astype(np.float32), data["labels"].astype(np.int64)
-    except (OSError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {file}: {exc}") from None
+        return np.broadcast_shapes(shape, row) == row
+    except ValueError:
+        return False
+
+
+def _arrays(net: MLP) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
 
 
 def _read_json(file: Path) -> dict[str, Any]:
@@ -312,7 +218,3 @@ def _read_json(file: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{file} must hold a JSON object")
     return data
-
-
-def _write_json(file: Path, data: Any) -> None:
-    file.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 from onnxedge.models.nets import ARCHS, DEFAULT_CHANNELS, DEFAULT_HIDDEN
@@ -10,14 +11,12 @@ from onnxedge.models.train import TrainOptions
 from onnxedge.models.train import train as train_run
 
 
-def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+def _widths(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
     """Parse comma-separated positive widths (``--hidden``, ``--channels``)."""
     try:
         widths = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(
-            f"expected comma-separated widths like 128,64; got {value!r}"
-        ) from None
+        widths = ()
     if not widths or min(widths) < 1:
         raise click.BadParameter(f"expected positive widths like 128,64; got {value!r}")
     return widths
@@ -72,14 +71,14 @@ def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
     "--channels",
     default=",".join(map(str, DEFAULT_CHANNELS)),
     show_default=True,
-    callback=_hidden,
+    callback=_widths,
     help="The CNN's conv widths, comma-separated (--arch cnn).",
 )
 @click.option(
     "--hidden",
     default=",".join(map(str, DEFAULT_HIDDEN)),
     show_default=True,
-    callback=_hidden,
+    callback=_widths,
     help="Hidden layer widths, comma-separated.",
 )
 @click.option(
@@ -117,32 +116,15 @@ def train(
     label_column: str | None,
     labels_path: str | None,
     task: str,
-    arch: str,
-    channels: tuple[int, ...],
     hidden: tuple[int, ...],
-    epochs: int,
-    patience: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    val_fraction: float,
     overwrite: bool,
     quiet: bool,
     as_json: bool,
+    **hyperparameters: Any,
 ) -> None:
     """Train a classifier on a dataset into a run folder."""
-    options = TrainOptions(
-        task=None if task == "auto" else task,
-        arch=arch,
-        hidden_sizes=hidden,
-        channels=channels,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        val_fraction=val_fraction,
-        patience=patience,
-    )
+    task_or_auto = None if task == "auto" else task
+    options = TrainOptions(task=task_or_auto, hidden_sizes=hidden, **hyperparameters)
     column: str | int | None = label_column
     if label_column is not None and label_column.lstrip("-").isdigit():
         column = int(label_column)
@@ -155,22 +137,14 @@ def train(
         overwrite=overwrite,
         progress=False if quiet or as_json else None,
     )
-    summary = {
-        "run": str(result.path),
-        "task": result.task,
-        "arch": arch,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "val_accuracy": round(result.val_accuracy, 6),
-        "val_loss": round(result.val_loss, 6),
-        "train_accuracy": round(result.train_accuracy, 6),
-        "seconds": round(result.seconds, 2),
-    }
     if as_json:
-        click.echo(json.dumps(summary))
+        numbers = ("best_epoch", "epochs_run", "val_accuracy", "val_loss", "train_accuracy")
+        summary = {"run": str(result.path), "task": result.task, "arch": options.arch}
+        summary |= {k: round(getattr(result, k), 6) for k in numbers}
+        click.echo(json.dumps({**summary, "seconds": round(result.seconds, 2)}))
     else:
         click.echo(
-            f"trained {result.task} {arch} in {result.seconds:.1f}s: best epoch "
+            f"trained {result.task} {options.arch} in {result.seconds:.1f}s: best epoch "
             f"{result.best_epoch}/{result.epochs_run}, val accuracy {result.val_accuracy:.4f}, "
             f"val loss {result.val_loss:.4f} -> {result.path}"
         )

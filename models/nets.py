@@ -1,15 +1,7 @@
-"""The notebook's two classifiers, fixed and made configurable, and a small CNN.
-
-The original notebook's ``forward`` fed the *input* ``x`` to ``linear2``, skipping
-the hidden layer entirely; here every hidden layer feeds the next, and the output
-layer reads the last hidden activation. Every net returns logits; the softmax /
-sigmoid head is added at export (``onnxedge.export.heads``).
-
-Parameter names are part of the checkpoint format and of the numpy reference
-(``onnxedge.models.reference.forward_from_weights``): ``conv.{i}.weight`` /
-``conv.{i}.bias`` for each conv block (CNN only), ``hidden.{i}.weight`` /
-``hidden.{i}.bias`` for each hidden dense layer, then ``output.weight`` and
-``output.bias``.
+"""The notebook's two classifiers (its ``forward`` skipped the hidden layer; here each
+layer feeds the next) and a small CNN. Every net returns logits; the head is added at
+export. Parameter names (``conv.{i}``, ``hidden.{i}``, ``output``, each ``.weight`` /
+``.bias``) are part of the checkpoint format and of the numpy reference.
 """
 
 from __future__ import annotations
@@ -28,28 +20,20 @@ from torch import nn
 
 #: The architectures onnxedge builds from a config.
 ARCHS: tuple[str, ...] = ("mlp", "cnn")
-#: Default hidden widths: the notebook's hidden_size=5 is a toy; one layer of 128 learns
-#: digits and breast-cancer to >= 0.95 validation accuracy.
+#: One layer of 128 (the notebook's 5 is a toy) learns digits and breast-cancer to >= 0.95.
 DEFAULT_HIDDEN: tuple[int, ...] = (128,)
-#: Default conv widths of the CNN: two blocks take 8x8 digits to 2x2 and 28x28 to 7x7.
+#: Two conv blocks take 8x8 digits to 2x2 and 28x28 images to 7x7.
 DEFAULT_CHANNELS: tuple[int, ...] = (16, 32)
-#: Every conv block is conv(KERNEL_SIZE, same padding) -> ReLU -> max-pool(POOL_SIZE).
-KERNEL_SIZE = 3
+KERNEL_SIZE = 3  # each conv block: conv(3x3, same padding) -> ReLU -> max-pool(POOL_SIZE)
 
 
 @dataclass(frozen=True)
 class NetConfig:
     """Everything needed to rebuild a net; saved with its weights.
 
-    Attributes:
-        task: ``multiclass`` (``num_classes`` logits) or ``binary`` (one logit).
-        input_size: values per row (the product of ``input_shape``).
-        hidden_sizes: width of each hidden dense layer (ReLU after each); at least one
-            for the MLP, any number (after the flatten) for the CNN.
-        num_classes: number of classes (2 for binary).
-        arch: ``mlp`` (flat rows) or ``cnn`` (images ``(C, H, W)``).
-        input_shape: one row's shape; ``()`` means ``(input_size,)``.
-        channels: the CNN's conv widths, one block each (empty for the MLP).
+    ``task`` ``multiclass`` gives ``num_classes`` logits, ``binary`` one; ``arch`` ``mlp``
+    reads flat rows (at least one hidden width), ``cnn`` images ``(C, H, W)`` through one
+    conv block per ``channels`` width; ``input_shape`` ``()`` means ``(input_size,)``.
 
     Raises:
         CheckpointError: any attribute out of range or inconsistent with the others.
@@ -183,16 +167,8 @@ class BinclassNN(MLP):
 
 
 class CNN(MLP):
-    """Conv blocks, then the MLP's dense layers on the flattened map; logits out.
-
-    Each block is ``Conv2d(3x3, padding 1) -> ReLU -> MaxPool2d(2)``, so an 8x8 digit
-    leaves two blocks as 2x2 and a 28x28 IDX image as 7x7; the dense part is
-    ``hidden.{i}`` then ``output``, as in the MLP.
-
-    Args:
-        config: a ``cnn`` config; ``input_shape`` is ``(C, H, W)``. Input batches are
-            ``(batch, C, H, W)`` float32.
-    """
+    """Conv blocks (``Conv2d(3x3, padding 1) -> ReLU -> MaxPool2d(2)``), then the MLP's
+    dense layers on the flattened map; reads ``(batch, C, H, W)`` float32, logits out."""
 
     def __init__(self, config: NetConfig) -> None:
         super().__init__(config)
@@ -219,6 +195,4 @@ def build_net(config: NetConfig) -> MLP:
 
 
 def _widths(hidden_size: int | Sequence[int]) -> tuple[int, ...]:
-    if isinstance(hidden_size, int):
-        return (hidden_size,)
-    return tuple(int(h) for h in hidden_size)
+    return (hidden_size,) if isinstance(hidden_size, int) else tuple(map(int, hidden_size))

@@ -1,10 +1,6 @@
-"""Input preprocessing that export puts inside the graph, in front of the net.
-
-A preprocessing step is data: it is saved in a run folder, written to the model's
-``onnxedge.preprocess`` metadata (see :mod:`onnxedge.runtime.contract`) and rebuilt from
-either. ``apply`` is the float64-safe numpy form the reference and the tests use; export
-builds the same arithmetic as graph nodes, so a device feeds raw rows (pixels 0..255,
-unscaled features) and never repeats the step itself.
+"""Input preprocessing as data: saved in a run folder and the model's ``onnxedge.preprocess``
+metadata, built by export into the graph in front of the net (a device feeds raw rows).
+``apply`` is the numpy form the reference and the tests use.
 """
 
 from __future__ import annotations
@@ -18,13 +14,8 @@ from onnxedge.runtime.errors import CheckpointError
 
 @dataclass(frozen=True)
 class Standardize:
-    """``(x - mean) / std``, with ``mean`` and ``std`` broadcastable to one row's shape.
-
-    Attributes:
-        mean: float32, shape ``(features,)`` for flat rows or any shape that broadcasts
-            against one row (``(C, 1, 1)`` for per-channel image statistics).
-        std: float32, the same shape as ``mean``, every value > 0.
-    """
+    """``(x - mean) / std``; ``mean`` and ``std`` (float32, one shape, ``std > 0``) broadcast
+    to one row: ``(features,)``, or ``(C, 1, 1)`` for per-channel image statistics."""
 
     mean: np.ndarray
     std: np.ndarray
@@ -57,11 +48,7 @@ class Standardize:
 
 @dataclass(frozen=True)
 class Rescale:
-    """``x * factor`` (pixels 0..16 or 0..255 to 0..1: ``Rescale(1 / 255)``).
-
-    Attributes:
-        factor: a finite, non-zero float.
-    """
+    """``x * factor``, finite and non-zero (pixels 0..255 to 0..1: ``Rescale(1 / 255)``)."""
 
     factor: float
 

@@ -5,38 +5,29 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from onnxedge.models.checkpoint import CURVES_FILE, atomic_directory, save_run
+from onnxedge.models.checkpoint import CURVES_FILE, save_run
 from onnxedge.models.nets import ARCHS, DEFAULT_CHANNELS, DEFAULT_HIDDEN, MLP, NetConfig, build_net
 from onnxedge.models.preprocess import Preprocess, Rescale, Standardize
-from onnxedge.runtime.errors import DataError
+from onnxedge.runtime.atomic import atomic_folder
+from onnxedge.runtime.contract import TASKS
+from onnxedge.runtime.errors import CheckpointError, DataError
 from onnxedge.runtime.version import __version__
 
-#: Rows of the training split kept in the run folder for int8 calibration.
-CALIBRATION_ROWS = 1000
+CALIBRATION_ROWS = 1000  # training rows kept in the run folder for int8 calibration
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Hyperparameters of one training run (all recorded in the run's config.json).
+    """Hyperparameters of one run, recorded in its config.json; DataError if out of range.
 
-    Attributes:
-        task: ``multiclass`` or ``binary``; None infers it from the labels (2 classes ->
-            binary).
-        arch: ``mlp`` (any data, standardized) or ``cnn`` (image data, rescaled).
-        hidden_sizes: hidden dense layer widths.
-        channels: the CNN's conv widths (``cnn`` only).
-        epochs: maximum epochs; early stopping may end sooner.
-        lr: Adam learning rate.
-        weight_decay: Adam L2 penalty.
-        batch_size: rows per optimizer step.
-        seed: seeds the split, the initial weights and the shuffling.
-        val_fraction: share of rows held out (stratified) for validation.
-        patience: epochs without a lower validation loss before stopping.
+    ``task`` None infers it from the labels (2 classes: binary); ``arch`` ``mlp`` reads
+    standardized rows, ``cnn`` rescaled images; training stops after ``patience`` epochs
+    without a lower validation loss; ``seed`` seeds the split, the weights, the shuffling.
     """
 
     task: str | None = None
@@ -52,7 +43,8 @@ class TrainOptions:
     patience: int = 20
 
     def __post_init__(self) -> None:
-        checks = [
+        for ok, message in [
+            (self.task in (None, *TASKS), f"unknown task {self.task!r}; expected one of {TASKS}"),
             (self.arch in ARCHS, f"unknown arch {self.arch!r}; expected one of {ARCHS}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
@@ -60,15 +52,11 @@ class TrainOptions:
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (0 < self.val_fraction < 1, f"val fraction must be in (0, 1), got {self.val_fraction}"),
             (
-                bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1,
+                min(self.hidden_sizes, default=0) >= 1,
                 f"hidden sizes must be positive, got {self.hidden_sizes}",
             ),
-            (
-                bool(self.channels) and min(self.channels) >= 1,
-                f"channels must be positive, got {self.channels}",
-            ),
-        ]
-        for ok, message in checks:
+            (min(self.channels, default=0) >= 1, f"channels must be positive, got {self.channels}"),
+        ]:
             if not ok:
                 raise DataError(message)
 
@@ -85,16 +73,14 @@ class TrainResult:
     val_loss: float
     train_accuracy: float
     seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]]
 
 
 def compute_normalization(x: np.ndarray) -> Standardize:
     """Mean and std per feature; a constant feature gets std 1 (it standardizes to 0)."""
     x64 = x.astype(np.float64)
-    mean = x64.mean(axis=0)
-    std = x64.std(axis=0)
-    std = np.where(std > 1e-12, std, 1.0)
-    return Standardize(mean=mean.astype(np.float32), std=std.astype(np.float32))
+    std = np.where(x64.std(axis=0) > 1e-12, x64.std(axis=0), 1.0)
+    return Standardize(mean=x64.mean(axis=0).astype(np.float32), std=std.astype(np.float32))
 
 
 def fit(
@@ -107,18 +93,12 @@ def fit(
     *,
     progress: bool | None = None,
 ) -> tuple[MLP, list[dict[str, float]], int]:
-    """Train a net on preprocessed rows with early stopping on validation loss.
-
-    Args:
-        x_train, x_val: preprocessed rows ``(n, *config.input_shape)`` float32.
-        y_train, y_val: labels ``(n,)`` int64 in ``0..C-1``.
-        config: the net to build.
-        options: hyperparameters.
-        progress: show a per-epoch progress bar (None: only on a terminal).
+    """Train ``config``'s net on preprocessed rows ``(n, *input_shape)`` and int64 labels,
+    early-stopping on validation loss; ``progress`` None shows a bar only on a terminal.
 
     Returns:
-        The net with the best epoch's weights (eval mode), the per-epoch history,
-        and the best epoch (1-based).
+        The net with the best epoch's weights (eval mode), the per-epoch history and the
+        best epoch (1-based).
     """
     import torch
     from torch import nn
@@ -144,7 +124,8 @@ def fit(
 
     history: list[dict[str, float]] = []
     best_loss, best_epoch, best_state = float("inf"), 0, None
-    bar = tqdm(range(1, options.epochs + 1), desc="train", unit="epoch", disable=_quiet(progress))
+    quiet = None if progress is None else not progress  # tqdm: None is "not a terminal"
+    bar = tqdm(range(1, options.epochs + 1), desc="train", unit="epoch", disable=quiet)
     for epoch in bar:
         net.train()
         order = torch.randperm(len(xt), generator=generator)
@@ -196,20 +177,16 @@ def train(
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> TrainResult:
-    """Load a dataset, train a net on it and write a run folder, atomically.
+    """Load a dataset, train a net on it and write the run folder ``out_dir``, atomically.
 
     Args:
         source: a bundled dataset name (``digits``, ``breast-cancer``) or a data file.
-        out_dir: the run folder to create.
-        options: hyperparameters (defaults: :class:`TrainOptions`).
         label_column: label column of a CSV / NPY / Parquet file.
         labels_path: labels file of an IDX images file.
-        overwrite: replace an existing run folder.
         progress: show a progress bar (None: only on a terminal).
 
     Raises:
-        DataError: the data cannot be trained on (see ``onnxedge.models.data``), or the
-            requested task does not match the labels.
+        DataError: data that cannot be trained on, or a task that does not fit the labels.
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is false.
     """
     import torch
@@ -221,8 +198,6 @@ def train(
     task = options.task or dataset.task
     if task == "binary" and dataset.num_classes != 2:
         raise DataError(f"--task binary needs 2 classes; {dataset.name} has {dataset.num_classes}")
-    if task not in ("binary", "multiclass"):
-        raise DataError(f"unknown task {task!r}; expected multiclass or binary")
     train_ds, val_ds = train_val_split(dataset, options.val_fraction, options.seed)
     preprocess: Preprocess
     if options.arch == "cnn":
@@ -234,27 +209,18 @@ def train(
         shape, preprocess = dataset.image_shape, Rescale(dataset.pixel_scale)
     else:
         shape, preprocess = (dataset.num_features,), compute_normalization(train_ds.features)
+    channels = tuple(options.channels) if options.arch == "cnn" else ()
+    hidden = tuple(options.hidden_sizes)
     config = NetConfig(
-        task,
-        dataset.num_features,
-        tuple(options.hidden_sizes),
-        dataset.num_classes,
-        arch=options.arch,
-        input_shape=shape,
-        channels=tuple(options.channels) if options.arch == "cnn" else (),
+        task, dataset.num_features, hidden, dataset.num_classes, options.arch, shape, channels
     )
 
     def rows(ds: Dataset) -> np.ndarray:  # raw (n, *shape) float32
         return ds.features.reshape(ds.num_rows, *shape)
 
+    x_train, x_val = (preprocess.apply(rows(ds)).astype(np.float32) for ds in (train_ds, val_ds))
     net, history, best_epoch = fit(
-        preprocess.apply(rows(train_ds)).astype(np.float32),
-        train_ds.labels,
-        preprocess.apply(rows(val_ds)).astype(np.float32),
-        val_ds.labels,
-        config,
-        options,
-        progress=progress,
+        x_train, train_ds.labels, x_val, val_ds.labels, config, options, progress=progress
     )
     best = history[best_epoch - 1]
     seconds = time.perf_counter() - started
@@ -270,23 +236,14 @@ def train(
     rng = np.random.default_rng(options.seed)
     take = min(CALIBRATION_ROWS, train_ds.num_rows)
     calibration = rows(train_ds)[np.sort(rng.choice(train_ds.num_rows, take, replace=False))]
+    versions = {"onnxedge": __version__, "torch": torch.__version__, "numpy": np.__version__}
     info = {
         "task": task,
         "dataset": str(source),
-        "training": {
-            **asdict(options),
-            "task": task,
-            "hidden_sizes": list(options.hidden_sizes),
-            "channels": list(config.channels),
-        },
-        "versions": {
-            "onnxedge": __version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        "training": {**asdict(options), "task": task, "channels": list(config.channels)},
+        "versions": {**versions, "python": platform.python_version()},
     }
-    with atomic_directory(out_dir, overwrite=overwrite) as folder:
+    with atomic_folder(out_dir, overwrite=overwrite, error=CheckpointError) as folder:
         save_run(
             folder,
             net=net,
@@ -299,17 +256,8 @@ def train(
             calibration=calibration,
         )
         plot_curves(history, folder / CURVES_FILE, title=f"{dataset.name} ({options.arch}, {task})")
-    return TrainResult(
-        path=Path(out_dir),
-        task=task,
-        best_epoch=best_epoch,
-        epochs_run=len(history),
-        val_accuracy=best["val_accuracy"],
-        val_loss=best["val_loss"],
-        train_accuracy=best["train_accuracy"],
-        seconds=seconds,
-        history=history,
-    )
+    scores = best["val_accuracy"], best["val_loss"], best["train_accuracy"]
+    return TrainResult(Path(out_dir), task, best_epoch, len(history), *scores, seconds, history)
 
 
 def plot_curves(history: list[dict[str, float]], path: Path, *, title: str) -> None:
@@ -320,21 +268,13 @@ def plot_curves(history: list[dict[str, float]], path: Path, *, title: str) -> N
     import matplotlib.pyplot as plt
 
     epochs = [int(r["epoch"]) for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in history], label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_loss.legend()
-    ax_acc.plot(epochs, [r["train_accuracy"] for r in history], label="train")
-    ax_acc.plot(epochs, [r["val_accuracy"] for r in history], label="validation")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    ax_acc.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for split, label in (("train", "train"), ("val", "validation")):
+            ax.plot(epochs, [r[f"{split}_{metric}"] for r in history], label=label)
+        ax.set(xlabel="epoch", ylabel=metric, title=metric)
+        ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def _quiet(progress: bool | None) -> bool | None:
-    # tqdm's disable=None turns the bar off when stderr is not a terminal.
-    return None if progress is None else not progress

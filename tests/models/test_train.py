@@ -189,8 +189,8 @@ def test_run_folder_of_an_older_onnxedge_still_loads(run_dir: Path, tmp_path: Pa
     np.savez(old / VALIDATION_FILE, features=x.reshape(len(x), -1), labels=y)
     run, new = load_run(old), load_run(run_dir)
     assert run.config == new.config and run.input_shape == (64,)
-    np.testing.assert_array_equal(run.normalization.mean, new.normalization.mean)
-    np.testing.assert_array_equal(run.normalization.std, new.normalization.std)
+    np.testing.assert_array_equal(run.preprocess.mean, new.preprocess.mean)
+    np.testing.assert_array_equal(run.preprocess.std, new.preprocess.std)
     np.testing.assert_array_equal(run.validation()[0], x)
     (old / NORMALIZATION_FILE).unlink()
     with pytest.raises(CheckpointError) as excinfo:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from onnxedge.runtime import atomic
-from onnxedge.runtime.atomic import Staged, atomic_file, atomic_folder, plain_mode
+from onnxedge.runtime.atomic import Staged, atomic_file, atomic_folder
 from onnxedge.runtime.errors import DataError, OutputExistsError
 
 
@@ -99,7 +99,6 @@ def test_new_files_and_folders_get_plain_permissions(tmp_path: Path) -> None:
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o640
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o750
-    assert plain_mode() == 0o666 & ~mask
 
 
 def test_an_error_in_the_block_removes_the_temp(tmp_path: Path) -> None:
@@ -163,3 +162,25 @@ def test_a_fifo_beside_the_target_is_never_opened(tmp_path: Path, folder: bool) 
     assert done.returncode == 0, done.stderr
     written = tmp_path / "out" / "part" if folder else tmp_path / "out"
     assert written.read_text() == "done"
+
+
+def test_sigterm_exits_128_plus_signum_and_removes_live_temps(tmp_path: Path) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as caught, atomic.exit_on_signals():
+        staged = Staged(tmp_path / "o.txt", overwrite=False)  # held outside a with block
+        staged.path.write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert caught.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_done_after_a_commit_or_a_discard(tmp_path: Path) -> None:
+    kept, dropped = Staged(tmp_path / "a", overwrite=False), Staged(tmp_path / "b", overwrite=False)
+    assert not kept.done and not dropped.done
+    assert kept.commit() == tmp_path / "a"
+    dropped.discard()
+    assert kept.done and dropped.done
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
