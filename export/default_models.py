@@ -170,7 +170,7 @@ def export_default_models(
             )
             result.export_seconds = exported.seconds
             result.size_bytes = exported.size_bytes
-            result.parity = exported.parity.summary() if exported.parity is not None else None
+            result.parity = exported.report.summary() if exported.report is not None else None
             for variant in variants:
                 result.variants[variant] = _make_variant(result, variant)
         except OnnxEdgeError as exc:
