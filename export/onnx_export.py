@@ -33,9 +33,9 @@ from onnxedge.export.heads import (
     class_names_for,
     resolve_head,
 )
+from onnxedge.export.localize import KEY_NODE_MODULE
 from onnxedge.export.verify import (
     ARCHITECTURE,
-    KEY_NODE_MODULE,
     ParityReport,
     graph_weights_sha256,
     onnxruntime_runner,
@@ -44,19 +44,11 @@ from onnxedge.export.verify import (
     verify_model,
 )
 from onnxedge.models.preprocess import Preprocess, Rescale
+from onnxedge.runtime import contract
 from onnxedge.runtime.atomic import atomic_file
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
     INPUT_NAME,
-    KEY_EXPORTED_AT,
-    KEY_EXPORTER,
-    KEY_GOLDEN,
-    KEY_GRAPH_WEIGHTS_SHA256,
-    KEY_OPSET,
-    KEY_PARITY,
-    KEY_TRAINING_METRICS,
-    KEY_VERSIONS,
-    KEY_WEIGHTS_SHA256,
     OUTPUT_LABEL,
     OUTPUT_LOGITS,
     OUTPUT_NAMES,
@@ -64,7 +56,6 @@ from onnxedge.runtime.contract import (
     PREFIX,
     ModelContract,
 )
-from onnxedge.runtime.contract import golden_set as contract_golden_set
 from onnxedge.runtime.errors import (
     CheckpointError,
     ExportError,
@@ -244,14 +235,16 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _names(opset: int) -> dict[str, Any]:
+    return {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES), "opset_version": opset}
+
+
 def _dynamo_export(module: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     with _quiet_exporter():
         program = torch.onnx.export(
             module,
             (example,),
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            opset_version=opset,
+            **_names(opset),
             dynamo=True,
             external_data=False,
             dynamic_shapes=({0: torch.export.Dim(BATCH_AXIS)},),
@@ -275,9 +268,7 @@ def _torchscript_export(
                     module,
                     (example,),
                     str(path),
-                    input_names=[INPUT_NAME],
-                    output_names=list(OUTPUT_NAMES),
-                    opset_version=opset,
+                    **_names(opset),
                     dynamo=False,
                     dynamic_axes={name: {0: BATCH_AXIS} for name in (INPUT_NAME, *OUTPUT_NAMES)},
                 )
@@ -385,23 +376,16 @@ def export_classifier(
     Args:
         module: maps ``(batch, *input_shape)`` float32 (after ``preprocess``) to logits
             ``(batch, classes)`` or ``(batch, 1)``; put in eval mode.
-        input_shape: one row's shape, without the batch axis (``(64,)``, ``(1, 8, 8)``).
-        head: ``auto``, ``softmax`` or ``sigmoid``; ``threshold``: the sigmoid head's.
-        class_names: one per class (2 for sigmoid); ``feature_names``: one per feature.
-        preprocess: ``Standardize(mean, std)``, ``Rescale(factor)`` or None.
-        verify_data: rows ``(x, y)`` (or rows alone) to verify on; default: synthetic rows
-            from the preprocessing, labelled by the reference.
-        opset, exporter: see :func:`check_opset`; ``overwrite``: replace ``path``.
-        verify: verify before writing and record the figures as ``onnxedge.parity``.
+        head, threshold, class_names, feature_names, preprocess: what the graph computes
+            and the contract records (:func:`~onnxedge.export.heads.resolve_head`).
+        verify_data: rows ``(x, y)`` (or rows alone) to verify on; default synthetic rows.
+        opset, exporter: see :func:`check_opset`; ``verify``: verify before writing.
         report_path: also write the full parity report as JSON here (even on failure).
-        batch_sizes: the batch sizes verification runs at (default: 1, 37, all rows).
-        extra_metadata: more ``onnxedge.*`` keys (without the prefix).
-        run: the run folder the module came from (checked against the metadata).
+        extra_metadata: more ``onnxedge.*`` keys; ``run``: the run the module came from.
 
     Raises:
-        ExportError: the module's output is not logits, it rejects ``input_shape``, its
-            logits hold NaN / Inf, the head, threshold, names, opset or exporter do not
-            fit, the graph fails the checker, or the file cannot be written.
+        ExportError: the module's output is not finite logits of ``input_shape`` rows,
+            an option does not fit, the graph fails the checker, or a write fails.
         InputShapeError: ``verify_data`` does not have rows of ``input_shape``.
         OutputExistsError: ``path`` exists and ``overwrite`` is false.
         ParityError: verification failed (every failing check is listed).
@@ -451,11 +435,11 @@ def export_classifier(
         model = finalize_graph(model, input_shape=shape, output_size=width, opset=opset)
         extra = {
             **(extra_metadata or {}),
-            KEY_GRAPH_WEIGHTS_SHA256: graph_weights_sha256(model),
-            KEY_VERSIONS: library_versions(*EXPORT_LIBRARIES),
-            KEY_EXPORTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
-            KEY_OPSET: opset,
-            KEY_EXPORTER: used,
+            contract.KEY_GRAPH_WEIGHTS_SHA256: graph_weights_sha256(model),
+            contract.KEY_VERSIONS: library_versions(*EXPORT_LIBRARIES),
+            contract.KEY_EXPORTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+            contract.KEY_OPSET: opset,
+            contract.KEY_EXPORTER: used,
         }
         metadata = ModelContract(
             task=spec.task,
@@ -484,8 +468,8 @@ def export_classifier(
             if report_path is not None:
                 report.write_json(report_path)
             report.raise_for_failures()
-            metadata[KEY_PARITY] = json.dumps(report.summary())
-            metadata[KEY_GOLDEN] = json.dumps(golden_set(model, check_rows))
+            metadata[contract.KEY_PARITY] = json.dumps(report.summary())
+            metadata[contract.KEY_GOLDEN] = json.dumps(golden_set(model, check_rows))
             _write_model(model, metadata, tmp)
     return ExportResult(
         path=target,
@@ -506,10 +490,9 @@ def export_classifier(
 def golden_set(model: onnx.ModelProto, rows: np.ndarray) -> dict[str, Any]:
     """The self-test's golden set for ``model``: onnxruntime's outputs on ``rows``, by
     :func:`onnxedge.runtime.contract.golden_set`'s rule (near-tie rows left out)."""
-    contract = ModelContract.from_metadata({p.key: p.value for p in model.metadata_props})
+    meta = ModelContract.from_metadata({p.key: p.value for p in model.metadata_props})
     out = onnxruntime_runner(model)(rows)
-    head = contract.head or "softmax"
-    return contract_golden_set(rows, out, head=head, threshold=contract.threshold)
+    return contract.golden_set(rows, out, head=meta.head or "softmax", threshold=meta.threshold)
 
 
 def _check_data(
@@ -593,8 +576,8 @@ def checkpoint_to_onnx(
         batch_sizes=batch_sizes,
         extra_metadata={
             ARCHITECTURE: json.dumps(run.config.to_dict()),
-            KEY_TRAINING_METRICS: training,
-            KEY_WEIGHTS_SHA256: run.weights_sha256,
+            contract.KEY_TRAINING_METRICS: training,
+            contract.KEY_WEIGHTS_SHA256: run.weights_sha256,
         },
         run=run,
     )

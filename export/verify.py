@@ -24,8 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from onnxedge.export.check_rows import SYNTHETIC_ROWS, rows_to_verify, synthetic_rows
 from onnxedge.export.compare import Check, compare, exact, fmt, jsonable, render_checks
 from onnxedge.export.heads import HEAD_LIPSCHITZ
+from onnxedge.export.localize import (
+    KEY_NODE_MODULE,
+    LocalizationError,
+    first_diverging_node,
+    localization_lines,
+    node_outputs,
+)
 from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.atomic import atomic_file
 from onnxedge.runtime.contract import (
@@ -42,7 +50,6 @@ from onnxedge.runtime.contract import (
 from onnxedge.runtime.errors import (
     CheckpointError,
     DataError,
-    InputShapeError,
     ModelLoadError,
     OnnxEdgeError,
     ParityError,
@@ -52,28 +59,30 @@ if TYPE_CHECKING:
     import onnx
     import torch
     from onnxedge.models.checkpoint import TrainedRun
-    from onnxedge.models.preprocess import Preprocess
 
-__all__ = ["Check", "LocalizationError", "ParityReport", "compare", "verify_model"]
+__all__ = [
+    "KEY_NODE_MODULE",
+    "SYNTHETIC_ROWS",
+    "Check",
+    "LocalizationError",
+    "ParityReport",
+    "compare",
+    "first_diverging_node",
+    "node_outputs",
+    "synthetic_rows",
+    "verify_model",
+]
 
 #: metadata key (under ``onnxedge.``) naming the net's config, for the numpy forward.
 ARCHITECTURE = "architecture"
-#: node metadata key: the torch module path a node came from (kept by export).
-KEY_NODE_MODULE = "onnxedge.module"
 LOCALIZE_ROWS = 16
 #: Not a power of two, so a batch baked into the graph or a mishandled remainder shows.
 ODD_BATCH_SIZE = 37
 #: Batch size 1 runs one row at a time; on large sets only this many leading rows.
 DEFAULT_SINGLE_ROW_LIMIT = 500
-SYNTHETIC_ROWS = 256
-BUNDLED_DATASETS = ("digits", "breast-cancer")
 
 Outputs = dict[str, np.ndarray]
 Runner = Callable[[np.ndarray], Outputs]
-
-
-class LocalizationError(ModelLoadError):
-    """The first diverging node cannot be searched for in this model; the message says why."""
 
 
 def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
@@ -206,7 +215,7 @@ class ParityReport:
             lines.append(f"{loss_name}: " + ", ".join(f"{c} {v:.7f}" for c, v in full.items()))
         if self.accuracy:
             lines.append("accuracy: " + ", ".join(f"{c} {v:.4f}" for c, v in self.accuracy.items()))
-        lines += _localization_lines(self.localization)
+        lines += localization_lines(self.localization)
         failed = self.failures
         lines.append(
             f"{len(self.checks) - len(failed)} of {len(self.checks)} checks passed"
@@ -230,27 +239,6 @@ class ParityReport:
                 f"{self.model} failed {len(failed)} parity check{s}{first}: " + "; ".join(failed),
                 failures=failed,
             )
-
-
-def _localization_lines(where: dict[str, Any] | None) -> list[str]:
-    if where is None:
-        return []
-    if "unavailable" in where:
-        return [f"first diverging node not searched: {where['unavailable']}"]
-    if where["node"] is not None:
-        line = (
-            f"first diverging node: {where['node']} ({where['op_type']}, module "
-            f"{where['module'] or 'unknown'}): max abs {fmt(where['max_abs'])} > limit "
-            f"{fmt(where['limit'])}, against {where['against']}"
-        )
-    else:
-        line = f"no diverging node among {where['compared']} compared against {where['against']}"
-    unmatched = where.get("unmatched") or []
-    return [line] + (
-        [f"  not compared (no forward hook output to match): {', '.join(unmatched)}"]
-        if unmatched
-        else []
-    )
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
@@ -400,113 +388,6 @@ def _row_shape(model: onnx.ModelProto) -> tuple[int, ...]:
     return tuple(int(d.dim_value) for d in _feed(model).type.tensor_type.shape.dim[1:])
 
 
-# --- the rows -----------------------------------------------------------------------------
-
-
-def synthetic_rows(
-    step: Preprocess | None, row_shape: Sequence[int], rows: int = SYNTHETIC_ROWS
-) -> np.ndarray:
-    """Rows ``(rows, *row_shape)`` float32 that are standard normal after ``step`` (for a
-    rescale: uniform over its input range), on a 1/16 grid: exact in float32 and short in
-    a golden set's JSON. Seeded: the same rows every time."""
-    from onnxedge.models.preprocess import Rescale
-
-    rng = np.random.default_rng(0)
-    size = (rows, *row_shape)
-    if isinstance(step, Rescale):
-        return (np.round(rng.uniform(0, 1 / abs(step.factor), size) * 16) / 16).astype(np.float32)
-    z = np.round(rng.standard_normal(size) * 16) / 16
-    return (step.mean + step.std * z if step is not None else z).astype(np.float32)
-
-
-def _rows(
-    data: tuple[np.ndarray, np.ndarray] | np.ndarray | None,
-    dataset: str | os.PathLike[str] | None,
-    label_column: str | int | None,
-    labels_path: str | os.PathLike[str] | None,
-    run: TrainedRun | None,
-    contract: ModelContract,
-    row_shape: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Rows (and labels, when known) to verify on: given, a dataset, the run's validation
-    split, the dataset recorded in the metadata, or synthetic rows."""
-    from onnxedge.models.preprocess import preprocess_from_dict
-
-    y: np.ndarray | None = None
-    metrics = contract.extra.get("training_metrics")
-    recorded = metrics.get("dataset") if isinstance(metrics, dict) else None
-    if data is not None:
-        x, y = data if isinstance(data, tuple) else (data, None)
-        x = np.asarray(x)
-        description = f"given rows, {len(x)}"
-    elif dataset is not None or (run is None and recorded in BUNDLED_DATASETS):
-        from onnxedge.models.data import load_dataset
-
-        source = dataset if dataset is not None else str(recorded)
-        ds = load_dataset(source, label_column=label_column, labels_path=labels_path)
-        description = f"dataset {ds.name}" + (
-            "" if dataset is not None else " (recorded in the model's metadata)"
-        )
-        x = _shaped(ds.features, row_shape, description)
-        y = _labels_for(ds.labels, ds.class_names, contract.class_names, ds.name)
-    elif run is not None:
-        x, y = run.validation()
-        description = f"validation split of {run.path}"
-    else:
-        if 0 in row_shape:
-            raise DataError(
-                "the model's input has symbolic row dims; pass labelled rows (--dataset)"
-            )
-        x = synthetic_rows(preprocess_from_dict(contract.preprocess), row_shape)
-        step = (contract.preprocess or {}).get("kind", "no")
-        description = (
-            f"{len(x)} synthetic rows drawn from the recorded {step} preprocessing, "
-            "labelled by the reference"
-        )
-    x = _shaped(np.asarray(x, dtype=np.float32), row_shape, description)
-    if y is not None:
-        y = np.asarray(y)
-        if y.shape != (len(x),):
-            raise InputShapeError(
-                f"{description}: labels have shape {y.shape}, expected ({len(x)},)"
-            )
-        classes = len(contract.class_names) if contract.class_names else None
-        if classes is not None and y.size and (y.min() < 0 or y.max() >= classes):
-            raise DataError(f"{description}: labels must be class indices 0..{classes - 1}")
-        y = y.astype(np.int64)
-    if len(x) == 0:
-        raise DataError(f"no rows to verify on ({description})")
-    return np.ascontiguousarray(x), y, description
-
-
-def _shaped(x: np.ndarray, row_shape: tuple[int, ...], description: str) -> np.ndarray:
-    """``(n, *row_shape)``; flat rows of the right size are reshaped."""
-    if 0 in row_shape or x.shape[1:] == row_shape:
-        return x
-    if x.ndim == 2 and x.shape[1] == int(np.prod(row_shape)):
-        return x.reshape(len(x), *row_shape)
-    raise InputShapeError(
-        f"the model expects rows of shape {row_shape}; {description} has rows of shape "
-        f"{x.shape[1:]}"
-    )
-
-
-def _labels_for(
-    labels: np.ndarray, data_classes: list[str], model_classes: list[str] | None, name: str
-) -> np.ndarray:
-    """Map a dataset's label indices onto the model's classes, by class name."""
-    if model_classes is None or list(data_classes) == list(model_classes):
-        return labels
-    index = {c: i for i, c in enumerate(model_classes)}
-    unknown = [c for c in data_classes if c not in index]
-    if unknown:
-        raise DataError(
-            f"dataset {name} has classes the model does not know: {unknown}; "
-            f"the model's classes are {model_classes}"
-        )
-    return np.asarray([index[c] for c in data_classes], dtype=np.int64)[labels]
-
-
 # --- the checks ---------------------------------------------------------------------------
 
 
@@ -603,11 +484,12 @@ def _same_step(a: Any, b: Any) -> bool:
     )
 
 
-def _own_head_checks(
+def own_head_checks(
     out: Outputs, name: str, batch: int, head: str, threshold: float, y: np.ndarray
 ) -> list[Check]:
-    """The numpy reference head on this computation's own logits, against its own
-    probabilities, labels and losses."""
+    """The numpy reference head on computation ``name``'s own logits, against its own
+    probabilities and labels (the rule on its own float32 probabilities), their range, and
+    the per-row loss on ``y`` from its probabilities against that from its logits."""
     from onnxedge.models import reference
 
     z, p = out[OUTPUT_LOGITS].astype(np.float64), out[OUTPUT_PROBABILITIES]
@@ -634,7 +516,7 @@ def _own_head_checks(
     # loss from its probabilities vs from its logits: probabilities within
     # PROBABILITY_ATOL (e) move -log(q) by at most log(q / (q - e)) up (down to the
     # loss's clamp) and log(1 + e / q) down.
-    from_logits = _row_losses(z, y, head)
+    from_logits = row_losses(z, y, head)
     q, e = np.exp(-from_logits), tol.PROBABILITY_ATOL  # q: the true class's probability
     if head == "softmax":
         floor = reference.PROBABILITY_EPS
@@ -658,24 +540,14 @@ def _own_head_checks(
     )
 
 
-def _row_losses(z: np.ndarray, y: np.ndarray, head: str) -> np.ndarray:
+def row_losses(z: np.ndarray, y: np.ndarray, head: str) -> np.ndarray:
+    """Per-row cross-entropy (softmax) or BCE (sigmoid) from logits, numerically stable."""
     from onnxedge.models import reference
 
     if head == "softmax":
         return np.asarray(reference.cross_entropy(z, y, reduction="none"))
     target = y.astype(np.float64)
     return np.asarray(reference.binary_cross_entropy_with_logits(z[:, 0], target, reduction="none"))
-
-
-def _torch_loss(z: np.ndarray, y: np.ndarray, head: str) -> float:
-    """The mean loss by torch's own loss module on its float32 logits."""
-    import torch
-    from torch import nn
-
-    logits = torch.from_numpy(z.astype(np.float32))
-    if head == "softmax":
-        return float(nn.CrossEntropyLoss()(logits, torch.from_numpy(y)))
-    return float(nn.BCEWithLogitsLoss()(logits, torch.from_numpy(y.astype(np.float32)[:, None])))
 
 
 def _pair_checks(
@@ -747,132 +619,6 @@ def tolerances_in_force() -> dict[str, float]:
     return {n: float(getattr(tol, n)) for n in [*names.split(), "LABEL_TIE_ATOL"]}
 
 
-# --- where parity breaks -----------------------------------------------------------------
-
-
-def node_outputs(model: onnx.ModelProto, x: np.ndarray) -> Outputs:
-    """Every node's first output (and the graph outputs) of ``model`` on ``x``, from
-    onnxruntime, exposed as extra graph outputs on a copy (``model`` is left as it is).
-
-    Raises:
-        LocalizationError: onnxruntime cannot run the copy with every output exposed.
-    """
-    import onnx
-
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    have = {o.name for o in model.graph.output}
-    exposed.graph.output.extend(
-        onnx.ValueInfoProto(name=n.output[0]) for n in model.graph.node if n.output[0] not in have
-    )
-    what = "the model with every node output exposed"
-    try:
-        run = onnxruntime_runner(exposed, what)
-    except ModelLoadError as exc:
-        raise LocalizationError(str(exc)) from None
-    try:
-        return run(x)
-    except Exception as exc:  # onnxruntime's own error types
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LocalizationError(f"onnxruntime cannot run {what}: {text}") from None
-
-
-def first_diverging_node(
-    model: onnx.ModelProto, x: np.ndarray, module: torch.nn.Module | None = None
-) -> dict[str, Any]:
-    """The first node, in graph order, whose output breaks ``LOGIT_ATOL + LOGIT_RTOL * |x|``.
-
-    onnxruntime's node outputs (:func:`node_outputs`) are compared with, for a torch head
-    module, the output of the module each node came from (forward hooks, by the module
-    path export keeps per node; a module's last node carries its output), else with
-    ``onnx.reference`` on the same graph.
-
-    Returns:
-        ``{"against", "compared", "unmatched", "node", "op_type", "module", "max_abs",
-        "limit"}``: ``unmatched`` the recorded module paths no forward hook output
-        matched; the node keys are None when every compared node stays within its limit.
-
-    Raises:
-        LocalizationError: onnxruntime cannot run the copy with every output exposed, the
-            module's hooks match none of the graph's module paths, or no float node output
-            can be compared.
-    """
-    graph = model.graph
-    paths = {
-        n.output[0]: {p.key: p.value for p in n.metadata_props}.get(KEY_NODE_MODULE)
-        for n in graph.node
-    }
-    got = node_outputs(model, x)
-    expected: dict[str, np.ndarray] = {}
-    unmatched: list[str] = []
-    if module is not None:
-        import torch
-
-        last = {path: out for out, path in paths.items() if path}  # a module's last node
-        if not last:
-            raise LocalizationError(
-                f"its nodes record no torch module paths ({KEY_NODE_MODULE} node metadata, "
-                "written by the dynamo exporter) to match the module's forward hooks"
-            )
-
-        def keep(out: str) -> Callable[..., None]:
-            def hook(_module: Any, _inputs: Any, output: Any) -> None:
-                if isinstance(output, torch.Tensor):
-                    expected[out] = output.detach().numpy()
-
-            return hook
-
-        modules = dict(module.named_modules())
-        hooks = [modules[p].register_forward_hook(keep(o)) for p, o in last.items() if p in modules]
-        try:
-            with torch.inference_mode():
-                module(torch.from_numpy(x))
-        finally:
-            for hook in hooks:
-                hook.remove()
-        unmatched = [
-            p
-            for p, o in last.items()
-            if o not in expected or o not in got or expected[o].shape != got[o].shape
-        ]
-        if len(unmatched) == len(last):
-            shown = ", ".join(unmatched[:4]) + (", ..." if len(unmatched) > 4 else "")
-            raise LocalizationError(
-                f"no forward hook of the torch module matches the {len(last)} module paths "
-                f"its nodes record ({shown})"
-            )
-        against = "torch forward hooks by module path"
-    else:
-        from onnx.reference import ReferenceEvaluator
-
-        evaluator = ReferenceEvaluator(model)
-        expected = dict(evaluator.run(None, {_feed(model).name: x}, intermediate=True))
-        against = "onnx.reference on the same graph"
-    found: dict[str, Any] = {
-        "against": against,
-        "compared": 0,
-        "unmatched": unmatched,
-        "node": None,
-    }
-    for node in graph.node:
-        out = node.output[0]
-        a, b = got.get(out), expected.get(out)
-        if a is None or b is None or np.shape(a) != np.shape(b):
-            continue
-        if not np.issubdtype(np.asarray(b).dtype, np.floating):
-            continue
-        found["compared"] += 1
-        (check,) = compare({out: b}, {out: a}, {out: tol.LOGIT_ATOL + tol.LOGIT_RTOL * np.abs(b)})
-        if not check.passed:
-            where = {"node": node.name, "op_type": node.op_type, "module": paths.get(out)}
-            return {**found, **where, "max_abs": check.value, "limit": check.limit}
-    if not found["compared"]:
-        raise LocalizationError(
-            f"none of its {len(graph.node)} node outputs is a float tensor to compare"
-        )
-    return found
-
-
 # --- verification -------------------------------------------------------------------------
 
 
@@ -892,30 +638,22 @@ def verify_model(
 ) -> ParityReport:
     """Compare the model in onnxruntime with the user's module and an independent forward.
 
-    The rows are, first that applies: ``data``; ``dataset``; the run's validation split;
-    the bundled dataset the metadata records; synthetic rows drawn from the recorded
-    preprocessing, labelled by the reference. The report says which.
-
     Args:
-        model_path: the ``.onnx`` file.
-        data: rows ``(n, *input_shape)`` (or flat) with labels ``(n,)`` as a tuple, or
-            rows alone (labelled by the reference).
-        module: the user's module (logits, the recorded preprocessing in front of it);
-            it becomes the ``torch`` computation.
-        run_dir: the run folder (or loaded run) the model came from: its net is the
-            ``torch`` computation unless ``module`` is given; its metadata is checked.
-        dataset, label_column, labels_path: a bundled dataset or a labelled data file;
-            classes are matched by name.
-        batch_sizes: default 1, ``ODD_BATCH_SIZE`` and all rows (clamped to the rows).
-        single_row_limit: batch size 1 runs over at most this many leading rows.
-        name: how the report names the model (default: ``model_path``).
-        localize: name the first diverging node even when every check passes (it is
-            searched for whenever one fails; then a search that cannot run is noted in
-            the report instead of raised).
+        model_path: the ``.onnx`` file; ``name``: how the report names it.
+        data: rows ``(n, *input_shape)`` (or flat) with labels ``(n,)``, or rows alone.
+            Without it: ``dataset``, else the run's validation split, else the bundled
+            dataset the metadata records, else synthetic rows; the report says which.
+        module: the user's module (logits; the recorded preprocessing goes in front): the
+            ``torch`` computation. Else the run's net, when ``run_dir`` is given.
+        run_dir: the run folder (or loaded run) the model came from; checked against it.
+        dataset, label_column, labels_path: a bundled dataset or a labelled data file.
+        batch_sizes: default 1, ``ODD_BATCH_SIZE`` and all rows (clamped to the rows);
+            batch size 1 runs over at most ``single_row_limit`` leading rows.
+        localize: search for the first diverging node even when every check passes (it
+            is searched for whenever one fails; a search that cannot run is then noted).
 
     Raises:
-        ModelLoadError: the model cannot be read, or an onnxedge model lacks the
-            ``input`` / ``logits`` / ``probabilities`` / ``label`` signature.
+        ModelLoadError: the model cannot be read, or lacks the contract's signature.
         LocalizationError: ``localize`` was asked for and the search cannot run.
         CheckpointError: the run folder cannot be loaded or does not fit the model.
         DataError: labels name classes the model lacks, or no rows.
@@ -969,7 +707,9 @@ def verify_model(
     independent = independent_forward(model, contract, head, threshold)
     computations["reference"] = independent.description
 
-    x, y, data_name = _rows(data, dataset, label_column, labels_path, run, contract, row_shape)
+    x, y, data_name = rows_to_verify(
+        data, dataset, label_column, labels_path, run, contract, row_shape
+    )
     n = len(x)
     reference_all = independent.run(x)
     if y is None and head is not None:
@@ -1004,13 +744,11 @@ def verify_model(
         yb = y[:rows]
         for comp in outs:
             if not (comp == "reference" and independent.magnitudes is not None):  # numpy's own head
-                checks += _own_head_checks(outs[comp], comp, batch, head, threshold, yb)
+                checks += own_head_checks(outs[comp], comp, batch, head, threshold, yb)
         losses[batch] = {
-            c: float(np.mean(_row_losses(o[OUTPUT_LOGITS].astype(np.float64), yb, head)))
+            c: float(np.mean(row_losses(o[OUTPUT_LOGITS].astype(np.float64), yb, head)))
             for c, o in outs.items()
         }
-        if "torch" in outs:
-            losses[batch]["torch"] = _torch_loss(outs["torch"][OUTPUT_LOGITS], yb, head)
         ref_loss = losses[batch]["reference"]
         for comp in (c for c in losses[batch] if c != "reference"):
             checks += compare(

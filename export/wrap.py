@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from onnxedge.export.compare import Check, compare
 from onnxedge.export.heads import HeadSpec, class_names_for, resolve_head
-from onnxedge.export.verify import synthetic_rows
+from onnxedge.export.verify import own_head_checks, row_losses, synthetic_rows
 from onnxedge.models import reference
 from onnxedge.models.preprocess import Preprocess, Rescale, Standardize
 from onnxedge.runtime import tolerances as tol
@@ -584,45 +584,16 @@ def _verify(
             batch_size=n,
             names={OUTPUT_LOGITS: "LOGIT_ATOL"},
         )
-        # the numpy head on its own logits (labels: the rule on its own probabilities)
-        own_labels = reference.predict_label(p, spec.head, threshold)
-        checks += compare(
-            {OUTPUT_PROBABILITIES: reference.predict_proba(z, spec.head), OUTPUT_LABEL: own_labels},
-            out,
-            {OUTPUT_PROBABILITIES: tol.PROBABILITY_ATOL, OUTPUT_LABEL: 0.0},
-            subject="numpy-head~wrapped",
-            batch_size=n,
-            names={OUTPUT_PROBABILITIES: "PROBABILITY_ATOL", OUTPUT_LABEL: "exact"},
-        )
-        # its own labels as targets: every row's loss is then well conditioned in float32
-        # (a confidently wrong row of real data is not: its p rounds to 0 or 1)
-        loss, loss_p = _losses(z, p, own_labels, spec.head)
-        checks += compare(
-            {"loss": np.asarray(loss)},
-            {"loss": np.asarray(loss_p)},
-            {"loss": tol.LOSS_ATOL + tol.LOSS_RTOL * abs(loss)},
-            subject="logits~probabilities",
-            batch_size=n,
-            names={"loss": "LOSS_ATOL+LOSS_RTOL"},
-        )
+        # the numpy head on its own logits; its own labels as the loss's targets, so every
+        # row's loss is well conditioned in float32 (a confidently wrong row of real data
+        # is not: its p rounds to 0 or 1)
+        own = reference.predict_label(p, spec.head, threshold)
+        checks += own_head_checks(out, "wrapped", n, spec.head, spec.threshold, own)
         if labels is not None and n == len(rows):
             accuracy = float(np.mean(out[OUTPUT_LABEL] == labels))
-            metrics = {"rows": n, "accuracy": accuracy, "loss": _losses(z, p, labels, spec.head)[0]}
+            loss = float(np.mean(row_losses(z.astype(np.float64), labels, spec.head)))
+            metrics = {"rows": n, "accuracy": accuracy, "loss": loss}
     return checks, metrics
-
-
-def _losses(logits: np.ndarray, p: np.ndarray, y: np.ndarray, head: str) -> tuple[float, float]:
-    """Mean loss from the logits (stable reference) and from the head's probabilities."""
-    if head == "softmax":
-        return (
-            float(reference.cross_entropy(logits, y)),
-            float(reference.cross_entropy_from_probabilities(y, p, reduction="mean")),
-        )
-    target = y.astype(np.float64)[:, None]
-    return (
-        float(reference.binary_cross_entropy_with_logits(logits, target)),
-        float(reference.binary_cross_entropy(p, target)),
-    )
 
 
 def _session(model_bytes: bytes) -> ort.InferenceSession:
