@@ -1,16 +1,10 @@
-"""``onnxedge export`` and ``onnxedge verify``: parse options, call the library, print.
-
-Errors are raised as :class:`~onnxedge.runtime.errors.OnnxEdgeError`; the ``onnxedge``
-group turns them into one line ``Error: ...`` and exit code 1.
-"""
+"""``onnxedge export`` and ``onnxedge verify``: parse options, call the library, print."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
-from onnxedge.export.heads import HEAD_AUTO, HEAD_CHOICES
 from onnxedge.export.onnx_export import (
     DEFAULT_OPSET,
     EXPORTERS,
@@ -24,7 +18,8 @@ from onnxedge.export.variants import (
     raise_for_variant_failures,
     verify_variant_file,
 )
-from onnxedge.export.verify import verify_model
+from onnxedge.export.verify import verify_model, write_json_atomic
+from onnxedge.export.wrap_cli import head_options, output_options, parse_label_column
 from onnxedge.runtime.cli import echo_json
 from onnxedge.runtime.errors import CheckpointError, OnnxEdgeError
 
@@ -40,19 +35,7 @@ from onnxedge.runtime.errors import CheckpointError, OnnxEdgeError
 )
 @click.argument("run_dir", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="The .onnx file to write.")
-@click.option(
-    "--head",
-    type=click.Choice(HEAD_CHOICES),
-    default=HEAD_AUTO,
-    show_default=True,
-    help="Output head; auto: softmax for multiclass runs, sigmoid for binary ones.",
-)
-@click.option(
-    "--threshold",
-    type=float,
-    default=None,
-    help="Sigmoid head: label 1 where P(positive) >= this.  [default: 0.5]",
-)
+@head_options("softmax for multiclass runs, sigmoid for binary ones")
 @click.option(
     "--opset",
     type=int,
@@ -66,7 +49,6 @@ from onnxedge.runtime.errors import CheckpointError, OnnxEdgeError
     show_default=True,
     help="auto: torch's dynamo exporter, TorchScript only if dynamo fails.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option(
     "--no-verify",
     is_flag=True,
@@ -79,7 +61,7 @@ from onnxedge.runtime.errors import CheckpointError, OnnxEdgeError
     default=None,
     help="Also write the full parity report as JSON here.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@output_options("the result")
 def export(
     run_dir: str,
     output: str,
@@ -114,8 +96,8 @@ def export(
         click.echo(json.dumps(result.to_dict()))
         return
     click.echo(_describe(result))
-    if result.parity is not None:
-        click.echo(result.parity.render_table())
+    if result.report is not None:
+        click.echo(result.report.render_table())
     else:
         click.echo("not verified (--no-verify); run `onnxedge verify` before shipping it")
 
@@ -200,21 +182,18 @@ def verify(
             raise CheckpointError(f"{model} is an edge variant; verify it with --run RUN_DIR")
         variant_report = verify_variant_file(model, run_dir)
         if report_path is not None:
-            Path(report_path).write_text(json.dumps(variant_report.to_dict(), indent=2) + "\n")
+            write_json_atomic(report_path, variant_report.to_dict())
         if as_json:
             echo_json(variant_report.to_dict())
         else:
             click.echo(variant_report.render_table())
         raise_for_variant_failures(variant_report)
         return
-    column: str | int | None = label_column
-    if label_column is not None and label_column.lstrip("-").isdigit():
-        column = int(label_column)
     report = verify_model(
         model,
         run_dir=run_dir,
         dataset=dataset,
-        label_column=column,
+        label_column=parse_label_column(label_column),
         labels_path=labels_path,
         localize=localize,
     )

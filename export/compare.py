@@ -110,25 +110,12 @@ def compare(
         if limit is None:
             continue  # no tolerance: the caller compares this output elsewhere
         tol_name = (names or {}).get(name, (names or {}).get("", "given"))
-        if name not in actual:  # a computation that lost an output never passes
-            checks.append(
-                Check(name, subject, batch_size, math.inf, 0, tol_name, False, "output missing")
+        a, b = np.asarray(actual.get(name)), np.asarray(want)
+        if name not in actual or a.shape != b.shape:  # a lost output never passes
+            detail = (
+                "output missing" if name not in actual else f"shape {a.shape}, expected {b.shape}"
             )
-            continue
-        a, b = np.asarray(actual[name]), np.asarray(want)
-        if a.shape != b.shape:
-            checks.append(
-                Check(
-                    name,
-                    subject,
-                    batch_size,
-                    math.inf,
-                    0,
-                    tol_name,
-                    False,
-                    f"shape {a.shape}, expected {b.shape}",
-                )
-            )
+            checks.append(Check(name, subject, batch_size, math.inf, 0, tol_name, False, detail))
         elif np.issubdtype(b.dtype, np.integer) and np.issubdtype(a.dtype, np.integer):
             checks.append(
                 _compare_labels(

@@ -11,8 +11,6 @@ fresh clone reproduces the same models.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -29,7 +27,6 @@ from onnxedge.runtime.errors import ExportError, OnnxEdgeError
 DEFAULT_MODELS: dict[str, str] = {"digits": "digits", "breast-cancer": "breast-cancer"}
 #: Validation accuracy each default model must reach (the product's promise for them).
 MIN_VAL_ACCURACY = 0.95
-VARIANTS_MODULE = "onnxedge.export.variants"
 EDGE_VARIANTS: tuple[str, ...] = ("int8", "fp16")
 
 
@@ -90,19 +87,13 @@ def parse_variants(text: str | None) -> tuple[str, ...]:
     """``"int8,fp16"`` -> ``("int8", "fp16")``, checked against what exists.
 
     Raises:
-        ExportError: an unknown variant, or variants asked for while
-            ``onnxedge.export.variants`` is not installed.
+        ExportError: an unknown variant.
     """
     names = tuple(v.strip() for v in (text or "").split(",") if v.strip())
     unknown = [v for v in names if v not in EDGE_VARIANTS]
     if unknown:
         raise ExportError(
             f"unknown variant(s) {', '.join(unknown)}; expected some of {', '.join(EDGE_VARIANTS)}"
-        )
-    if names and importlib.util.find_spec(VARIANTS_MODULE) is None:
-        raise ExportError(
-            f"variants are not available yet ({VARIANTS_MODULE} is not installed); "
-            "run without --variants"
         )
     return names
 
@@ -170,7 +161,7 @@ def export_default_models(
             )
             result.export_seconds = exported.seconds
             result.size_bytes = exported.size_bytes
-            result.parity = exported.parity.summary() if exported.parity is not None else None
+            result.parity = exported.report.summary() if exported.report is not None else None
             for variant in variants:
                 result.variants[variant] = _make_variant(result, variant)
         except OnnxEdgeError as exc:
@@ -183,9 +174,10 @@ def export_default_models(
 
 def _make_variant(result: DefaultModel, variant: str) -> dict[str, Any]:
     """Make one edge variant beside the model with ``onnxedge.export.variants``."""
-    module = importlib.import_module(VARIANTS_MODULE)
-    path = module.variant_path(result.model_path, variant)
-    report = module.make_variant(result.model_path, result.run_dir, variant, path, overwrite=True)
+    from onnxedge.export.variants import make_variant, variant_path
+
+    path = variant_path(result.model_path, variant)
+    report = make_variant(result.model_path, result.run_dir, variant, path, overwrite=True)
     figures = report.to_dict()
     return {
         "path": str(path),

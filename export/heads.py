@@ -1,33 +1,27 @@
-"""The module that is exported: preprocess -> net -> logits -> probabilities -> label.
+"""The head: one declared option, validated here and nowhere else (torch-free).
 
-A device feeds raw rows; the preprocessing (:class:`~onnxedge.models.preprocess.Standardize`
-or :class:`~onnxedge.models.preprocess.Rescale`) is constants in the graph, so nothing
-outside the ``.onnx`` file has to know it. The net is any module that maps
-``(batch, *input_shape)`` to logits ``(batch, classes)`` or ``(batch, 1)``: the seam.
-The head is one declared option, validated here and nowhere else:
-
-- ``softmax`` (multiclass): ``probabilities = softmax(logits, dim=1)``, ``(batch, classes)``;
-  ``label = argmax(probabilities, dim=1)``, ties to the lowest index.
-- ``sigmoid`` (binary): ``probabilities = sigmoid(logits)``, ``(batch, 1)``, the
-  positive class's probability; ``label = probabilities.squeeze(1) >= threshold``.
+- ``softmax`` (multiclass): ``probabilities = softmax(logits)`` ``(batch, classes)``,
+  ``label = argmax``, ties to the lowest index.
+- ``sigmoid`` (binary): ``probabilities = sigmoid(logits)`` ``(batch, 1)``, the positive
+  class's probability; ``label = probabilities >= threshold``.
 - ``auto``: one logit -> sigmoid, more -> softmax.
 
-``label`` is int64 ``(batch,)`` in both cases.
+``label`` is int64 ``(batch,)``. The torch module computing it is
+:class:`onnxedge.export.onnx_export.ClassifierWithHead`; ``onnxedge wrap`` writes the same
+head as ONNX nodes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from onnxedge.models.preprocess import Preprocess, Rescale
 from onnxedge.runtime.errors import ExportError
-from torch import nn
 
 if TYPE_CHECKING:
+    from onnxedge.export.onnx_export import ClassifierWithHead
     from onnxedge.models.checkpoint import TrainedRun
     from onnxedge.models.nets import NetConfig
 
@@ -44,13 +38,8 @@ HEAD_LIPSCHITZ: dict[str, float] = {"softmax": 0.5, "sigmoid": 0.25}
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """A validated head choice.
-
-    Attributes:
-        head: ``softmax`` or ``sigmoid``.
-        threshold: decision threshold on the positive-class probability; used by the
-            sigmoid head, recorded as ``DEFAULT_THRESHOLD`` for softmax.
-    """
+    """A validated head (``softmax`` / ``sigmoid``) and its threshold (the sigmoid head's
+    decision threshold; ``DEFAULT_THRESHOLD`` for softmax)."""
 
     head: str
     threshold: float
@@ -67,10 +56,9 @@ def resolve_head(
     """Check a head (and threshold) against the number of logits and return the head.
 
     Args:
-        logits: logits per row the net puts out (1: binary), or a net config.
+        logits: logits per row (1: binary), or a net config.
         head: ``auto`` (1 logit -> sigmoid, else softmax), ``softmax`` or ``sigmoid``.
-        threshold: the sigmoid head's decision threshold in ``(0, 1)``; None means
-            ``DEFAULT_THRESHOLD``. Passing one with a softmax head is an error.
+        threshold: the sigmoid head's threshold in ``(0, 1)``; None: ``DEFAULT_THRESHOLD``.
 
     Raises:
         ExportError: unknown head, a head that does not fit the output width, or a
@@ -101,72 +89,33 @@ def resolve_head(
     return HeadSpec(chosen, value)
 
 
-class PreprocessModule(nn.Module):
-    """A :data:`~onnxedge.models.preprocess.Preprocess` step as graph arithmetic.
+def class_names_for(logits: int, names: Sequence[object] | None) -> list[str]:
+    """The class names for ``logits`` logits (1 logit: 2 classes); default ``"0"``, ``"1"``, ...
 
-    The constants are buffers, so the graph's initializers are named ``preprocess.mean``
-    / ``preprocess.std`` (standardize) or ``preprocess.factor`` (rescale), and verify
-    can read them back.
+    Raises:
+        ExportError: not one distinct name per class.
     """
-
-    def __init__(self, step: Preprocess) -> None:
-        super().__init__()
-        self.kind = "rescale" if isinstance(step, Rescale) else "standardize"
-        if isinstance(step, Rescale):
-            self.register_buffer("factor", torch.tensor(step.factor, dtype=torch.float32))
-        else:
-            self.register_buffer("mean", torch.from_numpy(np.array(step.mean, np.float32)))
-            self.register_buffer("std", torch.from_numpy(np.array(step.std, np.float32)))
-
-    factor: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "rescale":
-            return x * self.factor
-        return (x - self.mean) / self.std
-
-
-class ClassifierWithHead(nn.Module):
-    """Raw rows in; ``(logits, probabilities, label)`` out.
-
-    Initializer names in the exported graph follow the attribute paths: ``preprocess.*``
-    and ``net.<the net's own parameter names>``.
-
-    Args:
-        net: maps ``(batch, *input_shape)`` float32 to logits.
-        preprocess: the step in front of the net, or None.
-        spec: the head, from :func:`resolve_head`.
-    """
-
-    def __init__(self, net: nn.Module, preprocess: Preprocess | None, spec: HeadSpec) -> None:
-        super().__init__()
-        self.preprocess = PreprocessModule(preprocess) if preprocess is not None else None
-        self.net = net
-        self.head = spec.head
-        self.threshold = float(spec.threshold)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.preprocess is not None:
-            x = self.preprocess(x)
-        logits = self.net(x)  # (batch, classes) or (batch, 1)
-        if self.head == "softmax":
-            probabilities = torch.softmax(logits, dim=1)
-            label = torch.argmax(probabilities, dim=1)  # (batch,) int64
-        else:
-            probabilities = torch.sigmoid(logits)  # (batch, 1): P(positive class)
-            label = (probabilities.squeeze(1) >= self.threshold).to(torch.int64)
-        return logits, probabilities, label
+    classes = max(logits, 2)
+    found = [str(c) for c in names] if names is not None else [str(i) for i in range(classes)]
+    if len(found) != classes:
+        raise ExportError(
+            f"class_names has {len(found)} names; {logits} logit{'s' if logits != 1 else ''} "
+            f"make{'' if logits != 1 else 's'} {classes} classes"
+        )
+    if len(set(found)) != len(found):
+        raise ExportError(f"class names must be distinct: {found}")
+    return found
 
 
 def build_head_module(
     run: TrainedRun, head: str = HEAD_AUTO, threshold: float | None = None
 ) -> ClassifierWithHead:
-    """Wrap a loaded run's net in its preprocessing and head, in eval mode.
+    """Wrap a loaded run's net in its preprocessing and head, in eval mode (imports torch).
 
     Raises:
         ExportError: the head or threshold does not fit the run's net.
     """
+    from onnxedge.export.onnx_export import ClassifierWithHead
+
     spec = resolve_head(run.config.output_size, head, threshold)
     return ClassifierWithHead(run.net, run.preprocess, spec).eval()

@@ -1,15 +1,11 @@
 """Any classifier module -> one self-contained, checked and verified ``.onnx`` file.
 
-:func:`export_classifier` takes any ``torch.nn.Module`` that maps ``(batch, *input_shape)``
-float32 to logits, puts its preprocessing in front and its head behind
-(:mod:`onnxedge.export.heads`), exports it with ``torch.onnx.export`` (the dynamo exporter
-by default, with a named dynamic batch axis; the TorchScript exporter only as a recorded
-fallback), checks the graph (``onnx.checker`` with ``full_check``, strict shape inference,
-the contract's names, dtypes and a symbolic batch axis), writes the model's contract into
-``metadata_props``, verifies parity against the module itself
-(:func:`onnxedge.export.verify.verify_model`) and records the figures, all in a temp file
-beside the output that is renamed into place only when everything passed: a failed export
-leaves no file behind. :func:`checkpoint_to_onnx` does the same for an onnxedge run folder.
+:func:`export_classifier` puts the module's preprocessing in front and its head behind
+(:class:`ClassifierWithHead`), exports it with ``torch.onnx.export`` (dynamo, with a named
+dynamic batch axis; TorchScript only as a recorded fallback), checks the graph, writes the
+contract into ``metadata_props`` and verifies parity against the module, all in a temp
+file renamed into place only when everything passed. :func:`checkpoint_to_onnx` does the
+same for an onnxedge run folder.
 """
 
 from __future__ import annotations
@@ -29,33 +25,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from onnxedge.export.heads import (
     DEFAULT_THRESHOLD,
     HEAD_AUTO,
-    ClassifierWithHead,
+    HeadSpec,
+    class_names_for,
     resolve_head,
 )
+from onnxedge.export.localize import KEY_NODE_MODULE
 from onnxedge.export.verify import (
     ARCHITECTURE,
-    KEY_NODE_MODULE,
     ParityReport,
     graph_weights_sha256,
+    onnxruntime_runner,
+    signature_problems,
+    synthetic_rows,
     verify_model,
 )
-from onnxedge.models.preprocess import Preprocess
+from onnxedge.models.preprocess import Preprocess, Rescale
+from onnxedge.runtime import contract
 from onnxedge.runtime.atomic import atomic_file
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
     INPUT_NAME,
-    KEY_EXPORTED_AT,
-    KEY_EXPORTER,
-    KEY_GOLDEN,
-    KEY_GRAPH_WEIGHTS_SHA256,
-    KEY_OPSET,
-    KEY_PARITY,
-    KEY_TRAINING_METRICS,
-    KEY_VERSIONS,
-    KEY_WEIGHTS_SHA256,
     OUTPUT_LABEL,
     OUTPUT_LOGITS,
     OUTPUT_NAMES,
@@ -63,55 +56,87 @@ from onnxedge.runtime.contract import (
     PREFIX,
     ModelContract,
 )
-from onnxedge.runtime.contract import golden_set as contract_golden_set
 from onnxedge.runtime.errors import (
     CheckpointError,
     ExportError,
     InputShapeError,
+    ModelLoadError,
     OutputExistsError,
 )
 from onnxedge.runtime.version import library_versions
+from torch import nn
 
 if TYPE_CHECKING:
     import os
 
     import onnx
-    import torch
     from onnxedge.models.checkpoint import TrainedRun
 
-#: The default opset: the dynamo exporter's native one (its torchlib is written for 18, so
-#: nothing is version-converted), and one that onnxruntime has run since 1.14.
+#: The dynamo exporter's native opset (nothing is version-converted); onnxruntime >= 1.14.
 DEFAULT_OPSET = 18
-#: The dynamo exporter has no implementations below 18 (it would silently keep 18), and
-#: torch 2.13 knows opsets up to 23; the TorchScript exporter stops at 20.
+#: dynamo has no implementations below 18 and knows up to 23; TorchScript stops at 20.
 MIN_OPSET = 18
 MAX_OPSET = 23
 TORCHSCRIPT_MAX_OPSET = 20
 EXPORTERS: tuple[str, ...] = ("auto", "dynamo", "torchscript")
 #: The dynamo exporter's per-node metadata naming the module scopes a node came from.
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
-#: The golden set's size: 8..32 rows, fewer where rows are large (28x28 images: 25).
-#: Rows of the example input traced at export: torch.export turns a dimension whose
-#: example size is 0 or 1 into a constant, which would bake the batch size into the graph.
+#: torch.export turns a dimension whose example size is 0 or 1 into a constant.
 EXAMPLE_BATCH = 3
+EXPORT_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "numpy")
+
+
+class PreprocessModule(nn.Module):
+    """A preprocessing step as graph arithmetic; its constants are buffers, so the graph's
+    initializers are ``preprocess.mean`` / ``preprocess.std`` or ``preprocess.factor``."""
+
+    factor: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, step: Preprocess) -> None:
+        super().__init__()
+        self.kind = "rescale" if isinstance(step, Rescale) else "standardize"
+        if isinstance(step, Rescale):
+            self.register_buffer("factor", torch.tensor(step.factor, dtype=torch.float32))
+        else:
+            self.register_buffer("mean", torch.from_numpy(np.array(step.mean, np.float32)))
+            self.register_buffer("std", torch.from_numpy(np.array(step.std, np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor if self.kind == "rescale" else (x - self.mean) / self.std
+
+
+class ClassifierWithHead(nn.Module):
+    """Raw rows in; ``(logits, probabilities, label)`` out (:mod:`onnxedge.export.heads`).
+
+    Args:
+        net: maps ``(batch, *input_shape)`` float32 to logits; its initializers in the graph
+            are ``net.<its parameter names>``.
+        preprocess: the step in front of the net, or None.
+        spec: the head, from :func:`~onnxedge.export.heads.resolve_head`.
+    """
+
+    def __init__(self, net: nn.Module, preprocess: Preprocess | None, spec: HeadSpec) -> None:
+        super().__init__()
+        self.preprocess = PreprocessModule(preprocess) if preprocess is not None else None
+        self.net = net
+        self.head, self.threshold = spec.head, float(spec.threshold)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self.net(self.preprocess(x) if self.preprocess is not None else x)
+        if self.head == "softmax":
+            probabilities = torch.softmax(logits, dim=1)
+            return logits, probabilities, torch.argmax(probabilities, dim=1)
+        probabilities = torch.sigmoid(logits)  # (batch, 1): P(positive class)
+        return logits, probabilities, (probabilities.squeeze(1) >= self.threshold).to(torch.int64)
 
 
 @dataclass
 class ExportResult:
-    """What :func:`export_classifier` / :func:`checkpoint_to_onnx` wrote.
-
-    Attributes:
-        path: the model file.
-        task, head, threshold: what the model computes.
-        input_shape: one row's shape.
-        opset: the ai.onnx opset of the graph.
-        exporter: ``dynamo`` or ``torchscript`` (the one that produced the graph).
-        fallback_reason: why the dynamo exporter was not used, when it was not.
-        size_bytes: the file's size.
-        metadata: the ``metadata_props`` written.
-        report: the verification report (None with ``verify=False``).
-        seconds: wall time of the whole export.
-    """
+    """What :func:`export_classifier` / :func:`checkpoint_to_onnx` wrote: the file, what it
+    computes, the exporter that produced it (and why dynamo was not used, if not), the
+    metadata written and the parity report (None with ``verify=False``)."""
 
     path: Path
     task: str
@@ -128,21 +153,16 @@ class ExportResult:
 
     @property
     def parity(self) -> ParityReport | None:
-        """The verification report (the older name of :attr:`report`)."""
+        """The parity report (the name benchmarks/models.py reads)."""
         return self.report
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the parity figures as their summary)."""
+        fields = ("task", "head", "threshold", "opset", "exporter", "fallback_reason", "size_bytes")
         return {
             "path": str(self.path),
-            "task": self.task,
-            "head": self.head,
-            "threshold": self.threshold,
+            **{k: getattr(self, k) for k in fields},
             "input_shape": list(self.input_shape),
-            "opset": self.opset,
-            "exporter": self.exporter,
-            "fallback_reason": self.fallback_reason,
-            "size_bytes": self.size_bytes,
             "verified": self.report is not None,
             "parity": self.report.summary() if self.report is not None else None,
             "seconds": round(self.seconds, 3),
@@ -174,15 +194,8 @@ def module_to_onnx(
     opset: int = DEFAULT_OPSET,
     exporter: str = "auto",
 ) -> tuple[onnx.ModelProto, str, str | None]:
-    """Export a head module to an in-memory ONNX model with a dynamic ``batch`` axis.
-
-    Args:
-        module: maps ``input`` ``(batch, *input_shape)`` float32 to
-            ``(logits, probabilities, label)``.
-        input_shape: one row's shape.
-        opset: the ai.onnx opset (see :func:`check_opset`).
-        exporter: ``dynamo``, ``torchscript``, or ``auto`` (dynamo, falling back to
-            TorchScript only if dynamo raises).
+    """Export a head module (``input`` -> logits, probabilities, label) to an in-memory model
+    with a dynamic ``batch`` axis; ``auto`` falls back to TorchScript only if dynamo raises.
 
     Returns:
         The model, the exporter that produced it, and why dynamo was not used (or None).
@@ -190,8 +203,6 @@ def module_to_onnx(
     Raises:
         ExportError: the exporter(s) failed.
     """
-    import torch
-
     check_opset(opset, exporter)
     example = torch.zeros(EXAMPLE_BATCH, *input_shape, dtype=torch.float32)
     if exporter == "torchscript":
@@ -201,19 +212,18 @@ def module_to_onnx(
     except Exception as exc:  # the dynamo stack raises many types; the fallback is recorded
         if exporter == "dynamo":
             raise ExportError(f"the dynamo exporter failed: {_first_line(exc)}") from exc
-        reason = f"dynamo exporter failed: {_first_line(exc)}"
         if opset > TORCHSCRIPT_MAX_OPSET:
             raise ExportError(
                 f"the dynamo exporter failed ({_first_line(exc)}) and the TorchScript fallback "
                 f"stops at opset {TORCHSCRIPT_MAX_OPSET}; asked for {opset}"
             ) from exc
+        reason = f"dynamo exporter failed: {_first_line(exc)}"
     return _torchscript_export(module, example, opset), "torchscript", reason
 
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporters' progress logs and deprecation chatter (the result is checked
-    and verified instead)."""
+    """The exporters' progress logs and deprecation chatter off (the result is checked)."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -225,16 +235,16 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _dynamo_export(module: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
-    import torch
+def _names(opset: int) -> dict[str, Any]:
+    return {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES), "opset_version": opset}
 
+
+def _dynamo_export(module: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     with _quiet_exporter():
         program = torch.onnx.export(
             module,
             (example,),
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            opset_version=opset,
+            **_names(opset),
             dynamo=True,
             external_data=False,
             dynamic_shapes=({0: torch.export.Dim(BATCH_AXIS)},),
@@ -249,7 +259,6 @@ def _torchscript_export(
     module: torch.nn.Module, example: torch.Tensor, opset: int
 ) -> onnx.ModelProto:
     import onnx
-    import torch
 
     with tempfile.TemporaryDirectory(prefix="onnxedge-export-") as folder:
         path = Path(folder) / "model.onnx"
@@ -259,12 +268,9 @@ def _torchscript_export(
                     module,
                     (example,),
                     str(path),
-                    input_names=[INPUT_NAME],
-                    output_names=list(OUTPUT_NAMES),
-                    opset_version=opset,
+                    **_names(opset),
                     dynamo=False,
                     dynamic_axes={name: {0: BATCH_AXIS} for name in (INPUT_NAME, *OUTPUT_NAMES)},
-                    do_constant_folding=True,
                 )
         except Exception as exc:  # TorchScript tracing / symbolic errors of many types
             raise ExportError(f"the TorchScript exporter failed: {_first_line(exc)}") from exc
@@ -274,23 +280,18 @@ def _torchscript_export(
 def finalize_graph(
     model: onnx.ModelProto, *, input_shape: Sequence[int], output_size: int, opset: int
 ) -> onnx.ModelProto:
-    """Strip exporter debug metadata, then check the graph and infer its shapes.
-
-    The dynamo exporter annotates every node with its Python stack trace (file paths of
-    the build machine, several KB); a deployed model carries none of that.
+    """Strip exporter debug metadata (stack traces with the build machine's paths) but each
+    node's torch module path, then check the graph and infer its shapes.
 
     Raises:
-        ExportError: the checker or strict shape inference fails, the opset differs from
-            the one asked for, a tensor is stored outside the file, or the signature is
-            not ``input`` float32 ``[batch, *input_shape]`` -> ``logits`` /
-            ``probabilities`` float32 ``[batch, output_size]``, ``label`` int64 ``[batch]``.
+        ExportError: the checker or strict shape inference fails, the opset differs, a
+            tensor is stored outside the file, or the signature breaks the contract.
     """
     import onnx
     from onnx import TensorProto
 
     graph = model.graph
     for node in graph.node:
-        # keep only the torch module path the node came from (first-diverging-node reports)
         scopes = {p.key: p.value for p in node.metadata_props}.get(NAME_SCOPES, "[]")
         del node.metadata_props[:]
         node.doc_string = ""
@@ -302,34 +303,21 @@ def finalize_graph(
             del value.metadata_props[:]
     del graph.value_info[:]  # re-inferred below
 
-    problems = []
     versions = {o.domain: o.version for o in model.opset_import}
-    if versions.get("", versions.get("ai.onnx")) != opset:
-        problems.append(f"opset is {versions.get('', versions.get('ai.onnx'))}, asked for {opset}")
+    found = versions.get("", versions.get("ai.onnx"))
+    problems = [f"opset is {found}, asked for {opset}"] if found != opset else []
     external = [t.name for t in graph.initializer if t.data_location == TensorProto.EXTERNAL]
     if external:
         problems.append(f"tensors stored outside the file: {external}")
-    initializers = {t.name for t in graph.initializer}
-    values = [v for v in graph.input if v.name not in initializers] + list(graph.output)
-    expected = [
-        (INPUT_NAME, TensorProto.FLOAT, [BATCH_AXIS, *input_shape]),
-        (OUTPUT_LOGITS, TensorProto.FLOAT, [BATCH_AXIS, output_size]),
-        (OUTPUT_PROBABILITIES, TensorProto.FLOAT, [BATCH_AXIS, output_size]),
-        (OUTPUT_LABEL, TensorProto.INT64, [BATCH_AXIS]),
-    ]
-    if [v.name for v in values] != [e[0] for e in expected]:
-        problems.append(
-            f"inputs/outputs are {[v.name for v in values]}, expected {[e[0] for e in expected]}"
+    row: list[int | str] = [BATCH_AXIS, output_size]
+    dims: dict[str, list[int | str]] = {INPUT_NAME: [BATCH_AXIS, *input_shape]}
+    dims[OUTPUT_LABEL] = [BATCH_AXIS]
+    try:
+        problems += signature_problems(
+            model, {**dims, OUTPUT_LOGITS: row, OUTPUT_PROBABILITIES: row}
         )
-    else:
-        for value, (name, dtype, dims) in zip(values, expected, strict=True):
-            tensor = value.type.tensor_type
-            found = [d.dim_param or d.dim_value for d in tensor.shape.dim]
-            if tensor.elem_type != dtype or found != dims:
-                problems.append(
-                    f"{name} is {TensorProto.DataType.Name(tensor.elem_type)} {found}, expected "
-                    f"{TensorProto.DataType.Name(dtype)} {dims}"
-                )
+    except ModelLoadError as exc:
+        problems.append(str(exc))
     if problems:
         raise ExportError("the exported graph breaks the model contract: " + "; ".join(problems))
     try:
@@ -339,10 +327,6 @@ def finalize_graph(
         )
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the exported graph does not pass the ONNX checker: {exc}") from exc
-
-
-#: the libraries whose versions shape an exported model (recorded in onnxedge.versions).
-EXPORT_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "numpy")
 
 
 def _check_target(path: Path, overwrite: bool) -> None:
@@ -385,47 +369,27 @@ def export_classifier(
 ) -> ExportResult:
     """Export any classifier module to one verified ONNX file with its head and preprocessing.
 
-    The module is put in eval mode. The graph reads raw rows ``input`` float32
-    ``[batch, *input_shape]`` (``preprocess`` is inside it) and outputs ``logits``,
-    ``probabilities`` and ``label``; the metadata records the contract (task, head,
-    threshold, class / feature names, input shape, preprocessing). Before the file is put
-    in place it is verified against ``module`` itself (:func:`verify_model`).
+    The graph reads raw rows ``input`` float32 ``[batch, *input_shape]`` and outputs
+    ``logits``, ``probabilities`` and ``label``; the metadata records the contract. The file
+    is put in place only once verified against ``module`` (:func:`verify_model`).
 
     Args:
         module: maps ``(batch, *input_shape)`` float32 (after ``preprocess``) to logits
-            ``(batch, classes)`` or ``(batch, 1)``.
-        path: the ``.onnx`` file to write.
-        input_shape: one row's shape, without the batch axis (``(64,)``, ``(1, 8, 8)``).
-        head: ``auto`` (1 logit -> sigmoid, else softmax), ``softmax`` or ``sigmoid``.
-        class_names: one per class (2 for a sigmoid head); default ``"0"``, ``"1"``, ...
-        feature_names: for flat inputs, one per feature.
-        preprocess: ``Standardize(mean, std)``, ``Rescale(factor)`` or None.
-        verify_data: labelled rows ``(x, y)`` (or rows alone) to verify on; default: rows
-            drawn from the preprocessing, labelled by the reference.
-        threshold: the sigmoid head's decision threshold in ``(0, 1)``.
-        opset: ai.onnx opset, ``MIN_OPSET``..``MAX_OPSET`` (None: ``DEFAULT_OPSET``).
-        overwrite: replace an existing ``path``.
-        exporter: ``auto``, ``dynamo`` or ``torchscript``.
-        verify: verify before writing and record the figures as ``onnxedge.parity``.
+            ``(batch, classes)`` or ``(batch, 1)``; put in eval mode.
+        head, threshold, class_names, feature_names, preprocess: what the graph computes
+            and the contract records (:func:`~onnxedge.export.heads.resolve_head`).
+        verify_data: rows ``(x, y)`` (or rows alone) to verify on; default synthetic rows.
+        opset, exporter: see :func:`check_opset`; ``verify``: verify before writing.
         report_path: also write the full parity report as JSON here (even on failure).
-        batch_sizes: the batch sizes verification runs at (default: 1, 37, all rows).
-        extra_metadata: more ``onnxedge.*`` keys (without the prefix).
-        run: the run folder the module came from (checked against the metadata).
-
-    Returns:
-        What was written, with the parity report (``result.report``).
+        extra_metadata: more ``onnxedge.*`` keys; ``run``: the run the module came from.
 
     Raises:
-        ExportError: the module's output is not ``(batch, classes)`` / ``(batch, 1)``
-            logits, it rejects ``input_shape``, its logits hold NaN / Inf on the check
-            data, the head or threshold does not fit, class names do not match, bad
-            opset / exporter, the graph fails the checker, or the file cannot be written.
+        ExportError: the module's output is not finite logits of ``input_shape`` rows,
+            an option does not fit, the graph fails the checker, or a write fails.
         InputShapeError: ``verify_data`` does not have rows of ``input_shape``.
         OutputExistsError: ``path`` exists and ``overwrite`` is false.
         ParityError: verification failed (every failing check is listed).
     """
-    import torch
-
     started = time.perf_counter()
     opset = check_opset(opset, exporter)
     target = Path(path)
@@ -436,42 +400,29 @@ def export_classifier(
             f"input_shape must be one or more positive sizes, got {tuple(input_shape)}"
         )
     check_rows, labels = _check_data(verify_data, shape, preprocess)
+    batch = (len(check_rows), *shape)
     module.eval()
     try:
         with torch.inference_mode():
-            logits = module(torch.from_numpy(_pre(preprocess, check_rows)))
+            pre = preprocess.apply(check_rows) if preprocess is not None else check_rows
+            logits = module(torch.from_numpy(np.ascontiguousarray(pre, dtype=np.float32)))
     except Exception as exc:  # whatever the user's forward raises on a wrong shape
         raise ExportError(
-            f"the module rejects rows of input_shape {shape} (a batch of shape "
-            f"{(len(check_rows), *shape)}): {_first_line(exc)}"
+            f"the module rejects rows of input_shape {shape} (a batch of shape {batch}): "
+            f"{_first_line(exc)}"
         ) from None
-    if (
-        not isinstance(logits, torch.Tensor)
-        or logits.ndim != 2
-        or logits.shape[0] != len(check_rows)
-    ):
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or len(logits) != batch[0]:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ExportError(
             f"the module must return logits of shape (batch, classes) or (batch, 1); for a "
-            f"batch of shape {(len(check_rows), *shape)} it returned {got}"
+            f"batch of shape {batch} it returned {got}"
         )
     bad = int((~torch.isfinite(logits)).any(dim=1).sum())
     if bad:
-        raise ExportError(
-            f"the module's logits hold NaN / Inf on {bad} of {len(check_rows)} check rows"
-        )
+        raise ExportError(f"the module's logits hold NaN / Inf on {bad} of {batch[0]} check rows")
     width = int(logits.shape[1])
     spec = resolve_head(width, head, None if threshold == DEFAULT_THRESHOLD else threshold)
-    classes = max(width, 2)
-    names = (
-        [str(c) for c in class_names]
-        if class_names is not None
-        else [str(i) for i in range(classes)]
-    )
-    if len(names) != classes:
-        raise ExportError(
-            f"class_names has {len(names)} names; {width} logits make {classes} classes"
-        )
+    names = class_names_for(width, class_names)
     if feature_names is not None and len(feature_names) != math.prod(shape):
         raise ExportError(
             f"feature_names has {len(feature_names)} names; rows of shape {shape} "
@@ -484,13 +435,11 @@ def export_classifier(
         model = finalize_graph(model, input_shape=shape, output_size=width, opset=opset)
         extra = {
             **(extra_metadata or {}),
-            KEY_GRAPH_WEIGHTS_SHA256[len(PREFIX) :]: graph_weights_sha256(model),
-            KEY_VERSIONS[len(PREFIX) :]: library_versions(
-                "torch", "onnx", "onnxscript", "onnxruntime", "numpy"
-            ),
-            KEY_EXPORTED_AT[len(PREFIX) :]: datetime.now(UTC).isoformat(timespec="seconds"),
-            KEY_OPSET[len(PREFIX) :]: opset,
-            KEY_EXPORTER[len(PREFIX) :]: used,
+            contract.KEY_GRAPH_WEIGHTS_SHA256: graph_weights_sha256(model),
+            contract.KEY_VERSIONS: library_versions(*EXPORT_LIBRARIES),
+            contract.KEY_EXPORTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+            contract.KEY_OPSET: opset,
+            contract.KEY_EXPORTER: used,
         }
         metadata = ModelContract(
             task=spec.task,
@@ -502,27 +451,25 @@ def export_classifier(
             input_shape=shape,
             preprocess=preprocess.to_dict() if preprocess is not None else None,
             variant="fp32",
-            extra=extra,
+            extra={k.removeprefix(PREFIX): v for k, v in extra.items()},
         ).to_metadata()
         _write_model(model, metadata, tmp)
         if verify:
-            report = verify_model(
-                tmp,
+            rows = (
                 None
                 if run is not None
                 else (check_rows, labels)
                 if labels is not None
-                else check_rows,
-                module,
-                run_dir=run,
-                batch_sizes=batch_sizes,
-                name=str(target),
+                else check_rows
+            )
+            report = verify_model(
+                tmp, rows, module, run_dir=run, batch_sizes=batch_sizes, name=str(target)
             )
             if report_path is not None:
                 report.write_json(report_path)
             report.raise_for_failures()
-            metadata[KEY_PARITY] = json.dumps(report.summary())
-            metadata[KEY_GOLDEN] = json.dumps(golden_set(model, check_rows))
+            metadata[contract.KEY_PARITY] = json.dumps(report.summary())
+            metadata[contract.KEY_GOLDEN] = json.dumps(golden_set(model, check_rows))
             _write_model(model, metadata, tmp)
     return ExportResult(
         path=target,
@@ -543,17 +490,9 @@ def export_classifier(
 def golden_set(model: onnx.ModelProto, rows: np.ndarray) -> dict[str, Any]:
     """The self-test's golden set for ``model``: onnxruntime's outputs on ``rows``, by
     :func:`onnxedge.runtime.contract.golden_set`'s rule (near-tie rows left out)."""
-    from onnxedge.export.verify import onnxruntime_runner
-
-    contract = ModelContract.from_metadata({p.key: p.value for p in model.metadata_props})
+    meta = ModelContract.from_metadata({p.key: p.value for p in model.metadata_props})
     out = onnxruntime_runner(model)(rows)
-    return contract_golden_set(
-        rows, out, head=contract.head or "softmax", threshold=contract.threshold
-    )
-
-
-def _pre(step: Preprocess | None, x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(step.apply(x) if step is not None else x, dtype=np.float32)
+    return contract.golden_set(rows, out, head=meta.head or "softmax", threshold=meta.threshold)
 
 
 def _check_data(
@@ -563,16 +502,7 @@ def _check_data(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The check rows ``(n, *shape)`` float32 and their labels (None: the reference's)."""
     if data is None:
-        from onnxedge.export.verify import SYNTHETIC_ROWS
-        from onnxedge.models.preprocess import Rescale
-
-        rng = np.random.default_rng(0)
-        size = (SYNTHETIC_ROWS, *shape)
-        if isinstance(step, Rescale):
-            return rng.uniform(0, 1 / abs(step.factor), size=size).astype(np.float32), None
-        if step is not None:
-            return (step.mean + step.std * rng.standard_normal(size)).astype(np.float32), None
-        return rng.standard_normal(size).astype(np.float32), None
+        return synthetic_rows(step, shape), None
     x, y = data if isinstance(data, tuple) else (data, None)
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 2 and x.shape[1:] != shape and x.shape[1] == math.prod(shape):
@@ -581,12 +511,9 @@ def _check_data(
         raise InputShapeError(
             f"verify_data must hold rows of shape {shape}; got an array of shape {x.shape}"
         )
-    if y is not None:
-        y = np.asarray(y)
-        if y.shape != (len(x),):
-            raise InputShapeError(f"verify_data labels must have shape ({len(x)},), got {y.shape}")
-        y = y.astype(np.int64)
-    return np.ascontiguousarray(x), y
+    if y is not None and np.shape(y) != (len(x),):
+        raise InputShapeError(f"verify_data labels must have shape ({len(x)},), got {np.shape(y)}")
+    return np.ascontiguousarray(x), None if y is None else np.asarray(y).astype(np.int64)
 
 
 def checkpoint_to_onnx(
@@ -602,16 +529,10 @@ def checkpoint_to_onnx(
     report_path: str | os.PathLike[str] | None = None,
     batch_sizes: Sequence[int] | None = None,
 ) -> ExportResult:
-    """Export an onnxedge run folder (any architecture onnxedge trains) to one verified file.
+    """Export an onnxedge run folder to one verified file: the net rebuilt from the run's
+    config and weights, verified on its validation split against its own module.
 
-    The net is rebuilt from the run's config and weights; verification runs on the run's
-    validation split against the run's own module, and checks the metadata against it.
-
-    Args:
-        run_dir: the run folder (``onnxedge train`` output).
-        output: the ``.onnx`` file to write.
-        head, threshold, opset, exporter, overwrite, verify, report_path, batch_sizes:
-            as for :func:`export_classifier` (threshold None: 0.5; sigmoid only).
+    Args: as for :func:`export_classifier` (threshold None: 0.5; sigmoid only).
 
     Raises:
         CheckpointError: ``run_dir`` is a file, or the run folder is missing, incomplete
@@ -629,17 +550,14 @@ def checkpoint_to_onnx(
         )
     run = load_run(run_dir)
     spec = resolve_head(run.config.output_size, head, threshold)
-    best = run.metrics.get("best", {}) if isinstance(run.metrics, dict) else {}
+    metrics = run.metrics if isinstance(run.metrics, dict) else {}
+    keys = ("best_epoch", "epochs_run", "train_rows", "val_rows")
     training = {
         "dataset": run.dataset,
-        "best_epoch": run.metrics.get("best_epoch"),
-        "epochs_run": run.metrics.get("epochs_run"),
-        "train_rows": run.metrics.get("train_rows"),
-        "val_rows": run.metrics.get("val_rows"),
-        **{k: v for k, v in best.items() if isinstance(v, int | float)},
+        **{k: metrics.get(k) for k in keys},
+        **{k: v for k, v in metrics.get("best", {}).items() if isinstance(v, int | float)},
         "options": run.info.get("training"),
     }
-    data = run.validation() if verify else None
     return export_classifier(
         run.net,
         output,
@@ -648,7 +566,7 @@ def checkpoint_to_onnx(
         class_names=list(run.class_names),
         feature_names=list(run.feature_names) if len(run.input_shape) == 1 else None,
         preprocess=run.preprocess,
-        verify_data=data,
+        verify_data=run.validation() if verify else None,
         threshold=spec.threshold,
         opset=opset,
         overwrite=overwrite,
@@ -658,8 +576,8 @@ def checkpoint_to_onnx(
         batch_sizes=batch_sizes,
         extra_metadata={
             ARCHITECTURE: json.dumps(run.config.to_dict()),
-            KEY_TRAINING_METRICS[len(PREFIX) :]: training,
-            KEY_WEIGHTS_SHA256[len(PREFIX) :]: run.weights_sha256,
+            contract.KEY_TRAINING_METRICS: training,
+            contract.KEY_WEIGHTS_SHA256: run.weights_sha256,
         },
         run=run,
     )

@@ -1,34 +1,15 @@
 """Parity: does the exported model compute what the user's module and numpy compute?
 
-Up to three computations run on the same rows, at batch sizes 1, an odd size and all rows:
-
-``torch``
-    the user's own torch module with its preprocessing and head, when it is at hand (the
-    run folder's net, or the module given to :func:`verify_model` / ``export_classifier``).
-``onnxruntime``
-    onnxruntime (CPU) on the ``.onnx`` file, exactly as a device runs it.
-``reference``
-    an independent forward pass: the float64 numpy forward from the graph's initializers
-    (:mod:`onnxedge.models.reference`) where onnxedge knows the architecture (recorded as
-    ``onnxedge.architecture``), else ``onnx.reference.ReferenceEvaluator`` on the graph.
-    The report names which one ran.
-
-Every pair is compared on logits, probabilities and labels through the one comparator
-(:func:`onnxedge.export.compare.compare`); the numpy reference head (softmax / sigmoid,
-label rule, cross-entropy / BCE from logits and from probabilities) is applied to each
-computation's *own* logits and checked against its probabilities and labels, which needs
-no knowledge of the architecture. Limits follow float32 arithmetic (tolerance names from
-:mod:`onnxedge.runtime.tolerances`):
-
-- a logit may differ by ``LOGIT_ATOL + LOGIT_RTOL * m``, ``m`` the magnitude of the terms
-  summed into it (the numpy forward on absolute values where the architecture is known,
-  else the logit itself);
-- a probability by ``PROBABILITY_ATOL + g * d``: ``d`` the row's measured logit difference
-  (credited up to the row's logit limit), ``g`` the head's Lipschitz constant;
-- a label only on a row within ``LABEL_TIE_ATOL + 2 * g * d`` of a tie.
-
-A plain ONNX model (no onnxedge metadata) gets onnxruntime vs ``onnx.reference`` on every
-output, and the head checks where it has a probabilities output.
+Three computations run on the same rows at batch sizes 1, an odd size and all rows:
+``torch`` (the user's module with its preprocessing and head, when at hand),
+``onnxruntime`` (CPU, on the file) and ``reference`` (the float64 numpy forward from the
+graph's initializers where onnxedge knows the architecture, else ``onnx.reference``).
+Every pair is compared on logits, probabilities and labels through the one comparator;
+the numpy head and losses are applied to each computation's own logits. Limits follow
+float32 arithmetic: a logit within ``LOGIT_ATOL + LOGIT_RTOL * m`` (``m`` the magnitude of
+the terms summed into it), a probability within ``PROBABILITY_ATOL + g * d`` (``d`` the
+row's credited logit difference, ``g`` the head's Lipschitz constant), a label only on a
+row within ``LABEL_TIE_ATOL + 2 * g * d`` of a tie.
 """
 
 from __future__ import annotations
@@ -43,8 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from onnxedge.export.check_rows import SYNTHETIC_ROWS, rows_to_verify, synthetic_rows
 from onnxedge.export.compare import Check, compare, exact, fmt, jsonable, render_checks
 from onnxedge.export.heads import HEAD_LIPSCHITZ
+from onnxedge.export.localize import (
+    KEY_NODE_MODULE,
+    LocalizationError,
+    first_diverging_node,
+    localization_lines,
+    node_outputs,
+)
 from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.atomic import atomic_file
 from onnxedge.runtime.contract import (
@@ -61,7 +50,6 @@ from onnxedge.runtime.contract import (
 from onnxedge.runtime.errors import (
     CheckpointError,
     DataError,
-    InputShapeError,
     ModelLoadError,
     OnnxEdgeError,
     ParityError,
@@ -72,23 +60,26 @@ if TYPE_CHECKING:
     import torch
     from onnxedge.models.checkpoint import TrainedRun
 
-__all__ = ["Check", "ParityReport", "compare", "verify_model"]
+__all__ = [
+    "KEY_NODE_MODULE",
+    "SYNTHETIC_ROWS",
+    "Check",
+    "LocalizationError",
+    "ParityReport",
+    "compare",
+    "first_diverging_node",
+    "node_outputs",
+    "synthetic_rows",
+    "verify_model",
+]
 
-#: metadata key (under ``onnxedge.``) naming the net's config, so verify can rebuild the
-#: numpy forward of an architecture onnxedge knows.
+#: metadata key (under ``onnxedge.``) naming the net's config, for the numpy forward.
 ARCHITECTURE = "architecture"
-#: node metadata key: the torch module path a node came from (kept by export).
-KEY_NODE_MODULE = "onnxedge.module"
-#: Rows the first-diverging-node search runs on.
 LOCALIZE_ROWS = 16
-#: The odd batch size: not a power of two, so a batch baked into the graph or a kernel
-#: that mishandles a remainder shows up.
+#: Not a power of two, so a batch baked into the graph or a mishandled remainder shows.
 ODD_BATCH_SIZE = 37
 #: Batch size 1 runs one row at a time; on large sets only this many leading rows.
 DEFAULT_SINGLE_ROW_LIMIT = 500
-#: Rows drawn when neither data nor a loadable dataset is at hand.
-SYNTHETIC_ROWS = 256
-BUNDLED_DATASETS = ("digits", "breast-cancer")
 
 Outputs = dict[str, np.ndarray]
 Runner = Callable[[np.ndarray], Outputs]
@@ -114,44 +105,25 @@ def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
 
 
 def graph_weights_sha256(model: onnx.ModelProto) -> str:
-    """sha256 over every initializer's name, dtype, shape and little-endian bytes, by name.
-
-    Stable across save / load and independent of metadata: any edited weight changes it.
-    """
+    """sha256 over every initializer's name, dtype, shape and little-endian bytes, by name."""
     from onnx import numpy_helper
 
     digest = hashlib.sha256()
     for tensor in sorted(model.graph.initializer, key=lambda t: t.name):
         array = np.ascontiguousarray(numpy_helper.to_array(tensor))
         little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        digest.update(tensor.name.encode())
-        digest.update(f"|{little.dtype.str}|{list(array.shape)}|".encode())
+        digest.update(f"{tensor.name}|{little.dtype.str}|{list(array.shape)}|".encode())
         digest.update(little.tobytes())
     return digest.hexdigest()
-
-
-# --- the report ---------------------------------------------------------------------------
 
 
 @dataclass
 class ParityReport:
     """What :func:`verify_model` measured, and whether every check passed.
 
-    Attributes:
-        model: the model verified.
-        data: where the rows came from, in words.
-        rows: how many rows.
-        head, threshold: what the model computes (head None: a logits-only plain model).
-        computations: name -> what it was (``torch``: whose module; ``reference``: which
-            independent forward ran).
-        batch_sizes: the batch sizes the computations ran at.
-        checks: every check, passed or not.
-        losses: ``{batch: {computation: mean loss}}``.
-        accuracy: accuracy of each computation on all rows, against the data's labels.
-        tolerances: the named tolerances in force.
-        seconds: wall time.
-        localization: the first diverging node (:func:`first_diverging_node`), when it
-            was searched for.
+    ``computations`` maps each computation to what it was; ``losses`` is
+    ``{batch: {computation: mean loss}}``; ``localization`` is the first diverging node
+    (:func:`first_diverging_node`) when it was searched for.
     """
 
     model: str
@@ -185,7 +157,7 @@ class ParityReport:
 
     def summary(self) -> dict[str, Any]:
         """The compact figures export records in ``onnxedge.parity``."""
-        full = self.losses.get(self.batch_sizes[-1], {}) if self.batch_sizes else {}
+        outputs = (OUTPUT_LOGITS, OUTPUT_PROBABILITIES)
         return jsonable(
             {
                 "passed": self.passed,
@@ -193,10 +165,8 @@ class ParityReport:
                 "rows": self.rows,
                 "batch_sizes": self.batch_sizes,
                 "computations": self.computations,
-                "max_abs_error": {
-                    o: self.max_error(o) for o in (OUTPUT_LOGITS, OUTPUT_PROBABILITIES)
-                },
-                "loss": full,
+                "max_abs_error": {o: self.max_error(o) for o in outputs},
+                "loss": self.losses.get(self.batch_sizes[-1], {}) if self.batch_sizes else {},
                 "accuracy": self.accuracy,
                 "checks": len(self.checks),
                 "failed": len(self.failures),
@@ -231,7 +201,7 @@ class ParityReport:
 
     def render_table(self) -> str:
         """The computations, each check's worst figure against its limit, losses,
-        accuracies, then every failing check."""
+        accuracies, the first diverging node, then every failing check."""
         head = f"{self.head} head" if self.head else "no head (logits only)"
         lines = [
             f"parity of {self.model}: {self.rows} rows ({self.data}), {head}, batch sizes "
@@ -245,17 +215,7 @@ class ParityReport:
             lines.append(f"{loss_name}: " + ", ".join(f"{c} {v:.7f}" for c, v in full.items()))
         if self.accuracy:
             lines.append("accuracy: " + ", ".join(f"{c} {v:.4f}" for c, v in self.accuracy.items()))
-        where = self.localization
-        if where is not None and where["node"] is not None:
-            lines.append(
-                f"first diverging node: {where['node']} ({where['op_type']}, module "
-                f"{where['module'] or 'unknown'}): max abs {fmt(where['max_abs'])} > limit "
-                f"{fmt(where['limit'])}, against {where['against']}"
-            )
-        elif where is not None:
-            lines.append(
-                f"no diverging node among {where['compared']} compared against {where['against']}"
-            )
+        lines += localization_lines(self.localization)
         failed = self.failures
         lines.append(
             f"{len(self.checks) - len(failed)} of {len(self.checks)} checks passed"
@@ -266,8 +226,7 @@ class ParityReport:
 
     def raise_for_failures(self) -> None:
         """Raise :class:`ParityError` naming every failing check, if any failed."""
-        failed = self.failures
-        where = self.localization or {}
+        failed, where = self.failures, self.localization or {}
         first = (
             f" (first diverging node: {where['node']}, {where['op_type']}, module "
             f"{where['module'] or 'unknown'})"
@@ -275,9 +234,9 @@ class ParityReport:
             else ""
         )
         if failed:
+            s = "s" if len(failed) != 1 else ""
             raise ParityError(
-                f"{self.model} failed {len(failed)} parity check{'s' if len(failed) != 1 else ''}"
-                f"{first}: " + "; ".join(failed),
+                f"{self.model} failed {len(failed)} parity check{s}{first}: " + "; ".join(failed),
                 failures=failed,
             )
 
@@ -308,18 +267,12 @@ def onnxruntime_runner(model: onnx.ModelProto | bytes, what: str = "the model") 
     options.log_severity_level = 3
     data = model if isinstance(model, bytes) else model.SerializeToString()
     try:
-        session = ort.InferenceSession(
-            data, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
         raise ModelLoadError(f"onnxruntime cannot load {what}: {exc}") from None
     names = [o.name for o in session.get_outputs()]
     feed = session.get_inputs()[0].name
-
-    def run(x: np.ndarray) -> Outputs:
-        return dict(zip(names, session.run(names, {feed: x}), strict=True))
-
-    return run
+    return lambda x: dict(zip(names, session.run(names, {feed: x}), strict=True))
 
 
 def torch_runner(module: torch.nn.Module) -> Runner:
@@ -358,22 +311,18 @@ def independent_forward(
     config = contract.extra.get(ARCHITECTURE)
     if config is not None and head is not None:
         try:
-            return _numpy_forward(
-                model, json.loads(config) if isinstance(config, str) else config, head, threshold
-            )
+            config = json.loads(config) if isinstance(config, str) else config
+            return _numpy_forward(model, config, head, threshold)
         except (OnnxEdgeError, KeyError, ValueError, TypeError) as exc:
             why = f"numpy forward unavailable: {exc}"
     from onnx.reference import ReferenceEvaluator
 
     evaluator = ReferenceEvaluator(model)
-    inits = {t.name for t in model.graph.initializer}
-    feed = next(i.name for i in model.graph.input if i.name not in inits)
-    names = [o.name for o in model.graph.output]
-
-    def run(x: np.ndarray) -> Outputs:
-        return dict(zip(names, evaluator.run(names, {feed: x}), strict=True))
-
-    return Independent(run, f"onnx.reference.ReferenceEvaluator on the graph ({why})")
+    names, feed = [o.name for o in model.graph.output], _feed(model)
+    return Independent(
+        lambda x: dict(zip(names, evaluator.run(names, {feed.name: x}), strict=True)),
+        f"onnx.reference.ReferenceEvaluator on the graph ({why})",
+    )
 
 
 def _numpy_forward(
@@ -388,9 +337,7 @@ def _numpy_forward(
     weights = {k[len("net.") :]: v for k, v in init.items() if k.startswith("net.")}
     if not weights:
         raise ModelLoadError("the graph has no initializers named net.*")
-    net_config = NetConfig.from_dict(config)
-    arch = str(config.get("arch", "mlp"))
-    step = _graph_preprocess(init)
+    net_config, step = NetConfig.from_dict(config), _graph_preprocess(init)
 
     def logits_of(w: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         return np.asarray(reference.forward_from_weights(net_config, w, x))
@@ -403,15 +350,12 @@ def _numpy_forward(
     def run(x: np.ndarray) -> Outputs:
         z = logits_of(weights, pre(x))
         p = reference.predict_proba(z, head)
-        return {
-            OUTPUT_LOGITS: z,
-            OUTPUT_PROBABILITIES: p,
-            OUTPUT_LABEL: reference.predict_label(p, head, threshold),
-        }
+        label = reference.predict_label(p, head, threshold)
+        return {OUTPUT_LOGITS: z, OUTPUT_PROBABILITIES: p, OUTPUT_LABEL: label}
 
     def magnitudes(x: np.ndarray) -> np.ndarray:
-        # ReLU / max pool of non-negative terms pass them through: the forward on |W|, |x|
-        # bounds the size of the terms each logit sums.
+        # ReLU / max pool pass non-negative terms through: the forward on |W|, |x| bounds
+        # the size of the terms each logit sums.
         m = np.abs(x.astype(np.float64))
         if step is not None and hasattr(step, "mean"):
             m = (m + np.abs(step.mean.astype(np.float64))) / step.std.astype(np.float64)
@@ -419,6 +363,7 @@ def _numpy_forward(
             m = m * abs(float(getattr(step, "factor", 1.0)))
         return logits_of({k: np.abs(v.astype(np.float64)) for k, v in weights.items()}, m)
 
+    arch = config.get("arch", "mlp")
     return Independent(run, f"numpy forward from the ONNX initializers ({arch})", magnitudes)
 
 
@@ -433,121 +378,29 @@ def _graph_preprocess(init: dict[str, np.ndarray]) -> Any:
     return None
 
 
+def _feed(model: onnx.ModelProto) -> Any:
+    inits = {t.name for t in model.graph.initializer}
+    return next(i for i in model.graph.input if i.name not in inits)
+
+
 def _row_shape(model: onnx.ModelProto) -> tuple[int, ...]:
     """One row's shape from the graph input's non-batch dims (0 where symbolic)."""
-    inits = {t.name for t in model.graph.initializer}
-    value = next(i for i in model.graph.input if i.name not in inits)
-    return tuple(int(d.dim_value) for d in value.type.tensor_type.shape.dim[1:])
-
-
-# --- the rows -----------------------------------------------------------------------------
-
-
-def _rows(
-    data: tuple[np.ndarray, np.ndarray] | np.ndarray | None,
-    dataset: str | os.PathLike[str] | None,
-    label_column: str | int | None,
-    labels_path: str | os.PathLike[str] | None,
-    run: TrainedRun | None,
-    contract: ModelContract,
-    row_shape: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Rows (and labels, when known) to verify on: given, a dataset, the run's validation
-    split, the dataset recorded in the metadata, or synthetic rows."""
-    y: np.ndarray | None = None
-    recorded = (
-        (contract.extra.get("training_metrics") or {}).get("dataset")
-        if isinstance(contract.extra.get("training_metrics"), dict)
-        else None
-    )
-    if data is not None:
-        x, y = data if isinstance(data, tuple) else (data, None)
-        x = np.asarray(x)
-        description = f"given rows, {len(x)}"
-    elif dataset is not None or (run is None and recorded in BUNDLED_DATASETS):
-        from onnxedge.models.data import load_dataset
-
-        source = dataset if dataset is not None else str(recorded)
-        ds = load_dataset(source, label_column=label_column, labels_path=labels_path)
-        description = f"dataset {ds.name}" + (
-            "" if dataset is not None else " (recorded in the model's metadata)"
-        )
-        x = _shaped(ds.features, row_shape, description)
-        y = _labels_for(ds.labels, ds.class_names, contract.class_names, ds.name)
-    elif run is not None:
-        x, y = run.validation()
-        description = f"validation split of {run.path}"
-    else:
-        x = _synthetic(contract, row_shape)
-        step = (contract.preprocess or {}).get("kind", "no")
-        description = (
-            f"{len(x)} synthetic rows drawn from the recorded {step} preprocessing, "
-            "labelled by the reference"
-        )
-    x = _shaped(np.asarray(x, dtype=np.float32), row_shape, description)
-    if y is not None:
-        y = np.asarray(y)
-        if y.shape != (len(x),):
-            raise InputShapeError(
-                f"{description}: labels have shape {y.shape}, expected ({len(x)},)"
-            )
-        classes = len(contract.class_names) if contract.class_names else None
-        if classes is not None and y.size and (y.min() < 0 or y.max() >= classes):
-            raise DataError(f"{description}: labels must be class indices 0..{classes - 1}")
-        y = y.astype(np.int64)
-    if len(x) == 0:
-        raise DataError(f"no rows to verify on ({description})")
-    return np.ascontiguousarray(x), y, description
-
-
-def _shaped(x: np.ndarray, row_shape: tuple[int, ...], description: str) -> np.ndarray:
-    """``(n, *row_shape)``; flat rows of the right size are reshaped."""
-    if 0 in row_shape or x.shape[1:] == row_shape:
-        return x
-    if x.ndim == 2 and x.shape[1] == int(np.prod(row_shape)):
-        return x.reshape(len(x), *row_shape)
-    raise InputShapeError(
-        f"the model expects rows of shape {row_shape}; {description} has rows of shape "
-        f"{x.shape[1:]}"
-    )
-
-
-def _synthetic(contract: ModelContract, row_shape: tuple[int, ...]) -> np.ndarray:
-    from onnxedge.models.preprocess import Rescale, preprocess_from_dict
-
-    if 0 in row_shape:
-        raise DataError("the model's input has symbolic row dims; pass labelled rows (--dataset)")
-    rng = np.random.default_rng(0)
-    step = preprocess_from_dict(contract.preprocess)
-    shape = (SYNTHETIC_ROWS, *row_shape)
-    if isinstance(step, Rescale):
-        return rng.uniform(0, 1 / abs(step.factor), size=shape).astype(np.float32)
-    if step is not None:
-        return (step.mean + step.std * rng.standard_normal(shape)).astype(np.float32)
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def _labels_for(
-    labels: np.ndarray, data_classes: list[str], model_classes: list[str] | None, name: str
-) -> np.ndarray:
-    """Map a dataset's label indices onto the model's classes, by class name."""
-    if model_classes is None or list(data_classes) == list(model_classes):
-        return labels
-    index = {c: i for i, c in enumerate(model_classes)}
-    unknown = [c for c in data_classes if c not in index]
-    if unknown:
-        raise DataError(
-            f"dataset {name} has classes the model does not know: {unknown}; "
-            f"the model's classes are {model_classes}"
-        )
-    return np.asarray([index[c] for c in data_classes], dtype=np.int64)[labels]
+    return tuple(int(d.dim_value) for d in _feed(model).type.tensor_type.shape.dim[1:])
 
 
 # --- the checks ---------------------------------------------------------------------------
 
 
-def _signature_checks(model: onnx.ModelProto) -> list[Check]:
-    """The contract's graph names, dtypes and a symbolic batch axis on every output."""
+def signature_problems(
+    model: onnx.ModelProto, dims: dict[str, list[int | str]] | None = None
+) -> list[str]:
+    """How the graph's signature breaks the contract: input ``input`` float32, outputs
+    ``logits`` / ``probabilities`` float32 and ``label`` int64, each with a symbolic batch
+    axis (and, where ``dims`` gives them by name, exactly those dims).
+
+    Raises:
+        ModelLoadError: the graph lacks the contract's input or outputs.
+    """
     from onnx import TensorProto
 
     inits = {t.name for t in model.graph.initializer}
@@ -558,24 +411,21 @@ def _signature_checks(model: onnx.ModelProto) -> list[Check]:
             f"the model's signature is inputs {[i.name for i in inputs]}, outputs "
             f"{list(outputs)}; expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}"
         )
-    wanted = {
-        INPUT_NAME: TensorProto.FLOAT,
-        OUTPUT_LOGITS: TensorProto.FLOAT,
-        OUTPUT_PROBABILITIES: TensorProto.FLOAT,
-        OUTPUT_LABEL: TensorProto.INT64,
-    }
     problems = []
     for value in [inputs[0], *(outputs[n] for n in OUTPUT_NAMES)]:
-        tensor = value.type.tensor_type
-        if tensor.elem_type != wanted[value.name]:
+        tensor, want = value.type.tensor_type, TensorProto.FLOAT
+        want = TensorProto.INT64 if value.name == OUTPUT_LABEL else want
+        found = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+        if tensor.elem_type != want:
             problems.append(
                 f"{value.name} has type {TensorProto.DataType.Name(tensor.elem_type)}, "
-                f"expected {TensorProto.DataType.Name(wanted[value.name])}"
+                f"expected {TensorProto.DataType.Name(want)}"
             )
-        dims = tensor.shape.dim
-        if dims and dims[0].HasField("dim_value"):
-            problems.append(f"{value.name} has a fixed batch size {dims[0].dim_value}")
-    return [exact("signature", "", not problems, "; ".join(problems) or "ok")]
+        if found and tensor.shape.dim[0].HasField("dim_value"):
+            problems.append(f"{value.name} has a fixed batch size {found[0]}")
+        elif dims is not None and found != dims[value.name]:
+            problems.append(f"{value.name} has dims {found}, expected {dims[value.name]}")
+    return problems
 
 
 def _metadata_checks(
@@ -602,63 +452,44 @@ def _metadata_checks(
     )
     if contract.preprocess is not None or graph_step is not None:
         try:
-            meta = preprocess_from_dict(contract.preprocess)
-            same = _same_step(meta, graph_step)
+            same = _same_step(preprocess_from_dict(contract.preprocess), graph_step)
         except OnnxEdgeError:
             same = False
-        checks.append(
-            exact(
-                "preprocess",
-                "metadata~graph",
-                same,
-                "the metadata's preprocessing differs from the graph's constants",
-            )
-        )
+        message = "the metadata's preprocessing differs from the graph's constants"
+        checks.append(exact("preprocess", "metadata~graph", same, message))
     if run is not None:
-        checks.append(
-            exact(
-                "preprocess",
-                "run~graph",
-                _same_step(run.preprocess, graph_step),
-                f"the graph's preprocessing differs from {run.path}'s",
-            )
-        )
+        same = _same_step(run.preprocess, graph_step)
+        message = f"the graph's preprocessing differs from {run.path}'s"
+        checks.append(exact("preprocess", "run~graph", same, message))
         weights = props.get(KEY_WEIGHTS_SHA256)
         if weights is not None:
-            checks.append(
-                exact(
-                    "weights_sha256",
-                    "run~metadata",
-                    weights == run.weights_sha256,
-                    f"the model was exported from weights {weights[:12]}..., {run.path} "
-                    f"holds {run.weights_sha256[:12]}...",
-                )
+            message = (
+                f"the model was exported from weights {weights[:12]}..., {run.path} "
+                f"holds {run.weights_sha256[:12]}..."
             )
+            same = weights == run.weights_sha256
+            checks.append(exact("weights_sha256", "run~metadata", same, message))
     return checks
 
 
 def _same_step(a: Any, b: Any) -> bool:
-    """Whether two preprocessing steps hold the same constants as the graph stores them
-    (float32: a recorded factor of 1/255 is the float32 constant it became)."""
+    """Whether two preprocessing steps hold the same float32 constants (a recorded factor
+    of 1/255 is the float32 constant it became)."""
     if a is None or b is None:
         return a is None and b is None
     da, db = a.to_dict(), b.to_dict()
-    if da["kind"] != db["kind"]:
-        return False
     keys = ("factor",) if da["kind"] == "rescale" else ("mean", "std")
-    return all(
-        np.array_equal(np.float32(da[k]), np.float32(db[k]))
-        if k == "factor"
-        else np.array_equal(np.asarray(da[k], np.float32), np.asarray(db[k], np.float32))
-        for k in keys
+    return da["kind"] == db["kind"] and all(
+        np.array_equal(np.asarray(da[k], np.float32), np.asarray(db[k], np.float32)) for k in keys
     )
 
 
-def _own_head_checks(
+def own_head_checks(
     out: Outputs, name: str, batch: int, head: str, threshold: float, y: np.ndarray
 ) -> list[Check]:
-    """(b): the numpy reference head on this computation's own logits, against its own
-    probabilities, labels and losses."""
+    """The numpy reference head on computation ``name``'s own logits, against its own
+    probabilities and labels (the rule on its own float32 probabilities), their range, and
+    the per-row loss on ``y`` from its probabilities against that from its logits."""
     from onnxedge.models import reference
 
     z, p = out[OUTPUT_LOGITS].astype(np.float64), out[OUTPUT_PROBABILITIES]
@@ -678,65 +509,45 @@ def _own_head_checks(
     )
     outside = int(np.sum(~((p >= 0) & (p <= 1))))
     worst = float(np.max(np.abs(p.sum(axis=1) - 1))) if head == "softmax" and len(p) else 0.0
-    checks.append(
-        Check(
-            "probability_range",
-            name,
-            batch,
-            worst,
-            tol.PROBABILITY_SUM_ATOL,
-            "PROBABILITY_SUM_ATOL",
-            outside == 0 and worst <= tol.PROBABILITY_SUM_ATOL,
-            f"{outside} values outside [0, 1]; rows sum to 1 within {fmt(worst)}",
-        )
-    )
-    # cross-entropy / BCE from its probabilities vs from its logits: probabilities within
-    # PROBABILITY_ATOL (e) of the head move -log(q) by at most log(q / (q - e)) up (down
-    # to the loss's clamp) and log(1 + e / q) down.
-    from_logits = _row_losses(z, y, head)
-    q = np.exp(-from_logits)  # the true class's probability, stable from the logits
-    e = tol.PROBABILITY_ATOL
+    ok = outside == 0 and worst <= tol.PROBABILITY_SUM_ATOL
+    detail = f"{outside} values outside [0, 1]; rows sum to 1 within {fmt(worst)}"
+    limit, sum_name = tol.PROBABILITY_SUM_ATOL, "PROBABILITY_SUM_ATOL"
+    checks.append(Check("probability_range", name, batch, worst, limit, sum_name, ok, detail))
+    # loss from its probabilities vs from its logits: probabilities within
+    # PROBABILITY_ATOL (e) move -log(q) by at most log(q / (q - e)) up (down to the
+    # loss's clamp) and log(1 + e / q) down.
+    from_logits = row_losses(z, y, head)
+    q, e = np.exp(-from_logits), tol.PROBABILITY_ATOL  # q: the true class's probability
     if head == "softmax":
         floor = reference.PROBABILITY_EPS
         from_p = reference.cross_entropy_from_probabilities(y, np.clip(p, 0, 1), reduction="none")
     else:
         floor = float(np.exp(reference.BCE_LOG_CLAMP))
-        from_p = reference.binary_cross_entropy(
-            np.clip(p[:, 0], 0, 1), y.astype(np.float64), reduction="none"
-        )
+        target = y.astype(np.float64)
+        from_p = reference.binary_cross_entropy(np.clip(p[:, 0], 0, 1), target, reduction="none")
     with np.errstate(divide="ignore", invalid="ignore"):
         moved = np.maximum(np.log1p(e / q), np.log(q) - np.log(np.maximum(q - e, floor)))
-    limit = tol.LOSS_ATOL + tol.LOSS_RTOL * np.abs(from_logits) + np.nan_to_num(moved, nan=np.inf)
-    checks += compare(
+    limit_rows = (
+        tol.LOSS_ATOL + tol.LOSS_RTOL * np.abs(from_logits) + np.nan_to_num(moved, nan=np.inf)
+    )
+    return checks + compare(
         {"loss": from_logits},
         {"loss": np.asarray(from_p)},
-        {"loss": limit},
+        {"loss": limit_rows},
         subject=f"{name} logits~probabilities",
         batch_size=batch,
         names={"loss": "LOSS_ATOL+LOSS_RTOL+PROBABILITY_ATOL"},
     )
-    return checks
 
 
-def _row_losses(z: np.ndarray, y: np.ndarray, head: str) -> np.ndarray:
+def row_losses(z: np.ndarray, y: np.ndarray, head: str) -> np.ndarray:
+    """Per-row cross-entropy (softmax) or BCE (sigmoid) from logits, numerically stable."""
     from onnxedge.models import reference
 
     if head == "softmax":
         return np.asarray(reference.cross_entropy(z, y, reduction="none"))
-    return np.asarray(
-        reference.binary_cross_entropy_with_logits(z[:, 0], y.astype(np.float64), reduction="none")
-    )
-
-
-def _torch_loss(z: np.ndarray, y: np.ndarray, head: str) -> float:
-    """The mean loss by torch's own loss module on its float32 logits."""
-    import torch
-    from torch import nn
-
-    logits = torch.from_numpy(z.astype(np.float32))
-    if head == "softmax":
-        return float(nn.CrossEntropyLoss()(logits, torch.from_numpy(y)))
-    return float(nn.BCEWithLogitsLoss()(logits, torch.from_numpy(y.astype(np.float32)[:, None])))
+    target = y.astype(np.float64)
+    return np.asarray(reference.binary_cross_entropy_with_logits(z[:, 0], target, reduction="none"))
 
 
 def _pair_checks(
@@ -748,24 +559,19 @@ def _pair_checks(
     magnitudes: np.ndarray | None,
     margins: np.ndarray | None,
 ) -> list[Check]:
-    """(a) / (c): two computations on logits, probabilities and labels (``b`` is expected)."""
+    """Two computations on logits, probabilities and labels (``b`` is expected)."""
     if head is None:  # a plain model: every output, by name
         limits = {
             n: tol.LOGIT_ATOL + tol.LOGIT_RTOL * np.abs(v)
             for n, v in b.items()
             if np.issubdtype(v.dtype, np.floating)
         }
-        return compare(
-            b,
-            a,
-            {**limits, "": 0.0},
-            subject=subject,
-            batch_size=batch,
-            names={"": "LOGIT_ATOL+LOGIT_RTOL"},
-        )
+        names = {"": "LOGIT_ATOL+LOGIT_RTOL"}
+        return compare(b, a, {**limits, "": 0.0}, subject=subject, batch_size=batch, names=names)
     za, zb = a[OUTPUT_LOGITS].astype(np.float64), b[OUTPUT_LOGITS].astype(np.float64)
-    m = magnitudes if magnitudes is not None else np.abs(zb)
-    logit_limit = tol.LOGIT_ATOL + tol.LOGIT_RTOL * m
+    logit_limit = tol.LOGIT_ATOL + tol.LOGIT_RTOL * (
+        magnitudes if magnitudes is not None else np.abs(zb)
+    )
     with np.errstate(invalid="ignore"):
         diff = np.abs(za - zb)
         # credit a row's logit difference only up to what the logits check allows, so
@@ -809,109 +615,8 @@ def decision_margins(p: np.ndarray, head: str, threshold: float) -> np.ndarray:
 
 def tolerances_in_force() -> dict[str, float]:
     """The named tolerances verification applies, by name."""
-    names = (
-        "LOGIT_ATOL",
-        "LOGIT_RTOL",
-        "PROBABILITY_ATOL",
-        "PROBABILITY_SUM_ATOL",
-        "LOSS_RTOL",
-        "LOSS_ATOL",
-        "LABEL_TIE_ATOL",
-    )
-    return {n: float(getattr(tol, n)) for n in names}
-
-
-# --- where parity breaks -----------------------------------------------------------------
-
-
-def node_outputs(model: onnx.ModelProto, x: np.ndarray) -> Outputs:
-    """Every node's first output (and the graph outputs) of ``model`` on ``x``, from onnxruntime.
-
-    The outputs are exposed as extra graph outputs on a copy of the model, so the
-    model itself is left as it is.
-
-    Raises:
-        ModelLoadError: onnxruntime cannot run the copy with every output exposed.
-    """
-    import onnx
-
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    have = {o.name for o in model.graph.output}
-    exposed.graph.output.extend(
-        onnx.ValueInfoProto(name=n.output[0]) for n in model.graph.node if n.output[0] not in have
-    )
-    return onnxruntime_runner(exposed, "the model with every node output exposed")(x)
-
-
-def first_diverging_node(
-    model: onnx.ModelProto, x: np.ndarray, module: torch.nn.Module | None = None
-) -> dict[str, Any]:
-    """The first node, in graph order, whose output breaks ``LOGIT_ATOL + LOGIT_RTOL * |x|``.
-
-    Every node output is exposed in onnxruntime (extra graph outputs on a copy of the
-    model) and compared with, for a torch head module, the output of the module its node
-    came from (forward hooks, by the module path export keeps per node; the last node of
-    a module carries its output), else with ``onnx.reference`` on the same graph.
-
-    Returns:
-        ``{"against", "compared", "node", "op_type", "module", "max_abs", "limit"}``; the
-        node keys are None when every compared node stays within its limit.
-
-    Raises:
-        ModelLoadError: onnxruntime cannot run the copy with every output exposed.
-    """
-    graph = model.graph
-    paths = {
-        n.output[0]: {p.key: p.value for p in n.metadata_props}.get(KEY_NODE_MODULE)
-        for n in graph.node
-    }
-    got = node_outputs(model, x)
-    expected: dict[str, np.ndarray] = {}
-    if module is not None:
-        import torch
-
-        last = {path: out for out, path in paths.items() if path}  # a module's last node
-        hooks = [
-            sub.register_forward_hook(
-                lambda _m, _i, o, out=last[name]: expected.__setitem__(out, o.detach().numpy())
-            )
-            for name, sub in module.named_modules()
-            if name in last
-        ]
-        with torch.inference_mode():
-            module(torch.from_numpy(x))
-        for hook in hooks:
-            hook.remove()
-        against = "torch forward hooks by module path"
-    else:
-        from onnx.reference import ReferenceEvaluator
-
-        feed = next(
-            i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}
-        )
-        expected = dict(ReferenceEvaluator(model).run(None, {feed: x}, intermediate=True))
-        against = "onnx.reference on the same graph"
-    found: dict[str, Any] = {"against": against, "compared": 0, "node": None}
-    for node in graph.node:
-        out = node.output[0]
-        a, b = got.get(out), expected.get(out)
-        if a is None or b is None or np.shape(a) != np.shape(b):
-            continue
-        if not np.issubdtype(np.asarray(b).dtype, np.floating):
-            continue
-        found["compared"] += 1
-        (check,) = compare({out: b}, {out: a}, {out: tol.LOGIT_ATOL + tol.LOGIT_RTOL * np.abs(b)})
-        if not check.passed:
-            found.update(
-                node=node.name,
-                op_type=node.op_type,
-                module=paths.get(out),
-                max_abs=check.value,
-                limit=check.limit,
-            )
-            break
-    return found
+    names = "LOGIT_ATOL LOGIT_RTOL PROBABILITY_ATOL PROBABILITY_SUM_ATOL LOSS_RTOL LOSS_ATOL"
+    return {n: float(getattr(tol, n)) for n in [*names.split(), "LABEL_TIE_ATOL"]}
 
 
 # --- verification -------------------------------------------------------------------------
@@ -933,38 +638,29 @@ def verify_model(
 ) -> ParityReport:
     """Compare the model in onnxruntime with the user's module and an independent forward.
 
-    The rows are, first that applies: ``data``; ``dataset``; the run's validation split;
-    the bundled dataset the metadata records; synthetic rows drawn from the recorded
-    preprocessing, labelled by the reference. The report says which.
-
     Args:
-        model_path: the ``.onnx`` file.
-        data: rows ``(n, *input_shape)`` (or flat ``(n, features)``) with labels ``(n,)``
-            as a tuple, or rows alone (labelled by the reference).
-        module: the user's module (``(batch, *input_shape)`` -> logits, the model's
-            recorded preprocessing in front of it); it becomes the ``torch`` computation.
-        run_dir: the run folder (or loaded run) the model came from: its net is the
-            ``torch`` computation unless ``module`` is given, and its metadata is
-            checked against the run's.
-        dataset, label_column, labels_path: a bundled dataset or a labelled data file
-            (:func:`onnxedge.models.data.load_dataset`); classes are matched by name.
-        batch_sizes: default 1, ``ODD_BATCH_SIZE`` and all rows (clamped to the rows).
-        single_row_limit: batch size 1 runs over at most this many leading rows.
-        name: how the report names the model (default: ``model_path``).
-        localize: name the first diverging node even when every check passes (it is
-            searched for whenever one fails).
-
-    Returns:
-        The report; check ``passed`` or call ``raise_for_failures()``.
+        model_path: the ``.onnx`` file; ``name``: how the report names it.
+        data: rows ``(n, *input_shape)`` (or flat) with labels ``(n,)``, or rows alone.
+            Without it: ``dataset``, else the run's validation split, else the bundled
+            dataset the metadata records, else synthetic rows; the report says which.
+        module: the user's module (logits; the recorded preprocessing goes in front): the
+            ``torch`` computation. Else the run's net, when ``run_dir`` is given.
+        run_dir: the run folder (or loaded run) the model came from; checked against it.
+        dataset, label_column, labels_path: a bundled dataset or a labelled data file.
+        batch_sizes: default 1, ``ODD_BATCH_SIZE`` and all rows (clamped to the rows);
+            batch size 1 runs over at most ``single_row_limit`` leading rows.
+        localize: search for the first diverging node even when every check passes (it
+            is searched for whenever one fails; a search that cannot run is then noted).
 
     Raises:
-        ModelLoadError: the model cannot be read, or an onnxedge model lacks the
-            ``input`` / ``logits`` / ``probabilities`` / ``label`` signature.
+        ModelLoadError: the model cannot be read, or lacks the contract's signature.
+        LocalizationError: ``localize`` was asked for and the search cannot run.
         CheckpointError: the run folder cannot be loaded or does not fit the model.
         DataError: labels name classes the model lacks, or no rows.
         InputShapeError: the rows' shape differs from the model's.
     """
-    from onnxedge.export.heads import ClassifierWithHead, HeadSpec
+    from onnxedge.export.heads import HeadSpec
+    from onnxedge.export.onnx_export import ClassifierWithHead
     from onnxedge.models.preprocess import preprocess_from_dict
 
     started = time.perf_counter()
@@ -975,22 +671,16 @@ def verify_model(
     graph_head = {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(
         producers.get(OUTPUT_PROBABILITIES, "")
     )
-    onnxedge_model = KEY_HEAD in props
     head = contract.head if contract.head in HEAD_LIPSCHITZ else graph_head
     if not set(OUTPUT_NAMES) <= {o.name for o in model.graph.output}:
         head = None  # not the contract's outputs: compare every output by name only
     threshold = float(contract.threshold)
     checks: list[Check] = []
-    if onnxedge_model:
-        checks += _signature_checks(model)
-        checks.append(
-            exact(
-                "head",
-                "metadata~graph",
-                graph_head == head,
-                f"metadata says {contract.head}, the graph computes {graph_head}",
-            )
-        )
+    if KEY_HEAD in props:  # an onnxedge model
+        problems = signature_problems(model)
+        checks.append(exact("signature", "", not problems, "; ".join(problems) or "ok"))
+        detail = f"metadata says {contract.head}, the graph computes {graph_head}"
+        checks.append(exact("head", "metadata~graph", graph_head == head, detail))
     run = _as_run(run_dir)
     checks += _metadata_checks(model, props, contract, run)
     row_shape = tuple(contract.input_shape or _row_shape(model))
@@ -1000,9 +690,8 @@ def verify_model(
     if head is not None and (module is not None or run is not None):
         spec = HeadSpec(head, threshold)
         if module is not None and (run is None or module is not run.net):
-            torch_module = ClassifierWithHead(
-                module, preprocess_from_dict(contract.preprocess), spec
-            ).eval()
+            step = preprocess_from_dict(contract.preprocess)
+            torch_module = ClassifierWithHead(module, step, spec).eval()
             computations["torch"] = (
                 f"the given module ({type(module).__name__}), recorded preprocessing and head"
             )
@@ -1018,17 +707,18 @@ def verify_model(
     independent = independent_forward(model, contract, head, threshold)
     computations["reference"] = independent.description
 
-    x, y, data_name = _rows(data, dataset, label_column, labels_path, run, contract, row_shape)
+    x, y, data_name = rows_to_verify(
+        data, dataset, label_column, labels_path, run, contract, row_shape
+    )
     n = len(x)
     reference_all = independent.run(x)
     if y is None and head is not None:
         y = reference_all[OUTPUT_LABEL].astype(np.int64)
     magnitudes = independent.magnitudes(x) if independent.magnitudes is not None else None
-    margins = (
-        decision_margins(reference_all[OUTPUT_PROBABILITIES].astype(np.float64), head, threshold)
-        if head
-        else None
-    )
+    margins = None
+    if head:
+        p_ref = reference_all[OUTPUT_PROBABILITIES].astype(np.float64)
+        margins = decision_margins(p_ref, head, threshold)
     ort = onnxruntime_runner(model)
     torch_run = torch_runner(torch_module) if torch_module is not None else None
     sizes = sorted({max(1, min(int(b), n)) for b in (batch_sizes or (1, ODD_BATCH_SIZE, n))})
@@ -1054,13 +744,11 @@ def verify_model(
         yb = y[:rows]
         for comp in outs:
             if not (comp == "reference" and independent.magnitudes is not None):  # numpy's own head
-                checks += _own_head_checks(outs[comp], comp, batch, head, threshold, yb)
+                checks += own_head_checks(outs[comp], comp, batch, head, threshold, yb)
         losses[batch] = {
-            c: float(np.mean(_row_losses(o[OUTPUT_LOGITS].astype(np.float64), yb, head)))
+            c: float(np.mean(row_losses(o[OUTPUT_LOGITS].astype(np.float64), yb, head)))
             for c, o in outs.items()
         }
-        if "torch" in outs:
-            losses[batch]["torch"] = _torch_loss(outs["torch"][OUTPUT_LOGITS], yb, head)
         ref_loss = losses[batch]["reference"]
         for comp in (c for c in losses[batch] if c != "reference"):
             checks += compare(
@@ -1071,13 +759,11 @@ def verify_model(
                 batch_size=batch,
                 names={"loss": "LOSS_ATOL+LOSS_RTOL"},
             )
-    accuracy = (
-        {}
-        if y is None or head is None
-        else {
+    accuracy = {}
+    if y is not None and head is not None:
+        accuracy = {
             c: float(np.mean(o[OUTPUT_LABEL] == y[: len(o[OUTPUT_LABEL])])) for c, o in outs.items()
         }
-    )
     report = ParityReport(
         model=name or str(model_path),
         data=data_name,
@@ -1090,11 +776,15 @@ def verify_model(
         losses=losses,
         accuracy=accuracy,
         tolerances=tolerances_in_force(),
-        seconds=time.perf_counter() - started,
     )
     if localize or not report.passed:
-        report.localization = first_diverging_node(model, x[:LOCALIZE_ROWS], torch_module)
-        report.seconds = time.perf_counter() - started
+        try:
+            report.localization = first_diverging_node(model, x[:LOCALIZE_ROWS], torch_module)
+        except LocalizationError as exc:
+            if localize:
+                raise LocalizationError(f"cannot localize in {report.model}: {exc}") from None
+            report.localization = {"unavailable": str(exc)}
+    report.seconds = time.perf_counter() - started
     return report
 
 

@@ -1,41 +1,32 @@
 """A logits-only ONNX model from another exporter -> an onnxedge classifier (onnx, no torch).
 
-:func:`add_head` keeps the source graph as it is and adds around it what the onnxedge
-contract (:mod:`onnxedge.runtime.contract`) asks for:
-
-- in front: the graph input ``input`` (float32, ``[batch, *row_shape]``), through the
-  optional preprocessing (``Sub``/``Div`` or ``Mul`` nodes) or an ``Identity`` into the
-  source's own input;
-- behind the logits output: ``logits`` (an ``Identity``), ``probabilities`` (``Softmax``
-  over the class axis, or ``Sigmoid`` for one logit) and ``label`` (int64 ``(batch,)``:
-  ``ArgMax``, or ``p >= threshold``), written with operators every opset from 7 has;
-- the ``onnxedge.*`` metadata, with where the model came from (file, sha256, producer)
-  and a golden set for the device's self-test.
-
-Source tensors that already carry one of those four names are renamed (edges, value_info
-and initializers alike); other outputs of the source are dropped. A fixed batch of 1 is
-made dynamic when onnxruntime still runs the graph at batch 3. The result passes
-``onnx.checker`` and strict shape inference, and is verified before it is written: its
-logits equal the source's outputs on the same rows, and its probabilities, labels and
-loss equal the numpy reference (:mod:`onnxedge.models.reference`) applied to its own
-logits, at batch 1, an odd size and a large one.
+:func:`add_head` keeps the source graph and adds what the contract asks for: in front, the
+graph input ``input`` through the optional preprocessing (``Sub``/``Div`` or ``Mul``) or an
+``Identity``; behind the logits, ``logits``, ``probabilities`` (``Softmax`` / ``Sigmoid``)
+and ``label`` (``ArgMax``, or ``p >= threshold``) with operators every opset from 7 has;
+and the ``onnxedge.*`` metadata with the source's provenance and a golden set. Source
+tensors already carrying one of those names are renamed; other outputs are dropped; a
+fixed batch of 1 is made dynamic when the graph still runs at batch 3. The result passes
+the ONNX checker and is verified before it is written: its logits equal the source's, its
+probabilities, labels and loss equal the numpy head on its own logits.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from onnxedge.export.compare import Check, compare
+from onnxedge.export.heads import HeadSpec, class_names_for, resolve_head
+from onnxedge.export.verify import own_head_checks, row_losses, synthetic_rows
 from onnxedge.models import reference
-from onnxedge.models.preprocess import Preprocess, Rescale, Standardize, preprocess_from_dict
+from onnxedge.models.preprocess import Preprocess, Rescale, Standardize
 from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.atomic import atomic_file
 from onnxedge.runtime.contract import (
@@ -56,47 +47,28 @@ from onnxedge.runtime.contract import (
     ModelContract,
     golden_set,
 )
-from onnxedge.runtime.errors import (
-    CheckpointError,
-    DataError,
-    ExportError,
-    ModelLoadError,
-    ParityError,
-)
+from onnxedge.runtime.errors import DataError, ExportError, ModelLoadError, ParityError
 from onnxedge.runtime.version import library_versions
 
 if TYPE_CHECKING:
     import onnx
     import onnxruntime as ort
 
-HEAD_CHOICES: tuple[str, ...] = ("auto", "softmax", "sigmoid")
 #: Output names of converters that already hold probabilities (skl2onnx).
 PROBABILITY_OUTPUT_NAMES = frozenset({OUTPUT_PROBABILITIES, "output_probability"})
 PROBABILITY_OPS = frozenset({"Softmax", "Sigmoid"})
-#: The batch sizes verification runs besides 1: an odd one and a large one.
+#: The batch sizes verification runs besides 1: an odd one and a large one (all rows).
 ODD_BATCH = 37
 LARGE_BATCH = 1000
 #: The batch a fixed batch of 1 must run at, once made dynamic, to be kept dynamic.
 PROBE_BATCH = 3
-SEED = 0
-#: The golden set's size, as export sizes it: 8..32 rows, fewer where rows are large.
 
 
 @dataclass
 class WrapResult:
-    """What :func:`add_head` wrote and measured.
-
-    Attributes:
-        path: the wrapped model.
-        source: the source model file; ``source_sha256`` its digest.
-        head: ``softmax`` or ``sigmoid``; ``logits_output`` the source output it reads.
-        input_name: the source's input name; ``input_shape`` one row's shape.
-        class_names: the recorded class names.
-        notes: what was changed besides the contract (renames, dropped outputs, batch).
-        checks: every verification check (:class:`onnxedge.export.compare.Check`).
-        metrics: accuracy and loss on ``data`` (empty without data).
-        seconds: wall time of the whole wrap.
-    """
+    """What :func:`add_head` wrote and measured: the source (and its sha256), the head on
+    which source output, the source's input name and row shape, the class names, notes on
+    what was changed besides the contract, every check, and accuracy / loss on ``data``."""
 
     path: Path
     source: Path
@@ -113,19 +85,12 @@ class WrapResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (``onnxedge wrap --json``)."""
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data.update(path=str(self.path), source=str(self.source), seconds=round(self.seconds, 3))
         return {
-            "path": str(self.path),
-            "source": str(self.source),
-            "source_sha256": self.source_sha256,
-            "head": self.head,
-            "logits_output": self.logits_output,
-            "input_name": self.input_name,
+            **data,
             "input_shape": list(self.input_shape),
-            "class_names": self.class_names,
-            "notes": self.notes,
             "checks": [c.to_dict() for c in self.checks],
-            "metrics": self.metrics,
-            "seconds": round(self.seconds, 3),
         }
 
 
@@ -145,21 +110,18 @@ def add_head(
     """Add the onnxedge head, label, input preprocessing and contract to a logits model.
 
     Args:
-        source: an ONNX model with one float32 input ``[batch, *row_shape]`` and a
-            float32 logits output ``[batch, classes]``.
-        output: the file to write.
-        head: ``auto`` (sigmoid for one logit, softmax for more), ``softmax`` or ``sigmoid``.
-        logits_output: the source output holding the logits; needed when there are several
-            and none is named ``logits``.
-        class_names: one per class (two, negative first, for sigmoid); default ``"0"..``.
-        feature_names: one per feature (the product of the row shape).
+        source: an ONNX model with one float32 input ``[batch, *row_shape]`` and a float32
+            logits output ``[batch, classes]``.
+        output: the file to write; ``overwrite``: replace it.
+        head: ``auto`` (sigmoid for one logit, softmax for more), ``softmax`` or ``sigmoid``;
+            ``threshold``: the sigmoid head's, in ``(0, 1)`` (default 0.5).
+        logits_output: the source output holding the logits, where there are several and
+            none is named ``logits``.
+        class_names: one per class (two, negative first, for sigmoid); ``feature_names``:
+            one per feature.
         preprocess: a step the graph applies to raw rows before the source graph.
-        threshold: the sigmoid head's decision threshold in ``(0, 1)`` (default 0.5).
-        data: ``(rows, labels)`` to verify on (raw rows ``(n, *row_shape)`` or flat
-            ``(n, features)``; labels as class indices, or as names from
-            ``class_names``); then accuracy and loss are reported. Default: random
-            rows in the preprocessing's range (standard normal without one).
-        overwrite: replace an existing ``output``.
+        data: ``(rows, labels)`` to verify on (labels as indices or class names); then
+            accuracy and loss are reported. Default: synthetic rows.
 
     Raises:
         ModelLoadError: ``source`` is missing or not an ONNX model.
@@ -175,44 +137,23 @@ def add_head(
 
     source, output = Path(source), Path(output)
     if output.exists() and not overwrite:
-        # refused up front (with the writer's own message) rather than after the work
-        with atomic_file(output, overwrite=False, error=ExportError):
+        with atomic_file(output, overwrite=False, error=ExportError):  # refused up front
             pass
     raw, model = _read(source)
-    plan = _plan(model, source, head, logits_output, feature_names, threshold)
+    plan = _plan(model, source, logits_output, feature_names)
     original = _session(model.SerializeToString())
     width = _probe_width(original, plan)
-    spec = _resolve_head(plan, width, head, class_names, threshold)
+    spec = resolve_head(width, head, threshold)
+    names = class_names_for(width, class_names)
     if preprocess is not None:
         preprocess = _fit_preprocess(preprocess, plan.input_shape)
 
-    wrapped = _build(model, plan, spec, preprocess)
-    contract = ModelContract(
-        task="multiclass" if spec.head == "softmax" else "binary",
-        head=spec.head,
-        threshold=spec.threshold,
-        class_names=spec.class_names,
-        num_features=int(np.prod(plan.input_shape)),
-        feature_names=feature_names,
-        input_shape=plan.input_shape,
-        preprocess=preprocess.to_dict() if preprocess is not None else None,
-        extra={
-            KEY_SOURCE_MODEL[len(PREFIX) :]: {
-                "file": source.name,
-                "sha256": hashlib.sha256(raw).hexdigest(),
-                "producer": f"{model.producer_name} {model.producer_version}".strip(),
-            },
-            KEY_VERSIONS[len(PREFIX) :]: library_versions("onnx", "onnxruntime", "numpy"),
-            KEY_EXPORTED_AT[len(PREFIX) :]: datetime.now(UTC).isoformat(timespec="seconds"),
-            KEY_EXPORTER[len(PREFIX) :]: "onnxedge wrap",
-        },
-    )
-    _check(wrapped, plan)
+    wrapped = _build(model, plan, spec, width, preprocess)
+    _check(wrapped)
     session = _session(wrapped.SerializeToString())
     if plan.batch_made_dynamic:
         _probe_dynamic_batch(session, plan, source)
-
-    rows, labels = _verification_rows(data, plan.input_shape, preprocess, spec.class_names)
+    rows, labels = _verification_rows(data, plan.input_shape, preprocess, names)
     checks, metrics = _verify(original, session, plan, spec, preprocess, rows, labels)
     failed = [f"{c.label}: {c.detail}" for c in checks if not c.passed]
     if failed:
@@ -220,12 +161,31 @@ def add_head(
     if all(c.value == 0 for c in checks if c.name == OUTPUT_LOGITS):
         plan.notes.append("logits bit-for-bit equal to the source model's at every batch size")
 
-    contract.extra[KEY_GOLDEN[len(PREFIX) :]] = _golden(session, rows, spec)
-    contract.extra[KEY_PARITY[len(PREFIX) :]] = {
-        "passed": True,
-        "checks": [c.to_dict() for c in checks],
-        "metrics": metrics,
+    out = dict(zip(OUTPUT_NAMES, session.run(None, {INPUT_NAME: rows}), strict=True))
+    provenance = {
+        "file": source.name,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
     }
+    extra = {
+        KEY_SOURCE_MODEL: provenance,
+        KEY_VERSIONS: library_versions("onnx", "onnxruntime", "numpy"),
+        KEY_EXPORTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+        KEY_EXPORTER: "onnxedge wrap",
+        KEY_GOLDEN: golden_set(rows, out, head=spec.head, threshold=spec.threshold),
+        KEY_PARITY: {"passed": True, "checks": [c.to_dict() for c in checks], "metrics": metrics},
+    }
+    contract = ModelContract(
+        task=spec.task,
+        head=spec.head,
+        threshold=spec.threshold,
+        class_names=names,
+        num_features=int(np.prod(plan.input_shape)),
+        feature_names=feature_names,
+        input_shape=plan.input_shape,
+        preprocess=preprocess.to_dict() if preprocess is not None else None,
+        extra={k.removeprefix(PREFIX): v for k, v in extra.items()},
+    )
     props = {p.key: p.value for p in model.metadata_props if not p.key.startswith(PREFIX)}
     onnx.helper.set_model_props(wrapped, {**props, **contract.to_metadata()})
     with atomic_file(output, overwrite=overwrite, error=ExportError) as tmp:
@@ -233,46 +193,17 @@ def add_head(
     return WrapResult(
         path=output,
         source=source,
-        source_sha256=contract.extra[KEY_SOURCE_MODEL[len(PREFIX) :]]["sha256"],
+        source_sha256=provenance["sha256"],
         head=spec.head,
         logits_output=plan.logits,
         input_name=plan.input,
         input_shape=plan.input_shape,
-        class_names=spec.class_names,
+        class_names=names,
         notes=plan.notes,
         checks=checks,
         metrics=metrics,
         seconds=time.perf_counter() - started,
     )
-
-
-def preprocess_from_option(text: str) -> Preprocess:
-    """The ``--preprocess`` option: ``standardize:FILE.json`` or ``rescale:FACTOR``.
-
-    The JSON file holds ``{"mean": [...], "std": [...]}`` (optionally ``"shape"``); the
-    factor is a number or a fraction (``1/255``).
-
-    Raises:
-        ExportError: another form, an unreadable file or values that make no valid step.
-    """
-    from fractions import Fraction
-
-    kind, _, value = text.partition(":")
-    try:
-        if kind == "rescale":
-            try:
-                factor = float(Fraction(value.strip()))
-            except (ValueError, ZeroDivisionError):
-                raise ExportError(
-                    f"--preprocess {text}: {value!r} is not a number (like 0.0625 or 1/255)"
-                ) from None
-            return Rescale(factor)
-        if kind == "standardize":
-            stats = json.loads(Path(value).read_text(encoding="utf-8"))
-            return cast(Preprocess, preprocess_from_dict({"kind": "standardize", **stats}))
-    except (OSError, ValueError, TypeError, CheckpointError) as exc:
-        raise ExportError(f"--preprocess {text}: {_first_line(exc)}") from None
-    raise ExportError(f"--preprocess {text}: expected standardize:MEAN_STD.json or rescale:FACTOR")
 
 
 # --- reading the source ----------------------------------------------------------------
@@ -287,14 +218,6 @@ class _Plan:
     batch_made_dynamic: bool
     logits: str
     notes: list[str]
-
-
-@dataclass(frozen=True)
-class _HeadSpec:
-    head: str
-    width: int
-    threshold: float
-    class_names: list[str]
 
 
 def _read(source: Path) -> tuple[bytes, onnx.ModelProto]:
@@ -313,15 +236,11 @@ def _read(source: Path) -> tuple[bytes, onnx.ModelProto]:
 def _plan(
     model: onnx.ModelProto,
     source: Path,
-    head: str,
     logits_output: str | None,
     feature_names: list[str] | None,
-    threshold: float | None,
 ) -> _Plan:
     from onnx import TensorProto
 
-    if head not in HEAD_CHOICES:
-        raise ExportError(f"unknown head {head!r}; expected one of {', '.join(HEAD_CHOICES)}")
     graph = model.graph
     props = {p.key: p.value for p in model.metadata_props}
     producers = _producers(graph)
@@ -354,10 +273,10 @@ def _plan(
         )
     dims = list(tensor.shape.dim) if tensor.HasField("shape") else []
     if len(dims) < 2:
-        shown = [d.dim_param or d.dim_value for d in dims]
         raise ExportError(
-            f"{source}: input {x.name!r} has shape {shown}, no batch axis; onnxedge needs "
-            "[batch, *row_shape] (re-export it with a batch axis first)"
+            f"{source}: input {x.name!r} has shape {[d.dim_param or d.dim_value for d in dims]}, "
+            "no batch axis; onnxedge needs [batch, *row_shape] (re-export it with a batch axis "
+            "first)"
         )
     if any(not d.HasField("dim_value") or d.dim_value < 1 for d in dims[1:]):
         shown = [d.dim_param or d.dim_value or "?" for d in dims]
@@ -367,37 +286,29 @@ def _plan(
         )
     input_shape = tuple(int(d.dim_value) for d in dims[1:])
     notes: list[str] = []
-    batch = dims[0]
-    made_dynamic = batch.HasField("dim_value")
+    made_dynamic = dims[0].HasField("dim_value")
+    if made_dynamic and dims[0].dim_value != 1:
+        raise ExportError(
+            f"{source}: input {x.name!r} has a fixed batch of {dims[0].dim_value}; "
+            "onnxedge needs a dynamic batch axis (or a batch of 1 to make dynamic)"
+        )
     if made_dynamic:
-        if batch.dim_value != 1:
-            raise ExportError(
-                f"{source}: input {x.name!r} has a fixed batch of {batch.dim_value}; "
-                "onnxedge needs a dynamic batch axis (or a batch of 1 to make dynamic)"
-            )
         notes.append(f"input {x.name!r} had a fixed batch of 1; made dynamic ({BATCH_AXIS!r})")
 
     outputs = {o.name: o for o in graph.output}
-    if logits_output is not None:
-        if logits_output not in outputs:
-            raise ExportError(
-                f"{source} has no output {logits_output!r}; its outputs: {_listing(graph)}"
-            )
-        chosen = logits_output
-    elif len(outputs) == 1:
-        chosen = next(iter(outputs))
-    elif OUTPUT_LOGITS in outputs:
-        chosen = OUTPUT_LOGITS
-    else:
+    if logits_output is not None and logits_output not in outputs:
+        raise ExportError(
+            f"{source} has no output {logits_output!r}; its outputs: {_listing(graph)}"
+        )
+    if logits_output is None and len(outputs) > 1 and OUTPUT_LOGITS not in outputs:
         raise ExportError(
             f"{source} has {len(outputs)} outputs and none is named 'logits': "
             f"{_listing(graph)}; choose one with --logits-output NAME"
         )
+    chosen = logits_output or (next(iter(outputs)) if len(outputs) == 1 else OUTPUT_LOGITS)
     elem = outputs[chosen].type.tensor_type.elem_type
     if elem != TensorProto.FLOAT:
         raise ExportError(f"{source}: output {chosen!r} is {_dtype(elem)}; logits must be float32")
-    if threshold is not None and not 0.0 < threshold < 1.0:
-        raise ExportError(f"threshold must lie in (0, 1), got {threshold}")
     num_features = int(np.prod(input_shape))
     if feature_names is not None and len(feature_names) != num_features:
         raise ExportError(
@@ -447,38 +358,9 @@ def _probe_width(session: ort.InferenceSession, plan: _Plan) -> int:
     return int(logits.shape[1])
 
 
-def _resolve_head(
-    plan: _Plan, width: int, head: str, class_names: list[str] | None, threshold: float | None
-) -> _HeadSpec:
-    chosen = head if head != "auto" else ("sigmoid" if width == 1 else "softmax")
-    if chosen == "softmax" and width < 2:
-        raise ExportError(
-            f"output {plan.logits!r} has {width} logit; softmax needs one per class "
-            "(2 or more): use --head sigmoid for a binary model"
-        )
-    if chosen == "sigmoid" and width != 1:
-        raise ExportError(
-            f"output {plan.logits!r} has {width} logits; sigmoid reads one (the positive "
-            "class): use --head softmax"
-        )
-    if chosen == "softmax" and threshold is not None:
-        raise ExportError("--threshold is for a sigmoid head; softmax labels by argmax")
-    classes = 2 if chosen == "sigmoid" else width
-    names = list(class_names) if class_names is not None else [str(k) for k in range(classes)]
-    if len(names) != classes:
-        raise ExportError(
-            f"{len(names)} class names given; the {chosen} head over {width} logit"
-            f"{'s' if width != 1 else ''} has {classes} classes"
-        )
-    if len(set(names)) != len(names):
-        raise ExportError(f"class names must be distinct: {names}")
-    return _HeadSpec(chosen, width, 0.5 if threshold is None else float(threshold), names)
-
-
 def _fit_preprocess(step: Preprocess, input_shape: tuple[int, ...]) -> Preprocess:
-    """The step as the graph holds it: a float32 factor (``apply`` multiplies by one, so
-    nothing changes), a Standardize whose statistics broadcast against one row (flat ones
-    reshaped)."""
+    """The step as the graph holds it: a float32 factor, or statistics that broadcast
+    against one row (flat ones reshaped)."""
     if isinstance(step, Rescale):
         return Rescale(float(np.float32(step.factor)))
     mean, std = step.mean, step.std
@@ -500,7 +382,7 @@ def _fit_preprocess(step: Preprocess, input_shape: tuple[int, ...]) -> Preproces
 
 
 def _build(
-    model: onnx.ModelProto, plan: _Plan, spec: _HeadSpec, preprocess: Preprocess | None
+    model: onnx.ModelProto, plan: _Plan, spec: HeadSpec, width: int, preprocess: Preprocess | None
 ) -> onnx.ModelProto:
     from onnx import TensorProto, helper, numpy_helper
 
@@ -511,41 +393,32 @@ def _build(
     renamed = {}
     for name in (INPUT_NAME, *OUTPUT_NAMES):
         if name in taken:
-            fresh = _fresh(f"{name}_source", taken)
-            _rename(graph, name, fresh)
-            taken.add(fresh)
-            renamed[name] = fresh
+            renamed[name] = _fresh(f"{name}_source", taken)
+            _rename(graph, name, renamed[name])
     if renamed:
         plan.notes.append(f"source tensors renamed to free onnxedge's names: {renamed}")
     x = renamed.get(plan.input, plan.input)
     logits = renamed.get(plan.logits, plan.logits)
-
-    graph_input = next(i for i in graph.input if i.name == x)
-    graph.input.remove(graph_input)
+    graph.input.remove(next(i for i in graph.input if i.name == x))
     if plan.batch_made_dynamic:
         del graph.value_info[:]  # they record the fixed batch; shape inference redoes them
     del graph.output[:]
 
     def const(name: str, value: np.ndarray) -> str:
         fresh = _fresh(name, taken)
-        taken.add(fresh)
         graph.initializer.append(numpy_helper.from_array(value, fresh))
         return fresh
 
     front = 0  # the nodes in front of the source go first: the list stays topological
 
-    def node(
-        op: str, inputs: list[str], output: str | None = None, *, ahead: bool = False, **attrs: Any
-    ) -> str:
+    def node(op: str, inputs: list[str], out: str = "", ahead: bool = False, **attrs: Any) -> str:
         nonlocal front
-        out = output or _fresh(f"wrap_{op.lower()}", taken)
+        out = out or _fresh(f"wrap_{op.lower()}", taken)
         taken.add(out)
-        made = helper.make_node(op, inputs, [out], **attrs)
-        if ahead:
-            graph.node.insert(front, made)
-            front += 1
-        else:
-            graph.node.append(made)
+        graph.node.insert(
+            front if ahead else len(graph.node), helper.make_node(op, inputs, [out], **attrs)
+        )
+        front += ahead
         return out
 
     if isinstance(preprocess, Standardize):
@@ -556,7 +429,6 @@ def _build(
         node("Mul", [INPUT_NAME, factor], x, ahead=True)
     else:
         node("Identity", [INPUT_NAME], x, ahead=True)
-
     node("Identity", [logits], OUTPUT_LOGITS)
     if spec.head == "softmax":
         node("Softmax", [logits], OUTPUT_PROBABILITIES, axis=1)
@@ -564,62 +436,62 @@ def _build(
     else:
         node("Sigmoid", [logits], OUTPUT_PROBABILITIES)
         flat = node("Reshape", [OUTPUT_PROBABILITIES, const("wrap_flat", np.array([-1]))])
-        below = node(
-            "Less", [flat, const("wrap_threshold", np.array(spec.threshold, dtype=np.float32))]
-        )
+        t = const("wrap_threshold", np.array(spec.threshold, dtype=np.float32))
         # p >= t as not(p < t): GreaterOrEqual needs opset 12
-        node("Cast", [node("Not", [below])], OUTPUT_LABEL, to=TensorProto.INT64)
+        node("Cast", [node("Not", [node("Less", [flat, t])])], OUTPUT_LABEL, to=TensorProto.INT64)
 
-    batch: list[str | int] = [BATCH_AXIS]
-    graph.input.insert(
-        0, helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [*batch, *plan.input_shape])
-    )
+    value = helper.make_tensor_value_info
+    graph.input.insert(0, value(INPUT_NAME, TensorProto.FLOAT, [BATCH_AXIS, *plan.input_shape]))
     graph.output.extend(
         [
-            helper.make_tensor_value_info(OUTPUT_LOGITS, TensorProto.FLOAT, [*batch, spec.width]),
-            helper.make_tensor_value_info(
-                OUTPUT_PROBABILITIES, TensorProto.FLOAT, [*batch, spec.width]
-            ),
-            helper.make_tensor_value_info(OUTPUT_LABEL, TensorProto.INT64, batch),
+            value(OUTPUT_LOGITS, TensorProto.FLOAT, [BATCH_AXIS, width]),
+            value(OUTPUT_PROBABILITIES, TensorProto.FLOAT, [BATCH_AXIS, width]),
+            value(OUTPUT_LABEL, TensorProto.INT64, [BATCH_AXIS]),
         ]
     )
     return wrapped
 
 
+def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    return [
+        sub
+        for n in graph.node
+        for attr in n.attribute
+        for sub in ((attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs)
+    ]
+
+
 def _names(graph: onnx.GraphProto) -> set[str]:
     """Every tensor name in the graph and its subgraphs."""
-    names = {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
-    names |= {t.name for t in graph.initializer}
-    for n in graph.node:
-        names |= set(n.input) | set(n.output)
-        for attr in n.attribute:
-            for sub in (attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs:
-                names |= _names(sub)
-    return names
+    names = {v.name for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)}
+    names |= {name for n in graph.node for name in (*n.input, *n.output)}
+    return names.union(*(_names(sub) for sub in _subgraphs(graph)))
 
 
 def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
-    """Rename one tensor everywhere: edges, graph inputs/outputs, value_info, initializers."""
+    """Rename one tensor everywhere: edges, graph inputs/outputs, value_info, initializers,
+    and subgraphs (which may read the outer tensor)."""
     for n in graph.node:
         n.input[:] = [new if name == old else name for name in n.input]
         n.output[:] = [new if name == old else name for name in n.output]
-        for attr in n.attribute:
-            for sub in (attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs:
-                _rename(sub, old, new)  # subgraphs may read the outer tensor
     for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
         if value.name == old:
             value.name = new
+    for sub in _subgraphs(graph):
+        _rename(sub, old, new)
 
 
 def _fresh(base: str, taken: set[str]) -> str:
+    """``base`` or ``base_1``, ``base_2``, ...: the first not taken, now taken."""
     name, k = base, 0
     while name in taken:
         k += 1
         name = f"{base}_{k}"
+    taken.add(name)
     return name
 
 
-def _check(model: onnx.ModelProto, plan: _Plan) -> None:
+def _check(model: onnx.ModelProto) -> None:
     import onnx
 
     try:
@@ -653,50 +525,41 @@ def _verification_rows(
     class_names: list[str],
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw rows ``(n, *input_shape)`` and class indices to verify on (labels given by name
-    are looked up in ``class_names``)."""
-    if data is not None:
-        rows, labels = np.asarray(data[0], dtype=np.float32), np.asarray(data[1])
-        per_row = int(np.prod(rows.shape[1:]))
-        if rows.ndim < 2 or per_row != int(np.prod(input_shape)):
+    are looked up in ``class_names``); synthetic rows without data."""
+    if data is None:
+        return synthetic_rows(preprocess, input_shape, LARGE_BATCH), None
+    rows, labels = np.asarray(data[0], dtype=np.float32), np.asarray(data[1])
+    if rows.ndim < 2 or int(np.prod(rows.shape[1:])) != int(np.prod(input_shape)):
+        raise DataError(
+            f"data rows have shape {list(rows.shape[1:])}; the model reads rows of shape "
+            f"{list(input_shape)}"
+        )
+    if len(rows) == 0:
+        raise DataError("the data has no rows")
+    if len(labels) != len(rows):
+        raise DataError(f"{len(rows)} data rows but {len(labels)} labels")
+    if not np.issubdtype(labels.dtype, np.integer):
+        index = {name: k for k, name in enumerate(class_names)}
+        unknown = sorted({str(v) for v in labels} - set(index))
+        if unknown:
             raise DataError(
-                f"data rows have shape {list(rows.shape[1:])}; the model reads rows of shape "
-                f"{list(input_shape)}"
+                f"data labels {unknown} are not among the model's classes {class_names} "
+                "(name the classes with --classes)"
             )
-        if len(rows) == 0:
-            raise DataError("the data has no rows")
-        if len(labels) != len(rows):
-            raise DataError(f"{len(rows)} data rows but {len(labels)} labels")
-        if not np.issubdtype(labels.dtype, np.integer):
-            index = {name: k for k, name in enumerate(class_names)}
-            unknown = sorted({str(v) for v in labels} - set(index))
-            if unknown:
-                raise DataError(
-                    f"data labels {unknown} are not among the model's classes {class_names} "
-                    "(name the classes with --classes)"
-                )
-            labels = np.array([index[str(v)] for v in labels])
-        elif len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
-            raise DataError(
-                f"data labels run {labels.min()}..{labels.max()}; the model has "
-                f"{len(class_names)} classes"
-            )
-        return rows.reshape(len(rows), *input_shape), labels.astype(np.int64)
-    rng = np.random.default_rng(SEED)
-    # on a 1/16 grid: exact in float32 and short in the golden set's JSON
-    z: np.ndarray = np.round(rng.standard_normal((LARGE_BATCH, *input_shape)) * 16) / 16
-    if isinstance(preprocess, Standardize):
-        z = preprocess.mean + preprocess.std * z  # standard normal after the step
-    elif isinstance(preprocess, Rescale):
-        # whole pixel values 0..255 for 1/255, as images hold them (and short in JSON)
-        z = rng.integers(0, round(1.0 / abs(preprocess.factor)), z.shape, endpoint=True)
-    return z.astype(np.float32), None
+        labels = np.array([index[str(v)] for v in labels])
+    elif len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise DataError(
+            f"data labels run {labels.min()}..{labels.max()}; the model has "
+            f"{len(class_names)} classes"
+        )
+    return rows.reshape(len(rows), *input_shape), labels.astype(np.int64)
 
 
 def _verify(
     original: ort.InferenceSession,
     wrapped: ort.InferenceSession,
     plan: _Plan,
-    spec: _HeadSpec,
+    spec: HeadSpec,
     preprocess: Preprocess | None,
     rows: np.ndarray,
     labels: np.ndarray | None,
@@ -707,13 +570,12 @@ def _verify(
     threshold = float(np.float32(spec.threshold))  # the graph compares in float32
     for n in sorted({1, min(ODD_BATCH, len(rows)), len(rows)}):
         x = rows[:n]
-        out = dict(zip(OUTPUT_NAMES, wrapped.run(list(OUTPUT_NAMES), {INPUT_NAME: x}), strict=True))
+        out = dict(zip(OUTPUT_NAMES, wrapped.run(None, {INPUT_NAME: x}), strict=True))
         z, p = out[OUTPUT_LOGITS], out[OUTPUT_PROBABILITIES]
         fed = preprocess.apply(x).astype(np.float32) if preprocess is not None else x
-        if plan.batch_made_dynamic:
-            source = np.concatenate([_source_logits(original, plan, row[None]) for row in fed])
-        else:
-            source = _source_logits(original, plan, fed)
+        # a batch made dynamic: the source still runs one row at a time
+        parts = [row[None] for row in fed] if plan.batch_made_dynamic else [fed]
+        source = np.concatenate([original.run([plan.logits], {plan.input: f})[0] for f in parts])
         checks += compare(
             {OUTPUT_LOGITS: source},
             out,
@@ -722,66 +584,16 @@ def _verify(
             batch_size=n,
             names={OUTPUT_LOGITS: "LOGIT_ATOL"},
         )
-        # the numpy head on the wrapped model's own logits (labels: the rule on its own
-        # probabilities, which the graph applies exactly)
-        own_labels = reference.predict_label(p, spec.head, threshold)
-        checks += compare(
-            {
-                OUTPUT_PROBABILITIES: reference.predict_proba(z, spec.head),
-                OUTPUT_LABEL: own_labels,
-            },
-            out,
-            {OUTPUT_PROBABILITIES: tol.PROBABILITY_ATOL, OUTPUT_LABEL: 0.0},
-            subject="numpy-head~wrapped",
-            batch_size=n,
-            names={OUTPUT_PROBABILITIES: "PROBABILITY_ATOL", OUTPUT_LABEL: "exact"},
-        )
-        # its own labels as targets: every row's loss is then well conditioned in float32
-        # (a confidently wrong row of real data is not: its p rounds to 0 or 1)
-        loss, loss_p = _losses(z, p, own_labels, spec.head)
-        checks += compare(
-            {"loss": np.asarray(loss)},
-            {"loss": np.asarray(loss_p)},
-            {"loss": tol.LOSS_ATOL + tol.LOSS_RTOL * abs(loss)},
-            subject="logits~probabilities",
-            batch_size=n,
-            names={"loss": "LOSS_ATOL+LOSS_RTOL"},
-        )
+        # the numpy head on its own logits; its own labels as the loss's targets, so every
+        # row's loss is well conditioned in float32 (a confidently wrong row of real data
+        # is not: its p rounds to 0 or 1)
+        own = reference.predict_label(p, spec.head, threshold)
+        checks += own_head_checks(out, "wrapped", n, spec.head, spec.threshold, own)
         if labels is not None and n == len(rows):
-            metrics = {
-                "rows": n,
-                "accuracy": float(np.mean(out[OUTPUT_LABEL] == labels)),
-                "loss": _losses(z, p, labels, spec.head)[0],
-            }
+            accuracy = float(np.mean(out[OUTPUT_LABEL] == labels))
+            loss = float(np.mean(row_losses(z.astype(np.float64), labels, spec.head)))
+            metrics = {"rows": n, "accuracy": accuracy, "loss": loss}
     return checks, metrics
-
-
-def _golden(session: ort.InferenceSession, rows: np.ndarray, spec: _HeadSpec) -> dict[str, Any]:
-    """The on-device self-test set, by the contract's one rule (near ties left out)."""
-    out = dict(zip(OUTPUT_NAMES, session.run(None, {INPUT_NAME: rows}), strict=True))
-    return golden_set(rows, out, head=spec.head, threshold=spec.threshold)
-
-
-def _source_logits(session: ort.InferenceSession, plan: _Plan, x: np.ndarray) -> np.ndarray:
-    (out,) = session.run([plan.logits], {plan.input: x})
-    return np.asarray(out)
-
-
-def _losses(logits: np.ndarray, p: np.ndarray, y: np.ndarray, head: str) -> tuple[float, float]:
-    """Mean loss from the logits (stable reference) and from the head's probabilities."""
-    if head == "softmax":
-        return (
-            float(reference.cross_entropy(logits, y)),
-            float(reference.cross_entropy_from_probabilities(y, p, reduction="mean")),
-        )
-    target = y.astype(np.float64)[:, None]
-    return (
-        float(reference.binary_cross_entropy_with_logits(logits, target)),
-        float(reference.binary_cross_entropy(p, target)),
-    )
-
-
-# --- small things ----------------------------------------------------------------------
 
 
 def _session(model_bytes: bytes) -> ort.InferenceSession:

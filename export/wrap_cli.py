@@ -1,19 +1,82 @@
 """``onnxedge wrap``: parse options, call :func:`onnxedge.export.wrap.add_head`, print.
 
-Needs onnx and onnxruntime, not torch. Errors are raised as
-:class:`~onnxedge.runtime.errors.OnnxEdgeError`; the ``onnxedge`` group turns them into
-one line ``Error: ...`` and exit code 1.
+Needs onnx and onnxruntime, not torch. Also holds the click options ``onnxedge export`` /
+``verify`` share with it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
+from typing import Any, cast
 
 import click
 import numpy as np
 from onnxedge.export.compare import render_checks
-from onnxedge.export.wrap import HEAD_CHOICES, WrapResult, add_head, preprocess_from_option
+from onnxedge.export.heads import HEAD_AUTO, HEAD_CHOICES
+from onnxedge.export.wrap import WrapResult, add_head
+from onnxedge.models.preprocess import Preprocess, Rescale, preprocess_from_dict
+from onnxedge.runtime.errors import CheckpointError, ExportError
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def head_options(auto: str) -> Decorator:
+    """``--head`` (``auto``: ``auto``'s help) and ``--threshold``."""
+
+    def apply(f: Callable[..., Any]) -> Callable[..., Any]:
+        threshold = "Sigmoid head: label 1 where P(positive) >= this.  [default: 0.5]"
+        f = click.option("--threshold", type=float, default=None, help=threshold)(f)
+        choice = click.Choice(HEAD_CHOICES)
+        help_ = f"Output head; auto: {auto}."
+        return click.option(
+            "--head", type=choice, default=HEAD_AUTO, show_default=True, help=help_
+        )(f)
+
+    return apply
+
+
+def output_options(what: str) -> Decorator:
+    """``--overwrite`` and ``--json`` (print ``what`` as JSON)."""
+
+    def apply(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON.")(f)
+        return click.option("--overwrite", is_flag=True, help="Replace an existing output file.")(f)
+
+    return apply
+
+
+def parse_label_column(text: str | None) -> str | int | None:
+    """``--label-column``: a name, or a number for a column index."""
+    return int(text) if text is not None and text.lstrip("-").isdigit() else text
+
+
+def preprocess_from_option(text: str) -> Preprocess:
+    """The ``--preprocess`` option: ``standardize:FILE.json`` (``{"mean": [...], "std":
+    [...]}``) or ``rescale:FACTOR`` (a number or a fraction such as ``1/255``).
+
+    Raises:
+        ExportError: another form, an unreadable file or values that make no valid step.
+    """
+    kind, _, value = text.partition(":")
+    try:
+        if kind == "rescale":
+            try:
+                factor = float(Fraction(value.strip()))
+            except (ValueError, ZeroDivisionError):
+                raise ExportError(
+                    f"--preprocess {text}: {value!r} is not a number (like 0.0625 or 1/255)"
+                ) from None
+            return Rescale(factor)
+        if kind == "standardize":
+            stats = json.loads(Path(value).read_text(encoding="utf-8"))
+            return cast(Preprocess, preprocess_from_dict({"kind": "standardize", **stats}))
+    except (OSError, ValueError, TypeError, CheckpointError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"--preprocess {text}: {first}") from None
+    raise ExportError(f"--preprocess {text}: expected standardize:MEAN_STD.json or rescale:FACTOR")
 
 
 @click.command(
@@ -30,13 +93,7 @@ from onnxedge.export.wrap import HEAD_CHOICES, WrapResult, add_head, preprocess_
 )
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), required=True, help="The file to write.")
-@click.option(
-    "--head",
-    type=click.Choice(HEAD_CHOICES),
-    default="auto",
-    show_default=True,
-    help="auto: sigmoid for one logit, softmax for more.",
-)
+@head_options("sigmoid for one logit, softmax for more")
 @click.option(
     "--logits-output",
     default=None,
@@ -58,12 +115,6 @@ from onnxedge.export.wrap import HEAD_CHOICES, WrapResult, add_head, preprocess_
     '"std": [...]} or a factor (1/255, 0.0625).',
 )
 @click.option(
-    "--threshold",
-    type=float,
-    default=None,
-    help="Sigmoid head: label 1 where p >= T.  [default: 0.5]",
-)
-@click.option(
     "--data",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -71,18 +122,17 @@ from onnxedge.export.wrap import HEAD_CHOICES, WrapResult, add_head, preprocess_
     "[default: random rows]",
 )
 @click.option("--label-column", default=None, help="Label column of --data's file.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@output_options("the result")
 def wrap(
     model: str,
     output: str,
     head: str,
+    threshold: float | None,
     logits_output: str | None,
     classes: str | None,
     classes_file: str | None,
     feature_names: str | None,
     preprocess: str | None,
-    threshold: float | None,
     data: str | None,
     label_column: str | None,
     overwrite: bool,
@@ -107,10 +157,7 @@ def wrap(
     if data is not None:
         from onnxedge.models.data import load_dataset
 
-        column: str | int | None = label_column
-        if label_column is not None and label_column.lstrip("-").isdigit():
-            column = int(label_column)
-        dataset = load_dataset(data, label_column=column)
+        dataset = load_dataset(data, label_column=parse_label_column(label_column))
         # labels by name: the model's class names decide the indices
         rows = (dataset.features, np.asarray(dataset.class_names)[dataset.labels])
     result = add_head(
@@ -133,6 +180,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _describe(result: WrapResult) -> str:
+    batches = sorted({c.batch_size for c in result.checks if c.batch_size is not None})
     lines = [
         f"{result.source} (sha256 {result.source_sha256[:12]}) -> {result.path} "
         f"in {result.seconds:.2f} s",
@@ -140,10 +188,9 @@ def _describe(result: WrapResult) -> str:
         f"{result.head} head on {result.logits_output!r}, classes: "
         + ", ".join(result.class_names),
         *(f"  note: {note}" for note in result.notes),
+        f"  verified at batch {', '.join(map(str, batches))}:",
+        *(f"    {line}" for line in render_checks(result.checks)),
     ]
-    batches = sorted({c.batch_size for c in result.checks if c.batch_size is not None})
-    lines.append(f"  verified at batch {', '.join(map(str, batches))}:")
-    lines += [f"    {line}" for line in render_checks(result.checks)]
     if result.metrics:
         m = result.metrics
         lines.append(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnxedge.export import default_models
 from onnxedge.export.default_models import (
     export_default_models,
     main,
@@ -27,24 +25,6 @@ def test_unknown_variant() -> None:
     with pytest.raises(ExportError) as info:
         parse_variants("int8,int4")
     assert str(info.value) == "unknown variant(s) int4; expected some of int8, fp16"
-
-
-def test_variants_are_refused_while_their_module_is_missing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, *args: object) -> object:
-        return None if name == default_models.VARIANTS_MODULE else real(name, *args)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    assert parse_variants(None) == ()
-    result = CliRunner().invoke(main, ["--out", "unused", "--variants", "int8,fp16"])
-    assert result.exit_code == 1
-    assert result.output == (
-        "Error: variants are not available yet (onnxedge.export.variants is not installed); "
-        "run without --variants\n"
-    )
 
 
 @pytest.mark.slow

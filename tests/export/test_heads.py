@@ -7,12 +7,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnxedge.export.heads import (
-    DEFAULT_THRESHOLD,
-    ClassifierWithHead,
-    HeadSpec,
-    resolve_head,
-)
+from onnxedge.export.heads import DEFAULT_THRESHOLD, HeadSpec, resolve_head
+from onnxedge.export.onnx_export import ClassifierWithHead
 from onnxedge.models import reference
 from onnxedge.models.nets import NetConfig, build_net
 from onnxedge.models.preprocess import Standardize

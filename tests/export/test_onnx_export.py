@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from onnx import numpy_helper
 from onnxedge.export import onnx_export
 from onnxedge.export.onnx_export import (
     DEFAULT_OPSET,
@@ -21,7 +22,12 @@ from onnxedge.export.onnx_export import (
     MIN_OPSET,
     checkpoint_to_onnx,
 )
-from onnxedge.export.verify import KEY_NODE_MODULE, Check, graph_weights_sha256, verify_model
+from onnxedge.export.verify import (
+    KEY_NODE_MODULE,
+    Check,
+    graph_weights_sha256,
+    verify_model,
+)
 from onnxedge.models import reference
 from onnxedge.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, TrainedRun
 from onnxedge.runtime import tolerances as tol
@@ -160,8 +166,26 @@ def test_torchscript_exporter_gives_the_same_model(multiclass: TinyModel, tmp_pa
     script = _session(out).run(None, {INPUT_NAME: x})
     for a, b in zip(dynamo[:2], script[:2], strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=tol.PROBABILITY_ATOL)
-    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    model = onnx.load(str(out))
+    props = {p.key: p.value for p in model.metadata_props}
     assert props[PREFIX + "exporter"] == "torchscript"
+    # TorchScript keeps no module paths: --localize says so, a failing verify notes it
+    result = CliRunner().invoke(
+        cli, ["verify", str(out), "--run", str(multiclass.run_dir), "--localize"]
+    )
+    assert (result.exit_code, result.output) == (
+        1,
+        f"Error: cannot localize in {out}: its nodes record no torch module paths "
+        "(onnxedge.module node metadata, written by the dynamo exporter) to match the "
+        "module's forward hooks\n",
+    )
+    weight = next(t for t in model.graph.initializer if t.name.endswith("weight"))
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + 1, weight.name))
+    onnx.save(model, str(tmp_path / "tampered.onnx"))
+    report = verify_model(tmp_path / "tampered.onnx", run_dir=multiclass.run_dir)
+    assert not report.passed and report.localization is not None
+    assert report.localization["unavailable"].startswith("its nodes record no torch module")
+    assert "first diverging node not searched: its nodes" in report.render_table()
 
 
 def test_falls_back_to_torchscript_only_when_dynamo_fails(

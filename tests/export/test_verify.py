@@ -9,18 +9,26 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from onnxedge.export.compare import compare
-from onnxedge.export.verify import ODD_BATCH_SIZE, graph_weights_sha256, verify_model
+from onnxedge.export.verify import (
+    ODD_BATCH_SIZE,
+    LocalizationError,
+    first_diverging_node,
+    graph_weights_sha256,
+    verify_model,
+)
 from onnxedge.models import reference
 from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.cli import cli
 from onnxedge.runtime.contract import INPUT_NAME, KEY_PREPROCESS, KEY_THRESHOLD
 from onnxedge.runtime.errors import DataError, ModelLoadError
 from sklearn.metrics import log_loss
+from torch import nn
 
 from tests.export.tiny_models import TinyModel
 
@@ -260,3 +268,89 @@ def test_the_comparator_flags_every_output_past_its_tolerance() -> None:
     assert compare({"p": np.array([[0.25, 0.75]])}, {"p": p}, {"": tol.REFERENCE_FLOAT64_ATOL})[
         0
     ].passed
+
+
+# --- --localize where intermediates cannot be exposed or matched ---------------------------
+
+
+def _graph(path: Path, nodes: list[onnx.NodeProto], out_type: int) -> Path:
+    graph = helper.make_graph(
+        nodes,
+        "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", out_type, None)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def test_localize_where_onnxruntime_cannot_expose_an_intermediate(tmp_path: Path) -> None:
+    # runs as it is; its bfloat16 intermediate has no numpy type to hand back
+    model = _graph(
+        tmp_path / "bf16.onnx",
+        [
+            helper.make_node("Cast", ["x"], ["half"], to=TensorProto.BFLOAT16),
+            helper.make_node("Cast", ["half"], ["y"], to=TensorProto.FLOAT),
+        ],
+        TensorProto.FLOAT,
+    )
+    rows = np.arange(40, dtype=np.float32).reshape(10, 4)  # exact in bfloat16
+    assert verify_model(model, rows).passed
+    assert _verify(str(model), "--localize") == (
+        1,
+        f"Error: cannot localize in {model}: onnxruntime cannot run the model with every node "
+        "output exposed: No corresponding Numpy type for Tensor Type. bfloat16\n",
+    )
+
+
+def test_localize_on_a_graph_without_float_node_outputs(tmp_path: Path) -> None:
+    model = _graph(
+        tmp_path / "argmax.onnx",
+        [helper.make_node("ArgMax", ["x"], ["y"], axis=1, keepdims=0)],
+        TensorProto.INT64,
+    )
+    assert _verify(str(model))[0] == 0
+    assert _verify(str(model), "--localize") == (
+        1,
+        f"Error: cannot localize in {model}: none of its 1 node outputs is a float tensor "
+        "to compare\n",
+    )
+
+
+def test_localize_with_a_module_whose_hooks_match_no_recorded_path(multiclass: TinyModel) -> None:
+    x, _ = multiclass.run.validation()
+    # the bare net, not the head module export traced: no recorded path is one of its own
+    with pytest.raises(LocalizationError) as caught:
+        first_diverging_node(onnx.load(str(multiclass.model)), x[:4], multiclass.run.net)
+    assert str(caught.value) == (
+        "no forward hook of the torch module matches the 5 module paths its nodes record "
+        "(preprocess, net.hidden.0, net.relu, net.hidden.1, ...)"
+    )
+
+
+class _Partly(nn.Module):
+    """The run's MLP with its hidden layers moved: only ``output`` keeps its path."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.layers, self.output = net.hidden, net.output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.relu(layer(x))
+        return self.output(x)  # type: ignore[no-any-return]
+
+
+def test_localize_with_a_module_whose_hooks_match_in_part(
+    multiclass: TinyModel, tmp_path: Path
+) -> None:
+    tampered = _edit(multiclass.model, tmp_path / "t.onnx", initializer="net.output.weight")
+    report = verify_model(tampered, dataset=multiclass.data, module=_Partly(multiclass.run.net))
+    where = report.localization
+    assert where is not None and where["unmatched"] == ["net.hidden.0", "net.relu", "net.hidden.1"]
+    # what can be matched is compared: the preprocessing's Div, then the tampered Gemm
+    assert (where["op_type"], where["module"], where["compared"]) == ("Gemm", "net.output", 2)
+    assert (
+        "  not compared (no forward hook output to match): net.hidden.0, net.relu, net.hidden.1"
+        in report.render_table().splitlines()
+    )

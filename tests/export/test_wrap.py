@@ -427,22 +427,25 @@ def test_ambiguous_and_missing_logits_outputs(tmp_path: Path) -> None:
 def test_widths_that_do_not_fit_the_head(tmp_path: Path) -> None:
     three = _linear(tmp_path / "three.onnx", 3)
     one = _linear(tmp_path / "one.onnx", 1)
+    # the head, threshold and class names are checked by heads.resolve_head /
+    # class_names_for, the same rule and words as onnxedge export
     assert _refused(tmp_path, three, "--head", "sigmoid") == (
-        "Error: output 'score' has 3 logits; sigmoid reads one (the positive class): "
-        "use --head softmax\n"
+        "Error: head sigmoid does not fit this multiclass net (3 logits, 3 classes); "
+        "use --head softmax or --head auto\n"
     )
     assert _refused(tmp_path, one, "--head", "softmax") == (
-        "Error: output 'score' has 1 logit; softmax needs one per class (2 or more): "
-        "use --head sigmoid for a binary model\n"
+        "Error: head softmax does not fit this binary net (1 logit, 2 classes); "
+        "use --head sigmoid or --head auto\n"
     )
     assert _refused(tmp_path, three, "--classes", "a,b") == (
-        "Error: 2 class names given; the softmax head over 3 logits has 3 classes\n"
+        "Error: class_names has 2 names; 3 logits make 3 classes\n"
     )
     assert _refused(tmp_path, one, "--classes", "a,b,c") == (
-        "Error: 3 class names given; the sigmoid head over 1 logit has 2 classes\n"
+        "Error: class_names has 3 names; 1 logit makes 2 classes\n"
     )
     assert _refused(tmp_path, three, "--threshold", "0.3") == (
-        "Error: --threshold is for a sigmoid head; softmax labels by argmax\n"
+        "Error: a threshold (0.3) applies to the sigmoid head only; the softmax head labels "
+        "each row with its most probable class\n"
     )
     assert _refused(tmp_path, three, "--feature-names", "a,b") == (
         "Error: 2 feature names given; the model reads 4 features per row (shape [4])\n"
