@@ -751,7 +751,7 @@ def test_extreme_values_are_scored_or_rejected_never_both(
 
 def test_the_scoring_predictor_does_not_spin(multiclass: ModelCase) -> None:
     # onnxruntime's spinning workers would hold the cores the writer thread needs.
-    predictor = score_mod._predictor(multiclass.path, provider="cpu", threads=1)
+    predictor = score_mod.scoring_predictor(multiclass.path, provider="cpu", threads=1)
     assert predictor.session_config == {"session.intra_op.allow_spinning": "0"}
     assert predictor.nonfinite == "allow"  # score_batch checks the rows itself
 
