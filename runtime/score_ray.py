@@ -107,46 +107,36 @@ class _ShippedError(Exception):
         return (_ShippedError, (self.kind, self.message, self.attrs))
 
 
-class RayBatchScorer:
-    """The callable class ``map_batches`` runs in each worker: one Predictor, and every
-    batch through :func:`score_batch`, file by file so messages and rejected rows name it.
+@dataclass(frozen=True)
+class _Job:
+    """What every worker is told: the input, the plan, its session and where rejected
+    rows go (a folder, or None, and their format)."""
 
-    Args:
-        model: the model's bytes, or a path every worker can read.
-        plan: from :func:`plan_scoring` on the driver.
-        provider: ``auto``, ``cpu`` or ``cuda``; ``threads``: intra-op threads.
-        input_format: ``parquet``, ``csv`` or ``npy``.
-        source: the input as messages name it (for rows of no known file).
-        names: Ray's path of each file -> the local engine's name for it.
-        rejected_dir: folder for rejected-row shards, or None; ``rejected_format``
-            their format.
+    source: _Input
+    plan: ScorePlan
+    provider: str
+    threads: int
+    rejected_dir: str | None
+    rejected_format: str
+
+
+class RayBatchScorer:
+    """The callable class ``map_batches`` runs in each worker: one Predictor (``model``
+    is its bytes, or a path every worker can read), and every batch through
+    :func:`score_batch`, file by file so messages and rejected rows name their file.
 
     Raises:
         OnnxEdgeError: as :func:`score_batch` and the Predictor raise them, shipped to
             the driver, where :func:`score_ray` raises them again.
     """
 
-    def __init__(
-        self,
-        model: bytes | str,
-        plan: ScorePlan,
-        *,
-        provider: str,
-        threads: int,
-        input_format: str,
-        source: str,
-        names: dict[str, str],
-        rejected_dir: str | None,
-        rejected_format: str,
-    ) -> None:
+    def __init__(self, model: bytes | str, job: _Job) -> None:
         try:
-            self.predictor = scoring_predictor(model, provider=provider, threads=threads)
+            self.predictor = scoring_predictor(model, provider=job.provider, threads=job.threads)
         except OnnxEdgeError as exc:
             raise _ShippedError.of(exc) from None
-        self.plan, self.text = plan, input_format == "csv"
-        self.source, self.names = source, names
-        self.rejected_dir, self.rejected_format = rejected_dir, rejected_format
-        self.order = {name: index for index, name in enumerate(names.values())}
+        self.job, self.plan, self.text = job, job.plan, job.source.format == "csv"
+        self.order = {name: index for index, name in enumerate(job.source.names.values())}
 
     def __call__(self, batch: Any) -> Any:
         """Score one Ray batch (a ``pyarrow.Table``, or for NPY a dict of numpy arrays)
@@ -158,7 +148,7 @@ class RayBatchScorer:
             for part in self._split_by_file(batch):
                 result = score_batch(self.predictor, part, self.plan)
                 tables.append(_arrow(result.columns))
-                if result.rejected is not None and self.rejected_dir is not None:
+                if result.rejected is not None and self.job.rejected_dir is not None:
                     self._write_rejected(part.source, result.rejected)
         except OnnxEdgeError as exc:
             raise _ShippedError.of(exc) from None
@@ -183,15 +173,18 @@ class RayBatchScorer:
             )
 
     def _name(self, path: str | None) -> str:
-        return self.source if path is None else self.names.get(path, path)
+        source = self.job.source
+        return source.name if path is None else source.names.get(path, path)
 
     def _write_rejected(self, source: str, rejected: dict[str, np.ndarray]) -> None:
         # A unique name per batch: batches with the same bad rows are all kept (a task
         # that Ray retries may write its rejected rows twice; none are lost).
         order = self.order.get(source, len(self.order))
-        name = f"part-{order:06d}-{uuid.uuid4().hex[:16]}.{self.rejected_format}"
-        path = Path(self.rejected_dir or ".") / name
-        with rio.AtomicOutput(path, self.rejected_format, types=REJECTED_TYPES) as out:
+        fmt = self.job.rejected_format
+        path = (
+            Path(self.job.rejected_dir or ".") / f"part-{order:06d}-{uuid.uuid4().hex[:16]}.{fmt}"
+        )
+        with rio.AtomicOutput(path, fmt, types=REJECTED_TYPES) as out:
             out.write(rejected)
             out.finish()
             out.commit()
@@ -360,19 +353,11 @@ def score_ray(
             Staged(out_path, overwrite=overwrite, folder=True, error=DataError) as out_tmp,
             _staged(rejected_path, overwrite) as rej_tmp,
         ):
-            scorer = {
-                "provider": provider.lower(),
-                "threads": threads_per_worker,
-                "input_format": source.format,
-                "source": source.name,
-                "names": source.names,
-                "rejected_dir": str(rej_tmp.path) if rej_tmp is not None else None,
-                "rejected_format": out_format,
-            }
+            rejected_dir = str(rej_tmp.path) if rej_tmp is not None else None
+            job = _Job(source, plan, provider.lower(), threads_per_worker, rejected_dir, out_format)
             scored = dataset.map_batches(
                 RayBatchScorer,
-                fn_constructor_args=(payload, plan),
-                fn_constructor_kwargs=scorer,
+                fn_constructor_args=(payload, job),
                 batch_size=chunk_rows_for(batch_size),
                 batch_format="numpy" if source.format == "npy" else "pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=size),
