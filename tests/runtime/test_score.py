@@ -855,3 +855,19 @@ def test_bad_chunk_rows_is_refused_before_any_output(tmp_path: Path, multiclass:
     with pytest.raises(DataError, match=r"^chunk_rows must be an integer >= 1; got 0$"):
         score_file(multiclass.path, source, tmp_path / "o.csv", chunk_rows=0, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+
+
+def test_a_failing_flush_is_a_data_error_and_no_output(
+    tmp_path: Path, multiclass: ModelCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Delayed allocation can report a full disk only when the data are flushed.
+    source = write_input(tmp_path, "npy", multiclass.rows(30), [])
+    target = tmp_path / "o.parquet"
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(score_mod.os, "fdatasync", full)
+    with pytest.raises(DataError, match=rf"^cannot write {target}: No space left on device$"):
+        score_file(multiclass.path, source, target, chunk_rows=10, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
