@@ -1,33 +1,16 @@
 """Batch scoring: a file of rows in, a file of predictions out, in constant memory.
 
-Two layers, so that every engine computes a batch the same way:
+:func:`score_batch` checks and scores one :class:`~onnxedge.runtime.io.InputBatch`
+under a :class:`ScorePlan` (built once by :func:`plan_scoring`); the local engine
+(:func:`score_file`) and the Ray engine (``score_ray``) both call it, so they validate,
+reject and compute rows with one piece of code.
 
-* :func:`score_batch` scores one :class:`~onnxedge.runtime.io.InputBatch` under a
-  :class:`ScorePlan`: it checks every feature value (numbers only; no NaN / Inf),
-  applies the bad-row policy, runs the :class:`~onnxedge.runtime.predictor.Predictor`
-  and returns the output columns and the rejected rows. It knows nothing of files:
-  the local engine (:func:`score_file`) and a distributed one (Ray Data's
-  ``map_batches``) both call it, after building the plan once with
-  :func:`plan_scoring`.
-* :func:`score_file` is the local engine: it opens the input
-  (:func:`~onnxedge.runtime.io.open_input`), streams it chunk by chunk through
-  :func:`score_batch`, and writes the output (and, under ``on_bad_row="skip"``, the
-  rejected rows) atomically.
+Output columns, in order: the id and kept columns as read, ``label`` (int64),
+``class_name`` (a dictionary column of the model's class names) and one float32
+``prob_<class name>`` column per class unless probabilities are turned off.
 
-Output columns, in order: the id column and kept columns as read, ``label`` (int64,
-the class index), ``class_name`` (text; in Parquet a dictionary column of the model's
-class names) and one ``prob_<class name>`` float32 column per class (names made safe:
-runs of characters other than letters, digits and ``_`` become ``_``), unless
-probabilities are turned off.
-
-Speed: the output is written by a worker thread (a ``ThreadPoolExecutor``) while the
-next chunk is read and scored, and the Predictor is built without spinning workers so
-that thread gets the cores between runs (``benchmarks/bench_score.py`` measures it).
-
-Rejected rows (``on_bad_row="skip"``) go to ``<output stem>.rejected.<ending>`` with
-the columns ``source``, ``row`` (0-based data row in ``source``), ``line`` (text
-formats), ``column``, ``reason`` and ``raw`` (the row as read). Every row of the input
-is either scored or rejected; the summary counts both.
+Rejected rows (``on_bad_row="skip"``) go to ``<output stem>.rejected.<ending>`` with the
+columns :data:`REJECTED_COLUMNS`; every input row is either scored or rejected.
 """
 
 from __future__ import annotations
@@ -38,8 +21,7 @@ import os
 import re
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -47,115 +29,55 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from onnxedge.runtime import io as rio
 from onnxedge.runtime.errors import DataError, InputShapeError, InputValueError
-from onnxedge.runtime.io import (
-    AtomicOutput,
-    CategoricalColumn,
-    InputBatch,
-    InputReader,
-    RejectedRow,
-    check_output_path,
-    describe_location,
-    input_format_of,
-    open_input,
-    output_format_of,
-    quote_value,
-    rejected_path_for,
-)
+from onnxedge.runtime.io import AtomicOutput, CategoricalColumn, InputBatch, RejectedRow
 
 if TYPE_CHECKING:  # pragma: no cover
     from onnxedge.runtime.predictor import Predictor
 
-__all__ = [
-    "BAD_ROW_POLICIES",
-    "DEFAULT_BATCH_SIZE",
-    "DEFAULT_CHUNK_ROWS",
-    "REJECTED_COLUMNS",
-    "BadRowError",
-    "ScorePlan",
-    "ScoreSummary",
-    "ScoredBatch",
-    "check_options",
-    "chunk_rows_for",
-    "plan_scoring",
-    "probability_column_names",
-    "score_batch",
-    "score_file",
-]
-
-#: Rows per ``session.run``: past a few thousand rows the per-call overhead of these
-#: MLPs is negligible, and the activations stay in cache.
+#: Rows per ``session.run``: the activations of these MLPs stay in cache.
 DEFAULT_BATCH_SIZE = 8192
-#: Chunks whose output may wait to be written while the next ones are scored.
-WRITE_BEHIND = 2
-#: Rows read, checked and written at once (a multiple of the batch size): enough to
-#: make the per-chunk Python work small next to inference, small enough that a chunk
-#: of 64 float32 features is 16 MiB.
+#: Rows read, checked and written at once (a chunk of 64 float32 features is 16 MiB).
 DEFAULT_CHUNK_ROWS = 65536
-
 BAD_ROW_POLICIES: tuple[str, ...] = ("fail", "skip")
 REJECTED_COLUMNS: tuple[str, ...] = ("source", "row", "line", "column", "reason", "raw")
 #: Arrow types of the rejected-rows table (its object columns may be all null).
-REJECTED_TYPES = {
-    "source": "string",
-    "row": "int64",
-    "line": "int64",
-    "column": "string",
-    "reason": "string",
-    "raw": "string",
-}
+REJECTED_TYPES = {name: "string" for name in REJECTED_COLUMNS} | {"row": "int64", "line": "int64"}
 RESERVED_COLUMNS = ("label", "class_name")
+#: The reason recorded for a finite row whose outputs overflow the model's arithmetic.
+OUTPUT_OVERFLOW = (
+    "the model's probabilities are NaN or Inf for this row (its values overflow float32 arithmetic)"
+)
 _UNSAFE = re.compile(r"[^0-9A-Za-z_]+")
 
 
+@dataclass(eq=False)
 class BadRowError(InputValueError):
-    """A row that cannot be scored, under ``on_bad_row="fail"``.
+    """A row that cannot be scored, under ``on_bad_row="fail"``: its ``source`` (file),
+    ``row`` (0-based) and ``line`` (1-based, text formats), each None where unknown, the
+    ``column`` (None: the row as a whole) and the ``reason``."""
 
-    Attributes:
-        source: the file.
-        row: 0-based data row index (None when unknown).
-        line: 1-based line for text formats, else None.
-        column: the offending column, or None for the row as a whole.
-        reason: what is wrong with it.
-    """
+    message: str
+    source: str
+    row: int | None
+    line: int | None
+    column: str | None
+    reason: str
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        source: str,
-        row: int | None,
-        line: int | None,
-        column: str | None,
-        reason: str,
-    ) -> None:
-        super().__init__(message)
-        self.source = source
-        self.row = row
-        self.line = line
-        self.column = column
-        self.reason = reason
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
 
 
-# --------------------------------------------------------------------------------------
-# The plan
-# --------------------------------------------------------------------------------------
+# --- the plan ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ScorePlan:
-    """What to compute for every batch of one input: resolved once, shared by engines.
-
-    Attributes:
-        features: feature columns in the order the model reads them; None when the
-            batches carry a numeric matrix (NPY).
-        carry: columns copied to the output as read (id column first).
-        class_names: one name per class (the label's digits when the model has none).
-        probability_columns: one output column per class, or empty for none.
-        num_features: features per row.
-        on_bad_row: ``fail`` or ``skip``.
-        batch_size: rows per ``session.run``.
-    """
+    """What to compute for every batch of one input, resolved once and shared by engines:
+    ``features`` in model order (None for a matrix input), ``carry`` (copied as read, the
+    id column first), one name per class, the probability columns (or none), the
+    features per row, the bad-row policy and the rows per ``session.run``."""
 
     features: tuple[str, ...] | None
     carry: tuple[str, ...]
@@ -170,37 +92,52 @@ class ScorePlan:
         """The output's column names, in order."""
         return (*self.carry, *RESERVED_COLUMNS, *self.probability_columns)
 
+    @property
+    def read_columns(self) -> list[str]:
+        """The input columns a batch must hold (features, then carried ones)."""
+        return list(dict.fromkeys([*(self.features or ()), *self.carry]))
+
 
 def probability_column_names(class_names: Sequence[str]) -> tuple[str, ...]:
-    """``prob_<name>`` per class, with names made safe and unique.
-
-    Runs of characters other than ASCII letters, digits and ``_`` become one ``_``;
-    a name with nothing left uses its index; a repeat gets ``_<index>`` appended.
-    """
+    """``prob_<name>`` per class: runs of characters other than ASCII letters, digits and
+    ``_`` become ``_``, an empty name uses its index, a repeat gets ``_<index>``."""
     out: list[str] = []
-    seen: set[str] = set()
     for index, name in enumerate(class_names):
-        safe = _UNSAFE.sub("_", str(name)).strip("_") or str(index)
-        column = f"prob_{safe}"
-        if column in seen:
-            column = f"{column}_{index}"
-        seen.add(column)
-        out.append(column)
+        column = f"prob_{_UNSAFE.sub('_', str(name)).strip('_') or index}"
+        out.append(f"{column}_{index}" if column in out else column)
     return tuple(out)
 
 
 def _split_names(value: str | Sequence[str] | None) -> list[str]:
-    if value is None:
-        return []
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
-    return [str(part) for part in value]
+    return [str(part) for part in value or ()]
 
 
 def _listing(names: Iterable[str], limit: int = 12) -> str:
     names = list(names)
     shown = ", ".join(map(repr, names[:limit]))
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _twice(names: Sequence[str]) -> str | None:
+    return next((name for name in names if names.count(name) > 1), None)
+
+
+def check_options(on_bad_row: str, batch_size: int, **counts: int | None) -> None:
+    """Check the options every engine shares, and any named ``counts`` (None: unset).
+
+    Raises:
+        DataError: ``on_bad_row`` is not a policy, or a count is not an int >= 1.
+    """
+    if on_bad_row not in BAD_ROW_POLICIES:
+        policies = ", ".join(BAD_ROW_POLICIES)
+        raise DataError(f"on_bad_row must be one of {policies}; got {on_bad_row!r}")
+    for name, value in {"batch_size": batch_size, **counts}.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise DataError(f"{name} must be an integer >= 1; got {value!r}")
 
 
 def plan_scoring(
@@ -218,77 +155,56 @@ def plan_scoring(
     on_bad_row: str = "fail",
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> ScorePlan:
-    """Decide the feature columns and the output columns for one input.
+    """Decide the feature and output columns for one input.
 
-    Feature columns, in this order of preference: ``features`` as given; the model's
-    ``feature_names`` metadata; every numeric column of the input in file order,
-    leaving out the id and kept columns.
-
-    Args:
-        predictor: the model.
-        source: the input as messages name it.
-        columns: the input's column names, or None for a matrix without names (NPY).
-        numeric_columns: the columns whose values look numeric.
-        num_columns: values per row of a matrix input (NPY, IDX), flattened.
-        row_shape: one row's shape in a matrix input (``(64,)``, ``(1, 8, 8)``).
-        features: feature column names (a list or comma-separated text).
-        id_column: a column to copy first into the output.
-        keep_columns: more columns to copy (a list or comma-separated text).
-        probabilities: whether to write one probability column per class.
-        on_bad_row: ``fail`` or ``skip``.
-        batch_size: rows per ``session.run``.
+    Features: ``features`` as given, else the model's ``feature_names``, else every
+    numeric column (``numeric_columns``) that is neither the id nor a kept column.
+    ``columns`` is None for a matrix input, which gives ``num_columns`` values a row
+    (``row_shape`` before flattening). The other options are :func:`score_file`'s.
 
     Raises:
         DataError: a named column is missing, names are asked of a matrix input, an
             output column would appear twice, or an option is invalid.
-        InputShapeError: the feature count differs from the model's, or image rows have
-            another shape than the model's input.
+        InputShapeError: the feature count or the image row shape is not the model's.
     """
     check_options(on_bad_row, batch_size)
-    wanted_features = _split_names(features)
-    keep = _split_names(keep_columns)
-    carry = list(dict.fromkeys(([id_column] if id_column else []) + keep))
+    wanted = _split_names(features)
+    carry = list(dict.fromkeys(([id_column] if id_column else []) + _split_names(keep_columns)))
     expected = predictor.num_features
-
+    model = predictor.model_label
+    chosen: list[str] | None = None
     if columns is None:
-        if wanted_features or carry:
+        if wanted or carry:
             raise DataError(
                 f"{source}: an NPY array has no column names; --features, --id-column and "
                 "--keep-columns need CSV, Parquet or JSONL input"
             )
         width = int(num_columns or 0)
-        # The Predictor takes rows of its input shape or flattened; an image of another
-        # shape with the same number of values is still refused.
+        # Rows of the model's shape or flattened; another image shape of that size is not.
         shape = tuple(getattr(predictor, "input_shape", None) or (expected,))
         given = tuple(row_shape or (width,))
         if len(given) > 1 and len(shape) > 1 and given != shape:
             raise InputShapeError(
-                f"{source}: rows of shape {given}; model {predictor.model_label} expects rows "
+                f"{source}: rows of shape {given}; model {model} expects rows "
                 f"of shape {shape} (or {expected} values each)"
             )
         if expected is not None and width != expected:
             raise InputShapeError(
-                f"{source}: rows have {width} values; model {predictor.model_label} expects "
-                f"{expected} features"
+                f"{source}: rows have {width} values; model {model} expects {expected} features"
             )
-        feature_list: tuple[str, ...] | None = None
-        num_features = width
     else:
-        present = set(columns)
-        missing_carry = [name for name in carry if name not in present]
-        if missing_carry:
-            what = "--id-column / --keep-columns"
+        missing = [name for name in carry if name not in columns]
+        if missing:
             raise DataError(
-                f"{source}: missing columns {_listing(missing_carry)} (asked by {what}); "
-                f"the input has {_listing(columns)}"
+                f"{source}: missing columns {_listing(missing)} (asked by --id-column / "
+                f"--keep-columns); the input has {_listing(columns)}"
             )
-        if wanted_features:
-            chosen, origin = wanted_features, "asked by --features"
+        if wanted:
+            chosen, origin = wanted, "asked by --features"
         elif predictor.contract.feature_names:
             chosen, origin = list(predictor.contract.feature_names), "named by the model"
         else:
-            skip = set(carry)
-            chosen = [name for name in numeric_columns if name not in skip]
+            chosen = [name for name in numeric_columns if name not in carry]
             origin = "numeric columns of the input"
             if expected is not None and len(chosen) != expected:
                 raise InputShapeError(
@@ -298,86 +214,56 @@ def plan_scoring(
                 )
             if not chosen:
                 raise DataError(f"{source}: no numeric columns to use as features")
-        missing = [name for name in chosen if name not in present]
+        missing = [name for name in chosen if name not in columns]
         if missing:
             raise DataError(
                 f"{source}: missing feature columns {_listing(missing)} ({origin}); "
                 f"the input has {_listing(columns)}"
             )
-        if len(set(chosen)) != len(chosen):
-            twice = next(name for name in chosen if chosen.count(name) > 1)
+        if (twice := _twice(chosen)) is not None:
             raise DataError(f"{source}: feature column {twice!r} is named twice ({origin})")
         if expected is not None and len(chosen) != expected:
             raise InputShapeError(
                 f"{source}: {len(chosen)} feature columns ({origin}); model "
-                f"{predictor.model_label} expects {expected} features"
+                f"{model} expects {expected} features"
             )
-        feature_list = tuple(chosen)
-        num_features = len(chosen)
-
-    class_names = _class_names(predictor, num_features)
+        width = len(chosen)
+    class_names = _class_names(predictor, width)
     prob_columns = probability_column_names(class_names) if probabilities else ()
-    output = [*carry, *RESERVED_COLUMNS, *prob_columns]
-    if len(set(output)) != len(output):
-        twice = next(name for name in output if output.count(name) > 1)
+    if (twice := _twice([*carry, *RESERVED_COLUMNS, *prob_columns])) is not None:
         raise DataError(
             f"{source}: output column {twice!r} would appear twice; leave it out of "
             "--id-column / --keep-columns (or rename it in the input)"
         )
     return ScorePlan(
-        features=feature_list,
-        carry=tuple(carry),
-        class_names=class_names,
-        probability_columns=prob_columns,
-        num_features=num_features,
-        on_bad_row=on_bad_row,
-        batch_size=batch_size,
+        tuple(chosen) if chosen is not None else None,
+        tuple(carry),
+        class_names,
+        prob_columns,
+        width,
+        on_bad_row,
+        batch_size,
     )
-
-
-def check_options(on_bad_row: str, batch_size: int) -> None:
-    """Check the options every engine shares.
-
-    Raises:
-        DataError: ``on_bad_row`` is not a policy, or ``batch_size`` is not an int >= 1.
-    """
-    if on_bad_row not in BAD_ROW_POLICIES:
-        policies = ", ".join(BAD_ROW_POLICIES)
-        raise DataError(f"on_bad_row must be one of {policies}; got {on_bad_row!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise DataError(f"batch_size must be an integer >= 1; got {batch_size!r}")
 
 
 def _class_names(predictor: Predictor, num_features: int) -> tuple[str, ...]:
     if predictor.class_names:
         return tuple(str(name) for name in predictor.class_names)
     count = predictor.num_classes
-    if count is None:
-        # Neither metadata nor the graph says: one row of zeros tells the width.
+    if count is None:  # neither metadata nor the graph says: one row of zeros tells
         probe = predictor.predict(np.zeros((1, num_features), dtype=np.float32))
         count = int(probe.probabilities.shape[1])
     return tuple(str(k) for k in range(count))
 
 
-# --------------------------------------------------------------------------------------
-# One batch
-# --------------------------------------------------------------------------------------
+# --- one batch ---------------------------------------------------------------------------
 
 
 @dataclass
 class ScoredBatch:
-    """What :func:`score_batch` returns for one batch.
-
-    Attributes:
-        columns: output column name -> ``(n_scored,)`` values, in
-            :attr:`ScorePlan.output_columns` order (``class_name`` is a
-            :class:`~onnxedge.runtime.io.CategoricalColumn`; carried columns keep
-            the reader's array type).
-        rejected: :data:`REJECTED_COLUMNS` -> ``(n_rejected,)`` object arrays, or None
-            when no row was rejected.
-        num_scored: rows scored.
-        num_rejected: rows set aside (``on_bad_row="skip"``).
-    """
+    """One scored batch: output ``columns`` in plan order (``class_name`` a
+    :class:`~onnxedge.runtime.io.CategoricalColumn`, carried columns as read), the
+    ``rejected`` rows (:data:`REJECTED_COLUMNS` -> object arrays, or None) and counts."""
 
     columns: dict[str, Any]
     rejected: dict[str, np.ndarray] | None
@@ -385,183 +271,122 @@ class ScoredBatch:
     num_rejected: int
 
 
-@dataclass
-class _Problem:
-    """A bad cell found in batch row ``index`` (``column`` None: the whole row)."""
-
-    index: int
-    column: str | None
-    reason: str
-
-
-#: the reason recorded for a row whose finite values overflow the model's arithmetic.
-OUTPUT_OVERFLOW = (
-    "the model's probabilities are NaN or Inf for this row (its values overflow float32 arithmetic)"
-)
+#: A bad cell: (row in the batch, column or None for the whole row, reason).
+_Problem = tuple[int, str | None, str]
 
 
 def score_batch(predictor: Predictor, batch: InputBatch, plan: ScorePlan) -> ScoredBatch:
-    """Check, score and shape one batch of input rows.
+    """Check, score and shape one batch of rows (from a reader or an engine's adapter).
 
-    Every feature value must be a finite number (text that parses as one is
-    accepted; float64 values beyond float32's range are refused). Under
-    ``plan.on_bad_row == "fail"`` the first bad row (in input order; malformed rows
-    included) raises; under ``skip`` the bad rows are returned in
-    :attr:`ScoredBatch.rejected` and the others are scored.
-
-    Args:
-        predictor: the model (any provider); built with ``nonfinite="allow"`` it skips
-            a second finiteness pass over rows checked here.
-        batch: rows as a reader (or an engine's adapter) produced them.
-        plan: from :func:`plan_scoring`.
+    Every feature value must be a finite number (text that parses as one is accepted;
+    values beyond float32's range are not), and so must every output. Under ``fail``
+    the first bad row (in input order, malformed rows included) raises; under ``skip``
+    bad rows are returned in :attr:`ScoredBatch.rejected`. ``predictor`` is best built
+    with ``nonfinite="allow"`` (:func:`scoring_predictor`): the rows are checked here.
 
     Raises:
         BadRowError: a bad row under ``fail``.
         InputShapeError: a matrix batch of the wrong width.
+        ModelLoadError: the model's outputs are not probabilities.
     """
     matrix, problems = _feature_matrix(batch, plan)
-    n = matrix.shape[0]
     if plan.on_bad_row == "fail" and (problems or batch.malformed):
-        raise _first_error(batch, problems)
-
+        raise _first_error(batch, plan, problems)
     carried = {name: batch.columns[name] for name in plan.carry}
-    kept = np.arange(n)
+    kept = np.arange(matrix.shape[0])
     if problems:
-        good = np.ones(n, dtype=bool)
-        good[[p.index for p in problems]] = False
+        good = np.ones(matrix.shape[0], dtype=bool)
+        good[[index for index, _, _ in problems]] = False
         matrix, kept = matrix[good], kept[good]
         carried = {name: _take(values, good) for name, values in carried.items()}
     prediction = predictor.predict(matrix, batch_size=plan.batch_size)
     probabilities, labels = prediction.probabilities, prediction.labels
-    # Finite inputs can still overflow the model's float32 arithmetic; such a row's output
-    # is no probability, so it is a bad row like any other and never written as one.
-    # One reduction proves every value finite (probabilities cannot overflow a sum); the
-    # per-row mask is built only when it fails.
+    # Finite rows can overflow the model's float32 arithmetic: such an output is no
+    # probability, so the row is bad. One sum proves the batch finite; the mask is
+    # built only when it is not.
     if not np.isfinite(probabilities.sum()):
         finite = np.isfinite(probabilities).all(axis=1)
-        overflow = [_Problem(int(kept[i]), None, OUTPUT_OVERFLOW) for i in np.flatnonzero(~finite)]
-        problems = sorted(problems + overflow, key=lambda p: p.index)
+        overflow: list[_Problem] = [
+            (int(kept[i]), None, OUTPUT_OVERFLOW) for i in np.flatnonzero(~finite)
+        ]
+        problems = sorted(problems + overflow, key=lambda p: p[0])
         if plan.on_bad_row == "fail":
-            raise _first_error(batch, problems)
+            raise _first_error(batch, plan, problems)
         probabilities, labels = probabilities[finite], labels[finite]
         carried = {name: _take(values, finite) for name, values in carried.items()}
-    # Every batch that is written is proven to hold probabilities, not only the first.
-    predictor.check_probabilities(probabilities)
-    columns: dict[str, Any] = dict(carried)
-    columns["label"] = labels
-    columns["class_name"] = CategoricalColumn(_checked_codes(labels, plan), plan.class_names)
-    # Column views of the (n, classes) probabilities; writers copy what they need.
-    for k, name in enumerate(plan.probability_columns):
-        columns[name] = probabilities[:, k]
-    num_rejected = len(problems) + len(batch.malformed)
-    rejected = _rejected_table(batch, plan, problems) if num_rejected else None
-    return ScoredBatch(
-        columns=columns,
-        rejected=rejected,
-        num_scored=int(labels.shape[0]),
-        num_rejected=num_rejected,
-    )
-
-
-def _checked_codes(labels: np.ndarray, plan: ScorePlan) -> np.ndarray:
+    predictor.check_probabilities(probabilities)  # every batch, not only the first
     count = len(plan.class_names)
     if labels.size and (labels.min() < 0 or labels.max() >= count):
         bad = int(labels[(labels < 0) | (labels >= count)][0])
         raise InputValueError(f"the model predicted label {bad}, outside its {count} classes")
-    return labels
+    columns: dict[str, Any] = {
+        **carried,
+        "label": labels,
+        "class_name": CategoricalColumn(labels, plan.class_names),
+    }
+    for k, name in enumerate(plan.probability_columns):
+        columns[name] = probabilities[:, k]
+    num_rejected = len(problems) + len(batch.malformed)
+    rejected = _rejected_table(batch, plan, problems) if num_rejected else None
+    return ScoredBatch(columns, rejected, int(labels.shape[0]), num_rejected)
 
 
 def _take(values: Any, mask: np.ndarray) -> Any:
     if isinstance(values, np.ndarray):
         return values[mask]
-    import pyarrow as pa  # an arrow column comes from a pyarrow reader
+    import pyarrow as pa
 
     return values.filter(pa.array(mask))
 
 
 def _feature_matrix(batch: InputBatch, plan: ScorePlan) -> tuple[np.ndarray, list[_Problem]]:
-    """``(n, f)`` float32 features and the bad cells (first per row), in row order."""
+    """``(n, f)`` float32 features and the first bad cell of each bad row, in row order."""
+    unparsed: dict[int, np.ndarray] = {}  # feature index -> cells that are no numbers
     if batch.matrix is not None:
-        return _matrix_features(batch, plan)
-    assert plan.features is not None, "a batch of named columns needs plan.features"
-    n = batch.num_rows
-    columns = []
-    unparsed: dict[int, np.ndarray] = {}  # column index -> (n,) bool cells that are not numbers
-    for j, name in enumerate(plan.features):
-        values, invalid = _column_floats(batch.columns[name])
-        columns.append(values)
-        if invalid is not None:
-            unparsed[j] = invalid
-    matrix = _rows_from_columns(columns, n)
+        source = batch.matrix
+        if source.ndim != 2 or source.shape[1] != plan.num_features:
+            raise InputShapeError(
+                f"{batch.source}: rows have {source.shape[-1]} values; the model expects "
+                f"{plan.num_features} features"
+            )
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused
+            matrix = source if source.dtype == np.float32 else source.astype(np.float32)
+    else:
+        assert plan.features is not None, "a batch of named columns needs plan.features"
+        matrix = np.empty((batch.num_rows, plan.num_features), dtype=np.float32)
+        for j, name in enumerate(plan.features):
+            values, invalid = _column_floats(batch.columns[name])
+            with np.errstate(over="ignore", invalid="ignore"):
+                matrix[:, j] = values
+            if invalid is not None:
+                unparsed[j] = invalid
     if not unparsed and _all_finite(matrix):
         return matrix, []
     bad = ~np.isfinite(matrix)
     for j, invalid in unparsed.items():
         bad[:, j] |= invalid
-    problems = []
+    problems: list[_Problem] = []
     for i in np.flatnonzero(bad.any(axis=1)).tolist():
         j = int(np.argmax(bad[i]))
-        name = plan.features[j]
-        problems.append(_Problem(i, name, _cell_reason(_cell(batch.columns[name], i))))
+        if batch.matrix is not None:
+            problems.append((i, str(j), _cell_reason(batch.matrix[i, j].item())))
+        else:
+            name = plan.features[j]  # type: ignore[index]
+            problems.append((i, name, _cell_reason(_cell(batch.columns[name], i))))
     return matrix, problems
-
-
-def _matrix_features(batch: InputBatch, plan: ScorePlan) -> tuple[np.ndarray, list[_Problem]]:
-    source = batch.matrix
-    assert source is not None
-    if source.ndim != 2 or source.shape[1] != plan.num_features:
-        raise InputShapeError(
-            f"{batch.source}: rows have {source.shape[-1]} values; the model expects "
-            f"{plan.num_features} features"
-        )
-    if source.dtype == np.float32:
-        matrix = source  # a view of the memory map: no copy on the common path
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            matrix = source.astype(np.float32)
-    if _all_finite(matrix):
-        return matrix, []
-    bad = ~np.isfinite(matrix)
-    problems = []
-    for i in np.flatnonzero(bad.any(axis=1)).tolist():
-        j = int(np.argmax(bad[i]))
-        problems.append(_Problem(i, str(j), _cell_reason(source[i, j].item())))
-    return matrix, problems
-
-
-def _rows_from_columns(columns: list[np.ndarray], n: int) -> np.ndarray:
-    """``(n, f)`` float32 from ``f`` columns of ``n`` values each."""
-    matrix = np.empty((n, len(columns)), dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        # float64 beyond float32's range becomes inf here; the finiteness check refuses it
-        for j, values in enumerate(columns):
-            matrix[:, j] = values
-    return matrix
 
 
 def _all_finite(matrix: np.ndarray) -> bool:
-    """Whether every value is finite: one BLAS pass (x . x), the exact check only if not.
-
-    NaN or Inf makes the dot product non-finite; so may large finite values (the squares
-    overflow), which the exact check then clears. ``make bench-score`` measured the
-    plain ``np.isfinite(matrix).all()`` at 12% of NPY scoring time (0.094 of 0.78 s for
-    1M x 64 rows); the dot product is a fraction of that.
-    """
-    if matrix.size == 0:
-        return True
-    flat = matrix.reshape(-1) if matrix.flags.c_contiguous else np.ravel(matrix)
+    """Whether every value is finite: one BLAS dot product (half the time of
+    ``np.isfinite(m).all()``, measured), the exact check only when it overflows."""
+    flat = matrix.reshape(-1)
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.dot(flat, flat)):
-            return True
-    return bool(np.isfinite(matrix).all())
+        return bool(np.isfinite(np.dot(flat, flat)) or np.isfinite(matrix).all())
 
 
 def _column_floats(values: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """One column as ``(n,)`` floats (NaN where missing) and a mask of non-numbers.
-
-    The mask is None when every cell is a number (NaN / Inf / null included: the
-    finiteness check finds those, and the reason is read from the cell itself).
-    """
+    """One column as ``(n,)`` floats (NaN where missing) and a mask of non-numbers (None
+    when every cell is a number; the finiteness check finds NaN / Inf / nulls)."""
     if isinstance(values, np.ndarray):
         if values.dtype.kind in "biuf":
             return values, None
@@ -574,43 +399,34 @@ def _column_floats(values: Any) -> tuple[np.ndarray, np.ndarray | None]:
 
     kind = values.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        # Zero-copy for a float column without nulls; nulls become NaN (found below).
         return np.asarray(values.to_numpy(zero_copy_only=False)), None
-    if pa.types.is_decimal(kind):
-        return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)), None
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if pa.types.is_decimal(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
         try:
-            cast = pc.cast(values, pa.float64())
+            return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)), None
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return _parse_cells(values.to_pylist())
-        return np.asarray(cast.to_numpy(zero_copy_only=False), dtype=np.float64), None
+            pass
     return _parse_cells(values.to_pylist())
 
 
 def _parse_cells(cells: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Cell by cell: floats (NaN for non-numbers) and the mask of non-numbers."""
     floats = np.full(len(cells), np.nan, dtype=np.float64)
     invalid = np.zeros(len(cells), dtype=bool)
     for i, cell in enumerate(cells):
         number = _as_number(cell)
         if number is None:
-            invalid[i] = cell is not None  # a null is missing, not malformed; NaN flags it
+            invalid[i] = cell is not None  # a null is missing, not malformed: NaN flags it
         else:
             floats[i] = number
     return floats, invalid
 
 
 def _as_number(cell: Any) -> float | None:
-    if cell is None:
+    try:
+        return (
+            float(cell) if isinstance(cell, bool | int | float | np.number | str | bytes) else None
+        )
+    except ValueError:
         return None
-    if isinstance(cell, bool | int | float | np.number):
-        return float(cell)
-    if isinstance(cell, str | bytes):
-        try:
-            return float(cell)
-        except ValueError:
-            return None
-    return None
 
 
 def _cell(values: Any, index: int) -> Any:
@@ -623,135 +439,93 @@ def _cell_reason(cell: Any) -> str:
     """Why a cell is not a usable feature value."""
     if cell is None:
         return "missing value (null)"
-    if isinstance(cell, str | bytes):
-        text = cell.strip()
-        if not text:
-            return "empty cell"
-        number = _as_number(text)
-        if number is None:
-            return f"cannot parse {quote_value(cell)} as a number"
-        return _number_reason(number, cell)
-    number = _as_number(cell)
+    text = isinstance(cell, str | bytes)
+    if text and not cell.strip():
+        return "empty cell"
+    number = _as_number(cell.strip() if text else cell)
     if number is None:
-        return f"not a number: {quote_value(cell)} ({type(cell).__name__})"
-    return _number_reason(number, cell)
-
-
-def _number_reason(number: float, cell: Any) -> str:
+        if text:
+            return f"cannot parse {rio.quote_value(cell)} as a number"
+        return f"not a number: {rio.quote_value(cell)} ({type(cell).__name__})"
     if math.isnan(number):
         return "NaN (features must be finite)"
     if math.isinf(number):
         return f"{'-' if number < 0 else ''}Inf (features must be finite)"
-    return f"{quote_value(cell)} is beyond float32's range"
+    return f"{rio.quote_value(cell)} is beyond float32's range"
 
 
-def _location(batch: InputBatch, index: int) -> tuple[int | None, int | None]:
-    row = int(batch.rows[index]) if batch.rows is not None else None
-    line = int(batch.lines[index]) if batch.lines is not None else None
-    return row, line
+def _records(
+    batch: InputBatch, plan: ScorePlan, problems: list[_Problem], raw: bool
+) -> list[tuple[float, RejectedRow]]:
+    """Malformed rows and value problems as rejected rows, each with its place in the
+    input (the batch index where rows are not numbered), in that order."""
+    indices = [index for index, _, _ in problems]
+    raws = _raw_rows(batch, plan, indices) if raw and problems else [""] * len(problems)
+    out = [(math.inf if bad.row is None else bad.row, bad) for bad in batch.malformed]
+    for (index, column, reason), text in zip(problems, raws, strict=True):
+        row = int(batch.rows[index]) if batch.rows is not None else None
+        line = int(batch.lines[index]) if batch.lines is not None else None
+        out.append((index if row is None else row, RejectedRow(row, line, column, reason, text)))
+    return sorted(out, key=lambda pair: pair[0])
 
 
-def _first_error(batch: InputBatch, problems: list[_Problem]) -> BadRowError:
-    """The earliest bad row of the batch (value problems and malformed rows)."""
-    candidates: list[tuple[float, int | None, int | None, str | None, str]] = []
-    for problem in problems[:1]:  # problems are in row order
-        row, line = _location(batch, problem.index)
-        order = float(row if row is not None else problem.index)
-        candidates.append((order, row, line, problem.column, problem.reason))
-    for bad in batch.malformed[:1]:  # so are malformed rows
-        order = float(bad.row) if bad.row is not None else math.inf
-        candidates.append((order, bad.row, bad.line, bad.column, bad.reason))
-    order, row, line, column, reason = min(candidates, key=lambda c: c[0])
-    if row is None and line is None:
-        # An engine that does not number rows (a Ray shard): the index in the batch.
+def _first_error(batch: InputBatch, plan: ScorePlan, problems: list[_Problem]) -> BadRowError:
+    order, bad = _records(batch, plan, problems[:1], raw=False)[0]
+    if bad.row is None and bad.line is None:  # an engine that does not number rows (Ray)
         where = f"row {int(order)} of the batch (0-based)" if math.isfinite(order) else "a row"
     else:
-        where = describe_location(batch.location, row=row, line=line, header=batch.header)
-    what = f", {_column_text(batch, column)}" if column is not None else ""
+        where = rio.describe_location(
+            batch.location, row=bad.row, line=bad.line, header=batch.header
+        )
+    if bad.column is not None:
+        where += (
+            f", column {bad.column}" if batch.matrix is not None else f", column {bad.column!r}"
+        )
     return BadRowError(
-        f"{batch.source}: {where}{what}: {reason}",
+        f"{batch.source}: {where}: {bad.reason}",
         source=batch.source,
-        row=row,
-        line=line,
-        column=column,
-        reason=reason,
+        row=bad.row,
+        line=bad.line,
+        column=bad.column,
+        reason=bad.reason,
     )
-
-
-def _column_text(batch: InputBatch, column: str) -> str:
-    return f"column {column}" if batch.matrix is not None else f"column {column!r}"
 
 
 def _rejected_table(
     batch: InputBatch, plan: ScorePlan, problems: list[_Problem]
 ) -> dict[str, np.ndarray]:
-    records: list[RejectedRow] = list(batch.malformed)
-    if problems:
-        raws = _raw_rows(batch, plan, [p.index for p in problems])
-        for problem, raw in zip(problems, raws, strict=True):
-            row, line = _location(batch, problem.index)
-            records.append(RejectedRow(row, line, problem.column, problem.reason, raw))
-    records.sort(key=lambda r: r.row if r.row is not None else -1)
-    table: dict[str, np.ndarray] = {}
-    table["source"] = _objects([batch.source] * len(records))
-    table["row"] = _objects([r.row for r in records])
-    table["line"] = _objects([r.line for r in records])
-    table["column"] = _objects([r.column for r in records])
-    table["reason"] = _objects([r.reason for r in records])
-    table["raw"] = _objects([r.raw for r in records])
-    return table
-
-
-def _objects(values: list[Any]) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
+    records = [record for _, record in _records(batch, plan, problems, raw=True)]
+    table = {"source": [batch.source] * len(records)}
+    table |= {name: [getattr(r, name) for r in records] for name in REJECTED_COLUMNS[1:]}
+    return {name: np.array(values, dtype=object) for name, values in table.items()}
 
 
 def _raw_rows(batch: InputBatch, plan: ScorePlan, indices: list[int]) -> list[str]:
-    """The rejected rows as read: a JSON array (NPY) or object (named columns)."""
+    """The rejected rows as read: a JSON array (a matrix row) or object (named columns)."""
     if batch.matrix is not None:
-        values = batch.matrix[indices].tolist()
-        return [json.dumps(row) for row in values]
-    names = list(dict.fromkeys([*(plan.features or ()), *plan.carry]))
-    picked: dict[str, list[Any]] = {}
-    for name in names:
+        return [json.dumps(row) for row in batch.matrix[indices].tolist()]
+    picked = {}
+    for name in plan.read_columns:
         column = batch.columns[name]
-        if isinstance(column, np.ndarray):
-            picked[name] = column[indices].tolist()
-        else:
-            picked[name] = column.take(indices).to_pylist()
+        is_numpy = isinstance(column, np.ndarray)
+        picked[name] = column[indices].tolist() if is_numpy else column.take(indices).to_pylist()
     return [
-        json.dumps({name: picked[name][k] for name in names}, default=str, ensure_ascii=False)
+        json.dumps(
+            {name: cells[k] for name, cells in picked.items()}, default=str, ensure_ascii=False
+        )
         for k in range(len(indices))
     ]
 
 
-# --------------------------------------------------------------------------------------
-# The local engine
-# --------------------------------------------------------------------------------------
+# --- the local engine --------------------------------------------------------------------
 
 
 @dataclass
 class ScoreSummary:
-    """What one :func:`score_file` run did.
-
-    Attributes:
-        model: the model as the predictor names it.
-        input: the input path.
-        output: the output path.
-        rejected_output: where rejected rows went (``on_bad_row="skip"``), else None.
-        input_format: ``npy``, ``csv``, ``parquet`` or ``jsonl``.
-        output_format: ``csv``, ``parquet`` or ``jsonl``.
-        rows_scored: rows written to ``output``.
-        rows_skipped: rows written to ``rejected_output``.
-        seconds: wall time from opening the input to the renamed output.
-        rows_per_second: rows read (scored + skipped) per second.
-        provider: the execution provider that ran the model.
-        batch_size: rows per ``session.run``.
-        features: the feature columns used (None for NPY).
-        columns: the output's columns.
-    """
+    """What one run did: ``model``, ``input``, ``output``, ``rejected_output`` (None unless
+    ``skip``), ``input_format``, ``output_format``, ``rows_scored``, ``rows_skipped``,
+    ``seconds`` (wall time, end to end), ``rows_per_second`` (rows read), ``provider``,
+    ``batch_size``, ``features`` (None for NPY) and the output's ``columns``."""
 
     model: str
     input: str
@@ -805,66 +579,49 @@ def score_file(
 ) -> ScoreSummary:
     """Score every row of ``input`` with ``model`` and write the predictions to ``output``.
 
-    The input is streamed: at most ``chunk_rows`` rows are held at a time, whatever
-    its size. The output is written to a temporary file beside ``output`` and renamed
-    over it at the end; on any error (or KeyboardInterrupt) nothing is left at
-    ``output`` and a file already there is untouched.
+    At most ``chunk_rows`` rows (default :func:`chunk_rows_for`) are held at a time. The
+    output goes to a temp file beside ``output``, written by a worker thread while the
+    next chunk is scored, and is renamed over it at the end: after an error or an
+    interruption nothing is left at ``output``.
 
     Args:
-        model: an ``.onnx`` path, the model's bytes, or a ready :class:`Predictor`
-            (then ``provider`` and ``threads`` are not used).
-        input: NPY, CSV (``.csv`` / ``.csv.gz``), Parquet (file or folder) or JSONL.
-        output: a ``.csv`` / ``.csv.gz``, ``.parquet`` or ``.jsonl`` path.
-        batch_size: rows per ``session.run``.
-        provider: ``auto``, ``cpu`` or ``cuda``.
-        threads: onnxruntime intra-op threads (None: the Predictor's default).
-        id_column: a column copied first into the output.
+        model: an ``.onnx`` path, its bytes, or a :class:`Predictor` (which then ignores
+            ``provider``, ``auto`` / ``cpu`` / ``cuda``, and ``threads``).
+        input: NPY, IDX, CSV (``.csv[.gz]``), Parquet (file or folder) or JSONL;
+            ``input_format`` / ``output_format`` override what the names tell.
+        output: a ``.csv[.gz]``, ``.parquet`` or ``.jsonl`` path.
         features: feature columns (a list or comma-separated text); default: the
-            model's feature names, else the input's numeric columns.
-        keep_columns: more columns copied into the output.
-        input_format: overrides the format told by the input's name.
-        output_format: overrides the format told by the output's name.
+            model's feature names, else the input's numeric columns. ``id_column`` and
+            ``keep_columns`` are copied into the output as read.
         probabilities: write one ``prob_<class>`` column per class.
         overwrite: replace an existing output (and rejected-rows file).
-        on_bad_row: ``fail`` stops at the first bad row; ``skip`` scores the others
-            and writes the bad ones, with the reason, to the rejected-rows file.
-        progress: show a progress bar on stderr; None shows it when stderr is a
-            terminal.
-        chunk_rows: rows read, scored and written at once (default: the batch size
-            rounded up to a multiple near :data:`DEFAULT_CHUNK_ROWS`).
-
-    Returns:
-        A :class:`ScoreSummary`.
+        on_bad_row: ``fail`` stops at the first bad row; ``skip`` writes bad rows, with
+            the reason, to the rejected-rows file and scores the rest.
+        progress: a progress bar on stderr; None: when stderr is a terminal.
 
     Raises:
-        DataError: the input is missing, empty, unreadable, lacks columns, or the
-            output folder does not exist; an option is invalid.
+        DataError: the input is missing, unreadable or lacks columns; the output folder
+            does not exist; an option is invalid; a write failed.
         OutputExistsError: the output exists and ``overwrite`` is false.
         InputShapeError: the input's feature count is not the model's.
         BadRowError: a bad row under ``on_bad_row="fail"``.
         ModelLoadError, ProviderUnavailableError: from the Predictor.
-        MissingDependencyError: Parquet without pyarrow.
     """
     started = time.perf_counter()
-    check_options(on_bad_row, batch_size)
+    check_options(on_bad_row, batch_size, chunk_rows=chunk_rows)
     input_path = Path(input)
     if not input_path.exists():
         raise DataError(f"input {input_path} does not exist")
-    in_format = input_format_of(input_path, input_format)
-    out_format = output_format_of(output, output_format)
-    out_path = check_output_path(output, overwrite=overwrite, inputs=[input_path])
-    rejected_path: Path | None = None
+    in_format = rio.input_format_of(input_path, input_format)
+    out_format = rio.output_format_of(output, output_format)
+    out_path = rio.check_output_path(output, overwrite=overwrite, inputs=[input_path])
+    rejected_path = None
     if on_bad_row == "skip":
-        rejected_path = check_output_path(
-            rejected_path_for(out_path, out_format), overwrite=overwrite, inputs=[input_path]
-        )
-    rows = chunk_rows if chunk_rows is not None else chunk_rows_for(batch_size)
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise DataError(f"chunk_rows must be an integer >= 1; got {chunk_rows!r}")
-
+        rejected_path = rio.rejected_path_for(out_path, out_format)
+        rio.check_output_path(rejected_path, overwrite=overwrite, inputs=[input_path])
     with ExitStack() as stack:
-        reader: InputReader = stack.enter_context(open_input(input_path, in_format))
-        predictor = _predictor(model, provider=provider, threads=threads)
+        reader = stack.enter_context(rio.open_input(input_path, in_format))
+        predictor = scoring_predictor(model, provider=provider, threads=threads)
         plan = plan_scoring(
             predictor,
             source=reader.name,
@@ -879,41 +636,39 @@ def score_file(
             on_bad_row=on_bad_row,
             batch_size=batch_size,
         )
-        out = stack.enter_context(AtomicOutput(out_path, out_format, overwrite=overwrite))
-        rejected_out = (
-            stack.enter_context(
-                AtomicOutput(rejected_path, out_format, types=REJECTED_TYPES, overwrite=overwrite)
+        outputs = [stack.enter_context(AtomicOutput(out_path, out_format, overwrite=overwrite))]
+        if rejected_path is not None:
+            rejected = AtomicOutput(
+                rejected_path, out_format, types=REJECTED_TYPES, overwrite=overwrite
             )
-            if rejected_path is not None
-            else None
-        )
+            outputs.append(stack.enter_context(rejected))
         bar = stack.enter_context(_progress(progress, reader.total_rows))
-        # Entered last, so that on an error the writer stops (queued writes dropped)
-        # before the outputs are discarded.
+        # Entered last: on an error the queued write is dropped before the outputs go.
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="onnxedge-write"))
         stack.callback(pool.shutdown, cancel_futures=True)
-        writes = _WriteBehind(pool)
+        pending: Future[None] | None = None
         scored = skipped = 0
-        for batch in reader.batches(
-            features=plan.features or (), carry=plan.carry, batch_rows=rows
-        ):
+        chunks = reader.batches(
+            features=plan.features or (),
+            carry=plan.carry,
+            batch_rows=chunk_rows or chunk_rows_for(batch_size),
+        )
+        for batch in chunks:
             result = score_batch(predictor, batch, plan)
-            writes.submit(out.write, result.columns)
-            if result.rejected is not None and rejected_out is not None:
-                writes.submit(rejected_out.write, result.rejected)
+            if pending is not None:
+                pending.result()  # one chunk behind at most: memory stays bounded
+            pending = pool.submit(_write, outputs, result)
             scored += result.num_scored
             skipped += result.num_rejected
             bar.update(result.num_scored + result.num_rejected)
-        if rejected_out is not None and skipped == 0:
-            writes.submit(rejected_out.write, _empty_rejected())  # the file, with its header
-        writes.finish()
-        out.finish()
-        if rejected_out is not None:
-            rejected_out.finish()
-        # Rejected rows first: the output appears only once everything else is in place.
-        if rejected_out is not None:
-            rejected_out.commit()
-        out.commit()
+        if pending is not None:
+            pending.result()
+        if len(outputs) > 1 and skipped == 0:  # the rejected-rows file, with its header
+            outputs[1].write({name: np.empty(0, dtype=object) for name in REJECTED_COLUMNS})
+        for out in outputs:
+            out.finish()
+        for out in reversed(outputs):  # the output appears last, once all else is in place
+            out.commit()
     seconds = time.perf_counter() - started
     return ScoreSummary(
         model=predictor.model_label,
@@ -933,27 +688,47 @@ def score_file(
     )
 
 
+def _write(outputs: list[AtomicOutput], result: ScoredBatch) -> None:
+    outputs[0].write(result.columns)
+    if result.rejected is not None and len(outputs) > 1:
+        outputs[1].write(result.rejected)
+    # Flush to disk here, beside the next chunk's inference: the commit's fsync (0.1 s of
+    # 0.87 s for 1M NPY rows, bench-score) then finds almost nothing left to write.
+    try:
+        fd = os.open(outputs[0].temp_path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # ENOSPC / EIO can surface only here, at the flush
+        raise DataError(f"cannot write {outputs[0].path}: {exc.strerror or exc}") from None
+
+
 def chunk_rows_for(batch_size: int) -> int:
-    """Rows read, scored and written at once: the batch size rounded to a multiple near
+    """Rows read, scored and written at once: a multiple of ``batch_size`` near
     :data:`DEFAULT_CHUNK_ROWS`."""
     return batch_size * max(1, DEFAULT_CHUNK_ROWS // batch_size)
 
 
-def _empty_rejected() -> dict[str, np.ndarray]:
-    return {name: np.empty(0, dtype=object) for name in REJECTED_COLUMNS}
-
-
-def _predictor(
-    model: str | os.PathLike[str] | bytes | Predictor, *, provider: str, threads: int | None
+def scoring_predictor(
+    model: str | os.PathLike[str] | bytes | Predictor,
+    *,
+    provider: str = "auto",
+    threads: int | None = None,
 ) -> Predictor:
+    """The Predictor an engine scores with (``model`` itself when it is one).
+
+    Rows are checked by :func:`score_batch`, so the Predictor skips its own NaN / Inf
+    pass; its workers do not spin between runs, which would hold the cores the writer
+    needs (measured ~1.6x slower on 1M NPY rows, 2 cores).
+
+    Raises:
+        ModelLoadError, ProviderUnavailableError: as the Predictor raises them.
+    """
     from onnxedge.runtime.predictor import Predictor
 
     if isinstance(model, Predictor):
         return model
-    # Rows are checked for NaN / Inf before they reach the model; no second pass.
-    # onnxruntime's workers spin between runs by default, holding the cores that the
-    # writer thread needs: measured on 1M NPY rows, 2 cores, that made scoring ~1.6x
-    # slower.
     return Predictor(
         model,
         provider=provider,
@@ -961,41 +736,6 @@ def _predictor(
         nonfinite="allow",
         session_config={"session.intra_op.allow_spinning": "0"},
     )
-
-
-class _WriteBehind:
-    """Output writes on one worker thread, at most :data:`WRITE_BEHIND` chunks behind.
-
-    Turning a chunk into Arrow and encoding it (pyarrow releases the GIL) then overlaps
-    the next chunk's reading and inference; memory stays bounded by the queue. An
-    error in a write is raised in the caller at the next :meth:`submit` or at
-    :meth:`finish`.
-    """
-
-    def __init__(self, pool: ThreadPoolExecutor) -> None:
-        self.pool = pool
-        self.pending: deque[Future[None]] = deque()
-        self.failed = False
-
-    def submit(self, task: Callable[..., None], *args: Any) -> None:
-        """Queue ``task(*args)``; waits while :data:`WRITE_BEHIND` writes are queued."""
-        while len(self.pending) >= WRITE_BEHIND:
-            self.pending.popleft().result()
-        self.pending.append(self.pool.submit(self._run, task, *args))
-
-    def _run(self, task: Callable[..., None], *args: Any) -> None:
-        if self.failed:
-            return  # the run is failing: nothing more goes to the doomed outputs
-        try:
-            task(*args)
-        except BaseException:
-            self.failed = True
-            raise
-
-    def finish(self) -> None:
-        """Wait for every queued write; raise the first error one of them met."""
-        while self.pending:
-            self.pending.popleft().result()
 
 
 def _progress(show: bool | None, total: int | None) -> Any:

@@ -57,26 +57,12 @@ _EPILOG = (
     show_default=True,
     help="Execution provider; cuda fails if CUDA is not available.",
 )
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads.")
-@click.option("--id-column", default=None, help="Column copied first into the output.")
-@click.option(
-    "--features",
-    default=None,
-    help="Feature columns, comma-separated (default: the model's, else the numeric columns).",
-)
-@click.option("--keep-columns", default=None, help="More columns to copy, comma-separated.")
-@click.option(
-    "--input-format",
-    type=click.Choice(INPUT_FORMATS),
-    default=None,
-    help="Read INPUT as this format whatever its name.",
-)
-@click.option(
-    "--output-format",
-    type=click.Choice(OUTPUT_FORMATS),
-    default=None,
-    help="Write OUTPUT as this format whatever its name.",
-)
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads.")
+@click.option("--id-column", help="Column copied first into the output.")
+@click.option("--features", help="Feature columns, comma-separated (default: the model's).")
+@click.option("--keep-columns", help="More columns to copy, comma-separated.")
+@click.option("--input-format", type=click.Choice(INPUT_FORMATS), help="Read INPUT as this.")
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), help="Write OUTPUT as this.")
 @click.option(
     "--probabilities/--no-probabilities",
     default=True,
@@ -99,21 +85,11 @@ _EPILOG = (
     help="ray: score on Ray Data workers (pip install 'onnxedge[ray]'); OUTPUT is then a "
     "folder of shards.",
 )
-@click.option(
-    "--ray-address",
-    default=None,
-    help="Ray cluster to join (auto, ray://host:port); default: a local Ray runtime.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Ray scoring workers (default: as many as the CPUs allow).",
-)
+@click.option("--ray-address", help="Ray cluster to join (auto, ray://host:port); default: local.")
+@click.option("--workers", type=click.IntRange(min=1), help="Ray workers (default: CPUs allow).")
 @click.option(
     "--threads-per-worker",
     type=click.IntRange(min=1),
-    default=None,
     help="onnxruntime threads (and CPUs) per Ray worker [default: 1].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -122,23 +98,14 @@ def score(
     model: Path,
     input: Path,
     output: Path,
-    batch_size: int,
-    provider: str,
     threads: int | None,
-    id_column: str | None,
-    features: str | None,
-    keep_columns: str | None,
-    input_format: str | None,
-    output_format: str | None,
-    probabilities: bool,
-    overwrite: bool,
-    on_bad_row: str,
     engine: str,
     ray_address: str | None,
     workers: int | None,
     threads_per_worker: int | None,
     as_json: bool,
     quiet: bool,
+    **options: Any,
 ) -> None:
     """Score every row of INPUT with MODEL into OUTPUT, streaming, in constant memory.
 
@@ -146,29 +113,17 @@ def score(
     error or Ctrl-C nothing is left at OUTPUT, and a file already there is untouched.
     With --engine ray, OUTPUT is a folder of shards, staged and renamed the same way.
     """
-    ray_options = {
+    ray = {
         "--ray-address": ray_address,
         "--workers": workers,
         "--threads-per-worker": threads_per_worker,
     }
-    if engine == "local" and any(value is not None for value in ray_options.values()):
-        given = ", ".join(name for name, value in ray_options.items() if value is not None)
+    given = ", ".join(name for name, value in ray.items() if value is not None)
+    if engine == "local" and given:
         raise click.UsageError(f"{given} need --engine ray")
     if engine == "ray" and threads is not None:
         raise click.UsageError("--threads is for --engine local; use --threads-per-worker")
-    common: dict[str, Any] = {
-        "batch_size": batch_size,
-        "provider": provider.lower(),
-        "id_column": id_column,
-        "features": features,
-        "keep_columns": keep_columns,
-        "input_format": input_format,
-        "output_format": output_format,
-        "probabilities": probabilities,
-        "overwrite": overwrite,
-        "on_bad_row": on_bad_row,
-        "progress": False if quiet else None,
-    }
+    options["progress"] = False if quiet else None
     summary: ScoreSummary
     try:
         if engine == "ray":
@@ -181,16 +136,14 @@ def score(
                 address=ray_address,
                 workers=workers,
                 threads_per_worker=threads_per_worker or 1,
-                **common,
+                **options,
             )
         else:
-            summary = score_file(model, input, output, threads=threads, **common)
+            summary = score_file(model, input, output, threads=threads, **options)
     except BadRowError as exc:
         message = " ".join(str(exc).split())
         raise click.ClickException(
             f"{message} (--on-bad-row skip scores the other rows and writes bad ones aside)"
         ) from None
-    if as_json:
-        click.echo(json.dumps(summary.to_dict()))
-    elif not quiet:
-        click.echo(summary.line())
+    if as_json or not quiet:
+        click.echo(json.dumps(summary.to_dict()) if as_json else summary.line())

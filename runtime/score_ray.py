@@ -1,48 +1,27 @@
 """Scale-out scoring on Ray Data: ``onnxedge score --engine ray``.
 
-A thin layer over the local engine's per-batch function: every batch a Ray worker
-sees goes through :func:`onnxedge.runtime.score.score_batch` under the same
-:class:`~onnxedge.runtime.score.ScorePlan` the local engine would build, so the two
-engines validate, reject and compute rows with one piece of code. What this module
-adds is the Ray part:
+Every batch a Ray worker sees goes through :func:`onnxedge.runtime.score.score_batch`
+under the :class:`~onnxedge.runtime.score.ScorePlan` the local engine builds, so the two
+engines check, reject and compute rows with one piece of code. This module adds:
 
-* **Runtime.** Without an address a local Ray runtime is started (and stopped at the
-  end) with ``workers * threads_per_worker + 1`` logical CPUs; with one (``auto``,
-  ``host:port``) the driver joins that cluster. Ray Data does not run through Ray
-  Client, so with a ``ray://host:port`` address the whole call runs as one task on
-  the cluster (paths are then the cluster's). An already initialized runtime is used
-  as it is. One logical CPU is always left to Ray Data's
-  own list / read / write tasks: a fixed actor pool that holds every CPU starves
-  them, and the job never finishes.
-* **Workers.** ``map_batches`` with a callable class in a fixed pool of ``workers``
-  actors, each asking for ``threads_per_worker`` CPUs and building its own
-  onnxruntime session once, with that many intra-op threads (sessions cannot be
-  pickled; the model's bytes travel through the object store, or its path when the
-  model keeps weights in external files, which every node must then be able to read).
-* **Input.** Parquet, CSV or NPY: a file, a folder of files, or a URI Ray Data reads
-  (``s3://...``). Local inputs are planned by the local engine's own readers (same
-  feature columns, same checks) and read by Ray in the local engine's file order.
-  Ray Data reads NPY files whole, one file per task: split a large array into
-  several files.
-* **Output.** ``OUTPUT`` is a folder of shards ``part-000000.<ext>`` (Parquet by
-  default, or CSV / JSONL from ``--output-format`` or the name's ending) with the
-  local engine's columns, in input order (``preserve_order``): reading the shards in
-  name order gives the local engine's rows. Shards are written to a temporary folder
-  beside ``OUTPUT`` and renamed at the end; after a failure nothing is left at
-  ``OUTPUT``. On a multi-node cluster ``OUTPUT`` must be on a file system that
-  every node shares.
-* **Bad rows.** ``fail`` raises the worker's
-  :class:`~onnxedge.runtime.score.BadRowError` on the driver (Ray's wrapping removed);
-  for a local input the failing file is then scanned by the local reader so that
-  the message names the line or row exactly as ``--engine local`` does. ``skip``
-  writes rejected rows to the folder ``<OUTPUT stem>.rejected.<ext>`` (the local
-  engine's name, as a folder), one shard per batch that had any, with the local
-  engine's columns; ``row`` and ``line`` are empty there because Ray Data does not
-  number rows. A CSV row that cannot be split into fields stops the job under
-  either policy: Ray Data's CSV reader cannot set it aside.
-
-``ray`` is imported only inside the functions that need it; without it,
-:class:`~onnxedge.runtime.errors.MissingDependencyError` carries the install hint.
+* **Runtime.** Without an address a local Ray runtime is started (and stopped) with
+  ``workers * threads_per_worker + 1`` logical CPUs; ``auto`` / ``host:port`` joins a
+  cluster; an initialized runtime is used as it is. Ray Data does not run through Ray
+  Client, so for ``ray://`` the whole call runs as one task on the cluster. One logical
+  CPU is left to Ray Data's read / write tasks: a pool holding every CPU starves them.
+* **Workers.** ``map_batches`` with :class:`RayBatchScorer` in a fixed pool of actors,
+  each with its own session of ``threads_per_worker`` threads (the model's bytes travel
+  through the object store, or its path when weights live in external files).
+* **Input.** Parquet, CSV or NPY: a file, a folder, or a URI Ray Data reads. Local
+  inputs are planned by the local engine's readers and read in its file order.
+* **Output.** A folder of shards ``part-000000.<ext>`` in input order (so the shards in
+  name order are the local engine's rows), staged beside ``OUTPUT`` and renamed at the
+  end. Under ``skip`` rejected rows go to the folder ``<OUTPUT stem>.rejected.<ext>``,
+  with ``row`` and ``line`` empty: Ray Data does not number rows.
+* **Bad rows.** A worker's :class:`~onnxedge.runtime.score.BadRowError` is raised on the
+  driver; for a local input the file is then rescanned by the local reader, so the
+  message names the line or row as ``--engine local`` does. A CSV row Ray cannot split
+  stops the job under either policy.
 """
 
 from __future__ import annotations
@@ -52,6 +31,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -61,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from onnxedge.runtime import io as rio
 from onnxedge.runtime.atomic import Staged
 from onnxedge.runtime.errors import (
     DataError,
@@ -68,15 +49,6 @@ from onnxedge.runtime.errors import (
     ModelLoadError,
     OnnxEdgeError,
     OutputExistsError,
-)
-from onnxedge.runtime.io import (
-    AtomicOutput,
-    CategoricalColumn,
-    InputBatch,
-    input_format_of,
-    open_input,
-    output_format_of,
-    rejected_path_for,
 )
 from onnxedge.runtime.score import (
     DEFAULT_BATCH_SIZE,
@@ -88,59 +60,38 @@ from onnxedge.runtime.score import (
     chunk_rows_for,
     plan_scoring,
     score_batch,
+    scoring_predictor,
 )
 
-__all__ = [
-    "IO_CPUS",
-    "RAY_FORMATS",
-    "RAY_INSTALL_HINT",
-    "RayBatchScorer",
-    "RayScoreSummary",
-    "score_ray",
-]
-
 RAY_INSTALL_HINT = "--engine ray needs ray: pip install 'onnxedge[ray]'"
-#: Input formats the Ray engine reads (JSONL needs ``--engine local``).
 RAY_FORMATS: tuple[str, ...] = ("parquet", "csv", "npy")
 #: Logical CPUs left free for Ray Data's list / read / write tasks.
 IO_CPUS = 1
-#: The column ``include_paths=True`` adds: the file each row came from.
-_PATH_COLUMN = "path"
-#: Ray Data's column for the rows of an NPY file.
-_NPY_COLUMN = "data"
-_SHARD_ENDINGS = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}
+_PATH_COLUMN = "path"  # what include_paths=True adds: each row's file
+_NPY_COLUMN = "data"  # Ray Data's column for the rows of an NPY file
+_EXTENSIONS = {"parquet": ["parquet", "pq"], "csv": ["csv", "csv.gz"], "npy": ["npy"]}
 
 
 def _import_ray() -> Any:
-    """``ray`` with Ray Data, or the install hint."""
     try:
         import ray
-        import ray.data  # the ``data`` extra is what is needed
+        import ray.data
     except ImportError:
         raise MissingDependencyError(RAY_INSTALL_HINT) from None
     return ray
 
 
-# --------------------------------------------------------------------------------------
-# The worker
-# --------------------------------------------------------------------------------------
+# --- the worker ----------------------------------------------------------------------------
 
 
 class _ShippedError(Exception):
-    """An :class:`OnnxEdgeError` on its way from a Ray worker to the driver.
-
-    Ray pickles a worker's exception; some onnxedge errors take keyword-only
-    arguments (:class:`BadRowError`), which unpickling cannot supply, and Ray Data
-    appends its retry note to ``args``. This carries the class, the message and the
-    attributes on their own (``__reduce__`` ignores ``args``), and :meth:`rebuild`
-    makes the original error again on the driver.
-    """
+    """An :class:`OnnxEdgeError` on its way from a worker to the driver: Ray pickles a
+    worker's exception by its ``args`` (which keyword-only errors cannot rebuild from,
+    and to which Ray Data appends a note), so this carries class, message and attributes."""
 
     def __init__(self, kind: type[OnnxEdgeError], message: str, attrs: dict[str, Any]) -> None:
         super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.attrs = attrs
+        self.kind, self.message, self.attrs = kind, message, attrs
 
     @classmethod
     def of(cls, exc: OnnxEdgeError) -> _ShippedError:
@@ -156,197 +107,137 @@ class _ShippedError(Exception):
         return (_ShippedError, (self.kind, self.message, self.attrs))
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every worker is told: the input, the plan, its session and where rejected
+    rows go (a folder, or None, and their format)."""
+
+    source: _Input
+    plan: ScorePlan
+    provider: str
+    threads: int
+    rejected_dir: str | None
+    rejected_format: str
+
+
 class RayBatchScorer:
-    """The callable class Ray Data's ``map_batches`` runs in each worker.
-
-    Each instance builds one :class:`~onnxedge.runtime.predictor.Predictor` (its own
-    onnxruntime session) and turns every batch into output columns with
-    :func:`~onnxedge.runtime.score.score_batch`. A batch may hold rows of several
-    files; they are scored file by file so that messages and rejected rows name
-    their file.
-
-    Args:
-        model: the model's bytes, or a path every worker can read.
-        plan: from :func:`~onnxedge.runtime.score.plan_scoring` on the driver.
-        provider: ``auto``, ``cpu`` or ``cuda``.
-        threads: onnxruntime intra-op threads.
-        input_format: ``parquet``, ``csv`` or ``npy`` (how rows are located).
-        source: the input as messages name it, for rows whose file is unknown.
-        names: Ray's path of each file -> the name the local engine gives it.
-        rejected_dir: folder for rejected-row shards (``on_bad_row="skip"``), or None.
-        rejected_format: the shards' format (``parquet``, ``csv``, ``jsonl``).
+    """The callable class ``map_batches`` runs in each worker: one Predictor (``model``
+    is its bytes, or a path every worker can read), and every batch through
+    :func:`score_batch`, file by file so messages and rejected rows name their file.
 
     Raises:
-        OnnxEdgeError: as :func:`score_batch` and ``Predictor`` raise them; they
-            reach the driver through Ray and :func:`score_ray` raises them again.
+        OnnxEdgeError: as :func:`score_batch` and the Predictor raise them, shipped to
+            the driver, where :func:`score_ray` raises them again.
     """
 
-    def __init__(
-        self,
-        model: bytes | str,
-        plan: ScorePlan,
-        *,
-        provider: str,
-        threads: int,
-        input_format: str,
-        source: str,
-        names: dict[str, str],
-        rejected_dir: str | None,
-        rejected_format: str,
-    ) -> None:
-        from onnxedge.runtime.predictor import Predictor
-
+    def __init__(self, model: bytes | str, job: _Job) -> None:
         try:
-            # Rows are checked for NaN / Inf by score_batch; no second pass.
-            self.predictor = Predictor(model, provider=provider, threads=threads, nonfinite="allow")
+            self.predictor = scoring_predictor(model, provider=job.provider, threads=job.threads)
         except OnnxEdgeError as exc:
             raise _ShippedError.of(exc) from None
-        self.plan = plan
-        self.input_format = input_format
-        self.source = source
-        self.names = names
-        self.rejected_dir = Path(rejected_dir) if rejected_dir is not None else None
-        self.rejected_format = rejected_format
-        # Rejected shards are named by their file's place in the input, then at random.
-        self._file_order = {name: index for index, name in enumerate(names.values())}
+        self.job, self.plan, self.text = job, job.plan, job.source.format == "csv"
+        self.order = {name: index for index, name in enumerate(job.source.names.values())}
 
     def __call__(self, batch: Any) -> Any:
-        """Score one Ray batch (a ``pyarrow.Table``, or for NPY a dict of numpy arrays).
-
-        Returns:
-            A ``pyarrow.Table`` of the scored rows, in the plan's output columns.
-        """
-        try:
-            return self._score(batch)
-        except OnnxEdgeError as exc:
-            raise _ShippedError.of(exc) from None
-
-    def _score(self, batch: Any) -> Any:
+        """Score one Ray batch (a ``pyarrow.Table``, or for NPY a dict of numpy arrays)
+        into a ``pyarrow.Table`` of the plan's output columns."""
         import pyarrow as pa
 
-        tables = []
-        for part in self._split_by_file(batch):
-            result = score_batch(self.predictor, part, self.plan)
-            tables.append(_output_table(result.columns))
-            if result.rejected is not None:
-                self._write_rejected(part.source, result.rejected)
+        try:
+            tables = []
+            for part in self._split_by_file(batch):
+                result = score_batch(self.predictor, part, self.plan)
+                tables.append(_arrow(result.columns))
+                if result.rejected is not None and self.job.rejected_dir is not None:
+                    self._write_rejected(part.source, result.rejected)
+        except OnnxEdgeError as exc:
+            raise _ShippedError.of(exc) from None
         if not tables:
-            return _empty_output(self.plan)
-        return (
-            tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
-        )
+            return _arrow({name: [] for name in self.plan.output_columns}, self.plan)
+        return pa.concat_tables(tables, promote_options="default")
 
-    def _split_by_file(self, batch: Any) -> Iterator[InputBatch]:
-        """One :class:`InputBatch` per run of rows from the same file."""
+    def _split_by_file(self, batch: Any) -> Iterator[rio.InputBatch]:
         if isinstance(batch, dict):  # NPY: {"data": (n, f), "path": (n,)}
             matrix = np.asarray(batch[_NPY_COLUMN])
-            paths = batch.get(_PATH_COLUMN)
-            for start, stop, path in _runs(paths, matrix.shape[0]):
-                yield InputBatch(source=self._name(path), matrix=matrix[start:stop])
+            for start, stop, path in _runs(batch.get(_PATH_COLUMN), matrix.shape[0]):
+                yield rio.InputBatch(source=self._name(path), matrix=matrix[start:stop])
             return
         paths = batch.column(_PATH_COLUMN) if _PATH_COLUMN in batch.column_names else None
-        text = self.input_format == "csv"
-        wanted = list(dict.fromkeys([*(self.plan.features or ()), *self.plan.carry]))
         for start, stop, path in _runs(paths, batch.num_rows):
             part = batch.slice(start, stop - start)
-            yield InputBatch(
+            yield rio.InputBatch(
                 source=self._name(path),
-                columns={name: part.column(name) for name in wanted},
-                location="line" if text else "row",
-                header=text,
+                columns={name: part.column(name) for name in self.plan.read_columns},
+                location="line" if self.text else "row",
+                header=self.text,
             )
 
     def _name(self, path: str | None) -> str:
-        if path is None:
-            return self.source
-        return self.names.get(path, path)
+        source = self.job.source
+        return source.name if path is None else source.names.get(path, path)
 
     def _write_rejected(self, source: str, rejected: dict[str, np.ndarray]) -> None:
-        if self.rejected_dir is None:
-            return
-        # A unique name per batch: two batches with the same bad rows (a file of
-        # repeated rows) are both kept. If Ray retries a task after a worker dies, the
-        # retried batches' rejected rows may be written twice; none are ever lost.
-        order = self._file_order.get(source, len(self._file_order))
-        ending = _SHARD_ENDINGS[self.rejected_format]
-        path = self.rejected_dir / f"part-{order:06d}-{uuid.uuid4().hex[:16]}.{ending}"
-        with AtomicOutput(path, self.rejected_format, types=REJECTED_TYPES) as out:
+        # A unique name per batch: batches with the same bad rows are all kept (a task
+        # that Ray retries may write its rejected rows twice; none are lost).
+        order = self.order.get(source, len(self.order))
+        fmt = self.job.rejected_format
+        path = (
+            Path(self.job.rejected_dir or ".") / f"part-{order:06d}-{uuid.uuid4().hex[:16]}.{fmt}"
+        )
+        with rio.AtomicOutput(path, fmt, types=REJECTED_TYPES) as out:
             out.write(rejected)
             out.finish()
             out.commit()
 
 
 def _runs(paths: Any, n: int) -> Iterator[tuple[int, int, str | None]]:
-    """``(start, stop, path)`` for each run of equal paths (rows of one file are contiguous)."""
+    """``(start, stop, path)`` per run of rows of one file (a file's rows are contiguous)."""
     if n == 0:
         return
     if paths is None:
         yield 0, n, None
         return
-    if isinstance(paths, np.ndarray):  # (n,) str
-        codes, names = paths, paths
-    else:  # a pyarrow string column: compare small integer codes, not strings
-        encoded = paths.combine_chunks() if hasattr(paths, "combine_chunks") else paths
-        encoded = encoded.dictionary_encode()
+    codes, names = paths, None
+    if not isinstance(paths, np.ndarray):  # pyarrow strings: compare integer codes
+        combined = paths.combine_chunks() if hasattr(paths, "combine_chunks") else paths
+        encoded = combined.dictionary_encode()
         codes = encoded.indices.to_numpy(zero_copy_only=False)
         names = encoded.dictionary.to_pylist()
-    change = np.flatnonzero(codes[1:] != codes[:-1]) + 1
-    bounds = [0, *change.tolist(), n]
+    bounds = [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist(), n]
     for start, stop in itertools.pairwise(bounds):
-        name = names[start] if isinstance(paths, np.ndarray) else names[int(codes[start])]
-        yield start, stop, str(name)
+        yield start, stop, str(paths[start] if names is None else names[int(codes[start])])
 
 
-def _output_table(columns: dict[str, Any]) -> Any:
-    """Output columns (numpy, pyarrow or categorical) as one ``pyarrow.Table``."""
+def _arrow(columns: dict[str, Any], plan: ScorePlan | None = None) -> Any:
+    """Output columns as a ``pyarrow.Table`` (class names dictionary-encoded, as the
+    local engine's Parquet writer stores them); with ``plan``, empty and typed."""
     import pyarrow as pa
 
+    names = pa.dictionary(pa.int32(), pa.string())
     arrays = {}
     for name, values in columns.items():
-        if isinstance(values, CategoricalColumn):
-            # Dictionary-encoded, as the local engine's Parquet writer stores it.
+        if isinstance(values, rio.CategoricalColumn):
             arrays[name] = pa.DictionaryArray.from_arrays(
-                pa.array(values.codes, type=pa.int32()),
-                pa.array(list(values.categories), type=pa.string()),
+                pa.array(values.codes, type=pa.int32()), pa.array(values.categories, pa.string())
             )
-        elif isinstance(values, pa.Array | pa.ChunkedArray):
-            arrays[name] = values
+        elif plan is not None:
+            kind = {"label": pa.int64(), "class_name": names}.get(name, pa.string())
+            arrays[name] = pa.array([], pa.float32() if name in plan.probability_columns else kind)
         else:
-            arrays[name] = pa.array(values)
+            arrays[name] = (
+                values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+            )
     return pa.table(arrays)
 
 
-def _empty_output(plan: ScorePlan) -> Any:
-    import pyarrow as pa
-
-    types = {"label": pa.int64(), "class_name": pa.dictionary(pa.int32(), pa.string())}
-    types.update({name: pa.float32() for name in plan.probability_columns})
-    return pa.table(
-        {name: pa.array([], type=types.get(name, pa.string())) for name in plan.output_columns}
-    )
-
-
-# --------------------------------------------------------------------------------------
-# The driver
-# --------------------------------------------------------------------------------------
+# --- the driver ----------------------------------------------------------------------------
 
 
 @dataclass
 class RayScoreSummary(ScoreSummary):
-    """What one :func:`score_ray` run did: the local engine's summary and the Ray facts.
-
-    ``output`` and ``rejected_output`` are folders of shards. ``seconds`` is the wall
-    time of the whole call, start-up included.
-
-    Attributes:
-        engine: ``ray``.
-        address: the cluster joined, ``local`` for a runtime started here, or
-            ``existing`` for one that was already initialized.
-        workers: scoring actors.
-        threads_per_worker: onnxruntime intra-op threads (and logical CPUs) per actor.
-        startup_seconds: time to start or join the Ray runtime.
-        shards: files written to ``output``.
-    """
+    """The local engine's summary (``output`` and ``rejected_output`` are folders) and the
+    Ray facts: ``engine``, ``address`` (the cluster, ``local`` or ``existing``),
+    ``workers``, ``threads_per_worker``, ``startup_seconds`` and output ``shards``."""
 
     engine: str = "ray"
     address: str = "local"
@@ -365,19 +256,15 @@ class RayScoreSummary(ScoreSummary):
 
 @dataclass(frozen=True)
 class _Input:
-    """What Ray reads, and how the local engine would name it.
-
-    Ray is given one path (the input itself): Ray Data 2.60 lists several paths in
-    parallel threads, which then race on an optional import (fsspec's HTTP file
-    system, when aiohttp is not installed) and fail at random.
-    """
-
     name: str  # the input as messages name it
     format: str
-    ray_path: str  # an absolute local path, or the URI as given
+    ray_path: str  # one path for Ray (several are listed in racing threads in Ray 2.60)
     names: dict[str, str]  # Ray's path of each file -> the local engine's name for it
     first: str | None  # the local file (or Parquet input) the plan is read from
-    local: bool
+
+    @property
+    def local(self) -> bool:
+        return self.first is not None
 
 
 def score_ray(
@@ -405,83 +292,28 @@ def score_ray(
     Args:
         model: an ``.onnx`` path or the model's bytes.
         input: a Parquet, CSV or NPY file, a folder of them, or a URI Ray Data reads.
-        output: the folder to create (it must not exist unless ``overwrite``).
-        address: a Ray cluster (``auto``, ``host:port``, or ``ray://host:port``
-            through Ray Client: the call then runs as a task on the cluster, and
-            ``input`` and ``output`` are paths there); None starts a local runtime
-            sized to ``workers`` (and stops it at the end). A runtime already
-            initialized in this process is used as it is.
-        workers: scoring actors; None: as many as the CPUs allow
-            (``(CPUs - 1) // threads_per_worker``; all the machine's CPUs for a local
-            runtime started here).
-        threads_per_worker: onnxruntime intra-op threads per actor; each actor asks
-            Ray for that many CPUs, so ``workers * threads_per_worker`` stays within
-            the cores.
-        batch_size: rows per ``session.run``.
-        provider: ``cpu``, ``auto`` or ``cuda`` (each actor then asks for one GPU).
-        id_column: a column copied first into the output.
-        features: feature columns (a list or comma-separated text).
-        keep_columns: more columns copied into the output.
-        input_format: ``parquet``, ``csv`` or ``npy`` whatever the name says.
-        output_format: ``parquet`` (default), ``csv`` or ``jsonl``; default from
-            ``output``'s ending.
-        probabilities: write one ``prob_<class>`` column per class.
-        overwrite: replace an existing ``output`` (and rejected-rows folder).
-        on_bad_row: ``fail`` or ``skip`` (as the local engine).
-        progress: Ray Data's progress bars; None shows them when stderr is a terminal.
-
-    Returns:
-        A :class:`RayScoreSummary`.
+        output: the folder to create (Parquet shards unless ``output_format`` or the
+            name's ending says ``csv`` / ``jsonl``).
+        address: a cluster (``auto``, ``host:port``, ``ray://host:port``: then paths are
+            the cluster's); None starts a local runtime for the call.
+        workers: scoring actors; None: ``(CPUs - 1) // threads_per_worker``.
+        threads_per_worker: intra-op threads, and logical CPUs, per actor.
+        provider: ``cpu``, ``auto`` or ``cuda`` (each actor then asks for a GPU).
+        progress: Ray Data's progress bars; None: when stderr is a terminal.
+        The other options are :func:`~onnxedge.runtime.score.score_file`'s.
 
     Raises:
-        MissingDependencyError: ray (or pyarrow) is not installed.
-        DataError: the input is missing or not Parquet / CSV / NPY, a column is
-            missing, the output folder's parent does not exist, an option is invalid,
-            the cluster lacks the CPUs asked for, or Ray Data failed to read or write.
+        MissingDependencyError: ray is not installed.
+        DataError: the input is missing or not Parquet / CSV / NPY, a column is missing,
+            the output's folder does not exist, an option is invalid, the cluster lacks
+            the CPUs asked for, or Ray Data failed.
         OutputExistsError: ``output`` exists and ``overwrite`` is false.
-        InputShapeError: the input's feature count is not the model's.
-        BadRowError: a bad row under ``on_bad_row="fail"``.
-        ModelLoadError, ProviderUnavailableError: from the Predictor.
+        InputShapeError, BadRowError, ModelLoadError, ProviderUnavailableError: as
+            :func:`~onnxedge.runtime.score.score_file` raises them.
     """
     started = time.perf_counter()
-    _check_options(on_bad_row, batch_size, workers, threads_per_worker)
+    check_options(on_bad_row, batch_size, workers=workers, threads_per_worker=threads_per_worker)
     ray = _import_ray()
-    if address is not None and address.startswith("ray://") and not ray.is_initialized():
-        return _score_through_client(
-            ray,
-            address,
-            model,
-            input,
-            output,
-            workers=workers,
-            threads_per_worker=threads_per_worker,
-            batch_size=batch_size,
-            provider=provider,
-            id_column=id_column,
-            features=features,
-            keep_columns=keep_columns,
-            input_format=input_format,
-            output_format=output_format,
-            probabilities=probabilities,
-            overwrite=overwrite,
-            on_bad_row=on_bad_row,
-        )
-    source = _resolve_input(input, input_format)
-    out_format = _output_format(output, output_format)
-    out_path = _check_output_folder(output, overwrite=overwrite, source=source)
-    rejected_path = (
-        _check_output_folder(
-            rejected_path_for(out_path, out_format), overwrite=overwrite, source=source
-        )
-        if on_bad_row == "skip"
-        else None
-    )
-    from onnxedge.runtime.predictor import Predictor
-
-    # The driver's predictor only plans (feature columns, class names) and, after a
-    # failure, locates a bad row; the workers build their own.
-    predictor = Predictor(model, provider="cpu", threads=1, nonfinite="allow")
-    payload = _model_payload(model, predictor)
     options = {
         "features": features,
         "id_column": id_column,
@@ -490,38 +322,42 @@ def score_ray(
         "on_bad_row": on_bad_row,
         "batch_size": batch_size,
     }
+    if address is not None and address.startswith("ray://") and not ray.is_initialized():
+        run = {"workers": workers, "threads_per_worker": threads_per_worker, "provider": provider}
+        formats = {"input_format": input_format, "output_format": output_format}
+        return _through_client(
+            ray, address, model, input, output, **options, **run, **formats, overwrite=overwrite
+        )
+    source = _resolve_input(input, input_format)
+    out_format = _output_format(output, output_format)
+    out_path = _check_output(output, overwrite, source)
+    rejected_path = None
+    if on_bad_row == "skip":
+        rejected_path = _check_output(
+            rio.rejected_path_for(out_path, out_format), overwrite, source
+        )
+    # The driver's predictor plans and locates bad rows; the workers build their own.
+    predictor = scoring_predictor(model, provider="cpu", threads=1)
+    payload = _model_payload(model, predictor)
     plan = _plan_local(predictor, source, options) if source.local else None
     gpus = 1 if provider.lower() == "cuda" else 0
-
-    with _ray_runtime(ray, address, workers, threads_per_worker) as runtime, _quiet_ray_data():
-        size = _size_pool(ray, runtime, workers, threads_per_worker, gpus)
-        if plan is None:
-            plan = _plan_remote(ray, predictor, source, options)
-        show = _show_progress(progress)
-        dataset = _read(ray, source, plan, progress=show)
-        context = dataset.context  # this dataset's own copy: the caller's is not changed
-        context.execution_options.preserve_order = True  # shards line up with the input
-        context.enable_progress_bars = show
-        context.print_on_execution_start = False
-        # A worker's error reaches the driver as raised (not as Ray's UserCodeException,
-        # which keeps only its text): _driver_error finds the onnxedge error in it.
-        context.raise_original_map_exception = True
+    with (
+        _ray_runtime(ray, address, workers, threads_per_worker) as (label, startup),
+        _quiet_ray_data(),
+    ):
+        size = _size_pool(ray, label, workers, threads_per_worker, gpus)
+        plan = plan or _plan_remote(ray, predictor, source, options)
+        show = sys.stderr.isatty() if progress is None else progress
+        dataset = _read(ray, source, plan, show)
         with (
-            _staging(out_path, overwrite) as out_tmp,
-            _staging(rejected_path, overwrite) as rej_tmp,
+            Staged(out_path, overwrite=overwrite, folder=True, error=DataError) as out_tmp,
+            _staged(rejected_path, overwrite) as rej_tmp,
         ):
+            rejected_dir = str(rej_tmp.path) if rej_tmp is not None else None
+            job = _Job(source, plan, provider.lower(), threads_per_worker, rejected_dir, out_format)
             scored = dataset.map_batches(
                 RayBatchScorer,
-                fn_constructor_args=(payload, plan),
-                fn_constructor_kwargs={
-                    "provider": provider.lower(),
-                    "threads": threads_per_worker,
-                    "input_format": source.format,
-                    "source": source.name,
-                    "names": source.names,
-                    "rejected_dir": str(rej_tmp.path) if rej_tmp is not None else None,
-                    "rejected_format": out_format,
-                },
+                fn_constructor_args=(payload, job),
                 batch_size=chunk_rows_for(batch_size),
                 batch_format="numpy" if source.format == "npy" else "pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=size),
@@ -530,19 +366,22 @@ def score_ray(
                 udf_modifying_row_count=on_bad_row == "skip",
             )
             try:
-                _write(ray, scored, out_tmp.path, out_format)
+                write = {"parquet": scored.write_parquet, "csv": scored.write_csv}
+                write.get(out_format, scored.write_json)(
+                    str(out_tmp.path),
+                    filename_provider=_part_names(out_format),
+                    mode=ray.data.SaveMode.OVERWRITE,  # our own empty folder; no write id
+                )
             except Exception as exc:
-                error = _driver_error(exc, source, plan, predictor)
-                # Ray's own failures keep their traceback as the cause; onnxedge's errors
-                # are complete as they are.
-                raise error from (None if isinstance(_unwrap(exc), OnnxEdgeError) else exc)
+                found = _unwrap(exc)
+                # Ray's own failures keep their traceback; onnxedge's are complete as they are.
+                raise _driver_error(exc, found, source, plan, predictor) from (
+                    None if found is not None else exc
+                )
             shards = _shards(out_tmp.path)
-            rows_scored = _count_rows(shards, out_format)
-            rows_skipped = (
-                _count_rows(_shards(rej_tmp.path), out_format) if rej_tmp is not None else 0
-            )
-            # Rejected rows first: the output appears only once everything else is in place.
-            if rej_tmp is not None:
+            scored_rows = _count_rows(shards, out_format)
+            skipped = _count_rows(_shards(rej_tmp.path), out_format) if rej_tmp is not None else 0
+            if rej_tmp is not None:  # the output appears last, once all else is in place
                 rej_tmp.commit()
             out_tmp.commit()
     seconds = time.perf_counter() - started
@@ -553,25 +392,24 @@ def score_ray(
         rejected_output=str(rejected_path) if rejected_path is not None else None,
         input_format=source.format,
         output_format=out_format,
-        rows_scored=rows_scored,
-        rows_skipped=rows_skipped,
+        rows_scored=scored_rows,
+        rows_skipped=skipped,
         seconds=seconds,
-        rows_per_second=(rows_scored + rows_skipped) / seconds if seconds > 0 else 0.0,
-        # Actors without a GPU see none (Ray hides them), so "auto" runs on the CPU;
-        # "cuda" is strict and would have failed in a worker otherwise.
+        rows_per_second=(scored_rows + skipped) / seconds if seconds > 0 else 0.0,
+        # Actors without a GPU see none, so "auto" runs on the CPU (and "cuda" is strict).
         provider="CUDAExecutionProvider" if gpus else "CPUExecutionProvider",
         batch_size=batch_size,
         features=list(plan.features) if plan.features is not None else None,
         columns=list(plan.output_columns),
-        address=runtime.address,
+        address=label,
         workers=size,
         threads_per_worker=threads_per_worker,
-        startup_seconds=runtime.startup_seconds,
+        startup_seconds=startup,
         shards=len(shards),
     )
 
 
-def _score_through_client(
+def _through_client(
     ray: Any,
     address: str,
     model: str | os.PathLike[str] | bytes,
@@ -579,29 +417,20 @@ def _score_through_client(
     output: str | os.PathLike[str],
     **options: Any,
 ) -> RayScoreSummary:
-    """``score_ray`` run as one task on the cluster, for a Ray Client (``ray://``) address.
-
-    Ray Data cannot run its executor through Ray Client, so the whole call runs in a
-    task on the cluster (asking for no CPU), where Ray is already up; input and output
-    are then paths of the cluster's nodes. The model's bytes are sent from here.
-    """
+    """``score_ray`` as one task on the cluster (asking for no CPU), for a ``ray://``
+    address; the model's bytes are sent from here."""
     started = time.perf_counter()
-    if isinstance(model, bytes | bytearray | memoryview):
-        payload, label = bytes(model), "<bytes>"
-    else:
-        try:
-            payload, label = Path(model).read_bytes(), os.fspath(model)
-        except OSError as exc:
-            raise ModelLoadError(
-                f"cannot read model file: {model}: {exc.strerror or exc}"
-            ) from None
-    with _ray_runtime(ray, address, None, 1) as runtime:
+    label = "<bytes>" if isinstance(model, bytes) else os.fspath(model)
+    try:
+        payload = model if isinstance(model, bytes) else Path(model).read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file: {label}: {exc.strerror or exc}") from None
+    with _ray_runtime(ray, address, None, 1) as (_, startup):
         task = ray.remote(num_cpus=0, max_retries=0)(_score_in_cluster)
         try:
             summary = ray.get(task.remote(payload, os.fspath(input), os.fspath(output), options))
         except Exception as exc:
-            found = _unwrap(exc)
-            if found is not None:
+            if (found := _unwrap(exc)) is not None:
                 raise found from None
             raise DataError(
                 f"{os.fspath(input)}: scoring failed on the Ray cluster at {address}: "
@@ -613,282 +442,33 @@ def _score_through_client(
         summary,
         model=label,
         address=address,
-        startup_seconds=runtime.startup_seconds,
+        startup_seconds=startup,
         seconds=seconds,
         rows_per_second=rows / seconds if seconds > 0 else 0.0,
     )
 
 
-def _score_in_cluster(
-    model: bytes, input: str, output: str, options: dict[str, Any]
-) -> RayScoreSummary:
-    """The task :func:`_score_through_client` runs on the cluster."""
+def _score_in_cluster(model: bytes, input: str, output: str, options: dict[str, Any]) -> Any:
     try:
         return score_ray(model, input, output, **options)
     except OnnxEdgeError as exc:
         raise _ShippedError.of(exc) from None
 
 
-def _check_options(
-    on_bad_row: str, batch_size: int, workers: int | None, threads_per_worker: int
-) -> None:
-    check_options(on_bad_row, batch_size)  # the local engine's rules, then Ray's own
-    for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker)):
-        if name == "workers" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DataError(f"{name} must be an integer >= 1; got {value!r}")
-
-
-def _show_progress(progress: bool | None) -> bool:
-    if progress is None:
-        import sys
-
-        return sys.stderr.isatty()
-    return bool(progress)
-
-
-# --- input ------------------------------------------------------------------------------
-
-
-def _is_uri(text: str) -> bool:
-    return "://" in text
-
-
-def _resolve_input(input: str | os.PathLike[str], override: str | None) -> _Input:
-    """The input's format, and the name the local engine gives each of its files."""
-    text = os.fspath(input)
-    if _is_uri(text):
-        if override is not None:
-            fmt = input_format_of(text, override)
-        else:
-            try:
-                fmt = input_format_of(text)
-            except DataError:
-                fmt = "parquet"  # a URI without a known ending: a folder of Parquet files
-        _check_ray_format(text, fmt)
-        return _Input(name=text, format=fmt, ray_path=text, names={}, first=None, local=False)
-    path = Path(text)
-    if not path.exists():
-        raise DataError(f"input {path} does not exist")
-    if path.is_dir():
-        fmt = input_format_of(path, override) if override is not None else _folder_format(path)
-        _check_ray_format(text, fmt)
-        files = _folder_files(path, fmt)
-    else:
-        fmt = input_format_of(path, override)
-        _check_ray_format(text, fmt)
-        files = [path]
-    # The local engine opens a Parquet folder as one input; a CSV or NPY folder (which
-    # it does not read) is planned from its first file.
-    first = str(path) if fmt == "parquet" else str(files[0])
-    return _Input(
-        name=str(path),
-        format=fmt,
-        ray_path=str(path.resolve()),
-        names={str(f.resolve()): str(f) for f in files},
-        first=first,
-        local=True,
-    )
-
-
-def _check_ray_format(text: str, fmt: str) -> None:
-    if fmt not in RAY_FORMATS:
-        raise DataError(
-            f"{text}: --engine ray reads Parquet, CSV or NPY input; {fmt} input needs "
-            "--engine local"
-        )
-
-
-def _file_format(path: Path) -> str | None:
-    try:
-        return input_format_of(path.name)
-    except DataError:
-        return None
-
-
-def _folder_format(folder: Path) -> str:
-    found = {
-        fmt
-        for p in folder.rglob("*")
-        if p.is_file() and not _hidden(p, folder) and (fmt := _file_format(p)) is not None
-    }
-    found &= set(RAY_FORMATS)
-    if len(found) == 1:
-        return found.pop()
-    if not found:
-        raise DataError(f"{folder}: folder holds no .parquet, .csv or .npy files")
-    listing = ", ".join(sorted(found))
-    raise DataError(f"{folder}: folder mixes formats ({listing}); name one with --input-format")
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    """Files Ray Data leaves out when it lists a folder (``.name``, ``_name``); the local
-    Parquet reader leaves out the same ones."""
-    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
-
-
-def _folder_files(folder: Path, fmt: str) -> list[Path]:
-    if fmt == "parquet":
-        # The local engine's own list, in its order.
-        with open_input(folder, "parquet") as reader:
-            return list(reader.files)  # type: ignore[attr-defined]
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not _hidden(p, folder) and _file_format(p) == fmt
-    )
-    if not files:
-        raise DataError(f"{folder}: folder holds no {fmt} files")
-    return files
-
-
-def _plan_local(predictor: Any, source: _Input, options: dict[str, Any]) -> ScorePlan:
-    """The plan the local engine would build, from the local engine's reader."""
-    assert source.first is not None
-    with open_input(source.first, source.format) as reader:
-        return plan_scoring(
-            predictor,
-            source=reader.name,
-            columns=reader.columns,
-            numeric_columns=reader.numeric_columns,
-            num_columns=reader.num_columns,
-            **options,
-        )
-
-
-def _plan_remote(ray: Any, predictor: Any, source: _Input, options: dict[str, Any]) -> ScorePlan:
-    """A plan from the schema Ray Data reads from the first file of a URI."""
-    import pyarrow as pa
-
-    reader = {
-        "parquet": ray.data.read_parquet,
-        "csv": ray.data.read_csv,
-        "npy": ray.data.read_numpy,
-    }
-    try:
-        schema = reader[source.format](source.ray_path).schema()
-    except Exception as exc:
-        raise DataError(f"{source.name}: Ray Data cannot read it: {_last_line(exc)}") from None
-    if source.format == "npy":
-        kind = schema.types[schema.names.index(_NPY_COLUMN)]
-        shape = tuple(getattr(kind, "shape", ()))
-        return plan_scoring(
-            predictor,
-            source=source.name,
-            columns=None,
-            num_columns=int(shape[-1]) if shape else 1,
-            **options,
-        )
-    names = [str(n) for n in schema.names]
-    numeric = [
-        name
-        for name, kind in zip(names, schema.types, strict=True)
-        if isinstance(kind, pa.DataType)
-        and (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind))
-    ]
-    return plan_scoring(
-        predictor, source=source.name, columns=names, numeric_columns=numeric, **options
-    )
-
-
-#: File endings Ray Data lists for each format (the local engine's endings).
-_RAY_EXTENSIONS = {"parquet": ["parquet", "pq"], "csv": ["csv", "csv.gz"], "npy": ["npy"]}
-
-
-def _read(ray: Any, source: _Input, plan: ScorePlan, *, progress: bool) -> Any:
-    """The Ray dataset of the input: the wanted columns, and each row's file, in order."""
-    with _read_context(ray, progress=progress):
-        return _read_dataset(ray, source, plan)
-
-
-@contextlib.contextmanager
-def _read_context(ray: Any, *, progress: bool) -> Iterator[None]:
-    """Ray Data settings that its readers take from the global context when created.
-
-    * ``preserve_order``: the CSV / NPY readers read a task's files one at a time.
-    * ``use_datasource_v2 = False``: Ray Data 2.60's new Parquet reader bins files
-      and row groups into read tasks by size and does not keep their order (a row
-      group of one file may come after the next file's first), so the shards would
-      not line up with the input; the previous reader splits the file list in order.
-    * ``enable_progress_bars``: that reader samples files on the driver with a bar.
-    """
-    context = ray.data.DataContext.get_current()
-    saved = (context.execution_options.preserve_order, context.enable_progress_bars)
-    saved_v2 = getattr(context, "use_datasource_v2", None)
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = progress
-    if saved_v2 is not None:
-        context.use_datasource_v2 = False
-    try:
-        yield
-    finally:
-        context.execution_options.preserve_order, context.enable_progress_bars = saved
-        if saved_v2 is not None:
-            context.use_datasource_v2 = saved_v2
-
-
-def _read_dataset(ray: Any, source: _Input, plan: ScorePlan) -> Any:
-    wanted = list(dict.fromkeys([*(plan.features or ()), *plan.carry]))
-    common: dict[str, Any] = {
-        "include_paths": _PATH_COLUMN not in wanted,
-        "file_extensions": _RAY_EXTENSIONS[source.format],
-    }
-    if source.format == "npy":
-        return ray.data.read_numpy(source.ray_path, **common)
-    if source.format == "csv":
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-
-        # Every cell as text: score_batch parses and judges it (a float column would
-        # make one bad cell a read error, with no row to name).
-        convert = pacsv.ConvertOptions(
-            include_columns=wanted,
-            column_types={name: pa.string() for name in wanted},
-            null_values=[],
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        )
-        return ray.data.read_csv(
-            source.ray_path, partitioning=None, convert_options=convert, **common
-        )
-    dataset = ray.data.read_parquet(source.ray_path, partitioning=None, **common)
-    # Projection is pushed down into the read: only these columns are decoded.
-    return dataset.select_columns([*wanted, _PATH_COLUMN] if common["include_paths"] else wanted)
-
-
-def _model_payload(model: str | os.PathLike[str] | bytes, predictor: Any) -> bytes | str:
-    """What workers open: the bytes, or the path when weights live in other files."""
-    if isinstance(model, bytes | bytearray | memoryview):
-        return bytes(model)
-    path = Path(model)
-    if predictor.file_info.external:
-        return str(path.resolve())  # external data is found beside the model file
-    return path.read_bytes()
-
-
-# --- the runtime ------------------------------------------------------------------------
-
-
-@dataclass
-class _Runtime:
-    address: str
-    startup_seconds: float
-
-
 @contextlib.contextmanager
 def _ray_runtime(
     ray: Any, address: str | None, workers: int | None, threads: int
-) -> Iterator[_Runtime]:
-    """Start a local runtime, join a cluster, or use the one already initialized."""
+) -> Iterator[tuple[str, float]]:
+    """``(label, start-up seconds)`` of a new local runtime, a cluster joined, or the
+    runtime already initialized (left running)."""
     if ray.is_initialized():
-        yield _Runtime(address="existing", startup_seconds=0.0)
+        yield "existing", 0.0
         return
     begin = time.perf_counter()
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if address is None:
-        count = workers if workers is not None else max(1, _machine_cpus() // threads)
-        try:
+    try:
+        if address is None:
+            count = workers or max(1, len(os.sched_getaffinity(0)) // threads)
             # "local": always a new runtime, never a cluster `ray start` left running here.
             ray.init(
                 address="local",
@@ -896,62 +476,48 @@ def _ray_runtime(
                 include_dashboard=False,
                 **quiet,
             )
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise DataError(f"cannot start a local Ray runtime: {_last_line(exc)}") from None
-        label = "local"
-    else:
-        try:
+        else:
             ray.init(address=address, **quiet)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise DataError(
-                f"cannot join the Ray cluster at {address!r}: {_last_line(exc)} (start one "
-                "with `ray start --head`, or leave out --ray-address for a local runtime)"
-            ) from None
-        label = address
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        if address is None:
+            raise DataError(f"cannot start a local Ray runtime: {_last_line(exc)}") from None
+        raise DataError(
+            f"cannot join the Ray cluster at {address!r}: {_last_line(exc)} (start one "
+            "with `ray start --head`, or leave out --ray-address for a local runtime)"
+        ) from None
     try:
-        yield _Runtime(address=label, startup_seconds=time.perf_counter() - begin)
+        yield address or "local", time.perf_counter() - begin
     finally:
         ray.shutdown()
 
 
-def _machine_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _size_pool(ray: Any, runtime: _Runtime, workers: int | None, threads: int, gpus: int) -> int:
+def _size_pool(ray: Any, label: str, workers: int | None, threads: int, gpus: int) -> int:
     """The actor count, checked against the cluster's CPUs (and GPUs)."""
     resources = ray.cluster_resources()
-    cpus = int(resources.get("CPU", 0))
+    cpus, have_gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
     size = workers if workers is not None else max(1, (cpus - IO_CPUS) // threads)
     need = size * threads + IO_CPUS
     if need > cpus:
         raise DataError(
             f"{size} workers x {threads} threads need {need} CPUs ({size * threads} for the "
             f"workers + {IO_CPUS} for Ray Data's read and write tasks); the Ray cluster "
-            f"({runtime.address}) has {cpus}: lower --workers or --threads-per-worker"
+            f"({label}) has {cpus}: lower --workers or --threads-per-worker"
         )
-    if gpus and size * gpus > int(resources.get("GPU", 0)):
+    if gpus and size * gpus > have_gpus:
         raise DataError(
             f"--provider cuda gives each of {size} workers a GPU; the Ray cluster "
-            f"({runtime.address}) has {int(resources.get('GPU', 0))}"
+            f"({label}) has {have_gpus}"
         )
     return size
 
 
 @contextlib.contextmanager
 def _quiet_ray_data() -> Iterator[None]:
-    """Keep Ray Data's console log (plans, warnings, worker tracebacks) off stderr.
-
-    The run's outcome is the summary or one error; Ray Data still writes its full log
-    to the session's log folder.
-    """
-    logger = logging.getLogger("ray.data")
+    """Ray Data's console log (plans, warnings, worker tracebacks) off stderr: the run's
+    outcome is the summary or one error (the full log stays in the session folder)."""
     consoles = [
         h
-        for h in logger.handlers
+        for h in logging.getLogger("ray.data").handlers
         if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
     ]
     levels = [h.level for h in consoles]
@@ -967,35 +533,197 @@ def _quiet_ray_data() -> Iterator[None]:
             handler.setLevel(level)
 
 
-# --- output -----------------------------------------------------------------------------
+# --- input ---------------------------------------------------------------------------------
 
 
 def _output_format(output: str | os.PathLike[str], override: str | None) -> str:
     if override is not None:
-        return output_format_of(output, override)
+        return rio.output_format_of(output, override)
     try:
-        return output_format_of(output)
+        return rio.output_format_of(output)
     except DataError:
         return "parquet"  # a plain folder name
 
 
-def _check_output_folder(
-    output: str | os.PathLike[str], *, overwrite: bool, source: _Input
-) -> Path:
-    """Check that ``output`` can be created before Ray starts."""
-    text = os.fspath(output)
-    if _is_uri(text):
+def _resolve_input(input: str | os.PathLike[str], override: str | None) -> _Input:
+    """The input's format, and the name the local engine gives each of its files."""
+    text = os.fspath(input)
+    uri, path = "://" in text, Path(text)
+    if not uri and not path.exists():
+        raise DataError(f"input {path} does not exist")
+    listed = _folder_files(path) if not uri and path.is_dir() else [path]
+    if override is not None:
+        fmt = rio.input_format_of(text, override)
+    elif uri:  # a URI without a known ending: a folder of Parquet files
+        fmt = _name_format(text) or "parquet"
+    elif path.is_dir():
+        found = sorted({_name_format(f.name) or "" for f in listed} & set(RAY_FORMATS))
+        if len(found) != 1:
+            what = f"mixes formats ({', '.join(found)}); name one with --input-format"
+            none = "holds no .parquet, .csv or .npy files"
+            raise DataError(f"{path}: folder {what if found else none}")
+        fmt = found[0]
+    else:
+        fmt = rio.input_format_of(path)
+    if fmt not in RAY_FORMATS:
         raise DataError(
-            f"output {text}: --engine ray writes a folder on a file system (shared by "
-            "every node on a cluster), not an object-store URI"
+            f"{text}: --engine ray reads Parquet, CSV or NPY input; {fmt} input needs "
+            "--engine local"
         )
-    path = Path(text)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise DataError(f"output folder {str(folder)!r} does not exist (for {path})")
-    resolved = path.resolve()
+    if uri:
+        return _Input(name=text, format=fmt, ray_path=text, names={}, first=None)
+    if fmt == "parquet" and path.is_dir():
+        with rio.open_input(path, "parquet") as reader:  # the local engine's files, in order
+            listed = list(reader.files)  # type: ignore[attr-defined]
+    elif path.is_dir():
+        listed = [f for f in listed if _name_format(f.name) == fmt]
+        if not listed:
+            raise DataError(f"{path}: folder holds no {fmt} files")
+    # The local engine opens a Parquet folder as one input; a CSV or NPY folder (which it
+    # does not read) is planned from its first file.
+    return _Input(
+        name=str(path),
+        format=fmt,
+        ray_path=str(path.resolve()),
+        names={str(f.resolve()): str(f) for f in listed},
+        first=str(path) if fmt == "parquet" else str(listed[0]),
+    )
+
+
+def _name_format(name: str) -> str | None:
+    try:
+        return rio.input_format_of(name)
+    except DataError:
+        return None
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The files Ray Data lists in a folder: not ``.name`` or ``_name`` at any level."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(s.startswith((".", "_")) for s in p.relative_to(folder).parts)
+    )
+
+
+def _plan_local(predictor: Any, source: _Input, options: dict[str, Any]) -> ScorePlan:
+    """The plan the local engine would build, from its own reader."""
+    with rio.open_input(source.first or source.name, source.format) as reader:
+        return plan_scoring(
+            predictor,
+            source=reader.name,
+            columns=reader.columns,
+            numeric_columns=reader.numeric_columns,
+            num_columns=reader.num_columns,
+            **options,
+        )
+
+
+def _plan_remote(ray: Any, predictor: Any, source: _Input, options: dict[str, Any]) -> ScorePlan:
+    """A plan from the schema Ray Data reads from a URI."""
+    import pyarrow as pa
+
+    read = getattr(ray.data, f"read_{'numpy' if source.format == 'npy' else source.format}")
+    try:
+        schema = read(source.ray_path).schema()
+    except Exception as exc:
+        raise DataError(f"{source.name}: Ray Data cannot read it: {_last_line(exc)}") from None
+    if source.format == "npy":
+        shape = tuple(getattr(schema.types[schema.names.index(_NPY_COLUMN)], "shape", ()))
+        width = int(shape[-1]) if shape else 1
+        return plan_scoring(
+            predictor, source=source.name, columns=None, num_columns=width, **options
+        )
+    numeric = [
+        str(name)
+        for name, kind in zip(schema.names, schema.types, strict=True)
+        if isinstance(kind, pa.DataType)
+        and (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind))
+    ]
+    names = [str(name) for name in schema.names]
+    return plan_scoring(
+        predictor, source=source.name, columns=names, numeric_columns=numeric, **options
+    )
+
+
+def _read(ray: Any, source: _Input, plan: ScorePlan, progress: bool) -> Any:
+    """The Ray dataset of the input: the wanted columns and each row's file, in order.
+
+    Readers take from the global context when created: ``preserve_order`` (a task's
+    files one at a time) and ``use_datasource_v2 = False`` (Ray Data 2.60's new Parquet
+    reader bins row groups by size and does not keep their order); both are set again
+    on the dataset's own context, which the run then uses.
+    """
+    wanted = plan.read_columns
+    common = {
+        "include_paths": _PATH_COLUMN not in wanted,
+        "file_extensions": _EXTENSIONS[source.format],
+    }
+    context = ray.data.DataContext.get_current()
+    v2 = getattr(context, "use_datasource_v2", None)
+    saved = (context.execution_options.preserve_order, context.enable_progress_bars)
+    context.execution_options.preserve_order, context.enable_progress_bars = True, progress
+    if v2 is not None:
+        context.use_datasource_v2 = False
+    try:
+        if source.format == "npy":
+            dataset = ray.data.read_numpy(source.ray_path, **common)
+        elif source.format == "csv":
+            import pyarrow as pa
+            import pyarrow.csv as pacsv
+
+            # Every cell as text: score_batch judges it (a float column would make one
+            # bad cell a read error, with no row to name).
+            convert = pacsv.ConvertOptions(
+                include_columns=wanted,
+                column_types={name: pa.string() for name in wanted},
+                null_values=[],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            )
+            dataset = ray.data.read_csv(
+                source.ray_path, partitioning=None, convert_options=convert, **common
+            )
+        else:
+            dataset = ray.data.read_parquet(source.ray_path, partitioning=None, **common)
+            paths = [_PATH_COLUMN] if common["include_paths"] else []
+            dataset = dataset.select_columns([*wanted, *paths])  # pushed down into the read
+    finally:
+        context.execution_options.preserve_order, context.enable_progress_bars = saved
+        if v2 is not None:
+            context.use_datasource_v2 = v2
+    own = dataset.context  # this dataset's copy: the caller's context is not changed
+    own.execution_options.preserve_order = True  # shards line up with the input
+    own.enable_progress_bars = progress
+    own.print_on_execution_start = False
+    # A worker's error reaches the driver as raised, not as Ray's UserCodeException.
+    own.raise_original_map_exception = True
+    return dataset
+
+
+def _model_payload(model: str | os.PathLike[str] | bytes, predictor: Any) -> bytes | str:
+    """What workers open: the bytes, or the path when weights live in other files."""
+    if isinstance(model, bytes | bytearray | memoryview):
+        return bytes(model)
+    path = Path(model)
+    return str(path.resolve()) if predictor.file_info.external else path.read_bytes()
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def _check_output(output: str | os.PathLike[str], overwrite: bool, source: _Input) -> Path:
+    """Check that the folder ``output`` can be created, before Ray starts."""
+    path = Path(output)
+    if "://" in os.fspath(output):
+        raise DataError(
+            f"output {os.fspath(output)}: --engine ray writes a folder on a file system "
+            "(shared by every node on a cluster), not an object-store URI"
+        )
+    if not path.parent.is_dir():
+        raise DataError(f"output folder {str(path.parent)!r} does not exist (for {path})")
     if source.local:
-        root = Path(source.name).resolve()
+        root, resolved = Path(source.name).resolve(), path.resolve()
         if resolved == root or root in resolved.parents or resolved in root.parents:
             raise DataError(f"output {path} overlaps the input {source.name}; write elsewhere")
     if path.exists() and not overwrite:
@@ -1003,8 +731,7 @@ def _check_output_folder(
     return path
 
 
-def _staging(target: Path | None, overwrite: bool) -> Any:
-    """The one writer's temp folder for ``target``, or nothing when there is none."""
+def _staged(target: Path | None, overwrite: bool) -> Any:
     if target is None:
         return contextlib.nullcontext(None)
     return Staged(target, overwrite=overwrite, folder=True, error=DataError)
@@ -1021,20 +748,6 @@ def _part_names(ending: str) -> Any:
     return PartNames(file_format=ending)
 
 
-def _write(ray: Any, dataset: Any, folder: Path | None, fmt: str) -> None:
-    assert folder is not None
-    names = _part_names(_SHARD_ENDINGS[fmt])
-    # The folder is this run's own (empty) staging folder; OVERWRITE lets the shard
-    # names leave out Ray's write id.
-    options = {"filename_provider": names, "mode": ray.data.SaveMode.OVERWRITE}
-    if fmt == "parquet":
-        dataset.write_parquet(str(folder), **options)
-    elif fmt == "csv":
-        dataset.write_csv(str(folder), **options)
-    else:
-        dataset.write_json(str(folder), **options)
-
-
 def _shards(folder: Path | None) -> list[Path]:
     if folder is None or not folder.is_dir():
         return []
@@ -1043,24 +756,18 @@ def _shards(folder: Path | None) -> list[Path]:
 
 def _count_rows(files: list[Path], fmt: str) -> int:
     """Rows in written shards (Parquet footers; CSV and JSONL are read)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     total = 0
     for file in files:
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
             total += int(pq.ParquetFile(file).metadata.num_rows)
-        elif fmt == "csv":
-            import pyarrow as pa
-            import pyarrow.csv as pacsv
-
-            # Past the header, one text column is enough to count records.
-            with pacsv.open_csv(
-                file,
-                read_options=pacsv.ReadOptions(skip_rows=1, autogenerate_column_names=True),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=["f0"], column_types={"f0": pa.string()}
-                ),
-            ) as reader:
+        elif fmt == "csv":  # past the header, one text column is enough to count records
+            read = pacsv.ReadOptions(skip_rows=1, autogenerate_column_names=True)
+            convert = pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.string()})
+            with pacsv.open_csv(file, read_options=read, convert_options=convert) as reader:
                 total += sum(batch.num_rows for batch in reader)
         else:
             with file.open("rb") as handle:
@@ -1068,37 +775,11 @@ def _count_rows(files: list[Path], fmt: str) -> int:
     return total
 
 
-# --- errors -----------------------------------------------------------------------------
+# --- errors --------------------------------------------------------------------------------
 
 
-def _driver_error(
-    exc: BaseException, source: _Input, plan: ScorePlan, predictor: Any
-) -> BaseException:
-    """The error to raise for a failed Ray job: the worker's own, located when possible."""
-    found = _unwrap(exc)
-    if isinstance(found, BadRowError) and found.row is None and found.line is None:
-        return _locate(found, source, plan, predictor)
-    if found is not None:
-        return found
-    if isinstance(exc, OnnxEdgeError):
-        return exc
-    if isinstance(exc, KeyboardInterrupt):
-        return exc
-    if source.local and source.format == "csv":
-        # A row Ray's CSV reader cannot split: the local reader names its line.
-        for path, name in source.names.items():
-            if path in str(exc):
-                located = _scan(name, source, plan, predictor)
-                if located is not None:
-                    return DataError(
-                        f"{' '.join(str(located).split())} (Ray Data's CSV reader cannot set "
-                        "this row aside; fix it, or score with --engine local)"
-                    )
-    return DataError(f"{source.name}: Ray Data failed: {_root_message(exc)}")
-
-
-def _unwrap(exc: BaseException) -> OnnxEdgeError | None:
-    """The onnxedge error inside Ray's wrappers (RayTaskError, UserCodeException)."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it, under Ray's wrappers (``RayTaskError.cause``)."""
     seen: set[int] = set()
     pending: list[BaseException] = [exc]
     while pending:
@@ -1106,33 +787,52 @@ def _unwrap(exc: BaseException) -> OnnxEdgeError | None:
         if id(current) in seen:
             continue
         seen.add(id(current))
+        yield current
+        for nxt in (getattr(current, "cause", None), current.__cause__, current.__context__):
+            if isinstance(nxt, BaseException):
+                pending.append(nxt)
+
+
+def _unwrap(exc: BaseException) -> OnnxEdgeError | None:
+    """The onnxedge error inside Ray's wrappers, if any."""
+    for current in _chain(exc):
         if isinstance(current, _ShippedError):
             return current.rebuild()
         if isinstance(current, OnnxEdgeError):
             return current
-        for nxt in (getattr(current, "cause", None), current.__cause__, current.__context__):
-            if isinstance(nxt, BaseException):
-                pending.append(nxt)
     return None
 
 
-def _locate(error: BadRowError, source: _Input, plan: ScorePlan, predictor: Any) -> BaseException:
-    """The same bad row's error as the local engine gives it (file, line or row)."""
-    if not source.local or not Path(error.source).is_file():
-        return error
-    located = _scan(error.source, source, plan, predictor)
-    return located if located is not None else error
+def _driver_error(
+    exc: BaseException, found: OnnxEdgeError | None, source: _Input, plan: ScorePlan, predictor: Any
+) -> BaseException:
+    """The error a failed Ray job raises: the worker's own, located as the local engine
+    locates it where the input is local."""
+    if isinstance(found, BadRowError) and found.row is None and found.line is None:
+        if source.local and Path(found.source).is_file():
+            return _scan(found.source, source, plan, predictor) or found
+        return found
+    if found is not None or isinstance(exc, KeyboardInterrupt):
+        return found or exc
+    if source.local and source.format == "csv":
+        # A row Ray's CSV reader cannot split: the local reader names its line.
+        for path, name in source.names.items():
+            if path in str(exc) and (located := _scan(name, source, plan, predictor)):
+                return DataError(
+                    f"{' '.join(str(located).split())} (Ray Data's CSV reader cannot set "
+                    "this row aside; fix it, or score with --engine local)"
+                )
+    return DataError(f"{source.name}: Ray Data failed: {_root_message(exc)}")
 
 
 def _scan(name: str, source: _Input, plan: ScorePlan, predictor: Any) -> BadRowError | None:
-    """Run one file through the local reader under ``fail``: its first bad row's error."""
+    """One file through the local reader under ``fail``: its first bad row's error."""
     strict = dataclasses.replace(plan, on_bad_row="fail")
+    rows = chunk_rows_for(plan.batch_size)
     try:
-        with open_input(name, source.format) as reader:
+        with rio.open_input(name, source.format) as reader:
             for batch in reader.batches(
-                features=strict.features or (),
-                carry=strict.carry,
-                batch_rows=chunk_rows_for(strict.batch_size),
+                features=plan.features or (), carry=plan.carry, batch_rows=rows
             ):
                 score_batch(predictor, batch, strict)
     except BadRowError as exc:
@@ -1148,16 +848,12 @@ def _last_line(exc: BaseException) -> str:
 
 
 def _root_message(exc: BaseException) -> str:
-    """The first line of the innermost error under Ray's wrappers (``RayTaskError.cause``)."""
-    current = exc
-    seen = {id(current)}
-    while True:
-        nxt = getattr(current, "cause", None) or current.__cause__
-        if not isinstance(nxt, BaseException) or id(nxt) in seen:
+    """The first line of the innermost error under Ray's wrappers (``cause`` chain)."""
+    current, seen = exc, {id(exc)}
+    while isinstance(nxt := getattr(current, "cause", None) or current.__cause__, BaseException):
+        if id(nxt) in seen:
             break
-        seen.add(id(nxt))
         current = nxt
-    for line in str(current).splitlines():
-        if line.strip():
-            return f"{type(current).__name__}: {line.strip()}"
-    return type(current).__name__
+        seen.add(id(nxt))
+    first = next((line.strip() for line in str(current).splitlines() if line.strip()), "")
+    return f"{type(current).__name__}: {first}" if first else type(current).__name__

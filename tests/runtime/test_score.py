@@ -751,7 +751,7 @@ def test_extreme_values_are_scored_or_rejected_never_both(
 
 def test_the_scoring_predictor_does_not_spin(multiclass: ModelCase) -> None:
     # onnxruntime's spinning workers would hold the cores the writer thread needs.
-    predictor = score_mod._predictor(multiclass.path, provider="cpu", threads=1)
+    predictor = score_mod.scoring_predictor(multiclass.path, provider="cpu", threads=1)
     assert predictor.session_config == {"session.intra_op.allow_spinning": "0"}
     assert predictor.nonfinite == "allow"  # score_batch checks the rows itself
 
@@ -830,3 +830,44 @@ def test_finiteness_check_fast_path_agrees_with_isfinite(value: float, finite: b
     matrix[3, 2] = value
     assert _all_finite(matrix) is finite
     assert _all_finite(matrix) == bool(np.isfinite(matrix).all())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be an integer >= 1; got 0"),
+        ({"batch_size": True}, "batch_size must be an integer >= 1; got True"),
+        ({"workers": 0}, "workers must be an integer >= 1; got 0"),
+        ({"threads_per_worker": 1.5}, "threads_per_worker must be an integer >= 1; got 1.5"),
+    ],
+)
+def test_check_options_names_the_bad_option(options: dict[str, Any], message: str) -> None:
+    # One rule for every engine's counts: the local engine's and Ray's.
+    counts = {"batch_size": 8, **options}
+    with pytest.raises(DataError) as info:
+        score_mod.check_options("fail", **counts)
+    assert str(info.value) == message
+    score_mod.check_options("fail", 8, workers=None)  # None: not given, accepted
+
+
+def test_bad_chunk_rows_is_refused_before_any_output(tmp_path: Path, multiclass: ModelCase) -> None:
+    source = write_input(tmp_path, "npy", multiclass.rows(4), [])
+    with pytest.raises(DataError, match=r"^chunk_rows must be an integer >= 1; got 0$"):
+        score_file(multiclass.path, source, tmp_path / "o.csv", chunk_rows=0, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+
+
+def test_a_failing_flush_is_a_data_error_and_no_output(
+    tmp_path: Path, multiclass: ModelCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Delayed allocation can report a full disk only when the data are flushed.
+    source = write_input(tmp_path, "npy", multiclass.rows(30), [])
+    target = tmp_path / "o.parquet"
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(score_mod.os, "fdatasync", full)
+    with pytest.raises(DataError, match=rf"^cannot write {target}: No space left on device$"):
+        score_file(multiclass.path, source, target, chunk_rows=10, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
