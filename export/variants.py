@@ -243,7 +243,7 @@ class VariantReport:
             lines += [f"    {n['node']} ({n['op_type']}): {n['relative_error']:.3g}" for n in worst]
         lines += [f"  tried {a['form']}: {a['reached']}" for a in self.attempts]
         if self.latency is not None:
-            lines.append(f"  speed vs fp32 here: {self.latency['summary']}")
+            lines.append(f"  speed: {self.latency['summary']}")
         if self.verdict:
             lines.append(self.verdict)
         lines.extend(f"  FAIL {f}" for f in self.failures)
@@ -551,7 +551,9 @@ def latency_gate(
         "batches": list(LATENCY_BATCHES),
         "speedup": {str(b): s for b, s in speedup.items()},
         "faster": faster,
-        "summary": figures if faster else f"not faster than fp32 here: {figures}",
+        "summary": f"faster than fp32 here: {figures}"
+        if faster
+        else f"not faster than fp32 here: {figures}",
     }
 
 

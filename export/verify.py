@@ -82,6 +82,8 @@ ODD_BATCH_SIZE = 37
 DEFAULT_SINGLE_ROW_LIMIT = 500
 
 Outputs = dict[str, np.ndarray]
+#: failing checks named in the ParityError message (the table and the report list all).
+SHOWN_FAILURES = 3
 Runner = Callable[[np.ndarray], Outputs]
 
 
@@ -225,7 +227,11 @@ class ParityReport:
         return "\n".join(lines)
 
     def raise_for_failures(self) -> None:
-        """Raise :class:`ParityError` naming every failing check, if any failed."""
+        """Raise :class:`ParityError` naming the first failing checks (all in ``failures``).
+
+        The message names at most ``SHOWN_FAILURES`` checks: the table lists every one, and
+        an ``Error:`` line of twenty checks is not read.
+        """
         failed, where = self.failures, self.localization or {}
         first = (
             f" (first diverging node: {where['node']}, {where['op_type']}, module "
@@ -236,7 +242,13 @@ class ParityReport:
         if failed:
             s = "s" if len(failed) != 1 else ""
             raise ParityError(
-                f"{self.model} failed {len(failed)} parity check{s}{first}: " + "; ".join(failed),
+                f"{self.model} failed {len(failed)} parity check{s}{first}: "
+                + "; ".join(failed[:SHOWN_FAILURES])
+                + (
+                    f"; and {len(failed) - SHOWN_FAILURES} more"
+                    if len(failed) > SHOWN_FAILURES
+                    else ""
+                ),
                 failures=failed,
             )
 

@@ -61,15 +61,6 @@ class TrainedRun:
         """The bundled dataset name or the file path the run was trained on, if recorded."""
         return None if self.info.get("dataset") is None else str(self.info["dataset"])
 
-    @property
-    def normalization(self) -> Standardize:
-        """The run's :class:`Standardize` step; CheckpointError if it has none (tests/export
-        still read this name)."""
-        if not isinstance(self.preprocess, Standardize):
-            kind = "none" if self.preprocess is None else self.preprocess.to_dict()["kind"]
-            raise CheckpointError(f"run {self.path} has no standardization (preprocess: {kind})")
-        return self.preprocess
-
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
         """Raw validation rows ``(n, *input_shape)`` float32 and labels (CheckpointError)."""
         return self._rows(VALIDATION_FILE)

@@ -49,7 +49,7 @@ def _session(path: Path) -> ort.InferenceSession:
 
 def _reference_outputs(run: TrainedRun, x: np.ndarray, threshold: float = 0.5) -> tuple:
     head = "softmax" if run.task == "multiclass" else "sigmoid"
-    logits = reference.forward(run.weights(), x, normalization=run.normalization.to_dict())
+    logits = reference.forward(run.weights(), x, normalization=run.preprocess.to_dict())
     p = reference.predict_proba(logits, head)
     return logits, p, reference.predict_label(p, head, threshold)
 
@@ -83,7 +83,7 @@ def test_export_records_exporter_opset_and_a_passing_parity(tiny: TinyModel) -> 
 def test_runs_at_any_batch_size(tiny: TinyModel, batch: int) -> None:
     # a batch size baked into the graph is a known exporter bug
     x = np.random.default_rng(batch).normal(size=(batch, tiny.run.config.input_size))
-    x = (x * tiny.run.normalization.std + tiny.run.normalization.mean).astype(np.float32)
+    x = (x * tiny.run.preprocess.std + tiny.run.preprocess.mean).astype(np.float32)
     logits, p, label = _session(tiny.model).run(None, {INPUT_NAME: x})
     assert logits.shape == p.shape == (batch, tiny.run.config.output_size)
     assert label.shape == (batch,) and label.dtype == np.int64
@@ -124,8 +124,8 @@ def test_metadata_holds_the_contract_and_provenance(tiny: TinyModel) -> None:
     extra = contract.extra
     assert contract.input_shape == (run.config.input_size,)
     assert contract.preprocess is not None and contract.preprocess["kind"] == "standardize"
-    np.testing.assert_array_equal(contract.preprocess["mean"], run.normalization.mean)
-    np.testing.assert_array_equal(contract.preprocess["std"], run.normalization.std)
+    np.testing.assert_array_equal(contract.preprocess["mean"], run.preprocess.mean)
+    np.testing.assert_array_equal(contract.preprocess["std"], run.preprocess.std)
     assert json.loads(extra["architecture"]) == run.config.to_dict()
     assert extra["weights_sha256"] == run.weights_sha256
     assert extra["graph_weights_sha256"] == graph_weights_sha256(model)

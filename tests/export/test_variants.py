@@ -396,7 +396,10 @@ def test_latency_gate_interleaves_rounds_and_takes_medians() -> None:
     assert len(calls) == 2 * rounds * len(LATENCY_BATCHES)
     assert calls[:4] == [("fp32", 1), ("variant", 1), ("variant", 1), ("fp32", 1)]
     fast = latency_gate(lambda x: x, lambda x: x, np.zeros((3, 2)), timer=_fast)
-    assert fast["faster"] is True and fast["summary"] == "batch-1 2.00x, batch-256 2.00x"
+    assert (
+        fast["faster"] is True
+        and fast["summary"] == "faster than fp32 here: batch-1 2.00x, batch-256 2.00x"
+    )
 
 
 def test_a_stricter_bar_names_every_failing_check(digits: Exported, tmp_path: Path) -> None:
@@ -568,7 +571,12 @@ def test_cli_optimize_prints_the_bar(digits: Exported, tmp_path: Path) -> None:
     assert lines[0].startswith(f"fp16 variant of {digits.model} -> {out} (")
     assert any(line.split()[:2] == ["label", "fp16~fp32"] and " ok " in line for line in lines)
     assert any(line.startswith(f"{len(digits.run.validation()[1])} check rows") for line in lines)
-    assert any(line.startswith("  speed vs fp32 here: ") for line in lines)
+    assert any(
+        line.startswith(
+            ("  speed: faster than fp32 here: ", "  speed: not faster than fp32 here: ")
+        )
+        for line in lines
+    )
 
 
 def test_cli_optimize_usage_errors(digits: Exported) -> None:

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxedge.export.compare import compare
 from onnxedge.export.verify import (
     ODD_BATCH_SIZE,
+    SHOWN_FAILURES,
     LocalizationError,
     first_diverging_node,
     graph_weights_sha256,
@@ -107,6 +108,9 @@ def test_a_changed_weight_fails_the_comparisons_with_the_run(
         f"Error: {tampered} failed {len(failed)} parity checks (first diverging node: "
     )
     assert ", Gemm, module net.output): " in error_line
+    # one readable line: the first SHOWN_FAILURES checks, then how many more the table lists
+    assert len(failed) > SHOWN_FAILURES
+    assert error_line.endswith(f"; and {len(failed) - SHOWN_FAILURES} more")
 
 
 def test_a_changed_weight_is_caught_without_the_run(tiny: TinyModel, tmp_path: Path) -> None:

@@ -92,7 +92,6 @@ def test_loaded_run_records_its_preprocessing_and_dataset(run_dir: Path) -> None
     assert run.config.arch == "mlp" and run.input_shape == (64,)
     assert run.dataset == "digits"
     assert isinstance(run.preprocess, Standardize)
-    assert run.normalization is run.preprocess  # the older name, read-only
     # The standardization is the training split's: rebuilt here from the same split.
     from onnxedge.models.data import train_val_split
 
@@ -114,8 +113,6 @@ def test_cnn_run_keeps_raw_images_and_rescales_in_its_preprocessing(cnn_dir: Pat
     assert run.calibration().shape[1:] == (1, 8, 8)
     # raw pixel counts, 0..16 as in the dataset: the scaling is the run's, not the data's
     assert x_val.max() == 16.0 and np.array_equal(x_val, np.round(x_val))
-    with pytest.raises(CheckpointError, match=r"has no standardization \(preprocess: rescale\)"):
-        run.normalization  # noqa: B018
     saved = load_file(str(cnn_dir / WEIGHTS_FILE))
     assert saved["conv.0.weight"].shape == (4, 1, 3, 3)
     assert saved["hidden.0.weight"].shape == (16, 8 * 2 * 2)
