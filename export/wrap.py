@@ -28,7 +28,7 @@ from onnxedge.export.verify import own_head_checks, row_losses, synthetic_rows
 from onnxedge.models import reference
 from onnxedge.models.preprocess import Preprocess, Rescale, Standardize
 from onnxedge.runtime import tolerances as tol
-from onnxedge.runtime.atomic import atomic_file
+from onnxedge.runtime.atomic import atomic_file, exists_message
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
     INPUT_NAME,
@@ -47,7 +47,13 @@ from onnxedge.runtime.contract import (
     ModelContract,
     golden_set,
 )
-from onnxedge.runtime.errors import DataError, ExportError, ModelLoadError, ParityError
+from onnxedge.runtime.errors import (
+    DataError,
+    ExportError,
+    ModelLoadError,
+    OutputExistsError,
+    ParityError,
+)
 from onnxedge.runtime.version import library_versions
 
 if TYPE_CHECKING:
@@ -137,8 +143,7 @@ def add_head(
 
     source, output = Path(source), Path(output)
     if output.exists() and not overwrite:
-        with atomic_file(output, overwrite=False, error=ExportError):  # refused up front
-            pass
+        raise OutputExistsError(exists_message(output))  # refused before any work
     raw, model = _read(source)
     plan = _plan(model, source, logits_output, feature_names)
     original = _session(model.SerializeToString())

@@ -69,6 +69,18 @@ def _flush(*paths: Path) -> None:
                     os.close(fd)
 
 
+def _linked(temp: Path, target: Path) -> bool:
+    """Hard-link ``temp`` to ``target`` (never replaces); False on a file system without
+    hard links (vfat, exFAT, some network mounts), where a no-replace rename serves."""
+    try:
+        os.link(temp, target)
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            return False
+        raise
+    return True
+
+
 def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)  # a folder (never follows a link)
     with contextlib.suppress(OSError):
@@ -102,16 +114,17 @@ def place(temp: Path, target: Path, *, overwrite: bool, error: _Error = OnnxEdge
             with contextlib.suppress(OSError):  # keep the rights of the file replaced
                 os.chmod(temp, target.stat().st_mode & 0o7777)
             os.replace(temp, target)
-        elif not temp.is_dir():
-            os.link(temp, target)
+        elif not temp.is_dir() and _linked(temp, target):
             temp.unlink()
         elif overwrite and os.path.lexists(target):
             # the old folder steps aside, and comes back if the new one cannot take its place
+            # (a signal included); touched, so no stale-temp sweep takes it for hours
             aside = temp.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
             os.rename(target, aside)
             try:
+                os.utime(aside)
                 os.rename(temp, target)
-            except OSError:
+            except BaseException:
                 with contextlib.suppress(OSError):
                     os.rename(aside, target)
                 raise
@@ -146,6 +159,7 @@ class Staged:
             raise error(f"{target} exists and is not a folder; choose another name")
         _clear_stale(target)
         self.path = target.parent / f".{target.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+        self._done = False
         _LIVE.add(self.path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -158,18 +172,21 @@ class Staged:
         if not self.done:
             place(self.path, self.target, overwrite=self.overwrite, error=self.error)
             _LIVE.discard(self.path)
+            self._done = True
         return self.target
 
     @property
     def done(self) -> bool:
-        """Whether the temp was committed or discarded."""
-        return self.path not in _LIVE
+        """Whether the temp was committed or discarded (this object's own state: the signal
+        cleanup's set says nothing about whether a commit happened)."""
+        return self._done
 
     def discard(self, *exc: object) -> None:
         """Remove the temp (nothing after a commit); the target is not touched."""
         if not self.done:
             _LIVE.discard(self.path)
             _remove(self.path)
+            self._done = True
 
     def __enter__(self) -> Staged:
         return self

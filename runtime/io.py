@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import os
+import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -424,6 +425,7 @@ class _Source:
 
     def __init__(self, path: Path) -> None:
         self.path, self.quotes, self.blank, self.eof, self.closed = path, 0, True, False, False
+        self.empty_lines, self._tail = 0, b""  # lines with no byte at all, read so far
         with open(path, "rb") as handle:
             packed = handle.read(2) == _GZIP_MAGIC
         self.raw: Any = gzip.open(path, "rb") if packed else open(path, "rb")  # noqa: SIM115
@@ -436,6 +438,10 @@ class _Source:
         self.eof = self.eof or not data
         self.blank = self.blank and not data.strip()
         self.quotes += data.count(b'"')
+        seen = self._tail + data
+        if b"\n\n" in seen or b"\n\r" in seen or b"\r\r" in seen:  # rare: count exactly
+            self.empty_lines += len(_EMPTY_LINE.findall(seen))
+        self._tail = seen[-1:]
         return data
 
     def close(self) -> None:
@@ -477,6 +483,10 @@ def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, lis
             if not grow or source.eof or block >= _MAX_BLOCK_BYTES:
                 raise _csv_error(path, exc, source, 2) from None
             block = min(4 * block, _MAX_BLOCK_BYTES)
+
+
+#: the end of a line (LF, CRLF or CR) followed at once by another line end: an empty line.
+_EMPTY_LINE = re.compile(b"(?:\n|\r(?!\n))(?=[\r\n])")
 
 
 def _blank_rows(table: Any) -> np.ndarray:
@@ -547,7 +557,7 @@ class CsvReader(InputReader):
         record, row = 2, 0  # the next record's number (the header is 1) and data row
         line = 2 + sum(name.count("\n") for name in self._raw_names)  # the next record's line
         pending: list[Any] = []
-        last = line
+        last, empties = line, 0
         try:
             while True:
                 try:
@@ -573,6 +583,17 @@ class CsvReader(InputReader):
                     blank[~is_bad] = _blank_rows(table)
                 newlines[is_bad] = [r.text.count("\n") for r in bad]
                 lines = line + np.arange(stop - record) + np.cumsum(newlines) - newlines
+                # pyarrow reads a blank line and a row of empty cells (",,") alike; the bytes
+                # tell them apart: more such records than empty lines read means a row of
+                # values was empty, and is refused rather than dropped (a quoted value holding
+                # an empty line can hide one; it never makes a blank line an error).
+                empties += int(blank.sum())
+                if empties > source.empty_lines:
+                    at = int(lines[np.flatnonzero(blank)[-1]])
+                    raise DataError(
+                        f"{self.path}: line {at} or before: a row whose every cell is empty "
+                        "(blank lines are skipped; a row of empty cells is not)"
+                    )
                 rows = row + np.cumsum(~blank) - 1
                 rejected = [
                     RejectedRow(int(n), int(k), None, f"has {r.actual_columns} fields, "

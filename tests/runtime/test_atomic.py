@@ -184,3 +184,27 @@ def test_done_after_a_commit_or_a_discard(tmp_path: Path) -> None:
     dropped.discard()
     assert kept.done and dropped.done
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_a_file_system_without_hard_links_still_never_replaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # vfat / exFAT refuse os.link with EPERM: the no-replace rename takes over
+    import errno
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(atomic.os, "link", no_links)
+    target = tmp_path / "out.csv"
+    with atomic_file(target, overwrite=False) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    racer = Staged(tmp_path / "race.csv", overwrite=False)
+    racer.path.write_text("late")
+    (tmp_path / "race.csv").write_text("first")  # another run finished first
+    with pytest.raises(atomic.OutputExistsError):
+        racer.commit()
+    racer.discard()
+    assert (tmp_path / "race.csv").read_text() == "first"
+    assert not list(tmp_path.glob(f"*{atomic.TEMP_SUFFIX}"))

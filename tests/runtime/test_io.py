@@ -342,14 +342,27 @@ def test_csv_quote_open_to_the_end_of_a_file_read_in_one_block(tmp_path: Path) -
         list(reader.batches(features=["f0"], carry=[], batch_rows=10))
 
 
-def test_csv_a_row_of_empty_cells_is_a_blank_line(tmp_path: Path) -> None:
-    # pyarrow reads a blank line as a row of empty cells: the two are one thing here.
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_csv_blank_lines_are_skipped(tmp_path: Path, newline: str) -> None:
     path = tmp_path / "e.csv"
-    path.write_text("f0,f1\n1,2\n,\n\n3,4\n")
+    path.write_bytes(newline.join(["f0,f1", "1,2", "", "", "3,4", ""]).encode())
     with open_input(path) as reader:
         got = _collect(list(reader.batches(features=["f0", "f1"], carry=[], batch_rows=10)))
     assert got["rows"] == [0, 1] and got["lines"] == [2, 5]
     assert got["columns"]["f1"] == ["2", "4"]
+
+
+def test_csv_a_row_of_empty_cells_is_refused_not_dropped(tmp_path: Path) -> None:
+    # pyarrow reads a blank line and ",," alike; dropping ",," would shift every later
+    # prediction against its input row.
+    path = tmp_path / "e.csv"
+    path.write_text("f0,f1\n1,2\n\n,\n3,4\n")
+    with open_input(path) as reader, pytest.raises(DataError) as info:
+        list(reader.batches(features=["f0", "f1"], carry=[], batch_rows=10))
+    assert str(info.value) == (
+        f"{path}: line 4 or before: a row whose every cell is empty "
+        "(blank lines are skipped; a row of empty cells is not)"
+    )
 
 
 def _expected_csv(text: str) -> dict[str, Any]:
