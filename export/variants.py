@@ -36,6 +36,7 @@ from onnxedge.runtime.errors import (
     ExportError,
     MissingDependencyError,
     ModelLoadError,
+    OnnxEdgeError,
     OutputExistsError,
     ParityError,
 )
@@ -1100,7 +1101,7 @@ def onnx_to_ort(
             )
     except OSError as exc:
         raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
-    except OutputExistsError:
+    except OnnxEdgeError:  # place()'s own errors say what they are
         raise
     except Exception as exc:  # the converter raises onnxruntime's untyped errors
         raise ExportError(f"cannot convert {source} to ORT format: {exc}") from None
