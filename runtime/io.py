@@ -1013,10 +1013,16 @@ class AtomicOutput:
 
         self._schema = schema
         if self.format == "parquet":
-            # Dictionary pages for text columns only: on floats of distinct values
-            # (probabilities) the dictionary overflows and falls back, at a cost.
-            text = [f.name for f in schema if not pa.types.is_floating(f.type)]
-            self._writer = pq.ParquetWriter(str(self.temp_path), schema, use_dictionary=text)
+            # Floats (probabilities) get neither dictionary pages, which overflow and fall
+            # back, nor snappy, which saves 0.3% of their bytes for 15% of the write time
+            # (bench-score's 1M rows).
+            floats = {f.name for f in schema if pa.types.is_floating(f.type)}
+            self._writer = pq.ParquetWriter(
+                str(self.temp_path),
+                schema,
+                use_dictionary=[f.name for f in schema if f.name not in floats],
+                compression={f.name: "none" if f.name in floats else "snappy" for f in schema},
+            )
             return
         compression = "gzip" if self.compress else None
         self._sink = pa.output_stream(str(self.temp_path), compression=compression)
