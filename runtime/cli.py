@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 from onnxedge.runtime.atomic import exit_on_signals
-from onnxedge.runtime.errors import MissingDependencyError, OnnxEdgeError
+from onnxedge.runtime.errors import MissingDependencyError, OnnxEdgeError, one_line
 
 _JSON_KEY = "onnxedge.json"
 _JSON_PRINTED = "onnxedge.json_printed"
@@ -87,7 +87,7 @@ class LazyGroup(click.Group):
             try:
                 return super().invoke(ctx)
             except (OnnxEdgeError, MissingDependencyError) as exc:
-                message = _one_line(exc)
+                message = one_line(exc)
                 # One JSON object on stdout: a command that already printed its result
                 # (a failing report) is not followed by a second one.
                 if ctx.meta.get(_JSON_KEY) and not ctx.meta.get(_JSON_PRINTED):
@@ -101,11 +101,6 @@ def echo_json(data: Any, *, indent: int | None = None) -> None:
     if context is not None:
         context.find_root().meta[_JSON_PRINTED] = True
     click.echo(json.dumps(data, indent=indent))
-
-
-def _one_line(exc: BaseException) -> str:
-    """An error message on one line (a CLI user never sees a traceback)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @click.group(

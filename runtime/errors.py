@@ -8,6 +8,11 @@ imports nothing heavy.
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (a CLI user never sees a traceback)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class OnnxEdgeError(Exception):
     """Base class of every error onnxedge raises for a user to act on."""
 

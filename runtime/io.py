@@ -38,6 +38,7 @@ from onnxedge.runtime.errors import (
     InputShapeError,
     MissingDependencyError,
     OutputExistsError,
+    one_line,
 )
 
 INPUT_FORMATS: tuple[str, ...] = ("npy", "csv", "parquet", "jsonl", "idx")
@@ -82,10 +83,6 @@ def quote_value(value: Any) -> str:
     """``repr`` of a value, cut to a readable length for an error message."""
     text = repr(value)
     return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # --- formats and paths -------------------------------------------------------------------
@@ -317,7 +314,7 @@ def load_numpy(path: Path) -> Any:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable NPY file: {_one_line(exc)}") from None
+        raise DataError(f"{path}: not a readable NPY file: {one_line(exc)}") from None
 
 
 class MatrixReader(InputReader):
@@ -434,7 +431,7 @@ class _Source:
         try:
             data: bytes = self.raw.read(size)
         except _READ_ERRORS as exc:
-            raise DataError(f"{self.path}: cannot read: {_one_line(exc)}") from None
+            raise DataError(f"{self.path}: cannot read: {one_line(exc)}") from None
         self.eof = self.eof or not data
         self.blank = self.blank and not data.strip()
         self.quotes += data.count(b'"')
@@ -650,7 +647,7 @@ def _unclosed(path: Path, line: int) -> DataError:
 
 def _csv_error(path: Path, exc: BaseException, source: _Source, line: int) -> DataError:
     """A pyarrow CSV error as a DataError; ``line`` starts the block that failed."""
-    text = _one_line(exc)
+    text = one_line(exc)
     if "UTF8" in text or "UTF-8" in text:
         return _utf8_error(path)
     if "straddl" in text and source.quotes % 2:
@@ -703,7 +700,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, str, Any, str | None]]:
                 found = None if isinstance(record, dict) else type(record).__name__
                 yield line, text, record, found and f"not a JSON object (found {found})"
         except _READ_ERRORS as exc:
-            raise DataError(f"{path}: cannot read: {_one_line(exc)}") from None
+            raise DataError(f"{path}: cannot read: {one_line(exc)}") from None
 
 
 class JsonlReader(InputReader):
@@ -802,7 +799,7 @@ class ParquetReader(InputReader):
             try:
                 meta = pq.read_metadata(file)
             except (pa.ArrowException, OSError) as exc:
-                raise DataError(f"{file}: not a readable Parquet file: {_one_line(exc)}") from None
+                raise DataError(f"{file}: not a readable Parquet file: {one_line(exc)}") from None
             if self.columns is None:
                 schema = meta.schema.to_arrow_schema()
                 self.columns = [str(n) for n in schema.names]
@@ -846,7 +843,7 @@ class ParquetReader(InputReader):
                         row += part.num_rows
             except (pa.ArrowException, OSError) as exc:
                 raise DataError(
-                    f"{file}: cannot read (corrupt Parquet?): {_one_line(exc)}"
+                    f"{file}: cannot read (corrupt Parquet?): {one_line(exc)}"
                 ) from None
 
 
@@ -1057,7 +1054,7 @@ class AtomicOutput:
         return self._staged.commit()
 
     def _write_error(self, exc: OSError) -> DataError:
-        return DataError(f"cannot write {self.path}: {exc.strerror or _one_line(exc)}")
+        return DataError(f"cannot write {self.path}: {exc.strerror or one_line(exc)}")
 
     def discard(self) -> None:
         """Close and remove the temp file (nothing after a commit); the target is not touched."""
