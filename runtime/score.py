@@ -271,7 +271,7 @@ class ScoredBatch:
     num_rejected: int
 
 
-#: A bad cell: (row in the batch, column or None for the whole row, reason).
+#: A bad row: (its index in the batch, its first bad column or None for the row, reason).
 _Problem = tuple[int, str | None, str]
 
 
@@ -292,42 +292,41 @@ def score_batch(predictor: Predictor, batch: InputBatch, plan: ScorePlan) -> Sco
     matrix, problems = _feature_matrix(batch, plan)
     if plan.on_bad_row == "fail" and (problems or batch.malformed):
         raise _first_error(batch, plan, problems)
-    carried = {name: batch.columns[name] for name in plan.carry}
-    kept = np.arange(matrix.shape[0])
-    if problems:
-        good = np.ones(matrix.shape[0], dtype=bool)
-        good[[index for index, _, _ in problems]] = False
-        matrix, kept = matrix[good], kept[good]
-        carried = {name: _take(values, good) for name, values in carried.items()}
-    prediction = predictor.predict(matrix, batch_size=plan.batch_size)
+    good = np.ones(matrix.shape[0], dtype=bool)
+    good[[index for index, _, _ in problems]] = False
+    prediction = predictor.predict(matrix[good] if problems else matrix, batch_size=plan.batch_size)
     probabilities, labels = prediction.probabilities, prediction.labels
     # Finite rows can overflow the model's float32 arithmetic: such an output is no
-    # probability, so the row is bad. One sum proves the batch finite; the mask is
-    # built only when it is not.
+    # probability, so the row is bad. One sum proves the batch finite.
     if not np.isfinite(probabilities.sum()):
         finite = np.isfinite(probabilities).all(axis=1)
-        overflow: list[_Problem] = [
-            (int(kept[i]), None, OUTPUT_OVERFLOW) for i in np.flatnonzero(~finite)
-        ]
-        problems = sorted(problems + overflow, key=lambda p: p[0])
+        overflow = np.flatnonzero(good)[~finite]
+        problems = sorted(
+            problems + [(int(i), None, OUTPUT_OVERFLOW) for i in overflow], key=lambda p: p[0]
+        )
         if plan.on_bad_row == "fail":
             raise _first_error(batch, plan, problems)
-        probabilities, labels = probabilities[finite], labels[finite]
-        carried = {name: _take(values, finite) for name, values in carried.items()}
+        probabilities, labels, good[overflow] = probabilities[finite], labels[finite], False
     predictor.check_probabilities(probabilities)  # every batch, not only the first
     count = len(plan.class_names)
     if labels.size and (labels.min() < 0 or labels.max() >= count):
         bad = int(labels[(labels < 0) | (labels >= count)][0])
         raise InputValueError(f"the model predicted label {bad}, outside its {count} classes")
     columns: dict[str, Any] = {
-        **carried,
-        "label": labels,
-        "class_name": CategoricalColumn(labels, plan.class_names),
+        name: _take(batch.columns[name], good) if problems else batch.columns[name]
+        for name in plan.carry
     }
+    columns["label"] = labels
+    columns["class_name"] = CategoricalColumn(labels, plan.class_names)
     for k, name in enumerate(plan.probability_columns):
         columns[name] = probabilities[:, k]
     num_rejected = len(problems) + len(batch.malformed)
-    rejected = _rejected_table(batch, plan, problems) if num_rejected else None
+    rejected = None
+    if num_rejected:
+        records = [record for _, record in _records(batch, plan, problems, raw=True)]
+        rejected = {"source": np.array([batch.source] * len(records), dtype=object)}
+        for name in REJECTED_COLUMNS[1:]:
+            rejected[name] = np.array([getattr(r, name) for r in records], dtype=object)
     return ScoredBatch(columns, rejected, int(labels.shape[0]), num_rejected)
 
 
@@ -339,9 +338,15 @@ def _take(values: Any, mask: np.ndarray) -> Any:
     return values.filter(pa.array(mask))
 
 
+def _cells(values: Any, indices: Sequence[int]) -> list[Any]:
+    """Cells of one column as Python values."""
+    if isinstance(values, np.ndarray):
+        return list(values[np.asarray(indices, dtype=np.int64)].tolist())
+    return list(values.take(indices).to_pylist())
+
+
 def _feature_matrix(batch: InputBatch, plan: ScorePlan) -> tuple[np.ndarray, list[_Problem]]:
     """``(n, f)`` float32 features and the first bad cell of each bad row, in row order."""
-    unparsed: dict[int, np.ndarray] = {}  # feature index -> cells that are no numbers
     if batch.matrix is not None:
         source = batch.matrix
         if source.ndim != 2 or source.shape[1] != plan.num_features:
@@ -351,28 +356,25 @@ def _feature_matrix(batch: InputBatch, plan: ScorePlan) -> tuple[np.ndarray, lis
             )
         with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused
             matrix = source if source.dtype == np.float32 else source.astype(np.float32)
+        names = [str(j) for j in range(plan.num_features)]
     else:
         assert plan.features is not None, "a batch of named columns needs plan.features"
         matrix = np.empty((batch.num_rows, plan.num_features), dtype=np.float32)
-        for j, name in enumerate(plan.features):
-            values, invalid = _column_floats(batch.columns[name])
-            with np.errstate(over="ignore", invalid="ignore"):
-                matrix[:, j] = values
-            if invalid is not None:
-                unparsed[j] = invalid
-    if not unparsed and _all_finite(matrix):
+        with np.errstate(over="ignore", invalid="ignore"):
+            for j, name in enumerate(plan.features):
+                matrix[:, j] = _column_floats(batch.columns[name])
+        names = list(plan.features)
+    if _all_finite(matrix):
         return matrix, []
     bad = ~np.isfinite(matrix)
-    for j, invalid in unparsed.items():
-        bad[:, j] |= invalid
     problems: list[_Problem] = []
     for i in np.flatnonzero(bad.any(axis=1)).tolist():
         j = int(np.argmax(bad[i]))
         if batch.matrix is not None:
-            problems.append((i, str(j), _cell_reason(batch.matrix[i, j].item())))
+            cell = batch.matrix[i, j].item()
         else:
-            name = plan.features[j]  # type: ignore[index]
-            problems.append((i, name, _cell_reason(_cell(batch.columns[name], i))))
+            cell = _cells(batch.columns[names[j]], [i])[0]
+        problems.append((i, names[j], _cell_reason(cell)))
     return matrix, problems
 
 
@@ -384,40 +386,20 @@ def _all_finite(matrix: np.ndarray) -> bool:
         return bool(np.isfinite(np.dot(flat, flat)) or np.isfinite(matrix).all())
 
 
-def _column_floats(values: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """One column as ``(n,)`` floats (NaN where missing) and a mask of non-numbers (None
-    when every cell is a number; the finiteness check finds NaN / Inf / nulls)."""
-    if isinstance(values, np.ndarray):
-        if values.dtype.kind in "biuf":
-            return values, None
-        try:
-            return values.astype(np.float64), None
-        except (TypeError, ValueError):
-            return _parse_cells(values.tolist())
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _column_floats(values: Any) -> np.ndarray:
+    """One column (numpy or pyarrow) as ``(n,)`` numbers: NaN where a cell is missing or
+    no number, so the finiteness check finds its row and :func:`_cell_reason` says why."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        return values
+    try:
+        if isinstance(values, np.ndarray):
+            return values.astype(np.float64)
+        import pyarrow as pa
 
-    kind = values.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        return np.asarray(values.to_numpy(zero_copy_only=False)), None
-    if pa.types.is_decimal(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        try:
-            return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)), None
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-    return _parse_cells(values.to_pylist())
-
-
-def _parse_cells(cells: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    floats = np.full(len(cells), np.nan, dtype=np.float64)
-    invalid = np.zeros(len(cells), dtype=bool)
-    for i, cell in enumerate(cells):
-        number = _as_number(cell)
-        if number is None:
-            invalid[i] = cell is not None  # a null is missing, not malformed: NaN flags it
-        else:
-            floats[i] = number
-    return floats, invalid
+        return np.asarray(values.cast(pa.float64()).to_numpy(zero_copy_only=False))
+    except (TypeError, ValueError, NotImplementedError):  # Arrow's errors derive from these
+        cells = values.tolist() if isinstance(values, np.ndarray) else values.to_pylist()
+        return np.array([_as_number(cell) for cell in cells], dtype=np.float64)
 
 
 def _as_number(cell: Any) -> float | None:
@@ -425,14 +407,8 @@ def _as_number(cell: Any) -> float | None:
         return (
             float(cell) if isinstance(cell, bool | int | float | np.number | str | bytes) else None
         )
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
-
-
-def _cell(values: Any, index: int) -> Any:
-    if isinstance(values, np.ndarray):
-        return values[index].item() if values.dtype.kind in "biuf" else values[index]
-    return values[index].as_py()
 
 
 def _cell_reason(cell: Any) -> str:
@@ -443,9 +419,9 @@ def _cell_reason(cell: Any) -> str:
     if text and not cell.strip():
         return "empty cell"
     number = _as_number(cell.strip() if text else cell)
+    if number is None and text:
+        return f"cannot parse {rio.quote_value(cell)} as a number"
     if number is None:
-        if text:
-            return f"cannot parse {rio.quote_value(cell)} as a number"
         return f"not a number: {rio.quote_value(cell)} ({type(cell).__name__})"
     if math.isnan(number):
         return "NaN (features must be finite)"
@@ -457,10 +433,19 @@ def _cell_reason(cell: Any) -> str:
 def _records(
     batch: InputBatch, plan: ScorePlan, problems: list[_Problem], raw: bool
 ) -> list[tuple[float, RejectedRow]]:
-    """Malformed rows and value problems as rejected rows, each with its place in the
-    input (the batch index where rows are not numbered), in that order."""
+    """Malformed rows and bad values as rejected rows, each with its place in the input
+    (the batch index where rows are not numbered), in that order; ``raw``: with the row
+    as read, a JSON array (a matrix row) or object (named columns)."""
     indices = [index for index, _, _ in problems]
-    raws = _raw_rows(batch, plan, indices) if raw and problems else [""] * len(problems)
+    raws = [""] * len(indices)
+    if raw and batch.matrix is not None:
+        raws = [json.dumps(row) for row in batch.matrix[indices].tolist()]
+    elif raw and indices:
+        picked = {name: _cells(batch.columns[name], indices) for name in plan.read_columns}
+        raws = [
+            json.dumps(dict(zip(picked, cells, strict=True)), default=str, ensure_ascii=False)
+            for cells in zip(*picked.values(), strict=True)
+        ]
     out = [(math.inf if bad.row is None else bad.row, bad) for bad in batch.malformed]
     for (index, column, reason), text in zip(problems, raws, strict=True):
         row = int(batch.rows[index]) if batch.rows is not None else None
@@ -478,9 +463,7 @@ def _first_error(batch: InputBatch, plan: ScorePlan, problems: list[_Problem]) -
             batch.location, row=bad.row, line=bad.line, header=batch.header
         )
     if bad.column is not None:
-        where += (
-            f", column {bad.column}" if batch.matrix is not None else f", column {bad.column!r}"
-        )
+        where += f", column {bad.column if batch.matrix is not None else repr(bad.column)}"
     return BadRowError(
         f"{batch.source}: {where}: {bad.reason}",
         source=batch.source,
@@ -489,32 +472,6 @@ def _first_error(batch: InputBatch, plan: ScorePlan, problems: list[_Problem]) -
         column=bad.column,
         reason=bad.reason,
     )
-
-
-def _rejected_table(
-    batch: InputBatch, plan: ScorePlan, problems: list[_Problem]
-) -> dict[str, np.ndarray]:
-    records = [record for _, record in _records(batch, plan, problems, raw=True)]
-    table = {"source": [batch.source] * len(records)}
-    table |= {name: [getattr(r, name) for r in records] for name in REJECTED_COLUMNS[1:]}
-    return {name: np.array(values, dtype=object) for name, values in table.items()}
-
-
-def _raw_rows(batch: InputBatch, plan: ScorePlan, indices: list[int]) -> list[str]:
-    """The rejected rows as read: a JSON array (a matrix row) or object (named columns)."""
-    if batch.matrix is not None:
-        return [json.dumps(row) for row in batch.matrix[indices].tolist()]
-    picked = {}
-    for name in plan.read_columns:
-        column = batch.columns[name]
-        is_numpy = isinstance(column, np.ndarray)
-        picked[name] = column[indices].tolist() if is_numpy else column.take(indices).to_pylist()
-    return [
-        json.dumps(
-            {name: cells[k] for name, cells in picked.items()}, default=str, ensure_ascii=False
-        )
-        for k in range(len(indices))
-    ]
 
 
 # --- the local engine --------------------------------------------------------------------
