@@ -1,16 +1,12 @@
 """Batch scoring: a file of rows in, a file of predictions out, in constant memory.
 
-:func:`score_batch` checks and scores one :class:`~onnxedge.runtime.io.InputBatch`
-under a :class:`ScorePlan` (built once by :func:`plan_scoring`); the local engine
-(:func:`score_file`) and the Ray engine (``score_ray``) both call it, so they validate,
-reject and compute rows with one piece of code.
-
-Output columns, in order: the id and kept columns as read, ``label`` (int64),
-``class_name`` (a dictionary column of the model's class names) and one float32
-``prob_<class name>`` column per class unless probabilities are turned off.
-
-Rejected rows (``on_bad_row="skip"``) go to ``<output stem>.rejected.<ending>`` with the
-columns :data:`REJECTED_COLUMNS`; every input row is either scored or rejected.
+:func:`score_batch` checks and scores one :class:`~onnxedge.runtime.io.InputBatch` under
+a :class:`ScorePlan` (:func:`plan_scoring`); the local engine (:func:`score_file`) and the
+Ray engine (``score_ray``) both call it. Output columns: the id and kept columns as read,
+``label`` (int64), ``class_name`` (a dictionary column) and one float32 ``prob_<class>``
+column per class. Rejected rows (``on_bad_row="skip"``) go to
+``<output stem>.rejected.<ending>`` (:data:`REJECTED_COLUMNS`); every input row is either
+scored or rejected.
 """
 
 from __future__ import annotations
@@ -493,11 +489,15 @@ class ScoreSummary:
     rows_scored: int
     rows_skipped: int
     seconds: float
-    rows_per_second: float
     provider: str
     batch_size: int
     features: list[str] | None = None
     columns: list[str] = field(default_factory=list)
+    rows_per_second: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        rows = self.rows_scored + self.rows_skipped
+        self.rows_per_second = rows / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready data (the CLI's ``--json``)."""
@@ -536,21 +536,19 @@ def score_file(
 ) -> ScoreSummary:
     """Score every row of ``input`` with ``model`` and write the predictions to ``output``.
 
-    At most ``chunk_rows`` rows (default :func:`chunk_rows_for`) are held at a time. The
-    output goes to a temp file beside ``output``, written by a worker thread while the
-    next chunk is scored, and is renamed over it at the end: after an error or an
-    interruption nothing is left at ``output``.
+    At most ``chunk_rows`` rows (default :func:`chunk_rows_for`) are held at a time; a
+    worker thread writes one chunk to a temp file beside ``output`` while the next is
+    scored, and the temp is renamed at the end: after an error nothing is at ``output``.
 
     Args:
         model: an ``.onnx`` path, its bytes, or a :class:`Predictor` (which then ignores
             ``provider``, ``auto`` / ``cpu`` / ``cuda``, and ``threads``).
-        input: NPY, IDX, CSV (``.csv[.gz]``), Parquet (file or folder) or JSONL;
-            ``input_format`` / ``output_format`` override what the names tell.
-        output: a ``.csv[.gz]``, ``.parquet`` or ``.jsonl`` path.
-        features: feature columns (a list or comma-separated text); default: the
-            model's feature names, else the input's numeric columns. ``id_column`` and
-            ``keep_columns`` are copied into the output as read.
-        probabilities: write one ``prob_<class>`` column per class.
+        input: NPY, IDX, CSV (``.csv[.gz]``), Parquet (file or folder) or JSONL.
+        output: a ``.csv[.gz]``, ``.parquet`` or ``.jsonl`` path; ``input_format`` /
+            ``output_format`` override what the names tell.
+        features: feature columns (a list or comma-separated text); default: the model's
+            feature names, else the numeric columns. ``id_column`` and ``keep_columns``
+            are copied as read; ``probabilities``: one ``prob_<class>`` column per class.
         overwrite: replace an existing output (and rejected-rows file).
         on_bad_row: ``fail`` stops at the first bad row; ``skip`` writes bad rows, with
             the reason, to the rejected-rows file and scores the rest.
@@ -626,7 +624,6 @@ def score_file(
             out.finish()
         for out in reversed(outputs):  # the output appears last, once all else is in place
             out.commit()
-    seconds = time.perf_counter() - started
     return ScoreSummary(
         model=predictor.model_label,
         input=str(input_path),
@@ -636,8 +633,7 @@ def score_file(
         output_format=out_format,
         rows_scored=scored,
         rows_skipped=skipped,
-        seconds=seconds,
-        rows_per_second=(scored + skipped) / seconds if seconds > 0 else 0.0,
+        seconds=time.perf_counter() - started,
         provider=predictor.provider,
         batch_size=batch_size,
         features=list(plan.features) if plan.features is not None else None,

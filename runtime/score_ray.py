@@ -1,27 +1,18 @@
 """Scale-out scoring on Ray Data: ``onnxedge score --engine ray``.
 
-Every batch a Ray worker sees goes through :func:`onnxedge.runtime.score.score_batch`
-under the :class:`~onnxedge.runtime.score.ScorePlan` the local engine builds, so the two
-engines check, reject and compute rows with one piece of code. This module adds:
+Every Ray batch goes through :func:`onnxedge.runtime.score.score_batch` under the plan the
+local engine builds, in a fixed pool of actors (:class:`RayBatchScorer`), each with its own
+session of ``threads_per_worker`` threads. One logical CPU is left to Ray Data's read and
+write tasks: a pool holding every CPU starves them. Without an address a local runtime is
+started (and stopped); ``auto`` / ``host:port`` joins a cluster; an initialized runtime is
+used as it is; for ``ray://`` (Ray Data does not run through Ray Client) the whole call
+runs as one task on the cluster.
 
-* **Runtime.** Without an address a local Ray runtime is started (and stopped) with
-  ``workers * threads_per_worker + 1`` logical CPUs; ``auto`` / ``host:port`` joins a
-  cluster; an initialized runtime is used as it is. Ray Data does not run through Ray
-  Client, so for ``ray://`` the whole call runs as one task on the cluster. One logical
-  CPU is left to Ray Data's read / write tasks: a pool holding every CPU starves them.
-* **Workers.** ``map_batches`` with :class:`RayBatchScorer` in a fixed pool of actors,
-  each with its own session of ``threads_per_worker`` threads (the model's bytes travel
-  through the object store, or its path when weights live in external files).
-* **Input.** Parquet, CSV or NPY: a file, a folder, or a URI Ray Data reads. Local
-  inputs are planned by the local engine's readers and read in its file order.
-* **Output.** A folder of shards ``part-000000.<ext>`` in input order (so the shards in
-  name order are the local engine's rows), staged beside ``OUTPUT`` and renamed at the
-  end. Under ``skip`` rejected rows go to the folder ``<OUTPUT stem>.rejected.<ext>``,
-  with ``row`` and ``line`` empty: Ray Data does not number rows.
-* **Bad rows.** A worker's :class:`~onnxedge.runtime.score.BadRowError` is raised on the
-  driver; for a local input the file is then rescanned by the local reader, so the
-  message names the line or row as ``--engine local`` does. A CSV row Ray cannot split
-  stops the job under either policy.
+The output is a folder of shards ``part-000000.<ext>`` in input order (the shards in name
+order are the local engine's rows), staged beside ``OUTPUT`` and renamed at the end; under
+``skip`` rejected rows go to the folder ``<OUTPUT stem>.rejected.<ext>`` with ``row`` and
+``line`` empty (Ray Data does not number rows). A worker's bad row is located again by the
+local reader where the input is local, so the message is ``--engine local``'s.
 """
 
 from __future__ import annotations
@@ -42,11 +33,10 @@ from typing import Any
 
 import numpy as np
 from onnxedge.runtime import io as rio
-from onnxedge.runtime.atomic import Staged
+from onnxedge.runtime.atomic import Staged, exists_message
 from onnxedge.runtime.errors import (
     DataError,
     MissingDependencyError,
-    ModelLoadError,
     OnnxEdgeError,
     OutputExistsError,
 )
@@ -85,17 +75,13 @@ def _import_ray() -> Any:
 
 
 class _ShippedError(Exception):
-    """An :class:`OnnxEdgeError` on its way from a worker to the driver: Ray pickles a
-    worker's exception by its ``args`` (which keyword-only errors cannot rebuild from,
-    and to which Ray Data appends a note), so this carries class, message and attributes."""
+    """An :class:`OnnxEdgeError` on its way from a worker to the driver: Ray pickles an
+    exception by its ``args`` (which keyword-only errors cannot rebuild from, and to which
+    Ray Data appends a note), so this carries class, message and attributes."""
 
     def __init__(self, kind: type[OnnxEdgeError], message: str, attrs: dict[str, Any]) -> None:
         super().__init__(message)
         self.kind, self.message, self.attrs = kind, message, attrs
-
-    @classmethod
-    def of(cls, exc: OnnxEdgeError) -> _ShippedError:
-        return cls(type(exc), str(exc), dict(vars(exc)))
 
     def rebuild(self) -> OnnxEdgeError:
         exc = self.kind.__new__(self.kind)
@@ -105,6 +91,10 @@ class _ShippedError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_ShippedError, (self.kind, self.message, self.attrs))
+
+
+def _ship(exc: OnnxEdgeError) -> _ShippedError:
+    return _ShippedError(type(exc), str(exc), dict(vars(exc)))
 
 
 @dataclass(frozen=True)
@@ -134,8 +124,8 @@ class RayBatchScorer:
         try:
             self.predictor = scoring_predictor(model, provider=job.provider, threads=job.threads)
         except OnnxEdgeError as exc:
-            raise _ShippedError.of(exc) from None
-        self.job, self.plan, self.text = job, job.plan, job.source.format == "csv"
+            raise _ship(exc) from None
+        self.job, self.plan = job, job.plan
         self.order = {name: index for index, name in enumerate(job.source.names.values())}
 
     def __call__(self, batch: Any) -> Any:
@@ -151,83 +141,67 @@ class RayBatchScorer:
                 if result.rejected is not None and self.job.rejected_dir is not None:
                     self._write_rejected(part.source, result.rejected)
         except OnnxEdgeError as exc:
-            raise _ShippedError.of(exc) from None
-        if not tables:
-            return _arrow({name: [] for name in self.plan.output_columns}, self.plan)
+            raise _ship(exc) from None
         return pa.concat_tables(tables, promote_options="default")
 
     def _split_by_file(self, batch: Any) -> Iterator[rio.InputBatch]:
+        source = self.job.source
         if isinstance(batch, dict):  # NPY: {"data": (n, f), "path": (n,)}
             matrix = np.asarray(batch[_NPY_COLUMN])
-            for start, stop, path in _runs(batch.get(_PATH_COLUMN), matrix.shape[0]):
-                yield rio.InputBatch(source=self._name(path), matrix=matrix[start:stop])
+            for start, stop, name in _runs(batch.get(_PATH_COLUMN), matrix.shape[0], source):
+                yield rio.InputBatch(name, matrix=matrix[start:stop])
             return
         paths = batch.column(_PATH_COLUMN) if _PATH_COLUMN in batch.column_names else None
-        for start, stop, path in _runs(paths, batch.num_rows):
+        text = source.format == "csv"
+        for start, stop, name in _runs(paths, batch.num_rows, source):
             part = batch.slice(start, stop - start)
             yield rio.InputBatch(
-                source=self._name(path),
+                source=name,
                 columns={name: part.column(name) for name in self.plan.read_columns},
-                location="line" if self.text else "row",
-                header=self.text,
+                location="line" if text else "row",
+                header=text,
             )
-
-    def _name(self, path: str | None) -> str:
-        source = self.job.source
-        return source.name if path is None else source.names.get(path, path)
 
     def _write_rejected(self, source: str, rejected: dict[str, np.ndarray]) -> None:
         # A unique name per batch: batches with the same bad rows are all kept (a task
         # that Ray retries may write its rejected rows twice; none are lost).
-        order = self.order.get(source, len(self.order))
-        fmt = self.job.rejected_format
-        path = (
-            Path(self.job.rejected_dir or ".") / f"part-{order:06d}-{uuid.uuid4().hex[:16]}.{fmt}"
-        )
+        order, fmt = self.order.get(source, len(self.order)), self.job.rejected_format
+        folder = Path(self.job.rejected_dir or ".")
+        path = folder / f"part-{order:06d}-{uuid.uuid4().hex[:16]}.{fmt}"
         with rio.AtomicOutput(path, fmt, types=REJECTED_TYPES) as out:
             out.write(rejected)
             out.finish()
             out.commit()
 
 
-def _runs(paths: Any, n: int) -> Iterator[tuple[int, int, str | None]]:
-    """``(start, stop, path)`` per run of rows of one file (a file's rows are contiguous)."""
-    if n == 0:
+def _runs(paths: Any, n: int, source: _Input) -> Iterator[tuple[int, int, str]]:
+    """``(start, stop, the file's name)`` per run of rows of one file (a file's rows are
+    contiguous); one empty run for an empty batch, so it still gives a typed table."""
+    if paths is None or n == 0:
+        yield 0, n, source.name
         return
-    if paths is None:
-        yield 0, n, None
-        return
-    codes, names = paths, None
-    if not isinstance(paths, np.ndarray):  # pyarrow strings: compare integer codes
-        combined = paths.combine_chunks() if hasattr(paths, "combine_chunks") else paths
-        encoded = combined.dictionary_encode()
-        codes = encoded.indices.to_numpy(zero_copy_only=False)
-        names = encoded.dictionary.to_pylist()
-    bounds = [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist(), n]
+    values = paths if isinstance(paths, np.ndarray) else paths.to_numpy(zero_copy_only=False)
+    bounds = [0, *(np.flatnonzero(values[1:] != values[:-1]) + 1).tolist(), n]
     for start, stop in itertools.pairwise(bounds):
-        yield start, stop, str(paths[start] if names is None else names[int(codes[start])])
+        path = str(values[start])
+        yield start, stop, source.names.get(path, path)
 
 
-def _arrow(columns: dict[str, Any], plan: ScorePlan | None = None) -> Any:
-    """Output columns as a ``pyarrow.Table`` (class names dictionary-encoded, as the
-    local engine's Parquet writer stores them); with ``plan``, empty and typed."""
+def _arrow(columns: dict[str, Any]) -> Any:
+    """Output columns as a ``pyarrow.Table``, class names dictionary-encoded (as the local
+    engine's Parquet writer stores them)."""
     import pyarrow as pa
 
-    names = pa.dictionary(pa.int32(), pa.string())
-    arrays = {}
-    for name, values in columns.items():
-        if isinstance(values, rio.CategoricalColumn):
-            arrays[name] = pa.DictionaryArray.from_arrays(
-                pa.array(values.codes, type=pa.int32()), pa.array(values.categories, pa.string())
+    return pa.table(
+        {
+            name: pa.DictionaryArray.from_arrays(
+                pa.array(values.codes, pa.int32()), pa.array(values.categories, pa.string())
             )
-        elif plan is not None:
-            kind = {"label": pa.int64(), "class_name": names}.get(name, pa.string())
-            arrays[name] = pa.array([], pa.float32() if name in plan.probability_columns else kind)
-        else:
-            arrays[name] = (
-                values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
-            )
-    return pa.table(arrays)
+            if isinstance(values, rio.CategoricalColumn)
+            else values
+            for name, values in columns.items()
+        }
+    )
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -260,7 +234,7 @@ class _Input:
     format: str
     ray_path: str  # one path for Ray (several are listed in racing threads in Ray 2.60)
     names: dict[str, str]  # Ray's path of each file -> the local engine's name for it
-    first: str | None  # the local file (or Parquet input) the plan is read from
+    first: str | None  # what the plan is read from locally (None: a URI)
 
     @property
     def local(self) -> bool:
@@ -322,11 +296,29 @@ def score_ray(
         "on_bad_row": on_bad_row,
         "batch_size": batch_size,
     }
+    # The driver's predictor checks the model, plans and locates bad rows.
+    predictor = scoring_predictor(model, provider="cpu", threads=1)
+    payload = _model_payload(model, predictor)
     if address is not None and address.startswith("ray://") and not ray.is_initialized():
         run = {"workers": workers, "threads_per_worker": threads_per_worker, "provider": provider}
         formats = {"input_format": input_format, "output_format": output_format}
-        return _through_client(
-            ray, address, model, input, output, **options, **run, **formats, overwrite=overwrite
+        with _ray_runtime(ray, address, None, 1) as (_, startup):
+            task = ray.remote(num_cpus=0, max_retries=0)(_score_in_cluster)
+            call = (payload, os.fspath(input), os.fspath(output))
+            try:
+                summary = ray.get(task.remote(*call, options | run | formats, overwrite))
+            except Exception as exc:
+                found = _unwrap(exc)
+                raise found or DataError(
+                    f"{os.fspath(input)}: scoring failed on the Ray cluster at {address}: "
+                    f"{_root_message(exc)}"
+                ) from (None if found is not None else exc)
+        return dataclasses.replace(
+            summary,
+            model=predictor.model_label,
+            address=address,
+            startup_seconds=startup,
+            seconds=time.perf_counter() - started,
         )
     source = _resolve_input(input, input_format)
     out_format = _output_format(output, output_format)
@@ -336,9 +328,6 @@ def score_ray(
         rejected_path = _check_output(
             rio.rejected_path_for(out_path, out_format), overwrite, source
         )
-    # The driver's predictor plans and locates bad rows; the workers build their own.
-    predictor = scoring_predictor(model, provider="cpu", threads=1)
-    payload = _model_payload(model, predictor)
     plan = _plan_local(predictor, source, options) if source.local else None
     gpus = 1 if provider.lower() == "cuda" else 0
     with (
@@ -349,10 +338,13 @@ def score_ray(
         plan = plan or _plan_remote(ray, predictor, source, options)
         show = sys.stderr.isatty() if progress is None else progress
         dataset = _read(ray, source, plan, show)
-        with (
-            Staged(out_path, overwrite=overwrite, folder=True, error=DataError) as out_tmp,
-            _staged(rejected_path, overwrite) as rej_tmp,
-        ):
+        with contextlib.ExitStack() as stack:
+            staged = [
+                stack.enter_context(Staged(path, overwrite=overwrite, folder=True, error=DataError))
+                for path in (out_path, rejected_path)
+                if path is not None
+            ]
+            out_tmp, rej_tmp = staged[0], (staged[1] if len(staged) > 1 else None)
             rejected_dir = str(rej_tmp.path) if rej_tmp is not None else None
             job = _Job(source, plan, provider.lower(), threads_per_worker, rejected_dir, out_format)
             scored = dataset.map_batches(
@@ -378,13 +370,11 @@ def score_ray(
                 raise _driver_error(exc, found, source, plan, predictor) from (
                     None if found is not None else exc
                 )
-            shards = _shards(out_tmp.path)
-            scored_rows = _count_rows(shards, out_format)
-            skipped = _count_rows(_shards(rej_tmp.path), out_format) if rej_tmp is not None else 0
+            scored_rows, shards = _count_rows(out_tmp.path, out_format, "label")
+            skipped = _count_rows(rej_tmp.path, out_format, "reason")[0] if rej_tmp else 0
             if rej_tmp is not None:  # the output appears last, once all else is in place
                 rej_tmp.commit()
             out_tmp.commit()
-    seconds = time.perf_counter() - started
     return RayScoreSummary(
         model=predictor.model_label,
         input=source.name,
@@ -394,8 +384,7 @@ def score_ray(
         output_format=out_format,
         rows_scored=scored_rows,
         rows_skipped=skipped,
-        seconds=seconds,
-        rows_per_second=(scored_rows + skipped) / seconds if seconds > 0 else 0.0,
+        seconds=time.perf_counter() - started,
         # Actors without a GPU see none, so "auto" runs on the CPU (and "cuda" is strict).
         provider="CUDAExecutionProvider" if gpus else "CPUExecutionProvider",
         batch_size=batch_size,
@@ -405,54 +394,17 @@ def score_ray(
         workers=size,
         threads_per_worker=threads_per_worker,
         startup_seconds=startup,
-        shards=len(shards),
+        shards=shards,
     )
 
 
-def _through_client(
-    ray: Any,
-    address: str,
-    model: str | os.PathLike[str] | bytes,
-    input: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    **options: Any,
+def _score_in_cluster(
+    model: bytes | str, input: str, output: str, options: dict[str, Any], overwrite: bool
 ) -> RayScoreSummary:
-    """``score_ray`` as one task on the cluster (asking for no CPU), for a ``ray://``
-    address; the model's bytes are sent from here."""
-    started = time.perf_counter()
-    label = "<bytes>" if isinstance(model, bytes) else os.fspath(model)
     try:
-        payload = model if isinstance(model, bytes) else Path(model).read_bytes()
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read model file: {label}: {exc.strerror or exc}") from None
-    with _ray_runtime(ray, address, None, 1) as (_, startup):
-        task = ray.remote(num_cpus=0, max_retries=0)(_score_in_cluster)
-        try:
-            summary = ray.get(task.remote(payload, os.fspath(input), os.fspath(output), options))
-        except Exception as exc:
-            if (found := _unwrap(exc)) is not None:
-                raise found from None
-            raise DataError(
-                f"{os.fspath(input)}: scoring failed on the Ray cluster at {address}: "
-                f"{_root_message(exc)}"
-            ) from exc
-    seconds = time.perf_counter() - started
-    rows = summary.rows_scored + summary.rows_skipped
-    return dataclasses.replace(
-        summary,
-        model=label,
-        address=address,
-        startup_seconds=startup,
-        seconds=seconds,
-        rows_per_second=rows / seconds if seconds > 0 else 0.0,
-    )
-
-
-def _score_in_cluster(model: bytes, input: str, output: str, options: dict[str, Any]) -> Any:
-    try:
-        return score_ray(model, input, output, **options)
+        return score_ray(model, input, output, overwrite=overwrite, **options)
     except OnnxEdgeError as exc:
-        raise _ShippedError.of(exc) from None
+        raise _ship(exc) from None
 
 
 @contextlib.contextmanager
@@ -470,12 +422,8 @@ def _ray_runtime(
         if address is None:
             count = workers or max(1, len(os.sched_getaffinity(0)) // threads)
             # "local": always a new runtime, never a cluster `ray start` left running here.
-            ray.init(
-                address="local",
-                num_cpus=count * threads + IO_CPUS,
-                include_dashboard=False,
-                **quiet,
-            )
+            cpus = count * threads + IO_CPUS
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -545,19 +493,33 @@ def _output_format(output: str | os.PathLike[str], override: str | None) -> str:
         return "parquet"  # a plain folder name
 
 
+def _name_format(name: str) -> str | None:
+    try:
+        return rio.input_format_of(name)
+    except DataError:
+        return None
+
+
 def _resolve_input(input: str | os.PathLike[str], override: str | None) -> _Input:
     """The input's format, and the name the local engine gives each of its files."""
-    text = os.fspath(input)
-    uri, path = "://" in text, Path(text)
+    text, path = os.fspath(input), Path(input)
+    uri = "://" in text
     if not uri and not path.exists():
         raise DataError(f"input {path} does not exist")
-    listed = _folder_files(path) if not uri and path.is_dir() else [path]
+    folder = not uri and path.is_dir()
+    files = [path]
+    if folder:  # as Ray Data lists a folder: no ".name" or "_name" at any level
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(s.startswith((".", "_")) for s in p.relative_to(path).parts)
+        )
     if override is not None:
         fmt = rio.input_format_of(text, override)
     elif uri:  # a URI without a known ending: a folder of Parquet files
         fmt = _name_format(text) or "parquet"
-    elif path.is_dir():
-        found = sorted({_name_format(f.name) or "" for f in listed} & set(RAY_FORMATS))
+    elif folder:
+        found = sorted({_name_format(f.name) or "" for f in files} & set(RAY_FORMATS))
         if len(found) != 1:
             what = f"mixes formats ({', '.join(found)}); name one with --input-format"
             none = "holds no .parquet, .csv or .npy files"
@@ -572,12 +534,9 @@ def _resolve_input(input: str | os.PathLike[str], override: str | None) -> _Inpu
         )
     if uri:
         return _Input(name=text, format=fmt, ray_path=text, names={}, first=None)
-    if fmt == "parquet" and path.is_dir():
-        with rio.open_input(path, "parquet") as reader:  # the local engine's files, in order
-            listed = list(reader.files)  # type: ignore[attr-defined]
-    elif path.is_dir():
-        listed = [f for f in listed if _name_format(f.name) == fmt]
-        if not listed:
+    if folder:
+        files = [f for f in files if _name_format(f.name) == fmt]
+        if not files:
             raise DataError(f"{path}: folder holds no {fmt} files")
     # The local engine opens a Parquet folder as one input; a CSV or NPY folder (which it
     # does not read) is planned from its first file.
@@ -585,24 +544,8 @@ def _resolve_input(input: str | os.PathLike[str], override: str | None) -> _Inpu
         name=str(path),
         format=fmt,
         ray_path=str(path.resolve()),
-        names={str(f.resolve()): str(f) for f in listed},
-        first=str(path) if fmt == "parquet" else str(listed[0]),
-    )
-
-
-def _name_format(name: str) -> str | None:
-    try:
-        return rio.input_format_of(name)
-    except DataError:
-        return None
-
-
-def _folder_files(folder: Path) -> list[Path]:
-    """The files Ray Data lists in a folder: not ``.name`` or ``_name`` at any level."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(s.startswith((".", "_")) for s in p.relative_to(folder).parts)
+        names={str(f.resolve()): str(f) for f in files},
+        first=str(path) if fmt == "parquet" else str(files[0]),
     )
 
 
@@ -727,14 +670,8 @@ def _check_output(output: str | os.PathLike[str], overwrite: bool, source: _Inpu
         if resolved == root or root in resolved.parents or resolved in root.parents:
             raise DataError(f"output {path} overlaps the input {source.name}; write elsewhere")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"output {path} already exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"output {exists_message(path)}")
     return path
-
-
-def _staged(target: Path | None, overwrite: bool) -> Any:
-    if target is None:
-        return contextlib.nullcontext(None)
-    return Staged(target, overwrite=overwrite, folder=True, error=DataError)
 
 
 def _part_names(ending: str) -> Any:
@@ -748,58 +685,46 @@ def _part_names(ending: str) -> Any:
     return PartNames(file_format=ending)
 
 
-def _shards(folder: Path | None) -> list[Path]:
-    if folder is None or not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def _count_rows(files: list[Path], fmt: str) -> int:
-    """Rows in written shards (Parquet footers; CSV and JSONL are read)."""
+def _count_rows(folder: Path, fmt: str, column: str) -> tuple[int, int]:
+    """``(rows, shards)`` of a folder of written shards, counted by one ``column`` that
+    every row holds (Parquet: from the footers)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    import pyarrow.dataset as ds
+    import pyarrow.json as pajson
 
-    total = 0
-    for file in files:
-        if fmt == "parquet":
-            total += int(pq.ParquetFile(file).metadata.num_rows)
-        elif fmt == "csv":  # past the header, one text column is enough to count records
-            read = pacsv.ReadOptions(skip_rows=1, autogenerate_column_names=True)
-            convert = pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.string()})
-            with pacsv.open_csv(file, read_options=read, convert_options=convert) as reader:
-                total += sum(batch.num_rows for batch in reader)
-        else:
-            with file.open("rb") as handle:
-                total += sum(1 for line in handle if line.strip())
-    return total
+    one = {column: pa.string()}
+    kind = {
+        "parquet": ds.ParquetFileFormat(),
+        "csv": ds.CsvFileFormat(
+            convert_options=pacsv.ConvertOptions(include_columns=[column], column_types=one)
+        ),
+        "jsonl": ds.JsonFileFormat(
+            parse_options=pajson.ParseOptions(
+                explicit_schema=pa.schema(one), unexpected_field_behavior="ignore"
+            )
+        ),
+    }[fmt]
+    shards = ds.dataset(folder, format=kind)  # ".name" and "_name" files are left out
+    return int(shards.count_rows()), len(shards.files)
 
 
 # --- errors --------------------------------------------------------------------------------
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what caused it, under Ray's wrappers (``RayTaskError.cause``)."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
+def _unwrap(exc: BaseException) -> OnnxEdgeError | None:
+    """The onnxedge error inside Ray's wrappers (``RayTaskError.cause``), if any."""
+    pending, seen = [exc], set()
     while pending:
         current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        for nxt in (getattr(current, "cause", None), current.__cause__, current.__context__):
-            if isinstance(nxt, BaseException):
-                pending.append(nxt)
-
-
-def _unwrap(exc: BaseException) -> OnnxEdgeError | None:
-    """The onnxedge error inside Ray's wrappers, if any."""
-    for current in _chain(exc):
         if isinstance(current, _ShippedError):
             return current.rebuild()
         if isinstance(current, OnnxEdgeError):
             return current
+        seen.add(id(current))
+        for nxt in (getattr(current, "cause", None), current.__cause__, current.__context__):
+            if isinstance(nxt, BaseException) and id(nxt) not in seen:
+                pending.append(nxt)
     return None
 
 
