@@ -75,9 +75,8 @@ def _import_ray() -> Any:
 
 
 class _ShippedError(Exception):
-    """An :class:`OnnxEdgeError` on its way from a worker to the driver: Ray pickles an
-    exception by its ``args`` (which keyword-only errors cannot rebuild from, and to which
-    Ray Data appends a note), so this carries class, message and attributes."""
+    """An :class:`OnnxEdgeError` from a worker, as class, message and attributes: Ray
+    pickles an exception by its ``args``, which keyword-only errors cannot rebuild from."""
 
     def __init__(self, kind: type[OnnxEdgeError], message: str, attrs: dict[str, Any]) -> None:
         super().__init__(message)
@@ -99,8 +98,7 @@ def _ship(exc: OnnxEdgeError) -> _ShippedError:
 
 @dataclass(frozen=True)
 class _Job:
-    """What every worker is told: the input, the plan, its session and where rejected
-    rows go (a folder, or None, and their format)."""
+    """What every worker is told: input, plan, session, rejected rows' folder and format."""
 
     source: _Input
     plan: ScorePlan
@@ -592,10 +590,9 @@ def _plan_remote(ray: Any, predictor: Any, source: _Input, options: dict[str, An
 def _read(ray: Any, source: _Input, plan: ScorePlan, progress: bool) -> Any:
     """The Ray dataset of the input: the wanted columns and each row's file, in order.
 
-    Readers take from the global context when created: ``preserve_order`` (a task's
-    files one at a time) and ``use_datasource_v2 = False`` (Ray Data 2.60's new Parquet
-    reader bins row groups by size and does not keep their order); both are set again
-    on the dataset's own context, which the run then uses.
+    Readers take ``preserve_order`` and ``use_datasource_v2 = False`` (Ray Data 2.60's
+    new Parquet reader does not keep row-group order) from the global context when
+    created; the dataset's own context, which the run uses, gets them too.
     """
     wanted = plan.read_columns
     common = {
