@@ -393,7 +393,7 @@ def _column_floats(values: Any) -> np.ndarray:
         import pyarrow as pa
 
         return np.asarray(values.cast(pa.float64()).to_numpy(zero_copy_only=False))
-    except (TypeError, ValueError, NotImplementedError):  # Arrow's errors derive from these
+    except (TypeError, ValueError, NotImplementedError, OverflowError):  # Arrow's derive from these
         cells = values.tolist() if isinstance(values, np.ndarray) else values.to_pylist()
         return np.array([_as_number(cell) for cell in cells], dtype=np.float64)
 
@@ -403,7 +403,9 @@ def _as_number(cell: Any) -> float | None:
         return (
             float(cell) if isinstance(cell, bool | int | float | np.number | str | bytes) else None
         )
-    except (ValueError, OverflowError):
+    except OverflowError:  # an int beyond every float
+        return math.inf if cell > 0 else -math.inf
+    except ValueError:
         return None
 
 
@@ -421,7 +423,7 @@ def _cell_reason(cell: Any) -> str:
         return f"not a number: {rio.quote_value(cell)} ({type(cell).__name__})"
     if math.isnan(number):
         return "NaN (features must be finite)"
-    if math.isinf(number):
+    if math.isinf(number) and not isinstance(cell, int):
         return f"{'-' if number < 0 else ''}Inf (features must be finite)"
     return f"{rio.quote_value(cell)} is beyond float32's range"
 

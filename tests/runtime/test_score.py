@@ -573,6 +573,26 @@ def test_every_row_bad_still_writes_both_files(tmp_path: Path, multiclass: Model
     assert reasons[2].startswith("invalid JSON (")
 
 
+def test_an_integer_beyond_every_float_is_a_located_bad_row(
+    tmp_path: Path, multiclass: ModelCase
+) -> None:
+    source = tmp_path / "in.jsonl"
+    big = 10**400  # JSON allows it; float() overflows
+    source.write_text(
+        '{"f0": 1, "f1": 2, "f2": 3, "f3": 4, "f4": 5}\n'
+        f'{{"f0": 1, "f1": 2, "f2": {big}, "f3": 4, "f4": 5}}\n'
+    )
+    with pytest.raises(BadRowError) as caught:
+        score_file(multiclass.path, source, tmp_path / "o.csv", progress=False)
+    assert str(caught.value) == (
+        f"{source}: line 2, column 'f2': {oio.quote_value(big)} is beyond float32's range"
+    )
+    summary = score_file(
+        multiclass.path, source, tmp_path / "o.csv", on_bad_row="skip", progress=False
+    )
+    assert (summary.rows_scored, summary.rows_skipped) == (1, 1)
+
+
 # --- interruption and streaming ----------------------------------------------------------
 
 
