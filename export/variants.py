@@ -23,13 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from onnxedge.export.compare import Check, compare, exact, jsonable, render_checks
-from onnxedge.export.verify import (
-    decision_margins,
-    load_onnx,
-    node_outputs,
-    onnxruntime_runner,
-    row_losses,
-)
+from onnxedge.export.localize import node_outputs
+from onnxedge.export.verify import decision_margins, load_onnx, onnxruntime_runner, row_losses
 from onnxedge.runtime import contract as ct
 from onnxedge.runtime import tolerances
 from onnxedge.runtime.atomic import atomic_file, exists_message, place
@@ -103,11 +98,8 @@ class Int8Settings:
 def choose_int8_settings(
     method: str = "static", *, per_channel: bool | None = None, reduce_range: bool | None = None
 ) -> Int8Settings:
-    """int8 settings for this machine: per-tensor, 7-bit weights only on x86 without VNNI.
-
-    Raises:
-        ExportError: ``method`` is not ``static`` or ``dynamic``.
-    """
+    """int8 settings for this machine: per-tensor, 7-bit weights only on x86 without VNNI;
+    raises ExportError for a ``method`` other than ``static`` or ``dynamic``."""
     if method not in ("static", "dynamic"):
         raise ExportError(f"unknown int8 method {method!r}; expected one of static, dynamic")
     if reduce_range is None:
@@ -143,11 +135,12 @@ class VariantBar:
 
     def tolerances(self) -> dict[str, float]:
         """The comparator's tolerances by output name (labels: the share that may differ)."""
-        return {
-            ct.OUTPUT_PROBABILITIES: self.max_probability_error,
-            ct.OUTPUT_LABEL: 1.0 - self.min_label_agreement,
-            "loss": self.max_loss_delta,
-        }
+        p, labels, loss = (
+            self.max_probability_error,
+            1 - self.min_label_agreement,
+            self.max_loss_delta,
+        )
+        return {ct.OUTPUT_PROBABILITIES: p, ct.OUTPUT_LABEL: labels, "loss": loss}
 
 
 @dataclass
@@ -266,12 +259,8 @@ def onnx_to_int8(
     model: onnx.ModelProto, settings: Int8Settings, calibration: np.ndarray | None = None
 ) -> onnx.ModelProto:
     """Quantize an fp32 model's Conv / MatMul / Gemm layers to int8 (``model`` unchanged;
-    ``static``: QDQ, MinMax over the ``calibration`` rows, onnxruntime's defaults).
-
-    Raises:
-        DataError: static quantization without calibration rows, or bad rows.
-        ExportError: the model has no quantizable layer feeding ``logits``.
-    """
+    ``static``: QDQ, MinMax over the ``calibration`` rows, onnxruntime's defaults). Raises
+    DataError (missing or bad rows) or ExportError (no layer feeds ``logits``)."""
     import onnx
     from onnxruntime import quantization as q
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -302,19 +291,12 @@ def onnx_to_int8(
             "nodes_to_exclude": excluded,
             "per_channel": settings.per_channel,
             "reduce_range": settings.reduce_range,
-            "weight_type": q.QuantType.QInt8,
+            "weight_type": q.QuantType.QInt8,  # signed weights, unsigned activations
         }
         if static:
             # Logits stay float: the head reads them unrequantized (faster, measured).
-            keep_logits = {"OpTypesToExcludeOutputQuantization": sorted(LAYER_OPS)}
-            q.quantize_static(
-                pre,
-                out,
-                _Reader(),
-                activation_type=q.QuantType.QUInt8,
-                extra_options=keep_logits,
-                **common,
-            )
+            common["extra_options"] = {"OpTypesToExcludeOutputQuantization": sorted(LAYER_OPS)}
+            q.quantize_static(pre, out, _Reader(), activation_type=q.QuantType.QUInt8, **common)
         else:
             q.quantize_dynamic(pre, out, **common)
         return onnx.load(out)
@@ -323,12 +305,8 @@ def onnx_to_int8(
 def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """Convert an fp32 model's layers to float16, float32 in and out: the net's body
     (standardized input to ``logits``) is extracted, converted and put back, so
-    preprocessing, head and label stay float32 (a block list leaves them float16).
-
-    Raises:
-        ExportError: no MatMul / Gemm layer feeds ``logits``, or names collide.
-        MissingDependencyError: onnxconverter-common is not installed.
-    """
+    preprocessing, head and label stay float32 (a block list leaves them float16). Raises
+    ExportError (no layer, names collide) or MissingDependencyError (no onnxconverter)."""
     import onnx
     from onnx.utils import Extractor
 
@@ -348,12 +326,8 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     sub = Extractor(named).extract_model(inputs, [ct.OUTPUT_LOGITS])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # once per clamped tensor
-        half = float16.convert_float_to_float16(
-            sub,
-            keep_io_types=True,
-            min_positive_val=FP16_MIN_POSITIVE,
-            max_finite_val=FP16_MAX_FINITE,
-        )
+        limits = {"min_positive_val": FP16_MIN_POSITIVE, "max_finite_val": FP16_MAX_FINITE}
+        half = float16.convert_float_to_float16(sub, keep_io_types=True, **limits)
     still_used = {i for n in rest for i in n.input}
     initializers = [t for t in named.graph.initializer if t.name in still_used]
     clash = {t.name for t in initializers} & {t.name for t in half.graph.initializer}
@@ -389,10 +363,8 @@ def compare_nodes(
     the fp16 converter keep the float names, as onnxruntime's ``qdq_loss_debug`` relies
     on); a node's error is ``max |variant - fp32|`` over its fp32 range, checked against
     ``NODE_TOLERANCE``. Returns the first node in graph order that breaks it (or None) and
-    the compared nodes worst first, each with the error it adds over its inputs'.
-
-    Raises:
-        ModelLoadError: onnxruntime cannot run a model with every output exposed.
+    the compared nodes worst first, each with the error it adds over its inputs'. Raises
+    ModelLoadError when onnxruntime cannot run a model with every output exposed.
     """
     name = NODE_TOLERANCE[variant]
     limit = float(getattr(tolerances, name))
@@ -532,12 +504,8 @@ def verify_variant(
     bar: VariantBar | None = None,
 ) -> VariantReport:
     """Run a variant beside its fp32 source (protos, bytes or paths) on check rows ``x``
-    with true labels ``y`` and check it against its bar (``bar`` or the variant's).
-
-    Raises:
-        DataError: rows / labels empty, mismatched or not finite.
-        ModelLoadError: a model cannot be opened by onnxruntime.
-    """
+    with true labels ``y`` and check it against its bar (``bar`` or the variant's). Raises
+    DataError (bad rows or labels) or ModelLoadError (a model onnxruntime cannot open)."""
     rows = _check_rows(x, None, "check")
     ref = onnxruntime_runner(_as_bytes(source_model), "the source model")(rows)
     return _compare(_as_bytes(variant_model), ref, rows, y, variant=variant, task=task, bar=bar)
@@ -560,11 +528,8 @@ def verify_variant_file(
     model: PathLike, run_dir: PathLike, *, source: PathLike | None = None
 ) -> VariantReport:
     """Re-verify a written variant on its run's validation split against the fp32
-    ``source`` model, else the run's own torch module with the variant's head.
-
-    Raises:
-        ModelLoadError: the model cannot be read or is not a variant.
-        CheckpointError, DataError: the run folder is unusable or does not fit.
+    ``source`` model, else the run's own torch module with the variant's head. Raises
+    ModelLoadError (not a variant), CheckpointError or DataError (a run that does not fit).
     """
     from onnxedge.export.heads import build_head_module
     from onnxedge.export.verify import torch_runner
@@ -697,22 +662,16 @@ def make_variant(
 ) -> VariantReport:
     """Build an int8 or fp16 variant of an fp32 model, verify it and write it atomically.
 
-    Check rows: the run's validation split (``run_dir``), else ``data`` (a file or bundled
-    dataset; ``DATA_CALIBRATION_ROWS`` calibrate), else the bundled dataset the metadata
-    records. ``method="auto"`` tries static per-tensor, per-channel, per-channel with the
-    layers that add the most error kept in float (1, 2, 4, ...; one stays int8), then
-    dynamic, and keeps the first that clears its bar and is faster than fp32 here; if
-    some clear the bar but none is faster, nothing is written (``verdict`` says why).
-    ``accept_degradation`` writes a variant that misses its bar (``auto``: the best
-    agreement); ``calibration`` replaces the run's rows; ``localize`` compares every node
-    even when the bar is met; ``timer`` is the latency gate's (tests inject one).
+    Rows: the run's validation split (``run_dir``), else ``data``, else the bundled dataset
+    the metadata records. ``auto`` tries static per-tensor, per-channel, the layers adding
+    the most error kept in float (1, 2, 4, ...; one stays int8), then dynamic, and keeps
+    the first that clears its bar and is faster than fp32 here (if none is faster, writes
+    nothing and says why in ``verdict``). ``accept_degradation`` writes a miss (``auto``:
+    the best agreement); ``localize`` compares every node even on a pass.
 
     Raises:
-        ExportError: unknown variant / method, a source that is a variant, no layer.
-        ModelLoadError: the source cannot be read or is not an onnxedge model.
-        CheckpointError: the run folder is unusable or belongs to another model.
-        DataError: no rows to check on, or rows that do not fit the model.
-        OutputExistsError: ``output`` exists (without ``overwrite``) or is the source.
+        ExportError, ModelLoadError, CheckpointError, DataError: a bad variant / method,
+            source, run folder or rows; OutputExistsError: ``output`` exists or is the source.
         ParityError: the bar (``auto``: every attempt's) is missed; nothing is written.
     """
     import onnx
@@ -795,11 +754,9 @@ def make_variant(
         attempts = [r.settings | {"reached": r.reached} for _, r in tried]
         passing = [r for _, r in tried if r.passed]
         if not _kept(report) and passing:
-            best, listed = (
-                passing[0],
-                "; ".join(f"{r.settings['form']}: {r.reached}" for r in passing),
-            )
+            best = passing[0]
             best.attempts, best.source, best.output = attempts, str(source_path), ""
+            listed = "; ".join(f"{r.settings['form']}: {r.reached}" for r in passing)
             best.verdict = f"kept fp32 {source_path}: no int8 form that clears its bar is faster "
             best.verdict += f"than fp32 here ({listed})"
             return best
@@ -950,13 +907,8 @@ def _serialize_with_size(
 
 def onnx_to_ort(model: PathLike, output: PathLike, *, overwrite: bool = False) -> tuple[Path, Path]:
     """Convert an ONNX model to ORT format (onnxruntime's minimal builds); returns the
-    ``.ort`` file and the ``<stem>.required_operators.config`` written beside it.
-
-    Raises:
-        ModelLoadError: ``model`` does not exist.
-        OutputExistsError: an output exists and ``overwrite`` is false.
-        ExportError: the converter fails or the folder cannot be written.
-    """
+    ``.ort`` file and the ``<stem>.required_operators.config`` written beside it. Raises
+    ModelLoadError (no model), OutputExistsError, ExportError (conversion or writing)."""
     import contextlib
     import io
     import shutil
@@ -1047,10 +999,7 @@ def _with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
 def _split_layers(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     """Node names of the net's layers, and of everything else (kept float32): the body is
     every node downstream of a layer and upstream of (or producing) ``logits``, so
-    preprocessing sits before it, head and label after.
-
-    Raises:
-        ExportError: no node produces ``logits``, or no layer feeds it.
+    preprocessing sits before it, head and label after. ExportError: no layer feeds logits.
     """
     nodes = list(model.graph.node)
     producer = {out: i for i, n in enumerate(nodes) for out in n.output}

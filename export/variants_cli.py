@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from onnxedge.export.variants import INT8_METHODS, make_variant, onnx_to_ort, variant_path
@@ -53,18 +54,12 @@ EXAMPLES = """Examples:
 @output_options("the result")
 def optimize(
     model: str,
-    run_dir: str | None,
-    data: str | None,
     int8: str | None,
     fp16: bool,
-    per_channel: bool | None,
-    reduce_range: bool | None,
     output: str | None,
     ort: bool,
-    localize: bool,
-    accept_degradation: bool,
-    overwrite: bool,
     as_json: bool,
+    **opts: Any,
 ) -> None:
     """Make a smaller edge variant of an fp32 model (int8 or fp16), verified.
 
@@ -81,28 +76,17 @@ def optimize(
             raise click.UsageError("choose --int8, --fp16 or --ort")
         src, dest = Path(model), Path(output or Path(model).with_suffix(".ort"))
     else:
-        if fp16 and (per_channel is not None or reduce_range is not None):
+        if fp16 and (opts["per_channel"] is not None or opts["reduce_range"] is not None):
             raise click.UsageError("--per-channel / --reduce-range apply to --int8 only")
-        if int8 == "auto" and per_channel is not None:
+        if int8 == "auto" and opts["per_channel"] is not None:
             raise click.UsageError("--int8 auto chooses the weight scales; drop --per-channel")
         variant = "int8" if int8 else "fp16"
         src = Path(output) if output else variant_path(model, variant)
         dest = src.with_suffix(".ort")
-        report = make_variant(
-            model,
-            run_dir,
-            variant,
-            src,
-            method=int8 or "static",
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            accept_degradation=accept_degradation,
-            overwrite=overwrite,
-            data=data,
-            localize=localize,
-        )
+        method = int8 or "static"
+        report = make_variant(model, opts.pop("run_dir"), variant, src, method=method, **opts)
     converted = ort and (report is None or report.written)
-    ort_files = onnx_to_ort(src, dest, overwrite=overwrite) if converted else None
+    ort_files = onnx_to_ort(src, dest, overwrite=opts["overwrite"]) if converted else None
     if as_json:
         out = report.to_dict() if report else {}
         if ort_files:
