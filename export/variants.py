@@ -680,9 +680,8 @@ def make_variant(
     if variant not in VARIANTS:
         raise ExportError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     if method not in INT8_METHODS:
-        raise ExportError(
-            f"unknown int8 method {method!r}; expected one of {', '.join(INT8_METHODS)}"
-        )
+        methods = ", ".join(INT8_METHODS)
+        raise ExportError(f"unknown int8 method {method!r}; expected one of {methods}")
     source_path, out_path = Path(source_onnx), Path(output)
     if out_path.exists() and out_path.resolve() == source_path.resolve():
         raise OutputExistsError(f"output {out_path} is the source model; choose another path")
@@ -947,11 +946,9 @@ def _props(proto: Any) -> dict[str, str]:
 
 
 def _as_bytes(model: ModelLike) -> bytes:
-    if isinstance(model, bytes):
-        return model
-    return bytes(
-        (load_onnx(model) if isinstance(model, str | os.PathLike) else model).SerializeToString()
-    )
+    if isinstance(model, str | os.PathLike):
+        model = load_onnx(model)
+    return model if isinstance(model, bytes) else bytes(model.SerializeToString())
 
 
 def _row_shape_of(model: onnx.ModelProto) -> tuple[int, ...] | None:
