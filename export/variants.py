@@ -1,32 +1,30 @@
 """Edge variants of an exported fp32 model: int8 (onnxruntime.quantization, the net's
 Conv / MatMul / Gemm layers) and fp16 (onnxconverter-common, the net's body), float32 in
 and out with a float32 head, each checked against the fp32 model through the one
-comparator with its own :class:`VariantBar`; ORT format for minimal builds.
-
-The report is a classifier's (per-class accuracy, confusion change, flipped rows, near
-ties), names the first diverging node when the bar is missed (nodes matched by tensor
-name, as onnxruntime's ``qdq_loss_debug`` does) and the speed against fp32 on this
-machine; ``method="auto"`` repairs a static int8 variant that misses its bar.
+comparator with its own :class:`VariantBar` and a classifier's report; ORT format for
+minimal builds.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import platform
 import statistics
 import tempfile
-import time
+import timeit
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from onnxedge.export.compare import Check, compare, exact, jsonable, render_checks
-from onnxedge.export.verify import load_onnx, node_outputs, onnxruntime_runner
+from onnxedge.export.localize import node_outputs
+from onnxedge.export.verify import decision_margins, load_onnx, onnxruntime_runner, row_losses
 from onnxedge.runtime import contract as ct
 from onnxedge.runtime import tolerances
 from onnxedge.runtime.atomic import atomic_file, exists_message, place
@@ -36,7 +34,6 @@ from onnxedge.runtime.errors import (
     ExportError,
     MissingDependencyError,
     ModelLoadError,
-    OnnxEdgeError,
     OutputExistsError,
     ParityError,
 )
@@ -44,48 +41,42 @@ from onnxedge.runtime.errors import (
 if TYPE_CHECKING:
     import onnx
 
+    ModelLike = onnx.ModelProto | bytes | str | os.PathLike[str]
+
 #: The variants this module builds (fp32 is the source itself).
 VARIANTS: tuple[str, ...] = ("int8", "fp16")
-#: ``static`` / ``dynamic`` build that form; ``auto`` repairs a static form that misses
-#: its bar and keeps only a form faster than fp32 here (:func:`make_variant`).
-INT8_METHODS: tuple[str, ...] = ("static", "dynamic", "auto")
-DEFAULT_INT8_METHOD = "static"
-#: auto keeps the worst layers in float this many at a time (1, then 2, then 4, ...).
-KEEP_FLOAT_GROWTH = 2
+INT8_METHODS: tuple[str, ...] = ("static", "dynamic", "auto")  # auto: see make_variant
+KEEP_FLOAT_GROWTH = 2  # auto keeps the worst layers in float 1, then 2, then 4, ... at a time
 CALIBRATION_BATCH = 128
 #: rows drawn (seed 0) from a ``--data`` file to calibrate; the rest are the check rows.
 DATA_CALIBRATION_ROWS = 256
-#: check rows the per-node comparison runs on (every node's output is held in memory).
-NODE_ROWS = 256
-#: per-node tolerance by variant: a node breaks it when ``max |variant - fp32|`` exceeds
-#: this share of the node's fp32 range. Proposed for runtime/tolerances.py as
-#: INT8_NODE_MAX_RELATIVE_ERROR = 0.3 / FP16_NODE_MAX_RELATIVE_ERROR = 5e-3; until then
-#: the variant's probability bar, which has the same values.
+NODE_ROWS = 256  # check rows of the per-node comparison (every node's output is held)
+#: a node fails when ``max |variant - fp32|`` exceeds this share of its fp32 range.
 NODE_TOLERANCE = {"int8": "INT8_MAX_PROBABILITY_ERROR", "fp16": "FP16_MAX_PROBABILITY_ERROR"}
-#: the latency gate: batch sizes, interleaved rounds, and seconds per timed call group.
+#: the latency gate: batch sizes, interleaved rounds, seconds per timed call group, and
+#: the margin at every batch (short rounds put an equally fast variant either side of 1x).
 LATENCY_BATCHES = (1, 256)
 LATENCY_ROUNDS = 7
 LATENCY_ROUND_SECONDS = 0.005
-#: a variant counts as faster only by this margin at every batch size: seven short rounds
-#: on a shared machine put an equally fast variant on either side of 1.00x.
 LATENCY_MIN_SPEEDUP = 1.05
-#: lists in the report are capped at this many entries (the totals are always given).
-LISTED = 20
+LISTED = 20  # lists in the report are capped at this many entries (totals are given)
 LAYER_OPS = frozenset({"MatMul", "Gemm", "Conv"})
-#: float16's smallest subnormal and largest finite value (the converter's defaults, 1e-7
-#: and 1e4, clamp more than float16 needs).
+#: float16's smallest subnormal and largest finite value (the converter's defaults clamp more).
 FP16_MIN_POSITIVE = float(np.finfo(np.float16).smallest_subnormal)
 FP16_MAX_FINITE = float(np.finfo(np.float16).max)
 
 Timer = Callable[[str, int], float]  # (fp32 | variant, batch) -> seconds for one call
+Outputs = dict[str, np.ndarray]
+Runner = Callable[[np.ndarray], Any]
+PathLike = str | os.PathLike[str]
+#: the outputs the bar's four tolerances (``VariantBar.names``) apply to.
+BAR_CHECKS = (ct.OUTPUT_LABEL, "accuracy_drop", "loss", ct.OUTPUT_PROBABILITIES)
 
 
 @dataclass(frozen=True)
 class Int8Settings:
-    """How an int8 variant is quantized (uint8 activations, int8 weights, QDQ, MinMax):
-    ``static`` / ``dynamic``, per-channel weight scales, 7-bit weights (``reduce_range``),
-    and the output tensor names of layers kept float32 (``keep_float``).
-    """
+    """How an int8 variant is quantized (uint8 activations, int8 weights, QDQ, MinMax);
+    ``keep_float``: the output tensor names of layers kept float32."""
 
     method: str = "static"
     per_channel: bool = False
@@ -107,11 +98,8 @@ class Int8Settings:
 def choose_int8_settings(
     method: str = "static", *, per_channel: bool | None = None, reduce_range: bool | None = None
 ) -> Int8Settings:
-    """int8 settings for this machine: per-tensor, 7-bit weights only on x86 without VNNI.
-
-    Raises:
-        ExportError: ``method`` is not ``static`` or ``dynamic``.
-    """
+    """int8 settings for this machine: per-tensor, 7-bit weights only on x86 without VNNI;
+    raises ExportError for a ``method`` other than ``static`` or ``dynamic``."""
     if method not in ("static", "dynamic"):
         raise ExportError(f"unknown int8 method {method!r}; expected one of static, dynamic")
     if reduce_range is None:
@@ -124,7 +112,7 @@ def choose_int8_settings(
 
 @dataclass(frozen=True)
 class VariantBar:
-    """The bar a variant must clear against its fp32 source (see ``tolerances``)."""
+    """The bar a variant must clear against its fp32 source, with the tolerances' names."""
 
     min_label_agreement: float
     max_accuracy_drop: float
@@ -147,22 +135,18 @@ class VariantBar:
 
     def tolerances(self) -> dict[str, float]:
         """The comparator's tolerances by output name (labels: the share that may differ)."""
-        return {
-            ct.OUTPUT_PROBABILITIES: self.max_probability_error,
-            ct.OUTPUT_LABEL: 1.0 - self.min_label_agreement,
-            "loss": self.max_loss_delta,
-        }
+        p, labels, loss = (
+            self.max_probability_error,
+            1 - self.min_label_agreement,
+            self.max_loss_delta,
+        )
+        return {ct.OUTPUT_PROBABILITIES: p, ct.OUTPUT_LABEL: labels, "loss": loss}
 
 
 @dataclass
 class VariantReport:
-    """How a variant compares with its fp32 source on the same labelled check rows.
-
-    Besides the bar's figures and ``checks``: ``classes`` (:func:`class_figures`),
-    ``nodes`` (:func:`compare_nodes`, when the bar is missed or ``localize``), ``latency``
-    (:func:`latency_gate`), ``attempts`` (``auto``'s, in order, each with what it
-    reached), ``written`` (``auto`` may keep fp32), ``verdict`` and ``data`` (the rows).
-    """
+    """How a variant compares with its fp32 source on the same labelled check rows, with
+    ``classes``, ``nodes``, ``latency``, ``auto``'s ``attempts`` and the ``verdict``."""
 
     variant: str
     task: str
@@ -208,8 +192,18 @@ class VariantReport:
         """Variant file size over source file size (0 when sizes are unknown)."""
         return self.size_bytes / self.source_size_bytes if self.source_size_bytes else 0.0
 
+    @property
+    def reached(self) -> str:
+        """What this variant reached, in one phrase (an ``auto`` attempt's summary)."""
+        said = f"label agreement {self.label_agreement:.4f}, loss delta {self.loss_delta:.3g}"
+        if not self.passed:
+            missed = ", ".join(c.name for c in self.checks if not c.passed)
+            return f"{said} (misses {missed})"
+        return said + (f", {self.latency['summary']}" if self.latency else "")
+
     def render_table(self) -> str:
         """The checks against their bar and the classifier figures, for people."""
+        c, nodes = self.classes, self.nodes
         lines = render_checks(self.checks)
         lines.append(
             f"{self.rows} check rows; label agreement {self.label_agreement:.4f}, accuracy "
@@ -218,10 +212,10 @@ class VariantReport:
             f"{'passed' if self.passed else 'FAILED'}"
             + (" (written with --accept-degradation)" if self.accepted_degradation else "")
         )
-        c = self.classes
-        changed = [k for k in c.get("per_class", []) if k["fp32"] != k["variant"]]
         lines += [
-            f"  class {k['class']}: accuracy {k['fp32']:.4f} -> {k['variant']:.4f}" for k in changed
+            f"  class {k['class']}: accuracy {k['fp32']:.4f} -> {k['variant']:.4f}"
+            for k in c.get("per_class", [])
+            if k["fp32"] != k["variant"]
         ]
         lines += [
             f"  confusion true {k['true']} -> pred {k['pred']}: {k['fp32']} -> {k['variant']}"
@@ -235,111 +229,84 @@ class VariantReport:
                 f"  {c['near_ties']} fp32 near ties (top-2 margin <= {c['near_tie_margin']:g}, "
                 f"{c['near_tie_tolerance']}), {c['flipped_near_ties']} of them flipped"
             )
-        if self.nodes is not None:
-            first, limit = self.nodes["first_diverging"], f"{self.nodes['limit']:g}"
+        if nodes is not None:
+            first, limit = nodes["first_diverging"], f"{nodes['limit']:g} ({nodes['tolerance']})"
             lines.append(
                 f"  first diverging node: {first['node']} ({first['op_type']}), error "
-                f"{first['relative_error']:.3g} of its range > {limit} ({self.nodes['tolerance']})"
+                f"{first['relative_error']:.3g} of its range > {limit}"
                 if first
-                else f"  every node within {limit} ({self.nodes['tolerance']})"
-                if self.nodes["compared"]
-                else f"  no node compared ({self.nodes.get('unmatched', 0)} unmatched by name)"
+                else f"  every node within {limit}"
+                if nodes["compared"]
+                else f"  no node compared ({nodes['unmatched']} unmatched by name)"
             )
-            worst = self.nodes["worst"][:5]
+            worst = nodes["worst"][:5]
             lines += [f"    {n['node']} ({n['op_type']}): {n['relative_error']:.3g}" for n in worst]
         lines += [f"  tried {a['form']}: {a['reached']}" for a in self.attempts]
         if self.latency is not None:
             lines.append(f"  speed: {self.latency['summary']}")
-        if self.verdict:
-            lines.append(self.verdict)
-        lines.extend(f"  FAIL {f}" for f in self.failures)
+        lines += [self.verdict] if self.verdict else []
+        lines += [f"  FAIL {f}" for f in self.failures]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what goes into ``onnxedge.variant_report``)."""
         data = jsonable({k: v for k, v in asdict(self).items() if k != "checks"})
-        data["failures"] = self.failures
-        data["passed"] = self.passed
-        data["size_ratio"] = round(self.size_ratio, 6)
-        return dict(data)
-
-
-# --- conversion -------------------------------------------------------------------------
+        data.update(failures=self.failures, passed=self.passed)
+        return {**data, "size_ratio": round(self.size_ratio, 6)}
 
 
 def onnx_to_int8(
     model: onnx.ModelProto, settings: Int8Settings, calibration: np.ndarray | None = None
 ) -> onnx.ModelProto:
-    """Quantize an fp32 model's Conv / MatMul / Gemm layers to int8 (``model`` unchanged);
-    ``calibration`` rows are needed for ``static``.
-
-    Raises:
-        DataError: static quantization without calibration rows, or bad rows.
-        ExportError: the model has no quantizable layer feeding ``logits``.
-    """
+    """Quantize an fp32 model's Conv / MatMul / Gemm layers to int8 (``model`` unchanged;
+    ``static``: QDQ, MinMax over the ``calibration`` rows, onnxruntime's defaults). Raises
+    DataError (missing or bad rows) or ExportError (no layer feeds ``logits``)."""
     import onnx
     from onnxruntime import quantization as q
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    rows = np.empty((0, 0), dtype=np.float32)
-    if settings.method == "static":
+    static = settings.method == "static"
+    rows = np.empty((0, 1), np.float32)
+    if static:
         rows = _check_rows(calibration, _row_shape_of(model), "calibration")
+    starts = range(0, len(rows), CALIBRATION_BATCH)
+    batches = iter([{ct.INPUT_NAME: rows[i : i + CALIBRATION_BATCH]} for i in starts])
 
     class _Reader(q.CalibrationDataReader):
-        def __init__(self, x: np.ndarray) -> None:
-            self._batches: Iterator[np.ndarray] = (
-                x[i : i + CALIBRATION_BATCH] for i in range(0, len(x), CALIBRATION_BATCH)
-            )
-
         def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self._batches, None)
-            return None if batch is None else {ct.INPUT_NAME: batch}
+            return next(batches, None)
 
     with tempfile.TemporaryDirectory(prefix="onnxedge-int8-") as tmp:
         src, pre, out = (os.path.join(tmp, n) for n in ("src.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(_with_node_names(model), src)
         quant_pre_process(src, pre)
         prepared = onnx.load(pre)
-        _, others = _split_layers(prepared)
         keep = set(settings.keep_float)
+        # Exclude rather than list: quantize_dynamic splits each Gemm into MatMul + Add
+        # under new names, which a nodes_to_quantize list would not match.
+        excluded = _split_layers(prepared)[1]
+        excluded += [n.name for n in prepared.graph.node if keep & set(n.output)]
         common: dict[str, Any] = {
             "op_types_to_quantize": sorted(LAYER_OPS),
-            # Exclude rather than list: quantize_dynamic splits each Gemm into MatMul +
-            # Add under new names, which a nodes_to_quantize list would not match.
-            "nodes_to_exclude": others
-            + [n.name for n in prepared.graph.node if keep & set(n.output)],
+            "nodes_to_exclude": excluded,
             "per_channel": settings.per_channel,
             "reduce_range": settings.reduce_range,
-            "weight_type": q.QuantType.QInt8,
+            "weight_type": q.QuantType.QInt8,  # signed weights, unsigned activations
         }
-        if settings.method == "static":
-            q.quantize_static(
-                pre,
-                out,
-                _Reader(rows),
-                quant_format=q.QuantFormat.QDQ,
-                activation_type=q.QuantType.QUInt8,
-                calibrate_method=q.CalibrationMethod.MinMax,
-                # Logits stay float: the head reads them unrequantized (faster, measured).
-                extra_options={"OpTypesToExcludeOutputQuantization": sorted(LAYER_OPS)},
-                **common,
-            )
+        if static:
+            # Logits stay float: the head reads them unrequantized (faster, measured).
+            common["extra_options"] = {"OpTypesToExcludeOutputQuantization": sorted(LAYER_OPS)}
+            q.quantize_static(pre, out, _Reader(), activation_type=q.QuantType.QUInt8, **common)
         else:
             q.quantize_dynamic(pre, out, **common)
         return onnx.load(out)
 
 
 def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Convert an fp32 model's layers to float16 with float32 inputs and outputs.
-
-    The net's body (standardized input to ``logits``) is extracted, converted with
-    ``convert_float_to_float16(keep_io_types=True)`` and put back, so preprocessing, head
-    and label stay float32 (a block list instead leaves ``probabilities`` float16).
-
-    Raises:
-        ExportError: no MatMul / Gemm layer feeds ``logits``, or names collide.
-        MissingDependencyError: onnxconverter-common is not installed.
-    """
+    """Convert an fp32 model's layers to float16, float32 in and out: the net's body
+    (standardized input to ``logits``) is extracted, converted and put back, so
+    preprocessing, head and label stay float32 (a block list leaves them float16). Raises
+    ExportError (no layer, names collide) or MissingDependencyError (no onnxconverter)."""
     import onnx
     from onnx.utils import Extractor
 
@@ -351,22 +318,16 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         ) from None
 
     named = _with_node_names(model)
-    _, others = _split_layers(named)
-    kept = set(others)
+    kept = set(_split_layers(named)[1])
     body = [n for n in named.graph.node if n.name not in kept]
     rest = [n for n in named.graph.node if n.name in kept]
-    produced = {out for n in body for out in n.output}
-    constants = {t.name for t in named.graph.initializer}
-    inputs = sorted({i for n in body for i in n.input if i and i not in produced | constants})
+    known = {out for n in body for out in n.output} | {t.name for t in named.graph.initializer}
+    inputs = sorted({i for n in body for i in n.input if i and i not in known})
     sub = Extractor(named).extract_model(inputs, [ct.OUTPUT_LOGITS])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # once per clamped tensor; counted instead
-        half = float16.convert_float_to_float16(
-            sub,
-            keep_io_types=True,
-            min_positive_val=FP16_MIN_POSITIVE,
-            max_finite_val=FP16_MAX_FINITE,
-        )
+        warnings.simplefilter("ignore", UserWarning)  # once per clamped tensor
+        limits = {"min_positive_val": FP16_MIN_POSITIVE, "max_finite_val": FP16_MAX_FINITE}
+        half = float16.convert_float_to_float16(sub, keep_io_types=True, **limits)
     still_used = {i for n in rest for i in n.input}
     initializers = [t for t in named.graph.initializer if t.name in still_used]
     clash = {t.name for t in initializers} & {t.name for t in half.graph.initializer}
@@ -375,10 +336,9 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         raise ExportError(f"fp16 body names collide with the rest of the graph: {sorted(clash)}")
     out = onnx.ModelProto()
     out.CopyFrom(named)
-    graph = out.graph
-    del graph.node[:], graph.initializer[:], graph.value_info[:]
-    graph.node.extend(_topological([*rest, *half.graph.node], named.graph))
-    graph.initializer.extend([*initializers, *half.graph.initializer])
+    del out.graph.node[:], out.graph.initializer[:], out.graph.value_info[:]
+    out.graph.node.extend(_topological([*rest, *half.graph.node], named.graph))
+    out.graph.initializer.extend([*initializers, *half.graph.initializer])
     return out
 
 
@@ -390,29 +350,21 @@ def _topological(nodes: list[Any], graph: Any) -> list[Any]:
         ready = [n for n in pending if all(i in available for i in n.input)]
         if not ready:
             raise ExportError("the converted graph has a cycle or an unproduced input")
-        for n in ready:
-            available.update(n.output)
+        available.update(o for n in ready for o in n.output)
         ordered += ready
         pending = [n for n in pending if all(n is not r for r in ready)]
     return ordered
 
 
-# --- where a variant diverges, what it does to the classes, how fast it is ---------------
-
-
 def compare_nodes(
     source: onnx.ModelProto, variant_model: onnx.ModelProto, x: np.ndarray, variant: str
 ) -> dict[str, Any]:
-    """Every fp32 node's output against the variant's tensor of the same name.
-
-    QDQ and the fp16 converter keep the float tensor names, so nodes are matched by output
-    name (as onnxruntime's ``qdq_loss_debug`` does). A node's error is ``max |variant -
-    fp32|`` over its fp32 range; the comparator checks it against ``NODE_TOLERANCE``.
-    Returns the first node in fp32 graph order that breaks it (or None) and the compared
-    nodes worst first, each with the error it adds over its inputs'.
-
-    Raises:
-        ModelLoadError: onnxruntime cannot run a model with every output exposed.
+    """Every fp32 node's output against the variant's tensor of the same name (QDQ and
+    the fp16 converter keep the float names, as onnxruntime's ``qdq_loss_debug`` relies
+    on); a node's error is ``max |variant - fp32|`` over its fp32 range, checked against
+    ``NODE_TOLERANCE``. Returns the first node in graph order that breaks it (or None) and
+    the compared nodes worst first, each with the error it adds over its inputs'. Raises
+    ModelLoadError when onnxruntime cannot run a model with every output exposed.
     """
     name = NODE_TOLERANCE[variant]
     limit = float(getattr(tolerances, name))
@@ -431,16 +383,15 @@ def compare_nodes(
         scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.finfo(np.float32).tiny))
         (check,) = compare({out: a}, {out: b.astype(np.float32)}, {out: limit * scale})
         errors[out] = check.value / scale
-        module = {p.key: p.value for p in node.metadata_props}.get("onnxedge.module")
+        inherited = max((errors.get(t, 0.0) for t in node.input), default=0.0)
         nodes.append(
             {
                 "node": node.name or f"{node.op_type}_{i}",
                 "op_type": node.op_type,
                 "output": out,
-                "module": module,
+                "module": _props(node).get("onnxedge.module"),
                 "relative_error": errors[out],
-                "added_error": errors[out]
-                - max((errors.get(t, 0.0) for t in node.input), default=0.0),
+                "added_error": errors[out] - inherited,
                 "passed": check.passed,
             }
         )
@@ -457,8 +408,8 @@ def compare_nodes(
 
 def class_figures(
     y: np.ndarray,
-    ref: dict[str, np.ndarray],
-    out: dict[str, np.ndarray],
+    ref: Outputs,
+    out: Outputs,
     *,
     margin: float,
     margin_name: str,
@@ -473,27 +424,20 @@ def class_figures(
     before, after = np.zeros((k, k), np.int64), np.zeros((k, k), np.int64)
     np.add.at(before, (y, a), 1)
     np.add.at(after, (y, b), 1)
-    per_class = [
-        {"class": c, "rows": int(n), "fp32": before[c, c] / n, "variant": after[c, c] / n}
-        for c, n in enumerate(before.sum(axis=1))
-        if n
-    ]
-    changed = np.argwhere(before != after)
-    flipped = np.flatnonzero(a != b)
+    changed, flipped = np.argwhere(before != after), np.flatnonzero(a != b)
 
     def probs(p: np.ndarray, r: int) -> dict[str, float]:
         if p.shape[1] == 1:  # sigmoid: P(positive)
             return {"1": float(p[r, 0])}
         return {str(c): float(p[r, c]) for c in dict.fromkeys((a[r], b[r]))}
 
-    if pa.shape[1] == 1:
-        margins = np.abs(pa[:, 0] - threshold)
-    else:
-        top2 = np.sort(pa, axis=1)[:, -2:]
-        margins = top2[:, 1] - top2[:, 0]
-    ties = margins <= margin
+    ties = decision_margins(pa, "sigmoid" if pa.shape[1] == 1 else "softmax", threshold) <= margin
     return {
-        "per_class": per_class,
+        "per_class": [
+            {"class": c, "rows": int(n), "fp32": before[c, c] / n, "variant": after[c, c] / n}
+            for c, n in enumerate(before.sum(axis=1))
+            if n
+        ],
         "confusion_change": [
             {"true": int(t), "pred": int(p), "fp32": int(before[t, p]), "variant": int(after[t, p])}
             for t, p in changed[:LISTED]
@@ -513,38 +457,26 @@ def class_figures(
 
 
 def latency_gate(
-    fp32: Callable[[np.ndarray], Any],
-    variant: Callable[[np.ndarray], Any],
-    rows: np.ndarray,
-    *,
-    timer: Timer | None = None,
+    fp32: Runner, variant: Runner, rows: np.ndarray, *, timer: Timer | None = None
 ) -> dict[str, Any]:
-    """Time ``variant`` against ``fp32`` (runners) side by side at ``LATENCY_BATCHES``, rows
-    tiled to each batch, in interleaved rounds (the order alternates); each figure is the
-    fp32 median over the variant's, and ``faster`` needs every one above 1. ``timer``
-    (``(model, batch) -> seconds``; tests inject one) defaults to the wall clock.
+    """Time ``variant`` against ``fp32`` (runners) at ``LATENCY_BATCHES``, rows tiled to
+    each batch, in interleaved rounds (the order alternates); each figure is the fp32
+    median over the variant's, and ``faster`` needs every one at ``LATENCY_MIN_SPEEDUP``.
+    ``timer`` (``(model, batch) -> seconds``; tests inject one) defaults to the wall clock.
     """
     runners = {"fp32": fp32, "variant": variant}
     xs = {b: np.ascontiguousarray(np.resize(rows, (b, *rows.shape[1:]))) for b in LATENCY_BATCHES}
     calls: dict[tuple[str, int], int] = {}
 
     def wall(model: str, batch: int) -> float:
-        run, x = runners[model], xs[batch]
+        run = functools.partial(runners[model], xs[batch])
         if (model, batch) not in calls:  # warm up, then enough calls to fill a round
-            run(x)
-            start = time.perf_counter()
-            run(x)
-            calls[model, batch] = max(
-                1, int(LATENCY_ROUND_SECONDS / (time.perf_counter() - start + 1e-9))
-            )
-        n = calls[model, batch]
-        start = time.perf_counter()
-        for _ in range(n):
-            run(x)
-        return (time.perf_counter() - start) / n
+            run()
+            once = timeit.timeit(run, number=1)
+            calls[model, batch] = max(1, int(LATENCY_ROUND_SECONDS / (once + 1e-9)))
+        return timeit.timeit(run, number=calls[model, batch]) / calls[model, batch]
 
-    clock = timer or wall
-    speedup = {}
+    clock, speedup = timer or wall, {}
     for batch in LATENCY_BATCHES:
         times: dict[str, list[float]] = {"fp32": [], "variant": []}
         for i in range(LATENCY_ROUNDS):
@@ -557,18 +489,13 @@ def latency_gate(
         "batches": list(LATENCY_BATCHES),
         "speedup": {str(b): s for b, s in speedup.items()},
         "faster": faster,
-        "summary": f"faster than fp32 here: {figures}"
-        if faster
-        else f"not faster than fp32 here: {figures}",
+        "summary": f"{'' if faster else 'not '}faster than fp32 here: {figures}",
     }
 
 
-# --- verification -----------------------------------------------------------------------
-
-
 def verify_variant(
-    variant_model: onnx.ModelProto | bytes | str | os.PathLike[str],
-    source_model: onnx.ModelProto | bytes | str | os.PathLike[str],
+    variant_model: ModelLike,
+    source_model: ModelLike,
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -577,51 +504,39 @@ def verify_variant(
     bar: VariantBar | None = None,
 ) -> VariantReport:
     """Run a variant beside its fp32 source (protos, bytes or paths) on check rows ``x``
-    with true labels ``y`` and check it against its bar (``bar`` or the variant's).
-
-    Raises:
-        DataError: rows / labels empty, mismatched or not finite.
-        ModelLoadError: a model cannot be opened by onnxruntime.
-    """
+    with true labels ``y`` and check it against its bar (``bar`` or the variant's). Raises
+    DataError (bad rows or labels) or ModelLoadError (a model onnxruntime cannot open)."""
     rows = _check_rows(x, None, "check")
     ref = onnxruntime_runner(_as_bytes(source_model), "the source model")(rows)
     return _compare(_as_bytes(variant_model), ref, rows, y, variant=variant, task=task, bar=bar)
 
 
-def model_variant(model: str | os.PathLike[str]) -> str:
+def model_variant(model: PathLike) -> str:
     """The ``onnxedge.variant`` a model file records (default ``fp32``); raises
     ModelLoadError when the file cannot be read as ONNX."""
-    return {p.key: p.value for p in load_onnx(model).metadata_props}.get(ct.KEY_VARIANT, "fp32")
+    return _props(load_onnx(model)).get(ct.KEY_VARIANT, "fp32")
 
 
 def raise_for_variant_failures(report: VariantReport) -> None:
     """Raise :class:`ParityError` listing every check a variant failed, if any."""
     if report.failures:
-        raise ParityError(
-            f"{report.variant} variant misses its bar: " + "; ".join(report.failures),
-            report.failures,
-        )
+        message = f"{report.variant} variant misses its bar: " + "; ".join(report.failures)
+        raise ParityError(message, report.failures)
 
 
 def verify_variant_file(
-    model: str | os.PathLike[str],
-    run_dir: str | os.PathLike[str],
-    *,
-    source: str | os.PathLike[str] | None = None,
+    model: PathLike, run_dir: PathLike, *, source: PathLike | None = None
 ) -> VariantReport:
     """Re-verify a written variant on its run's validation split against the fp32
-    ``source`` model, else the run's own torch module with the variant's head.
-
-    Raises:
-        ModelLoadError: the model cannot be read or is not a variant.
-        CheckpointError, DataError: the run folder is unusable or does not fit.
+    ``source`` model, else the run's own torch module with the variant's head. Raises
+    ModelLoadError (not a variant), CheckpointError or DataError (a run that does not fit).
     """
     from onnxedge.export.heads import build_head_module
     from onnxedge.export.verify import torch_runner
     from onnxedge.models.checkpoint import load_run
 
     proto = load_onnx(model)
-    props = {p.key: p.value for p in proto.metadata_props}
+    props = _props(proto)
     contract = ct.ModelContract.from_metadata(props)
     variant = props.get(ct.KEY_VARIANT, "fp32")
     if variant not in VARIANTS:
@@ -629,16 +544,14 @@ def verify_variant_file(
     run = load_run(run_dir)
     x_val, y_val = run.validation()
     rows = _check_rows(x_val, _row_shape_of(proto), "validation")
+    threshold, head = float(contract.threshold), contract.head or "auto"
     if source is not None:
         ref = onnxruntime_runner(_as_bytes(source), "the source model")(rows)
     else:
-        head = contract.head or "auto"
-        threshold = float(contract.threshold) if head == "sigmoid" else None
-        ref = torch_runner(build_head_module(run, head, threshold))(rows)
-    data = proto.SerializeToString()
-    report = _compare(
-        data, ref, rows, y_val, variant=variant, task=run.task, threshold=float(contract.threshold)
-    )
+        module = build_head_module(run, head, threshold if head == "sigmoid" else None)
+        ref = torch_runner(module)(rows)
+    data, task = proto.SerializeToString(), run.task
+    report = _compare(data, ref, rows, y_val, variant=variant, task=task, threshold=threshold)
     report.source = str(source) if source is not None else f"{run.path} (the run's torch module)"
     report.output, report.size_bytes, report.written = str(model), Path(model).stat().st_size, True
     report.source_sha256 = props.get(ct.KEY_SOURCE_SHA256, "")
@@ -647,7 +560,7 @@ def verify_variant_file(
 
 def _compare(
     variant_bytes: bytes,
-    ref: dict[str, np.ndarray],
+    ref: Outputs,
     rows: np.ndarray,
     y: np.ndarray,
     *,
@@ -657,8 +570,6 @@ def _compare(
     threshold: float = 0.5,
 ) -> VariantReport:
     """The variant's outputs on ``rows`` against ``ref`` through the one comparator."""
-    from onnxedge.models.reference import binary_cross_entropy_with_logits, cross_entropy
-
     bar = bar or VariantBar.for_variant(variant)
     labels = np.asarray(y).astype(np.int64).reshape(-1)
     if len(labels) != len(rows):
@@ -668,38 +579,29 @@ def _compare(
     if task not in ("multiclass", "binary"):
         task = "binary" if ref[ct.OUTPUT_LOGITS].shape[1] == 1 else "multiclass"
 
-    def loss(logits: np.ndarray) -> float:
-        z = logits.astype(np.float64)  # (n, classes) or (n, 1)
-        if task == "binary":
-            return float(binary_cross_entropy_with_logits(z[:, 0], labels.astype(np.float64)))
-        return float(cross_entropy(z, labels))
+    def loss(o: Outputs) -> float:
+        z = o[ct.OUTPUT_LOGITS].astype(np.float64)
+        return float(np.mean(row_losses(z, labels, "sigmoid" if task == "binary" else "softmax")))
 
-    names = dict(
-        zip((ct.OUTPUT_LABEL, "", "loss", ct.OUTPUT_PROBABILITIES), bar.names, strict=True)
-    )
-    subject = f"{variant}~fp32"
-    checks = compare(ref, out, bar.tolerances(), subject=subject, names=names)
     finite = all(np.isfinite(out[k]).all() for k in (ct.OUTPUT_LOGITS, ct.OUTPUT_PROBABILITIES))
-    loss_src = loss(ref[ct.OUTPUT_LOGITS])
-    loss_var = loss(out[ct.OUTPUT_LOGITS]) if finite else math.inf
-    checks += compare(
-        {"loss": np.array(loss_src)},
-        {"loss": np.array(loss_var)},
+    loss_src, loss_var = loss(ref), loss(out) if finite else math.inf
+    acc_src, acc_var = (float(np.mean(o[ct.OUTPUT_LABEL] == labels)) for o in (ref, out))
+    subject, drop = f"{variant}~fp32", acc_src - acc_var
+    checks = compare(
+        {**ref, "loss": np.array(loss_src)},
+        {**out, "loss": np.array(loss_var)},
         bar.tolerances(),
         subject=subject,
-        names=names,
+        names=dict(zip(BAR_CHECKS, bar.names, strict=True)),
     )
-    acc_src = float(np.mean(ref[ct.OUTPUT_LABEL] == labels))
-    acc_var = float(np.mean(out[ct.OUTPUT_LABEL] == labels))
-    drop = acc_src - acc_var
-    ok = drop <= bar.max_accuracy_drop
-    detail = f"accuracy {acc_src:.4f} -> {acc_var:.4f}"
+    limit, detail = bar.max_accuracy_drop, f"accuracy {acc_src:.4f} -> {acc_var:.4f}"
     checks.append(
-        Check("accuracy_drop", subject, None, drop, bar.max_accuracy_drop, bar.names[1], ok, detail)
+        Check(BAR_CHECKS[1], subject, None, drop, limit, bar.names[1], drop <= limit, detail)
     )
     f32 = head_reads_float32(variant_bytes)
     checks.append(exact("float32_head", variant, f32, "the head / label nodes do not read float32"))
     p_err = np.abs(out[ct.OUTPUT_PROBABILITIES].astype(np.float64) - ref[ct.OUTPUT_PROBABILITIES])
+    margin, margin_name = bar.max_probability_error, bar.names[3]
     return VariantReport(
         variant=variant,
         task=str(task),
@@ -716,17 +618,12 @@ def _compare(
         bar=bar,
         checks=checks,
         classes=class_figures(
-            labels,
-            ref,
-            out,
-            margin=bar.max_probability_error,
-            margin_name=bar.names[3],
-            threshold=threshold,
+            labels, ref, out, margin=margin, margin_name=margin_name, threshold=threshold
         ),
     )
 
 
-def head_reads_float32(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> bool:
+def head_reads_float32(model: ModelLike) -> bool:
     """True when every Softmax / Sigmoid / ArgMax / comparison node reads float32."""
     import onnx
 
@@ -741,10 +638,7 @@ def head_reads_float32(model: onnx.ModelProto | bytes | str | os.PathLike[str]) 
     return bool(heads) and all(types.get(n.input[0]) == onnx.TensorProto.FLOAT for n in heads)
 
 
-# --- the whole step ---------------------------------------------------------------------
-
-
-def variant_path(source: str | os.PathLike[str], variant: str) -> Path:
+def variant_path(source: PathLike, variant: str) -> Path:
     """Where a variant goes by default: ``digits.onnx`` -> ``digits.int8.onnx``."""
     source = Path(source)
     return source.with_name(f"{source.stem}.{variant}{source.suffix or '.onnx'}")
@@ -756,7 +650,7 @@ def make_variant(
     variant: str,
     output: str | os.PathLike[str],
     *,
-    method: str = DEFAULT_INT8_METHOD,
+    method: str = "static",
     per_channel: bool | None = None,
     reduce_range: bool | None = None,
     accept_degradation: bool = False,
@@ -768,28 +662,16 @@ def make_variant(
 ) -> VariantReport:
     """Build an int8 or fp16 variant of an fp32 model, verify it and write it atomically.
 
-    Check rows: the run's validation split (``run_dir``), else ``data`` (a file or bundled
-    dataset: ``DATA_CALIBRATION_ROWS`` rows, seed 0, calibrate; the rest check), else the
-    bundled dataset the metadata records. ``method="auto"`` tries static per-tensor,
-    static per-channel, per-channel with the layers that add the most error kept in float
-    (1, 2, 4, ...; one stays int8), then dynamic, and keeps the first that clears its bar
-    and is faster than fp32 here (:func:`latency_gate`). If some clear the bar but none
-    is faster, nothing is written (``written=False``; ``verdict`` says why).
-
-    Args:
-        method: int8 ``static`` / ``dynamic`` / ``auto``; per_channel, reduce_range:
-            see :func:`choose_int8_settings`.
-        accept_degradation: write even if the bar is missed (``auto``: best agreement).
-        calibration: rows to calibrate with instead of the run's / data's.
-        localize: run the per-node comparison even when the bar is cleared.
-        timer: the latency gate's timer (tests inject one).
+    Rows: the run's validation split (``run_dir``), else ``data``, else the bundled dataset
+    the metadata records. ``auto`` tries static per-tensor, per-channel, the layers adding
+    the most error kept in float (1, 2, 4, ...; one stays int8), then dynamic, and keeps
+    the first that clears its bar and is faster than fp32 here (if none is faster, writes
+    nothing and says why in ``verdict``). ``accept_degradation`` writes a miss (``auto``:
+    the best agreement); ``localize`` compares every node even on a pass.
 
     Raises:
-        ExportError: unknown variant / method, a source that is a variant, no layer.
-        ModelLoadError: the source cannot be read or is not an onnxedge model.
-        CheckpointError: the run folder is unusable or belongs to another model.
-        DataError: no rows to check on, or rows that do not fit the model.
-        OutputExistsError: ``output`` exists (without ``overwrite``) or is the source.
+        ExportError, ModelLoadError, CheckpointError, DataError: a bad variant / method,
+            source, run folder or rows; OutputExistsError: ``output`` exists or is the source.
         ParityError: the bar (``auto``: every attempt's) is missed; nothing is written.
     """
     import onnx
@@ -798,16 +680,15 @@ def make_variant(
     if variant not in VARIANTS:
         raise ExportError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     if method not in INT8_METHODS:
-        raise ExportError(
-            f"unknown int8 method {method!r}; expected one of {', '.join(INT8_METHODS)}"
-        )
+        methods = ", ".join(INT8_METHODS)
+        raise ExportError(f"unknown int8 method {method!r}; expected one of {methods}")
     source_path, out_path = Path(source_onnx), Path(output)
     if out_path.exists() and out_path.resolve() == source_path.resolve():
         raise OutputExistsError(f"output {out_path} is the source model; choose another path")
     if out_path.exists() and not overwrite:
-        raise OutputExistsError(f"{out_path} already exists; pass --overwrite to replace it")
+        raise OutputExistsError(exists_message(out_path))
     source = load_onnx(source_path)
-    props = {p.key: p.value for p in source.metadata_props}
+    props = _props(source)
     outputs, inputs = {o.name for o in source.graph.output}, [i.name for i in source.graph.input]
     if not set(ct.OUTPUT_NAMES) <= outputs or ct.INPUT_NAME not in inputs:
         raise ModelLoadError(
@@ -820,43 +701,36 @@ def make_variant(
             "the fp32 model that onnxedge export wrote"
         )
     contract = ct.ModelContract.from_metadata(props)
-    x_cal, x_val, y_val, task, described = _variant_rows(
-        source_path, props, contract, run_dir, data
-    )
-    shape = _row_shape_of(source)
-    x_val = _check_rows(x_val, shape, "check")
-    if calibration is not None:
-        x_cal = calibration
+    x_cal, x_val, y_val, task, where = _variant_rows(source_path, props, contract, run_dir, data)
+    x_val = _check_rows(x_val, _row_shape_of(source), "check")
+    x_cal = x_cal if calibration is None else calibration
     fp32 = onnxruntime_runner(source, "the source model")
-    ref = fp32(x_val)
     threshold = float(contract.threshold)
+    check = functools.partial(
+        _compare,
+        ref=fp32(x_val),
+        rows=x_val,
+        y=y_val,
+        variant=variant,
+        task=task,
+        threshold=threshold,
+    )
 
     def build(settings: Int8Settings | None) -> tuple[onnx.ModelProto, VariantReport]:
         if settings is None:
-            built = onnx_to_fp16(source)
-            how: dict[str, Any] = {"converter": "onnxconverter_common.float16"}
+            built, how = onnx_to_fp16(source), {"converter": "onnxconverter_common.float16"}
         else:
-            built = onnx_to_int8(source, settings, x_cal if settings.method == "static" else None)
-            how = settings.to_dict()
-            if settings.method == "static":
-                how["calibration_rows"] = len(x_cal)
+            static = settings.method == "static"
+            built = onnx_to_int8(source, settings, x_cal if static else None)
+            how = settings.to_dict() | ({"calibration_rows": len(x_cal)} if static else {})
         _strip_debug_info(built)
         try:
             onnx.checker.check_model(built)
         except onnx.checker.ValidationError as exc:
-            raise ExportError(
-                f"the {variant} graph does not pass the ONNX checker: {exc}"
-            ) from None
-        report = _compare(
-            built.SerializeToString(),
-            ref,
-            x_val,
-            y_val,
-            variant=variant,
-            task=task,
-            threshold=threshold,
-        )
-        report.settings, report.data = how, described
+            message = f"the {variant} graph does not pass the ONNX checker: {exc}"
+            raise ExportError(message) from None
+        report = check(built.SerializeToString())
+        report.settings, report.data = how, where
         if localize or not report.passed:
             report.nodes = compare_nodes(source, built, x_val[:NODE_ROWS], variant)
         return built, report
@@ -865,52 +739,44 @@ def make_variant(
         runner = onnxruntime_runner(built.SerializeToString(), "the variant")
         report.latency = latency_gate(fp32, runner, x_val, timer=timer)
 
-    tried: list[tuple[onnx.ModelProto, VariantReport]] = []
     int8 = choose_int8_settings(
         "static" if method == "auto" else method, per_channel=per_channel, reduce_range=reduce_range
     )
+    tried: list[tuple[onnx.ModelProto, VariantReport]] = []
     if variant == "fp16" or method != "auto":
         built, report = build(None if variant == "fp16" else int8)
         if report.passed or accept_degradation:
             gate(built, report)
     else:
-        chosen = _auto(build, gate, tried, int8.reduce_range)
-        built, report = (
-            chosen if chosen else max(tried, key=lambda t: (t[1].label_agreement, -t[1].loss_delta))
-        )
-        report.attempts = [r.settings | {"reached": _reached(r)} for _, r in tried]
-        if not chosen and any(r.passed for _, r in tried):
-            best = next(r for _, r in tried if r.passed)
-            best.attempts, best.data = report.attempts, described
-            best.source, best.output = str(source_path), ""
-            passing = "; ".join(
-                f"{r.settings['form']}: {_reached(r)}" for _, r in tried if r.passed
-            )
+        tried = _auto(build, gate, int8.reduce_range)
+        built, report = tried[-1]
+        attempts = [r.settings | {"reached": r.reached} for _, r in tried]
+        passing = [r for _, r in tried if r.passed]
+        if not _kept(report) and passing:
+            best = passing[0]
+            best.attempts, best.source, best.output = attempts, str(source_path), ""
+            listed = "; ".join(f"{r.settings['form']}: {r.reached}" for r in passing)
             best.verdict = f"kept fp32 {source_path}: no int8 form that clears its bar is faster "
-            best.verdict += f"than fp32 here ({passing})"
+            best.verdict += f"than fp32 here ({listed})"
             return best
-    report.source = str(source_path)
+        if not _kept(report):
+            built, report = max(tried, key=lambda t: (t[1].label_agreement, -t[1].loss_delta))
+        report.attempts = attempts
+    report.source, report.output = str(source_path), str(out_path)
     report.source_sha256 = sha256_file(source_path)
     report.source_size_bytes = source_path.stat().st_size
-    report.output = str(out_path)
     if report.failures and not accept_degradation:
+        failures, what = report.failures, f"the {variant} variant"
         if tried:
             failures = [f"{r.settings['form']}: {f}" for _, r in tried for f in r.failures]
-            what = (
-                "every int8 form tried ("
-                + "; ".join(f"{r.settings['form']} reached {_reached(r)}" for _, r in tried)
-                + ")"
-            )
-        else:
-            failures, what = report.failures, f"the {variant} variant"
-            if report.nodes and report.nodes["first_diverging"]:
-                first = report.nodes["first_diverging"]
-                what += f" (first diverging node {first['node']}, {first['op_type']})"
+            what = "; ".join(f"{r.settings['form']} reached {r.reached}" for _, r in tried)
+            what = f"every int8 form tried ({what})"
+        elif first := report.nodes and report.nodes["first_diverging"]:
+            what += f" (first diverging node {first['node']}, {first['op_type']})"
+        hint = ", or try --int8 auto" if variant == "int8" and not tried else ""
         raise ParityError(
-            f"{what} of {source_path} misses its bar: "
-            + "; ".join(failures)
-            + " (pass --accept-degradation to write it anyway"
-            + (", or try --int8 auto)" if variant == "int8" and not tried else ")"),
+            f"{what} of {source_path} misses its bar: {'; '.join(failures)} "
+            f"(pass --accept-degradation to write it anyway{hint})",
             failures=failures,
         )
     report.accepted_degradation = bool(report.failures)
@@ -922,51 +788,47 @@ def make_variant(
     return report
 
 
+def _kept(report: VariantReport) -> bool:
+    """An ``auto`` attempt that clears its bar and the latency gate."""
+    return report.passed and bool(report.latency and report.latency["faster"])
+
+
 def _auto(
     build: Callable[[Int8Settings], tuple[Any, VariantReport]],
     gate: Callable[[Any, VariantReport], None],
-    tried: list[tuple[Any, VariantReport]],
     reduce_range: bool,
-) -> tuple[Any, VariantReport] | None:
-    """``auto``'s repairs in order; the first attempt that clears the bar and the gate."""
+) -> list[tuple[Any, VariantReport]]:
+    """``auto``'s attempts in order, up to the first that clears the bar and the gate."""
+    tried: list[tuple[Any, VariantReport]] = []
 
-    def attempt(settings: Int8Settings) -> bool:
-        built, report = build(settings)
-        tried.append((built, report))
-        if report.passed:
-            gate(built, report)
-        return report.passed and bool(report.latency and report.latency["faster"])
+    def kept(settings: Int8Settings) -> bool:
+        tried.append(build(settings))
+        if tried[-1][1].passed:
+            gate(*tried[-1])
+        return _kept(tried[-1][1])
 
     static = Int8Settings("static", False, reduce_range)
-    for settings in (static, replace(static, per_channel=True)):
-        if attempt(settings):
-            return tried[-1]
+    if kept(static) or kept(replace(static, per_channel=True)):
+        return tried
     last = tried[-1][1]
     if not last.passed and last.nodes:
         layers = [n for n in last.nodes["worst"] if n["op_type"] in LAYER_OPS]
         ranked = [n["output"] for n in sorted(layers, key=lambda n: -n["added_error"])]
         count = 1
         while count < len(ranked):  # one layer at least stays int8
-            if attempt(replace(static, per_channel=True, keep_float=tuple(ranked[:count]))):
-                return tried[-1]
+            if kept(replace(static, per_channel=True, keep_float=tuple(ranked[:count]))):
+                return tried
             count *= KEEP_FLOAT_GROWTH
-    return tried[-1] if attempt(Int8Settings("dynamic", False, reduce_range)) else None
-
-
-def _reached(report: VariantReport) -> str:
-    """What an attempt reached, in one phrase."""
-    said = f"label agreement {report.label_agreement:.4f}, loss delta {report.loss_delta:.3g}"
-    if not report.passed:
-        return said + " (misses " + ", ".join(c.name for c in report.checks if not c.passed) + ")"
-    return said + (f", {report.latency['summary']}" if report.latency else "")
+    kept(Int8Settings("dynamic", False, reduce_range))
+    return tried
 
 
 def _variant_rows(
     path: Path,
     props: dict[str, str],
     contract: ct.ModelContract,
-    run_dir: str | os.PathLike[str] | None,
-    data: str | os.PathLike[str] | None,
+    run_dir: PathLike | None,
+    data: PathLike | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str | None, str]:
     """Calibration rows, check rows and labels, the task, and where they came from."""
     from onnxedge.models.checkpoint import load_run
@@ -990,36 +852,25 @@ def _variant_rows(
             "or --data FILE (the model records no bundled dataset)"
         )
     ds = load_dataset(data if data is not None else str(recorded_set))
-    y = ds.labels
     if contract.class_names and list(ds.class_names) != list(contract.class_names):
         raise DataError(
             f"{ds.name} has classes {ds.class_names}; the model's are {contract.class_names}"
         )
-    order = np.random.default_rng(0).permutation(len(y))
-    cal, check = (
-        order[: min(DATA_CALIBRATION_ROWS, len(y) // 4)],
-        order[min(DATA_CALIBRATION_ROWS, len(y) // 4) :],
-    )
-    if len(cal) == 0:
-        raise DataError(f"{ds.name} has {len(y)} rows; a variant needs at least 4")
+    n_cal = min(DATA_CALIBRATION_ROWS, len(ds.labels) // 4)
+    if n_cal == 0:
+        raise DataError(f"{ds.name} has {len(ds.labels)} rows; a variant needs at least 4")
+    order = np.random.default_rng(0).permutation(len(ds.labels))
+    cal, check = order[:n_cal], order[n_cal:]
     task = "binary" if contract.head == "sigmoid" else None
-    return (
-        ds.features[cal],
-        ds.features[check],
-        y[check],
-        task,
-        f"{ds.name}: {len(cal)} calibration rows, {len(check)} check rows",
-    )
+    described = f"{ds.name}: {len(cal)} calibration rows, {len(check)} check rows"
+    return ds.features[cal], ds.features[check], ds.labels[check], task, described
 
 
 def _serialize_with_size(
     model: onnx.ModelProto, props: dict[str, str], report: VariantReport
 ) -> bytes:
-    """Serialize with the source's metadata plus the variant's own keys.
-
-    The report's ``size_bytes`` is part of the metadata it measures, so iterate to the
-    fixed point (it settles within two rounds).
-    """
+    """Serialize with the source's metadata plus the variant's own keys; the report's
+    ``size_bytes`` is part of the metadata it measures, so iterate to the fixed point."""
     import onnx
     from onnxedge.export.onnx_export import golden_set
     from onnxedge.export.verify import graph_weights_sha256
@@ -1036,23 +887,16 @@ def _serialize_with_size(
             base[ct.KEY_GOLDEN] = json.dumps(golden_set(model, rows.reshape(len(rows), *shape)))
         except ExportError:  # every golden row a tie: a collapsed variant carries none
             del base[ct.KEY_GOLDEN]
-    data = b""
+    base |= {ct.KEY_VARIANT: report.variant, ct.KEY_SOURCE_SHA256: report.source_sha256}
     for _ in range(4):
         # size_ratio stays out: its digits would change with the size it describes; file
         # names only: a deployed model should not carry the build machine's paths.
         recorded = {k: v for k, v in report.to_dict().items() if k != "size_ratio"}
-        recorded["source"], recorded["output"] = Path(report.source).name, Path(report.output).name
-        recorded["written"] = True
+        names = {"source": Path(report.source).name, "output": Path(report.output).name}
+        recorded |= {**names, "written": True}
         del model.metadata_props[:]
-        onnx.helper.set_model_props(
-            model,
-            {
-                **base,
-                ct.KEY_VARIANT: report.variant,
-                ct.KEY_SOURCE_SHA256: report.source_sha256,
-                ct.KEY_VARIANT_REPORT: json.dumps(recorded, sort_keys=True),
-            },
-        )
+        report_json = json.dumps(recorded, sort_keys=True)
+        onnx.helper.set_model_props(model, {**base, ct.KEY_VARIANT_REPORT: report_json})
         data = model.SerializeToString()
         if len(data) == report.size_bytes:
             return data
@@ -1060,17 +904,10 @@ def _serialize_with_size(
     raise ExportError("cannot settle the variant's recorded size")  # pragma: no cover
 
 
-def onnx_to_ort(
-    model: str | os.PathLike[str], output: str | os.PathLike[str], *, overwrite: bool = False
-) -> tuple[Path, Path]:
+def onnx_to_ort(model: PathLike, output: PathLike, *, overwrite: bool = False) -> tuple[Path, Path]:
     """Convert an ONNX model to ORT format (onnxruntime's minimal builds); returns the
-    ``.ort`` file and the ``<stem>.required_operators.config`` written beside it.
-
-    Raises:
-        ModelLoadError: ``model`` does not exist.
-        OutputExistsError: an output exists and ``overwrite`` is false.
-        ExportError: the converter fails or the folder cannot be written.
-    """
+    ``.ort`` file and the ``<stem>.required_operators.config`` written beside it. Raises
+    ModelLoadError (no model), OutputExistsError, ExportError (conversion or writing)."""
     import contextlib
     import io
     import shutil
@@ -1087,36 +924,31 @@ def onnx_to_ort(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-            staged = Path(tmp) / f"{out.stem}.onnx"
+            staged, converted = Path(tmp) / f"{out.stem}.onnx", Path(tmp) / "out"
             shutil.copyfile(source, staged)
-            with contextlib.redirect_stdout(io.StringIO()):  # the converter narrates
-                style = [tool.OptimizationStyle.Fixed]
-                tool.convert_onnx_models_to_ort(
-                    staged, Path(tmp) / "out", optimization_styles=style
-                )
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # the converter narrates
+                    style = [tool.OptimizationStyle.Fixed]
+                    tool.convert_onnx_models_to_ort(staged, converted, optimization_styles=style)
+            except Exception as exc:  # the converter raises onnxruntime's untyped errors
+                raise ExportError(f"cannot convert {source} to ORT format: {exc}") from None
             # the config first, so an .ort file is never in place without its operator list
-            place(Path(tmp) / "out" / config.name, config, overwrite=overwrite, error=ExportError)
-            place(
-                Path(tmp) / "out" / f"{out.stem}.ort", out, overwrite=overwrite, error=ExportError
-            )
+            for name, target in ((config.name, config), (f"{out.stem}.ort", out)):
+                place(converted / name, target, overwrite=overwrite, error=ExportError)
     except OSError as exc:
         raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
-    except OnnxEdgeError:  # place()'s own errors say what they are
-        raise
-    except Exception as exc:  # the converter raises onnxruntime's untyped errors
-        raise ExportError(f"cannot convert {source} to ORT format: {exc}") from None
     return out, config
 
 
-# --- small pieces -----------------------------------------------------------------------
+def _props(proto: Any) -> dict[str, str]:
+    """A model's (or node's) metadata as a dict."""
+    return {p.key: p.value for p in proto.metadata_props}
 
 
-def _as_bytes(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> bytes:
-    if isinstance(model, bytes):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        return bytes(load_onnx(model).SerializeToString())
-    return bytes(model.SerializeToString())
+def _as_bytes(model: ModelLike) -> bytes:
+    if isinstance(model, str | os.PathLike):
+        model = load_onnx(model)
+    return model if isinstance(model, bytes) else bytes(model.SerializeToString())
 
 
 def _row_shape_of(model: onnx.ModelProto) -> tuple[int, ...] | None:
@@ -1162,38 +994,26 @@ def _with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _split_layers(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """Node names of the net's layers, and of everything else (kept float32).
-
-    The body is every node downstream of a layer and upstream of (or producing)
-    ``logits``: preprocessing sits before the first layer, head and label after logits.
-
-    Raises:
-        ExportError: no node produces ``logits``, or no layer feeds it.
+    """Node names of the net's layers, and of everything else (kept float32): the body is
+    every node downstream of a layer and upstream of (or producing) ``logits``, so
+    preprocessing sits before it, head and label after. ExportError: no layer feeds logits.
     """
     nodes = list(model.graph.node)
     producer = {out: i for i, n in enumerate(nodes) for out in n.output}
     if ct.OUTPUT_LOGITS not in producer:
         raise ExportError(f"no node produces {ct.OUTPUT_LOGITS!r}; is this an onnxedge model?")
-
-    def reach(start: list[int], step: Callable[[int], list[int]]) -> set[int]:
-        seen: set[int] = set()
-        while start:
-            i = start.pop()
-            if i not in seen:
-                seen.add(i)
-                start.extend(step(i))
-        return seen
-
-    upstream = reach(
-        [producer[ct.OUTPUT_LOGITS]],
-        lambda i: [producer[n] for n in nodes[i].input if n in producer],
-    )
-    outs = {i: set(n.output) for i, n in enumerate(nodes)}
-    downstream = reach(
-        [i for i in upstream if nodes[i].op_type in LAYER_OPS],
-        lambda i: [j for j, n in enumerate(nodes) if outs[i] & set(n.input)],
-    )
-    body = upstream & downstream
+    upstream: set[int] = set()
+    stack = [producer[ct.OUTPUT_LOGITS]]
+    while stack:
+        if (i := stack.pop()) not in upstream:
+            upstream.add(i)
+            stack += [producer[n] for n in nodes[i].input if n in producer]
+    body: set[int] = set()
+    fed: set[str] = set()  # one pass suffices: an ONNX graph is topologically sorted
+    for i, node in enumerate(nodes):
+        if i in upstream and (node.op_type in LAYER_OPS or fed & set(node.input)):
+            body.add(i)
+            fed.update(node.output)
     layers = [nodes[i].name for i in sorted(body) if nodes[i].op_type in LAYER_OPS]
     if not layers:
         raise ExportError(f"no MatMul / Gemm layer feeds {ct.OUTPUT_LOGITS!r}; nothing to convert")
