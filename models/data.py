@@ -1,14 +1,14 @@
-"""Datasets for training: the bundled sklearn sets, IDX (MNIST) files, CSV / NPY / NPZ /
-Parquet files read through the runtime's reader layer (:mod:`onnxedge.runtime.io`).
+"""Datasets for training: the bundled sklearn sets and IDX / CSV / NPY / NPZ / Parquet
+files, read through the runtime's reader layer (:mod:`onnxedge.runtime.io`).
 
-Every loader returns a :class:`Dataset`. Labels become ``0..C-1`` in sorted order
-(``{3, 7}`` -> ``{0, 1}``, class names ``["3", "7"]``), so label ``k`` means
-``class_names[k]``. Bad data raises :class:`~onnxedge.runtime.errors.DataError` naming the
-file and the place: a CSV line (1-based, the header is line 1), else a 0-based row.
+Labels become ``0..C-1`` in sorted order (``{3, 7}`` -> ``{0, 1}``, class names
+``["3", "7"]``). Bad data raises DataError naming the file and the place: a CSV line
+(1-based, the header is line 1), else a 0-based row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import math
@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 from onnxedge.runtime.errors import DataError
-from onnxedge.runtime.io import IDX_DTYPES, load_numpy, open_input
-from onnxedge.runtime.io import read_idx as _read_idx_file
+from onnxedge.runtime.io import IDX_DTYPES, load_numpy, open_input, read_idx
 
 #: Datasets that ship with scikit-learn and need no download.
 BUNDLED = ("digits", "breast-cancer")
@@ -42,16 +41,10 @@ Locate = Callable[[int, int], str]  # (row, column) -> where that cell is, for a
 
 @dataclass
 class Dataset:
-    """Features and integer labels of a classification dataset.
-
-    Attributes:
-        features: ``(n, f)`` float32, C-contiguous (coerced on construction).
-        labels: ``(n,)`` int64 in ``0..C-1``.
-        class_names: ``class_names[k]`` is what label ``k`` stands for.
-        feature_names: one per feature column.
-        name: ``"digits"``, ``"breast-cancer"``, or the file name.
-        image_shape: ``(C, H, W)`` when each row is a flattened image, else None.
-        pixel_scale: maps raw pixels to ``[0, 1]`` (a run records it as preprocessing).
+    """A classification dataset: ``(n, f)`` float32 C-contiguous ``features`` and ``(n,)``
+    int64 ``labels`` (coerced on construction), label ``k`` meaning ``class_names[k]``, one
+    of ``feature_names`` per column, a ``name`` (bundled or file name), the ``(C, H, W)``
+    ``image_shape`` of image rows, and the ``pixel_scale`` mapping raw pixels to ``[0, 1]``.
 
     Raises:
         DataError: shapes disagree, features are not real numbers, labels are not
@@ -135,11 +128,8 @@ class Dataset:
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Dataset:
         """The rows at ``indices`` (integers, negative from the end, or a boolean mask) as a
-        new Dataset: a copy with the same classes and names.
-
-        Raises:
-            DataError: an index is out of range, or the mask has the wrong length.
-        """
+        new Dataset (a copy) with the same classes and names; DataError for an index out of
+        range or a mask of the wrong length."""
         index, n, what = np.asarray(indices), self.num_rows, self.name
         index = index.astype(np.int64) if index.size == 0 else index
         if index.dtype.kind in "iu" and index.size and (index.min() < -n or index.max() >= n):
@@ -151,15 +141,7 @@ class Dataset:
             features, labels = self.features[index], self.labels[index]
         except IndexError as exc:  # a mask of another length, indices of another kind
             raise DataError(f"dataset {what!r}: subset indices: {exc}") from None
-        return Dataset(
-            features,
-            labels,
-            list(self.class_names),
-            list(self.feature_names),
-            what,
-            self.image_shape,
-            self.pixel_scale,
-        )
+        return dataclasses.replace(self, features=features, labels=labels)
 
 
 def load_dataset(
@@ -171,18 +153,17 @@ def load_dataset(
     """Load a bundled dataset or a data file into a :class:`Dataset`.
 
     Args:
-        source: ``"digits"`` or ``"breast-cancer"`` (scikit-learn's, no download; a bundled
-            name wins over a file of that name), or a file ending in one of
-            :data:`SUPPORTED_SUFFIXES`: CSV (header row), Parquet, NPY (2-D, the label in
-            one column), NPZ (arrays ``X`` and ``y``), IDX images (with ``labels_path``).
+        source: ``"digits"`` or ``"breast-cancer"`` (scikit-learn's; a bundled name wins over
+            a file of that name), or a file ending in one of :data:`SUPPORTED_SUFFIXES`: CSV
+            (header row), Parquet, NPY (2-D, the label in one column), NPZ (``X`` and ``y``),
+            IDX images (with ``labels_path``).
         label_column: CSV / Parquet: the label column's name or 0-based position (default:
             the first of :data:`DEFAULT_LABEL_COLUMNS`); NPY: its index (default: the last).
         labels_path: the IDX labels file, for IDX images only.
 
     Raises:
         DataError: a missing or unknown file, an option that does not apply, or contents
-            that cannot be trained on (no label column, non-numeric or non-finite
-            features, a single class, empty, ragged, ...).
+            that cannot be trained on.
         MissingDependencyError: a CSV or Parquet file without pyarrow.
     """
     if isinstance(source, str) and source in BUNDLED:
@@ -192,7 +173,7 @@ def load_dataset(
                 "those are for data files"
             )
         return _load_bundled(source)
-    path = _existing_file(source, "file")
+    path = _existing_file(source)
     kind = _file_kind(path)
     if kind == "idx":
         if labels_path is None:
@@ -217,11 +198,10 @@ def load_dataset(
     return _load_npy(path, label_column) if kind == "npy" else _load_npz(path)
 
 
-def _existing_file(source: str | os.PathLike[str], what: str) -> Path:
+def _existing_file(source: str | os.PathLike[str]) -> Path:
     path = Path(source)
     if not path.exists():
-        hint = f" (bundled datasets: {', '.join(BUNDLED)})" if what == "file" else ""
-        raise DataError(f"{what} not found: {path}{hint}")
+        raise DataError(f"file not found: {path} (bundled datasets: {', '.join(BUNDLED)})")
     if not path.is_file():
         raise DataError(f"{path} is not a file")
     return path
@@ -284,46 +264,34 @@ def _finite_float32(path: Path, values: np.ndarray, locate: Locate) -> np.ndarra
 def _encode_labels(
     path: Path, column: str, raw: np.ndarray | list[Any], locate_row: Callable[[int], str]
 ) -> tuple[np.ndarray, list[str]]:
-    """Raw labels -> (int64 ``(n,)`` in 0..C-1, class names): integer-valued labels (ints,
-    integral floats, strings that parse so) sort numerically, anything else as strings."""
-    values = raw if isinstance(raw, np.ndarray) and raw.dtype != object else None
-    if values is not None and values.dtype.kind in "biu":
-        ints = values
-    elif values is not None and values.dtype.kind == "f":
-        ints = _integral_labels(path, column, values.astype(np.float64), locate_row)
-    else:
+    """Raw labels -> (int64 ``(n,)`` in 0..C-1, class names): whole-number labels (ints,
+    integral floats, texts that parse so) sort numerically, other texts as strings."""
+    values = raw if isinstance(raw, np.ndarray) and raw.dtype.kind in "biuf" else None
+    if values is None:
         texts = [str(v).strip() for v in (raw.tolist() if isinstance(raw, np.ndarray) else raw)]
         if "" in texts:
             raise DataError(
                 f"{path}: {locate_row(texts.index(''))}: empty label in column {column}"
             )
         try:
-            parsed = np.array([float(t) for t in texts], dtype=np.float64)
+            values = np.array([float(t) for t in texts], dtype=np.float64)
         except ValueError:
-            uniques, labels = np.unique(np.asarray(texts, dtype=str), return_inverse=True)
-            return _checked_classes(path, column, labels, [str(u) for u in uniques])
-        ints = _integral_labels(path, column, parsed, locate_row)
-    uniques, labels = np.unique(ints, return_inverse=True)
-    return _checked_classes(path, column, labels, [str(u) for u in uniques.tolist()])
-
-
-def _integral_labels(
-    path: Path, column: str, values: np.ndarray, locate_row: Callable[[int], str]
-) -> np.ndarray:
-    for bad, why in (
-        (~np.isfinite(values), "is not finite"),
-        (values != np.round(values), "is not a whole number; a classifier needs class ids "
-         "or class names"),
-    ):  # fmt: skip
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{path}: {locate_row(i)}: label {values[i]} in column {column} {why}")
-    return values.astype(np.int64)
-
-
-def _checked_classes(
-    path: Path, column: str, labels: np.ndarray, names: list[str]
-) -> tuple[np.ndarray, list[str]]:
+            values = np.asarray(texts, dtype=str)
+    if values.dtype.kind == "f":
+        values = values.astype(np.float64)
+        for bad, why in (
+            (~np.isfinite(values), "is not finite"),
+            (values != np.round(values), "is not a whole number; a classifier needs class ids "
+             "or class names"),
+        ):  # fmt: skip
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"{path}: {locate_row(i)}: label {values[i]} in column {column} {why}"
+                )
+        values = values.astype(np.int64)
+    uniques, labels = np.unique(values, return_inverse=True)
+    names = [str(u) for u in uniques.tolist()]
     if len(names) < 2:
         raise DataError(
             f"{path}: label column {column} has a single class ({names[0]!r}); "
@@ -545,15 +513,6 @@ def _load_npz(path: Path) -> Dataset:
 # --- IDX (MNIST format) ------------------------------------------------------------------
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """One IDX file as an array of its own shape and dtype (the runtime's reader).
-
-    Raises:
-        DataError: the file is missing, not IDX, truncated, or longer than its header says.
-    """
-    return _read_idx_file(_existing_file(path, "IDX file"))
-
-
 def _idx_of_kind(path: Path, magic: int, kind: str, meaning: str) -> np.ndarray:
     array = read_idx(path)
     code = next(c for c, dt in IDX_DTYPES.items() if dt.newbyteorder("=") == array.dtype)
@@ -590,12 +549,8 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
 def load_idx(images_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]) -> Dataset:
     """MNIST-format IDX images (``(n, rows, cols)`` uint8) and labels as a Dataset: raw
     pixels 0..255 flattened row-major, ``image_shape`` ``(1, rows, cols)``, ``pixel_scale``
-    ``1 / 255``, features ``pixel_{r}_{c}``.
-
-    Raises:
-        DataError: a file is missing, not IDX, of the wrong kind, or truncated; the counts
-            differ; there are no images; or the labels hold a single class.
-    """
+    ``1 / 255``, features ``pixel_{r}_{c}``. Raises DataError if a file is missing, not
+    IDX, of the wrong kind, or truncated, the counts differ, or nothing can be trained on."""
     images_file, labels_file = Path(images_path), Path(labels_path)
     images = _idx_of_kind(images_file, _IDX_IMAGES_MAGIC, "images", "uint8, 3-D")
     labels_raw = _idx_of_kind(labels_file, _IDX_LABELS_MAGIC, "labels", "uint8, 1-D")

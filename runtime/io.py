@@ -126,12 +126,9 @@ def rejected_path_for(output: str | os.PathLike[str], fmt: str) -> Path:
 def check_output_path(
     path: str | os.PathLike[str], *, overwrite: bool, inputs: Sequence[Path] = ()
 ) -> Path:
-    """Check, before any work, that ``path`` can be written (and is none of ``inputs``).
-
-    Raises:
-        DataError: the folder does not exist, or ``path`` is a folder or an input.
-        OutputExistsError: ``path`` exists and ``overwrite`` is false.
-    """
+    """Check, before any work, that ``path`` can be written and is none of ``inputs``:
+    DataError if its folder is missing or it is a folder or an input, OutputExistsError if
+    it exists and ``overwrite`` is false."""
     p = Path(path)
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
@@ -197,16 +194,10 @@ def describe_location(location: str, *, row: int | None, line: int | None, heade
 
 
 class InputReader:
-    """A file (or folder) of rows, opened and checked, ready to stream.
-
-    Attributes:
-        path: what was opened; ``format``: one of :data:`INPUT_FORMATS`.
-        columns: column names in file order (None for NPY / IDX).
-        numeric_columns: the columns whose values look numeric, in file order.
-        num_columns: values per row (NPY / IDX: of the flattened row).
-        row_shape: one row's shape for NPY / IDX, else None.
-        total_rows: rows in the input when known without reading it.
-    """
+    """A file (or folder) of rows, opened and checked, ready to stream: its ``path`` and
+    ``format``, ``columns`` (None for NPY / IDX) and the ``numeric_columns`` among them, the
+    ``num_columns`` values of a (flattened) row, an NPY / IDX ``row_shape``, and the
+    ``total_rows`` where known without reading the input."""
 
     format: str = ""
 
@@ -226,12 +217,8 @@ class InputReader:
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
     ) -> Iterator[InputBatch]:
-        """Yield chunks of at most ``batch_rows`` rows of the ``features`` (ignored for NPY /
-        IDX) and ``carry`` columns.
-
-        Raises:
-            DataError: the file turns out to be unreadable part-way.
-        """
+        """Chunks of at most ``batch_rows`` rows of the ``features`` and ``carry`` columns
+        (NPY / IDX: whole rows); DataError if the file turns out unreadable part-way."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -247,12 +234,8 @@ class InputReader:
 def open_input(
     path: str | os.PathLike[str], fmt: str | None = None, *, block_bytes: int = DEFAULT_BLOCK_BYTES
 ) -> InputReader:
-    """Open an input (for Parquet a file or a folder) for streaming and check it as a whole.
-
-    Args:
-        path: the input.
-        fmt: one of :data:`INPUT_FORMATS`; None infers it from the name.
-        block_bytes: CSV bytes parsed at once (grown for a longer header or first row).
+    """Open ``path`` (Parquet: a file or a folder) of format ``fmt`` (None: from the name)
+    for streaming and check it as a whole; ``block_bytes``: CSV bytes parsed at once.
 
     Raises:
         DataError: missing, empty, header-only, unreadable or corrupt input.
@@ -281,11 +264,8 @@ def open_input(
 
 def load_numpy(path: Path) -> Any:
     """``numpy.load(path, mmap_mode="r", allow_pickle=False)``: an array map (NPY) or an
-    ``NpzFile`` (NPZ). Object arrays are refused: loading one would run code.
-
-    Raises:
-        DataError: an empty or unreadable file, or not a NumPy file.
-    """
+    ``NpzFile`` (NPZ); object arrays are refused (loading one would run code). Raises
+    DataError for an empty or unreadable file, or one that is not NumPy's."""
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (no NPY header)")
     with open(path, "rb") as handle:
@@ -349,11 +329,8 @@ class MatrixReader(InputReader):
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """One IDX file (the MNIST format; gzip detected by content) as an array of its own
-    shape and dtype, in native byte order.
-
-    Raises:
-        DataError: the file is missing, not IDX, truncated, or longer than its header says.
-    """
+    shape and dtype, in native byte order. Raises DataError if the file is missing, not
+    IDX, truncated, or longer than its header says."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"IDX file not found: {path}")
@@ -895,17 +872,11 @@ def _json_lines(table: Any) -> bytes:
 
 
 class AtomicOutput:
-    """An output table (CSV, Parquet, JSONL; CSV and JSONL gzipped when the name ends in
-    ``.gz``) written through pyarrow to a temp file (:class:`onnxedge.runtime.atomic.Staged`)
-    that :meth:`commit` flushes to disk and renames. As a context manager, leaving without
-    a commit removes the temp.
-
-    Args:
-        path: the target file.
-        fmt: ``csv``, ``parquet`` or ``jsonl``.
-        types: column -> pyarrow type alias (``int64``, ...) for object columns whose type
-            an empty or all-null first chunk cannot tell.
-        overwrite: whether an existing target may be replaced.
+    """An output table at ``path`` in ``fmt`` (``csv``, ``parquet``, ``jsonl``; CSV and JSONL
+    gzipped when the name ends in ``.gz``), written through pyarrow to a temp file
+    (:class:`onnxedge.runtime.atomic.Staged`) that :meth:`commit` flushes and renames;
+    leaving a ``with`` block without a commit removes it. ``types``: column -> pyarrow type
+    alias (``int64``) for object columns an empty or all-null first chunk cannot type.
 
     Raises:
         DataError: unknown format, or the folder cannot be written.
@@ -935,11 +906,8 @@ class AtomicOutput:
         self.temp_path = self._staged.path
 
     def write(self, columns: Mapping[str, Any]) -> None:
-        """Append a batch of rows (name -> ``(n,)`` array; the same names every call).
-
-        Raises:
-            DataError: the file system refused the write, or a column changed type.
-        """
+        """Append rows (name -> ``(n,)`` array, the same names every call); DataError if the
+        file system refuses or a column changes type."""
         try:
             self._write(columns)
         except OSError as exc:
@@ -996,11 +964,7 @@ class AtomicOutput:
             self._writer.write_table(table)
 
     def finish(self) -> None:
-        """Close the temp file (everything written); :meth:`commit` moves it.
-
-        Raises:
-            DataError: the file system refused the last writes.
-        """
+        """Close the temp file, everything written (DataError if the file system refuses)."""
         import pyarrow as pa
 
         try:
@@ -1015,12 +979,8 @@ class AtomicOutput:
             raise self._write_error(exc) from None
 
     def commit(self) -> Path:
-        """Flush the finished file to disk and move it to the target; returns the target.
-
-        Raises:
-            OutputExistsError: the target appeared meanwhile and overwriting was not asked.
-            DataError: the move failed.
-        """
+        """Flush the finished file and move it to the target (returned); OutputExistsError if
+        the target appeared meanwhile without ``overwrite``, DataError if the move fails."""
         return self._staged.commit()
 
     def _write_error(self, exc: OSError) -> DataError:
