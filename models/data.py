@@ -60,49 +60,42 @@ class Dataset:
     pixel_scale: float | None = None
 
     def __post_init__(self) -> None:
-        features, labels, what = np.asarray(self.features), np.asarray(self.labels), self.name
-        if features.ndim != 2:
-            raise DataError(
-                f"dataset {what!r}: features must be 2-D (rows, features), "
-                f"got shape {features.shape}"
-            )
-        if features.dtype.kind not in "biuf":
-            raise DataError(
-                f"dataset {what!r}: features must be real numbers, got dtype {features.dtype}"
-            )
-        if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
-            raise DataError(
-                f"dataset {what!r}: labels must have shape ({features.shape[0]},) to match "
-                f"the features, got {labels.shape}"
-            )
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(
-                f"dataset {what!r}: labels must be integer class indices, got dtype {labels.dtype}"
-            )
-        self.class_names = [str(c) for c in self.class_names]
+        features, labels = np.asarray(self.features), np.asarray(self.labels)
+        self.class_names = names = [str(c) for c in self.class_names]
         self.feature_names = [str(f) for f in self.feature_names]
-        names = self.class_names
-        if len(names) < 2:
-            raise DataError(f"dataset {what!r}: a classifier needs at least 2 classes, got {names}")
-        if len(set(names)) != len(names):
-            raise DataError(f"dataset {what!r}: class names repeat: {names}")
-        if len(self.feature_names) != features.shape[1]:
-            raise DataError(
-                f"dataset {what!r}: {len(self.feature_names)} feature names for "
-                f"{features.shape[1]} feature columns"
+        problem = None
+        if features.ndim != 2:
+            problem = f"features must be 2-D (rows, features), got shape {features.shape}"
+        elif features.dtype.kind not in "biuf":
+            problem = f"features must be real numbers, got dtype {features.dtype}"
+        elif labels.ndim != 1 or labels.shape[0] != features.shape[0]:
+            problem = (
+                f"labels must have shape ({features.shape[0]},) to match the features, "
+                f"got {labels.shape}"
             )
-        if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
-            raise DataError(
-                f"dataset {what!r}: labels must be in 0..{len(names) - 1}, "
-                f"got values from {labels.min()} to {labels.max()}"
+        elif not np.issubdtype(labels.dtype, np.integer):
+            problem = f"labels must be integer class indices, got dtype {labels.dtype}"
+        elif len(names) < 2:
+            problem = f"a classifier needs at least 2 classes, got {names}"
+        elif len(set(names)) != len(names):
+            problem = f"class names repeat: {names}"
+        elif len(self.feature_names) != features.shape[1]:
+            problem = (
+                f"{len(self.feature_names)} feature names for {features.shape[1]} feature columns"
             )
-        if self.image_shape is not None and (
+        elif labels.size and (labels.min() < 0 or labels.max() >= len(names)):
+            problem = (
+                f"labels must be in 0..{len(names) - 1}, got values from {labels.min()} to "
+                f"{labels.max()}"
+            )
+        elif self.image_shape is not None and (
             len(self.image_shape) != 3 or math.prod(self.image_shape) != features.shape[1]
         ):
-            raise DataError(
-                f"dataset {what!r}: image shape {self.image_shape} is not (C, H, W) of "
-                f"{features.shape[1]} values"
+            problem = (
+                f"image shape {self.image_shape} is not (C, H, W) of {features.shape[1]} values"
             )
+        if problem is not None:
+            raise DataError(f"dataset {self.name!r}: {problem}")
         self.features = np.ascontiguousarray(features, dtype=np.float32)
         self.labels = np.ascontiguousarray(labels, dtype=np.int64)
 
@@ -173,7 +166,11 @@ def load_dataset(
                 "those are for data files"
             )
         return _load_bundled(source)
-    path = _existing_file(source)
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"file not found: {path} (bundled datasets: {', '.join(BUNDLED)})")
+    if not path.is_file():
+        raise DataError(f"{path} is not a file")
     kind = _file_kind(path)
     if kind == "idx":
         if labels_path is None:
@@ -198,15 +195,6 @@ def load_dataset(
     return _load_npy(path, label_column) if kind == "npy" else _load_npz(path)
 
 
-def _existing_file(source: str | os.PathLike[str]) -> Path:
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"file not found: {path} (bundled datasets: {', '.join(BUNDLED)})")
-    if not path.is_file():
-        raise DataError(f"{path} is not a file")
-    return path
-
-
 def _file_kind(path: Path) -> str:
     name = path.name.lower()
     if name.removesuffix(".gz").endswith(_IDX_LABEL_ENDINGS):
@@ -216,11 +204,9 @@ def _file_kind(path: Path) -> str:
         )
     if name.removesuffix(".gz").endswith(_IDX_IMAGE_ENDINGS):
         return "idx"
-    for kind, endings in (("csv", (".csv", ".csv.gz")), ("npy", (".npy",)), ("npz", (".npz",))):
-        if name.endswith(endings):
-            return kind
-    if name.endswith(".parquet"):
-        return "parquet"
+    for kind in ("csv", "csv.gz", "npy", "npz", "parquet"):
+        if name.endswith("." + kind):
+            return kind.removesuffix(".gz")
     raise DataError(
         f"{path}: unknown file type; supported endings: {', '.join(SUPPORTED_SUFFIXES)}; "
         f"or a bundled dataset: {', '.join(BUNDLED)}"
@@ -344,9 +330,8 @@ def _load_table(path: Path, label_column: str | int | None) -> Dataset:
 
         text = reader.format == "csv"  # CSV cells come as text, located by line
         columns = list(reader.columns or [])
-        label_at = _pick_label_column(path, columns, label_column)
-        names = [c for j, c in enumerate(columns) if j != label_at]
-        label = columns[label_at]
+        label = columns[_pick_label_column(path, columns, label_column)]
+        names = [c for c in columns if c != label]
         if not names:
             raise DataError(f"{path}: no feature columns besides the label {label!r}")
         batches = list(reader.batches(features=names, carry=[label], batch_rows=1 << 16))
