@@ -455,6 +455,15 @@ def _blank_rows(table: Any) -> np.ndarray:
     return blank
 
 
+def _numeric(schema: Any, names: list[str]) -> list[str]:
+    """The ``names`` of the ``schema``'s fields of a number type."""
+    import pyarrow as pa
+
+    number = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
+    kinds = [f.type for f in schema]
+    return [n for n, k in zip(names, kinds, strict=True) if any(is_(k) for is_ in number)]
+
+
 def _unique(path: Path, names: list[str], where: str = "") -> None:
     twice = next((name for k, name in enumerate(names) if name in names[:k]), None)
     if twice is not None:
@@ -486,11 +495,7 @@ class CsvReader(InputReader):
         if (first is None or _blank_rows(first).all()) and not malformed:
             raise DataError(f"{path}: header only, no data rows")
         self.columns, self.num_columns = header, len(header)
-        self.numeric_columns = [
-            name
-            for name, kind in zip(header, reader.schema.types, strict=True)
-            if pa.types.is_integer(kind) or pa.types.is_floating(kind)
-        ]
+        self.numeric_columns = _numeric(reader.schema, header)
 
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
@@ -560,7 +565,7 @@ class CsvReader(InputReader):
                 else:
                     part = table.filter(pa.array(keep[~is_bad])).select([raw[n] for n in wanted])
                     part = part.rename_columns(wanted)
-                yield from _chunks(self.name, part, rows[keep], lines[keep], rejected, batch_rows)
+                yield from self._chunks(part, rows[keep], lines[keep], rejected, batch_rows)
                 last = int(lines[-1]) if len(lines) else last  # where the last record starts
                 line += stop - record + int(newlines.sum())
                 row, record = row + int((~blank).sum()), stop
@@ -569,31 +574,28 @@ class CsvReader(InputReader):
         if source.quotes % 2:
             raise _unclosed(self.path, last)
 
-
-def _chunks(
-    source: str,
-    part: Any,
-    rows: np.ndarray,
-    lines: np.ndarray,
-    rejected: list[RejectedRow],
-    size: int,
-) -> Iterator[InputBatch]:
-    """``part`` in chunks of ``size`` rows, each with the malformed rows before its end."""
-    n = part.num_rows
-    for begin in range(0, max(n, 1), size):
-        end = min(n, begin + size)
-        mine = [r for r in rejected if end == n or (r.row or 0) < rows[end - 1]]
-        rejected = rejected[len(mine) :]
-        if end > begin or mine:
-            yield InputBatch(
-                source,
-                {name: part.column(name).slice(begin, end - begin) for name in part.column_names},
-                rows=rows[begin:end],
-                lines=lines[begin:end],
-                malformed=mine,
-                location="line",
-                header=True,
-            )
+    def _chunks(
+        self, part: Any, rows: np.ndarray, lines: np.ndarray, bad: list[RejectedRow], size: int
+    ) -> Iterator[InputBatch]:
+        """``part`` in chunks of ``size`` rows, each with the malformed rows before its end."""
+        n = part.num_rows
+        for begin in range(0, max(n, 1), size):
+            end = min(n, begin + size)
+            mine = [r for r in bad if end == n or (r.row or 0) < rows[end - 1]]
+            bad = bad[len(mine) :]
+            if end > begin or mine:
+                yield InputBatch(
+                    self.name,
+                    {
+                        name: part.column(name).slice(begin, end - begin)
+                        for name in part.column_names
+                    },
+                    rows=rows[begin:end],
+                    lines=lines[begin:end],
+                    malformed=mine,
+                    location="line",
+                    header=True,
+                )
 
 
 def _unclosed(path: Path, line: int) -> DataError:
@@ -755,14 +757,8 @@ class ParquetReader(InputReader):
                 raise DataError(f"{file}: not a readable Parquet file: {one_line(exc)}") from None
             if self.columns is None:
                 schema = meta.schema.to_arrow_schema()
-                self.columns = [str(n) for n in schema.names]
-                self.numeric_columns = [
-                    str(f.name)
-                    for f in schema
-                    if pa.types.is_integer(f.type)
-                    or pa.types.is_floating(f.type)
-                    or pa.types.is_decimal(f.type)
-                ]
+                self.columns = list(schema.names)
+                self.numeric_columns = _numeric(schema, self.columns)
             self.total_rows += int(meta.num_rows)
         names = self.columns or []
         _unique(self.files[0], names)
@@ -852,6 +848,9 @@ def _arrow_table(columns: Mapping[str, Any], types: Mapping[str, str]) -> Any:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+_JSON: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "default": str}
+
+
 def _json_lines(table: Any) -> bytes:
     """The rows as JSON lines: NaN and Inf as null, float32 in its shortest form."""
     import pyarrow as pa
@@ -866,7 +865,7 @@ def _json_lines(table: Any) -> bytes:
         columns.append(column.to_pylist())
     names = table.column_names
     return "".join(
-        json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False, default=str) + "\n"
+        json.dumps(dict(zip(names, row, strict=True)), **_JSON) + "\n"
         for row in zip(*columns, strict=True)
     ).encode()
 
