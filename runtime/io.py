@@ -672,19 +672,14 @@ class JsonlReader(InputReader):
         if not line:
             raise DataError(f"{path}: empty file (no JSON records)")
         if reason is not None:
+            invalid = reason.startswith("invalid")
             hint = (
-                "the first record names the columns"
-                if first is None
-                else "each line must be one object"
+                "the first record names the columns" if invalid else "each line must be one object"
             )
             raise DataError(f"{path}: line {line}: {reason}; {hint}")
-        self.columns = [str(key) for key in first]
-        self.num_columns = len(self.columns)
-        self.numeric_columns = [
-            str(k)
-            for k, v in first.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        ]
+        self.columns, self.num_columns = list(first), len(first)
+        # json.loads gives int, float or bool itself, never a subclass: type() excludes bool
+        self.numeric_columns = [k for k, v in first.items() if type(v) in (int, float)]
 
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
