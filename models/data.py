@@ -1,14 +1,14 @@
-"""Datasets for training: the bundled sklearn sets, IDX (MNIST) files, CSV / NPY / NPZ /
-Parquet files read through the runtime's reader layer (:mod:`onnxedge.runtime.io`).
+"""Datasets for training: the bundled sklearn sets and IDX / CSV / NPY / NPZ / Parquet
+files, read through the runtime's reader layer (:mod:`onnxedge.runtime.io`).
 
-Every loader returns a :class:`Dataset`. Labels become ``0..C-1`` in sorted order
-(``{3, 7}`` -> ``{0, 1}``, class names ``["3", "7"]``), so label ``k`` means
-``class_names[k]``. Bad data raises :class:`~onnxedge.runtime.errors.DataError` naming the
-file and the place: a CSV line (1-based, the header is line 1), else a 0-based row.
+Labels become ``0..C-1`` in sorted order (``{3, 7}`` -> ``{0, 1}``, class names
+``["3", "7"]``). Bad data raises DataError naming the file and the place: a CSV line
+(1-based, the header is line 1), else a 0-based row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import math
@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 from onnxedge.runtime.errors import DataError
-from onnxedge.runtime.io import IDX_DTYPES, load_numpy, open_input
-from onnxedge.runtime.io import read_idx as _read_idx_file
+from onnxedge.runtime.io import IDX_DTYPES, load_numpy, open_input, read_idx
 
 #: Datasets that ship with scikit-learn and need no download.
 BUNDLED = ("digits", "breast-cancer")
@@ -42,16 +41,10 @@ Locate = Callable[[int, int], str]  # (row, column) -> where that cell is, for a
 
 @dataclass
 class Dataset:
-    """Features and integer labels of a classification dataset.
-
-    Attributes:
-        features: ``(n, f)`` float32, C-contiguous (coerced on construction).
-        labels: ``(n,)`` int64 in ``0..C-1``.
-        class_names: ``class_names[k]`` is what label ``k`` stands for.
-        feature_names: one per feature column.
-        name: ``"digits"``, ``"breast-cancer"``, or the file name.
-        image_shape: ``(C, H, W)`` when each row is a flattened image, else None.
-        pixel_scale: maps raw pixels to ``[0, 1]`` (a run records it as preprocessing).
+    """A classification dataset: ``(n, f)`` float32 C-contiguous ``features`` and ``(n,)``
+    int64 ``labels`` (coerced on construction), label ``k`` meaning ``class_names[k]``, one
+    of ``feature_names`` per column, a ``name`` (bundled or file name), the ``(C, H, W)``
+    ``image_shape`` of image rows, and the ``pixel_scale`` mapping raw pixels to ``[0, 1]``.
 
     Raises:
         DataError: shapes disagree, features are not real numbers, labels are not
@@ -67,49 +60,42 @@ class Dataset:
     pixel_scale: float | None = None
 
     def __post_init__(self) -> None:
-        features, labels, what = np.asarray(self.features), np.asarray(self.labels), self.name
-        if features.ndim != 2:
-            raise DataError(
-                f"dataset {what!r}: features must be 2-D (rows, features), "
-                f"got shape {features.shape}"
-            )
-        if features.dtype.kind not in "biuf":
-            raise DataError(
-                f"dataset {what!r}: features must be real numbers, got dtype {features.dtype}"
-            )
-        if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
-            raise DataError(
-                f"dataset {what!r}: labels must have shape ({features.shape[0]},) to match "
-                f"the features, got {labels.shape}"
-            )
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(
-                f"dataset {what!r}: labels must be integer class indices, got dtype {labels.dtype}"
-            )
-        self.class_names = [str(c) for c in self.class_names]
+        features, labels = np.asarray(self.features), np.asarray(self.labels)
+        self.class_names = names = [str(c) for c in self.class_names]
         self.feature_names = [str(f) for f in self.feature_names]
-        names = self.class_names
-        if len(names) < 2:
-            raise DataError(f"dataset {what!r}: a classifier needs at least 2 classes, got {names}")
-        if len(set(names)) != len(names):
-            raise DataError(f"dataset {what!r}: class names repeat: {names}")
-        if len(self.feature_names) != features.shape[1]:
-            raise DataError(
-                f"dataset {what!r}: {len(self.feature_names)} feature names for "
-                f"{features.shape[1]} feature columns"
+        problem = None
+        if features.ndim != 2:
+            problem = f"features must be 2-D (rows, features), got shape {features.shape}"
+        elif features.dtype.kind not in "biuf":
+            problem = f"features must be real numbers, got dtype {features.dtype}"
+        elif labels.ndim != 1 or labels.shape[0] != features.shape[0]:
+            problem = (
+                f"labels must have shape ({features.shape[0]},) to match the features, "
+                f"got {labels.shape}"
             )
-        if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
-            raise DataError(
-                f"dataset {what!r}: labels must be in 0..{len(names) - 1}, "
-                f"got values from {labels.min()} to {labels.max()}"
+        elif not np.issubdtype(labels.dtype, np.integer):
+            problem = f"labels must be integer class indices, got dtype {labels.dtype}"
+        elif len(names) < 2:
+            problem = f"a classifier needs at least 2 classes, got {names}"
+        elif len(set(names)) != len(names):
+            problem = f"class names repeat: {names}"
+        elif len(self.feature_names) != features.shape[1]:
+            problem = (
+                f"{len(self.feature_names)} feature names for {features.shape[1]} feature columns"
             )
-        if self.image_shape is not None and (
+        elif labels.size and (labels.min() < 0 or labels.max() >= len(names)):
+            problem = (
+                f"labels must be in 0..{len(names) - 1}, got values from {labels.min()} to "
+                f"{labels.max()}"
+            )
+        elif self.image_shape is not None and (
             len(self.image_shape) != 3 or math.prod(self.image_shape) != features.shape[1]
         ):
-            raise DataError(
-                f"dataset {what!r}: image shape {self.image_shape} is not (C, H, W) of "
-                f"{features.shape[1]} values"
+            problem = (
+                f"image shape {self.image_shape} is not (C, H, W) of {features.shape[1]} values"
             )
+        if problem is not None:
+            raise DataError(f"dataset {self.name!r}: {problem}")
         self.features = np.ascontiguousarray(features, dtype=np.float32)
         self.labels = np.ascontiguousarray(labels, dtype=np.int64)
 
@@ -135,11 +121,8 @@ class Dataset:
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Dataset:
         """The rows at ``indices`` (integers, negative from the end, or a boolean mask) as a
-        new Dataset: a copy with the same classes and names.
-
-        Raises:
-            DataError: an index is out of range, or the mask has the wrong length.
-        """
+        new Dataset (a copy) with the same classes and names; DataError for an index out of
+        range or a mask of the wrong length."""
         index, n, what = np.asarray(indices), self.num_rows, self.name
         index = index.astype(np.int64) if index.size == 0 else index
         if index.dtype.kind in "iu" and index.size and (index.min() < -n or index.max() >= n):
@@ -151,15 +134,7 @@ class Dataset:
             features, labels = self.features[index], self.labels[index]
         except IndexError as exc:  # a mask of another length, indices of another kind
             raise DataError(f"dataset {what!r}: subset indices: {exc}") from None
-        return Dataset(
-            features,
-            labels,
-            list(self.class_names),
-            list(self.feature_names),
-            what,
-            self.image_shape,
-            self.pixel_scale,
-        )
+        return dataclasses.replace(self, features=features, labels=labels)
 
 
 def load_dataset(
@@ -171,18 +146,17 @@ def load_dataset(
     """Load a bundled dataset or a data file into a :class:`Dataset`.
 
     Args:
-        source: ``"digits"`` or ``"breast-cancer"`` (scikit-learn's, no download; a bundled
-            name wins over a file of that name), or a file ending in one of
-            :data:`SUPPORTED_SUFFIXES`: CSV (header row), Parquet, NPY (2-D, the label in
-            one column), NPZ (arrays ``X`` and ``y``), IDX images (with ``labels_path``).
+        source: ``"digits"`` or ``"breast-cancer"`` (scikit-learn's; a bundled name wins over
+            a file of that name), or a file ending in one of :data:`SUPPORTED_SUFFIXES`: CSV
+            (header row), Parquet, NPY (2-D, the label in one column), NPZ (``X`` and ``y``),
+            IDX images (with ``labels_path``).
         label_column: CSV / Parquet: the label column's name or 0-based position (default:
             the first of :data:`DEFAULT_LABEL_COLUMNS`); NPY: its index (default: the last).
         labels_path: the IDX labels file, for IDX images only.
 
     Raises:
         DataError: a missing or unknown file, an option that does not apply, or contents
-            that cannot be trained on (no label column, non-numeric or non-finite
-            features, a single class, empty, ragged, ...).
+            that cannot be trained on.
         MissingDependencyError: a CSV or Parquet file without pyarrow.
     """
     if isinstance(source, str) and source in BUNDLED:
@@ -192,7 +166,11 @@ def load_dataset(
                 "those are for data files"
             )
         return _load_bundled(source)
-    path = _existing_file(source, "file")
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"file not found: {path} (bundled datasets: {', '.join(BUNDLED)})")
+    if not path.is_file():
+        raise DataError(f"{path} is not a file")
     kind = _file_kind(path)
     if kind == "idx":
         if labels_path is None:
@@ -217,16 +195,6 @@ def load_dataset(
     return _load_npy(path, label_column) if kind == "npy" else _load_npz(path)
 
 
-def _existing_file(source: str | os.PathLike[str], what: str) -> Path:
-    path = Path(source)
-    if not path.exists():
-        hint = f" (bundled datasets: {', '.join(BUNDLED)})" if what == "file" else ""
-        raise DataError(f"{what} not found: {path}{hint}")
-    if not path.is_file():
-        raise DataError(f"{path} is not a file")
-    return path
-
-
 def _file_kind(path: Path) -> str:
     name = path.name.lower()
     if name.removesuffix(".gz").endswith(_IDX_LABEL_ENDINGS):
@@ -236,11 +204,9 @@ def _file_kind(path: Path) -> str:
         )
     if name.removesuffix(".gz").endswith(_IDX_IMAGE_ENDINGS):
         return "idx"
-    for kind, endings in (("csv", (".csv", ".csv.gz")), ("npy", (".npy",)), ("npz", (".npz",))):
-        if name.endswith(endings):
-            return kind
-    if name.endswith(".parquet"):
-        return "parquet"
+    for kind in ("csv", "csv.gz", "npy", "npz", "parquet"):
+        if name.endswith("." + kind):
+            return kind.removesuffix(".gz")
     raise DataError(
         f"{path}: unknown file type; supported endings: {', '.join(SUPPORTED_SUFFIXES)}; "
         f"or a bundled dataset: {', '.join(BUNDLED)}"
@@ -284,46 +250,34 @@ def _finite_float32(path: Path, values: np.ndarray, locate: Locate) -> np.ndarra
 def _encode_labels(
     path: Path, column: str, raw: np.ndarray | list[Any], locate_row: Callable[[int], str]
 ) -> tuple[np.ndarray, list[str]]:
-    """Raw labels -> (int64 ``(n,)`` in 0..C-1, class names): integer-valued labels (ints,
-    integral floats, strings that parse so) sort numerically, anything else as strings."""
-    values = raw if isinstance(raw, np.ndarray) and raw.dtype != object else None
-    if values is not None and values.dtype.kind in "biu":
-        ints = values
-    elif values is not None and values.dtype.kind == "f":
-        ints = _integral_labels(path, column, values.astype(np.float64), locate_row)
-    else:
+    """Raw labels -> (int64 ``(n,)`` in 0..C-1, class names): whole-number labels (ints,
+    integral floats, texts that parse so) sort numerically, other texts as strings."""
+    values = raw if isinstance(raw, np.ndarray) and raw.dtype.kind in "biuf" else None
+    if values is None:
         texts = [str(v).strip() for v in (raw.tolist() if isinstance(raw, np.ndarray) else raw)]
         if "" in texts:
             raise DataError(
                 f"{path}: {locate_row(texts.index(''))}: empty label in column {column}"
             )
         try:
-            parsed = np.array([float(t) for t in texts], dtype=np.float64)
+            values = np.array([float(t) for t in texts], dtype=np.float64)
         except ValueError:
-            uniques, labels = np.unique(np.asarray(texts, dtype=str), return_inverse=True)
-            return _checked_classes(path, column, labels, [str(u) for u in uniques])
-        ints = _integral_labels(path, column, parsed, locate_row)
-    uniques, labels = np.unique(ints, return_inverse=True)
-    return _checked_classes(path, column, labels, [str(u) for u in uniques.tolist()])
-
-
-def _integral_labels(
-    path: Path, column: str, values: np.ndarray, locate_row: Callable[[int], str]
-) -> np.ndarray:
-    for bad, why in (
-        (~np.isfinite(values), "is not finite"),
-        (values != np.round(values), "is not a whole number; a classifier needs class ids "
-         "or class names"),
-    ):  # fmt: skip
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{path}: {locate_row(i)}: label {values[i]} in column {column} {why}")
-    return values.astype(np.int64)
-
-
-def _checked_classes(
-    path: Path, column: str, labels: np.ndarray, names: list[str]
-) -> tuple[np.ndarray, list[str]]:
+            values = np.asarray(texts, dtype=str)
+    if values.dtype.kind == "f":
+        values = values.astype(np.float64)
+        for bad, why in (
+            (~np.isfinite(values), "is not finite"),
+            (values != np.round(values), "is not a whole number; a classifier needs class ids "
+             "or class names"),
+        ):  # fmt: skip
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"{path}: {locate_row(i)}: label {values[i]} in column {column} {why}"
+                )
+        values = values.astype(np.int64)
+    uniques, labels = np.unique(values, return_inverse=True)
+    names = [str(u) for u in uniques.tolist()]
     if len(names) < 2:
         raise DataError(
             f"{path}: label column {column} has a single class ({names[0]!r}); "
@@ -376,9 +330,8 @@ def _load_table(path: Path, label_column: str | int | None) -> Dataset:
 
         text = reader.format == "csv"  # CSV cells come as text, located by line
         columns = list(reader.columns or [])
-        label_at = _pick_label_column(path, columns, label_column)
-        names = [c for j, c in enumerate(columns) if j != label_at]
-        label = columns[label_at]
+        label = columns[_pick_label_column(path, columns, label_column)]
+        names = [c for c in columns if c != label]
         if not names:
             raise DataError(f"{path}: no feature columns besides the label {label!r}")
         batches = list(reader.batches(features=names, carry=[label], batch_rows=1 << 16))
@@ -545,15 +498,6 @@ def _load_npz(path: Path) -> Dataset:
 # --- IDX (MNIST format) ------------------------------------------------------------------
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """One IDX file as an array of its own shape and dtype (the runtime's reader).
-
-    Raises:
-        DataError: the file is missing, not IDX, truncated, or longer than its header says.
-    """
-    return _read_idx_file(_existing_file(path, "IDX file"))
-
-
 def _idx_of_kind(path: Path, magic: int, kind: str, meaning: str) -> np.ndarray:
     array = read_idx(path)
     code = next(c for c, dt in IDX_DTYPES.items() if dt.newbyteorder("=") == array.dtype)
@@ -590,12 +534,8 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
 def load_idx(images_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]) -> Dataset:
     """MNIST-format IDX images (``(n, rows, cols)`` uint8) and labels as a Dataset: raw
     pixels 0..255 flattened row-major, ``image_shape`` ``(1, rows, cols)``, ``pixel_scale``
-    ``1 / 255``, features ``pixel_{r}_{c}``.
-
-    Raises:
-        DataError: a file is missing, not IDX, of the wrong kind, or truncated; the counts
-            differ; there are no images; or the labels hold a single class.
-    """
+    ``1 / 255``, features ``pixel_{r}_{c}``. Raises DataError if a file is missing, not
+    IDX, of the wrong kind, or truncated, the counts differ, or nothing can be trained on."""
     images_file, labels_file = Path(images_path), Path(labels_path)
     images = _idx_of_kind(images_file, _IDX_IMAGES_MAGIC, "images", "uint8, 3-D")
     labels_raw = _idx_of_kind(labels_file, _IDX_LABELS_MAGIC, "labels", "uint8, 1-D")

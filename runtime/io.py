@@ -1,18 +1,11 @@
-"""Streaming readers and atomic writers: the one file layer of score, verify and train.
+"""Streaming readers and atomic table writers: the one file layer of score, verify and train.
 
-Readers yield :class:`InputBatch` chunks of at most ``batch_rows`` rows, so memory stays
-bounded whatever the input size. NPY goes through ``numpy.load(mmap_mode="r")`` (a map
-per chunk), IDX through :func:`read_idx`, CSV through ``pyarrow.csv`` (rows with the
-wrong field count set aside by ``invalid_row_handler``), Parquet (a file or a folder)
-through ``pyarrow.parquet``, and JSONL line by line with the stdlib ``json``:
-``pyarrow.json`` stops at the first bad line, and a bad line must be set aside.
-
-Readers split rows into fields; they do not judge values (score does). Text formats
-(CSV, JSONL) locate a row by its 1-based **line** (a CSV's header is line 1; blank lines
-and newlines inside quoted values count); binary formats by its 0-based **row**.
-
-:class:`AtomicOutput` writes CSV and Parquet through pyarrow (JSONL as text) to a temp
-file of :mod:`onnxedge.runtime.atomic`, moved into place by its ``commit``.
+Readers yield :class:`InputBatch` chunks of at most ``batch_rows`` rows: NPY through
+``numpy.load(mmap_mode="r")``, IDX through :func:`read_idx`, CSV through ``pyarrow.csv``,
+Parquet through ``pyarrow.parquet``, JSONL line by line with ``json`` (``pyarrow.json`` stops
+at the first bad line, and a bad line must be set aside). Readers split rows into fields;
+score judges the values. Text formats locate a row by its 1-based line (a CSV's header is
+line 1), binary ones by its 0-based row. :class:`AtomicOutput` writes through pyarrow.
 """
 
 from __future__ import annotations
@@ -69,14 +62,13 @@ _QUOTE_CHARS = 40
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
-def _require_pyarrow(what: str) -> Any:
+def _require_pyarrow(what: str) -> None:
     try:
-        import pyarrow
+        import pyarrow  # noqa: F401
     except ImportError:
         raise MissingDependencyError(
             f"{what} needs pyarrow, which is not installed: pip install 'onnxedge[cpu]'"
         ) from None
-    return pyarrow
 
 
 def quote_value(value: Any) -> str:
@@ -111,20 +103,14 @@ def _format_of(path: str | os.PathLike[str], override: str | None, what: str) ->
 
 
 def input_format_of(path: str | os.PathLike[str], override: str | None = None) -> str:
-    """The input format: ``override``, else from the name (a folder is Parquet).
-
-    Raises:
-        DataError: unknown override, or a name whose format cannot be told.
-    """
+    """The input format: ``override``, else from the name (a folder is Parquet); raises
+    DataError for an unknown override or a name that tells none."""
     return _format_of(path, override, "input")
 
 
 def output_format_of(path: str | os.PathLike[str], override: str | None = None) -> str:
-    """The output format: ``override``, else from the name.
-
-    Raises:
-        DataError: unknown override, or a name whose format cannot be told.
-    """
+    """The output format: ``override``, else from the name; raises DataError for an unknown
+    override or a name that tells none."""
     return _format_of(path, override, "output")
 
 
@@ -140,12 +126,9 @@ def rejected_path_for(output: str | os.PathLike[str], fmt: str) -> Path:
 def check_output_path(
     path: str | os.PathLike[str], *, overwrite: bool, inputs: Sequence[Path] = ()
 ) -> Path:
-    """Check, before any work, that ``path`` can be written (and is none of ``inputs``).
-
-    Raises:
-        DataError: the folder does not exist, or ``path`` is a folder or an input.
-        OutputExistsError: ``path`` exists and ``overwrite`` is false.
-    """
+    """Check, before any work, that ``path`` can be written and is none of ``inputs``:
+    DataError if its folder is missing or it is a folder or an input, OutputExistsError if
+    it exists and ``overwrite`` is false."""
     p = Path(path)
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
@@ -177,17 +160,11 @@ class RejectedRow:
 
 @dataclass
 class InputBatch:
-    """One chunk of input rows.
-
-    Attributes:
-        source: the file the rows come from, as messages name it.
-        columns: name -> ``(n,)`` array (numpy or pyarrow) for named formats.
-        matrix: ``(n, f)`` numeric rows (flattened) for NPY / IDX, else None.
-        rows: ``(n,)`` int64 0-based data rows within ``source``, or None if unknown.
-        lines: ``(n,)`` int64 1-based lines for text formats, else None.
-        malformed: rows that could not be split into fields, in file order.
-        location: ``"line"`` or ``"row"``: how messages locate a row.
-        header: whether line 1 of ``source`` is a header (CSV), which messages note.
+    """One chunk of input rows from ``source``: ``columns`` (name -> ``(n,)`` numpy or
+    pyarrow array) for named formats, or the ``(n, f)`` ``matrix`` (NPY / IDX); the 0-based
+    data ``rows`` and 1-based ``lines`` (text formats) where known; the ``malformed`` rows
+    that could not be split into fields; how messages locate a row (``location``: ``"line"``
+    or ``"row"``), and whether line 1 is a ``header``.
     """
 
     source: str
@@ -217,16 +194,10 @@ def describe_location(location: str, *, row: int | None, line: int | None, heade
 
 
 class InputReader:
-    """A file (or folder) of rows, opened and checked, ready to stream.
-
-    Attributes:
-        path: what was opened; ``format``: one of :data:`INPUT_FORMATS`.
-        columns: column names in file order (None for NPY / IDX).
-        numeric_columns: the columns whose values look numeric, in file order.
-        num_columns: values per row (NPY / IDX: of the flattened row).
-        row_shape: one row's shape for NPY / IDX, else None.
-        total_rows: rows in the input when known without reading it.
-    """
+    """A file (or folder) of rows, opened and checked, ready to stream: its ``path`` and
+    ``format``, ``columns`` (None for NPY / IDX) and the ``numeric_columns`` among them, the
+    ``num_columns`` values of a (flattened) row, an NPY / IDX ``row_shape``, and the
+    ``total_rows`` where known without reading the input."""
 
     format: str = ""
 
@@ -246,12 +217,8 @@ class InputReader:
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
     ) -> Iterator[InputBatch]:
-        """Yield chunks of at most ``batch_rows`` rows of the ``features`` (ignored for NPY /
-        IDX) and ``carry`` columns.
-
-        Raises:
-            DataError: the file turns out to be unreadable part-way.
-        """
+        """Chunks of at most ``batch_rows`` rows of the ``features`` and ``carry`` columns
+        (NPY / IDX: whole rows); DataError if the file turns out unreadable part-way."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -267,12 +234,8 @@ class InputReader:
 def open_input(
     path: str | os.PathLike[str], fmt: str | None = None, *, block_bytes: int = DEFAULT_BLOCK_BYTES
 ) -> InputReader:
-    """Open an input (for Parquet a file or a folder) for streaming and check it as a whole.
-
-    Args:
-        path: the input.
-        fmt: one of :data:`INPUT_FORMATS`; None infers it from the name.
-        block_bytes: CSV bytes parsed at once (grown for a longer header or first row).
+    """Open ``path`` (Parquet: a file or a folder) of format ``fmt`` (None: from the name)
+    for streaming and check it as a whole; ``block_bytes``: CSV bytes parsed at once.
 
     Raises:
         DataError: missing, empty, header-only, unreadable or corrupt input.
@@ -290,9 +253,10 @@ def open_input(
         if not isinstance(array, np.ndarray):
             raise DataError(f"{p}: not a single NumPy array")
         return MatrixReader(p, array, kind)
-    if kind == "csv":
-        return CsvReader(p, block_bytes=block_bytes)
-    return JsonlReader(p) if kind == "jsonl" else ParquetReader(p)
+    if kind == "jsonl":
+        return JsonlReader(p)
+    _require_pyarrow(f"reading {p}")
+    return CsvReader(p, block_bytes=block_bytes) if kind == "csv" else ParquetReader(p)
 
 
 # --- NPY and IDX -------------------------------------------------------------------------
@@ -300,11 +264,8 @@ def open_input(
 
 def load_numpy(path: Path) -> Any:
     """``numpy.load(path, mmap_mode="r", allow_pickle=False)``: an array map (NPY) or an
-    ``NpzFile`` (NPZ). Object arrays are refused: loading one would run code.
-
-    Raises:
-        DataError: an empty or unreadable file, or not a NumPy file.
-    """
+    ``NpzFile`` (NPZ); object arrays are refused (loading one would run code). Raises
+    DataError for an empty or unreadable file, or one that is not NumPy's."""
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (no NPY header)")
     with open(path, "rb") as handle:
@@ -368,14 +329,11 @@ class MatrixReader(InputReader):
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """One IDX file (the MNIST format; gzip detected by content) as an array of its own
-    shape and dtype, in native byte order.
-
-    Raises:
-        DataError: the file is missing, not IDX, truncated, or longer than its header says.
-    """
+    shape and dtype, in native byte order. Raises DataError if the file is missing, not
+    IDX, truncated, or longer than its header says."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"IDX file {path} does not exist")
+    if not path.exists():
+        raise DataError(f"IDX file not found: {path}")
     try:
         data = path.read_bytes()
         packed = data.startswith(_GZIP_MAGIC)
@@ -414,15 +372,18 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 # --- CSV ---------------------------------------------------------------------------------
 
+#: the end of a line (LF, CRLF or CR) followed at once by another line end: an empty line.
+_EMPTY_LINE = re.compile(b"(?:\n|\r(?!\n))(?=[\r\n])")
+
 
 class _Source:
-    """A file's bytes (gunzipped if it starts with the gzip magic) on their way to a parser:
-    read errors become DataErrors, and quotes are counted (an odd count: a quoted field
-    never closed, which pyarrow would take to the end of the file)."""
+    """A file's bytes (gunzipped if they start with the gzip magic) on their way to pyarrow:
+    read errors become DataErrors; quotes (an odd count: a quoted field never closed, which
+    pyarrow would take to the end of the file) and empty lines are counted."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.quotes, self.blank, self.eof, self.closed = path, 0, True, False, False
-        self.empty_lines, self._tail = 0, b""  # lines with no byte at all, read so far
+        self.path, self.quotes, self.empty_lines, self._tail = path, 0, 0, b""
+        self.blank, self.eof, self.closed = True, False, False
         with open(path, "rb") as handle:
             packed = handle.read(2) == _GZIP_MAGIC
         self.raw: Any = gzip.open(path, "rb") if packed else open(path, "rb")  # noqa: SIM115
@@ -447,13 +408,11 @@ class _Source:
 
 
 def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, list[Any], int]:
-    """``pyarrow.csv.open_csv`` over a :class:`_Source`: the reader, the source, the list
-    pyarrow's ``InvalidRow``s go to, and the block size that held the header.
-
-    Blank lines stay records (``ignore_empty_lines=False``), so a record's number is its
-    line but for the newlines inside quoted values before it.
-    """
-    pa = _require_pyarrow(f"reading {path}")
+    """``pyarrow.csv.open_csv`` over a :class:`_Source`, the block grown until it holds the
+    header: the reader, the source, the list malformed rows go to, and the block size.
+    Blank lines stay records, so a record's number is its line but for the newlines inside
+    quoted values before it."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
     while True:
@@ -482,12 +441,8 @@ def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, lis
             block = min(4 * block, _MAX_BLOCK_BYTES)
 
 
-#: the end of a line (LF, CRLF or CR) followed at once by another line end: an empty line.
-_EMPTY_LINE = re.compile(b"(?:\n|\r(?!\n))(?=[\r\n])")
-
-
 def _blank_rows(table: Any) -> np.ndarray:
-    """``(n,)`` bool: rows whose every cell is empty (blank lines)."""
+    """``(n,)`` bool: rows whose every cell is empty."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -500,38 +455,47 @@ def _blank_rows(table: Any) -> np.ndarray:
     return blank
 
 
+def _numeric(schema: Any, names: list[str]) -> list[str]:
+    """The ``names`` of the ``schema``'s fields of a number type."""
+    import pyarrow as pa
+
+    number = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
+    kinds = [f.type for f in schema]
+    return [n for n, k in zip(names, kinds, strict=True) if any(is_(k) for is_ in number)]
+
+
+def _unique(path: Path, names: list[str], where: str = "") -> None:
+    twice = next((name for k, name in enumerate(names) if name in names[:k]), None)
+    if twice is not None:
+        raise DataError(f"{path}: column name {twice!r} appears twice{where}")
+
+
 class CsvReader(InputReader):
     """A comma-separated UTF-8 file with a header row (``.csv`` or gzip-compressed)."""
 
     format = "csv"
 
     def __init__(self, path: Path, *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> None:
+        import pyarrow as pa
+
         super().__init__(path)
-        pa = _require_pyarrow(f"reading {path}")
         reader, source, malformed, self._block = _open_csv(path, int(block_bytes))
-        try:
-            first = next(iter(reader), None)
-        except pa.ArrowInvalid as exc:
-            raise _csv_error(path, exc, source, 2) from None
-        finally:
-            source.close()
+        with contextlib.closing(source):
+            try:
+                first = next(iter(reader), None)
+            except pa.ArrowInvalid as exc:
+                raise _csv_error(path, exc, source, 2) from None
         self._raw_names = [str(n) for n in reader.schema.names]
         header = [name.strip() for name in self._raw_names]
         if header == [""]:
             if source.blank:
                 raise DataError(f"{path}: empty file (no header row)")
             raise DataError(f"{path}: line 1 is empty; expected a header row of column names")
-        twice = next((name for k, name in enumerate(header) if name in header[:k]), None)
-        if twice is not None:
-            raise DataError(f"{path}: column name {twice!r} appears twice in the header")
+        _unique(path, header, " in the header")
         if (first is None or _blank_rows(first).all()) and not malformed:
             raise DataError(f"{path}: header only, no data rows")
         self.columns, self.num_columns = header, len(header)
-        self.numeric_columns = [
-            name
-            for name, kind in zip(header, reader.schema.types, strict=True)
-            if pa.types.is_integer(kind) or pa.types.is_floating(kind)
-        ]
+        self.numeric_columns = _numeric(reader.schema, header)
 
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
@@ -539,9 +503,8 @@ class CsvReader(InputReader):
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        assert self.columns is not None
-        raw = dict(zip(self.columns, self._raw_names, strict=True))
-        wanted = [raw[name] for name in dict.fromkeys([*features, *carry])]
+        raw = dict(zip(self.columns or [], self._raw_names, strict=True))
+        wanted = list(dict.fromkeys([*features, *carry]))
         # Every column as text: score parses the numbers, and a newline inside any value
         # moves the lines of the rows after it.
         reader, source, malformed, _ = _open_csv(
@@ -553,9 +516,8 @@ class CsvReader(InputReader):
         )
         record, row = 2, 0  # the next record's number (the header is 1) and data row
         line = 2 + sum(name.count("\n") for name in self._raw_names)  # the next record's line
-        pending: list[Any] = []
-        last, empties = line, 0
-        try:
+        last, empties, pending = line, 0, list[Any]()
+        with contextlib.closing(source):
             while True:
                 try:
                     table = reader.read_next_batch()
@@ -580,16 +542,16 @@ class CsvReader(InputReader):
                     blank[~is_bad] = _blank_rows(table)
                 newlines[is_bad] = [r.text.count("\n") for r in bad]
                 lines = line + np.arange(stop - record) + np.cumsum(newlines) - newlines
-                # pyarrow reads a blank line and a row of empty cells (",,") alike; the bytes
-                # tell them apart: more such records than empty lines read means a row of
-                # values was empty, and is refused rather than dropped (a quoted value holding
-                # an empty line can hide one; it never makes a blank line an error).
+                # pyarrow reads a blank line and a row of empty cells (",,") alike; more such
+                # records than empty lines in the bytes means a row of values was empty, and
+                # it is refused, not dropped (a quoted value holding an empty line can hide
+                # one; it never makes a blank line an error).
                 empties += int(blank.sum())
                 if empties > source.empty_lines:
-                    at = int(lines[np.flatnonzero(blank)[-1]])
                     raise DataError(
-                        f"{self.path}: line {at} or before: a row whose every cell is empty "
-                        "(blank lines are skipped; a row of empty cells is not)"
+                        f"{self.path}: line {int(lines[np.flatnonzero(blank)[-1]])} or before: a "
+                        "row whose every cell is empty (blank lines are skipped; a row of empty "
+                        "cells is not)"
                     )
                 rows = row + np.cumsum(~blank) - 1
                 rejected = [
@@ -597,41 +559,39 @@ class CsvReader(InputReader):
                                 f"the header has {self.num_columns}", r.text)
                     for n, k, r in zip(rows[is_bad], lines[is_bad], bad, strict=True)
                 ]  # fmt: skip
-                keep, done = ~is_bad & ~blank, table is None
+                keep = ~is_bad & ~blank
                 if table is None:
-                    table = pa.table({name: pa.array([], pa.string()) for name in wanted})
+                    part = pa.table({name: pa.array([], pa.string()) for name in wanted})
                 else:
-                    table = table.filter(pa.array(keep[~is_bad])).select(wanted)
-                yield from self._chunks(table, rows[keep], lines[keep], rejected, batch_rows)
+                    part = table.filter(pa.array(keep[~is_bad])).select([raw[n] for n in wanted])
+                    part = part.rename_columns(wanted)
+                yield from self._chunks(part, rows[keep], lines[keep], rejected, batch_rows)
                 last = int(lines[-1]) if len(lines) else last  # where the last record starts
                 line += stop - record + int(newlines.sum())
                 row, record = row + int((~blank).sum()), stop
-                if done:
+                if table is None:
                     break
-        finally:
-            source.close()
         if source.quotes % 2:
             raise _unclosed(self.path, last)
 
     def _chunks(
-        self, part: Any, rows: np.ndarray, lines: np.ndarray, rejected: list[RejectedRow], size: int
+        self, part: Any, rows: np.ndarray, lines: np.ndarray, bad: list[RejectedRow], size: int
     ) -> Iterator[InputBatch]:
         """``part`` in chunks of ``size`` rows, each with the malformed rows before its end."""
-        names = dict(zip(self._raw_names, self.columns or [], strict=True))
         n = part.num_rows
         for begin in range(0, max(n, 1), size):
             end = min(n, begin + size)
-            mine = [r for r in rejected if end == n or (r.row or 0) < rows[end - 1]]
-            rejected = rejected[len(mine) :]
+            mine = [r for r in bad if end == n or (r.row or 0) < rows[end - 1]]
+            bad = bad[len(mine) :]
             if end > begin or mine:
                 yield InputBatch(
-                    source=self.name,
-                    columns={
-                        names[c]: part.column(c).slice(begin, end - begin)
-                        for c in part.schema.names
+                    self.name,
+                    {
+                        name: part.column(name).slice(begin, end - begin)
+                        for name in part.column_names
                     },
-                    rows=rows[begin:end].astype(np.int64),
-                    lines=lines[begin:end].astype(np.int64),
+                    rows=rows[begin:end],
+                    lines=lines[begin:end],
                     malformed=mine,
                     location="line",
                     header=True,
@@ -667,12 +627,13 @@ def _utf8_error(path: Path) -> DataError:
             except UnicodeDecodeError as exc:
                 start = max(0, exc.start - len(decoder.getstate()[0]))
                 line += block.count(b"\n", 0, start)
-                return DataError(
-                    f"{path}: line {line}: not UTF-8 text (byte {block[start : start + 1]!r}); "
-                    "save the file as UTF-8"
-                )
+                return _not_utf8(path, line, block[start : start + 1])
             line += block.count(b"\n")
     return DataError(f"{path}: not UTF-8 text; save the file as UTF-8")
+
+
+def _not_utf8(path: Path, line: int, byte: bytes) -> DataError:
+    return DataError(f"{path}: line {line}: not UTF-8 text (byte {byte!r}); save the file as UTF-8")
 
 
 # --- JSONL -------------------------------------------------------------------------------
@@ -686,10 +647,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, str, Any, str | None]]:
                 try:
                     text = raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as exc:
-                    raise DataError(
-                        f"{path}: line {line}: not UTF-8 text (byte "
-                        f"{raw[exc.start : exc.start + 1]!r}); save the file as UTF-8"
-                    ) from None
+                    raise _not_utf8(path, line, raw[exc.start : exc.start + 1]) from None
                 if not text.strip():
                     continue
                 try:
@@ -719,43 +677,35 @@ class JsonlReader(InputReader):
                 "the first record names the columns" if invalid else "each line must be one object"
             )
             raise DataError(f"{path}: line {line}: {reason}; {hint}")
-        assert isinstance(first, dict)
-        self.columns = [str(key) for key in first]
-        self.num_columns = len(self.columns)
-        self.numeric_columns = [
-            str(k)
-            for k, v in first.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        ]
+        self.columns, self.num_columns = list(first), len(first)
+        # json.loads gives int, float or bool itself, never a subclass: type() excludes bool
+        self.numeric_columns = [k for k, v in first.items() if type(v) in (int, float)]
 
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
     ) -> Iterator[InputBatch]:
         wanted = list(dict.fromkeys([*features, *carry]))
-        records, row = _jsonl_records(self.path), 0
-        while part := list(itertools.islice(records, batch_rows)):
-            values, rows, lines, malformed = [], [], [], []
-            for k, (line, text, record, reason) in enumerate(part, row):
-                column = None
-                if reason is None:
-                    column = next((name for name in wanted if name not in record), None)
-                    reason = None if column is None else f"missing column {column!r}"
-                if reason is not None:
-                    malformed.append(RejectedRow(k, line, column, reason, text))
-                    continue
+        records = _jsonl_records(self.path)
+        for start in itertools.count(0, batch_rows):
+            if not (part := list(itertools.islice(records, batch_rows))):
+                return
+            good, malformed = [], []
+            for row, (line, text, record, reason) in enumerate(part, start):
+                missing = None if reason else next((n for n in wanted if n not in record), None)
+                if reason is None and missing is None:
+                    good.append((row, line, record))
+                else:
+                    why = reason or f"missing column {missing!r}"
+                    malformed.append(RejectedRow(row, line, missing, why, text))
+            columns = {name: np.empty(len(good), dtype=object) for name in wanted}
+            for name, values in columns.items():
                 # Carried values as text: one type per output column whatever each record holds.
-                values.append([_json_text(record[n]) if n in carry else record[n] for n in wanted])
-                rows.append(k)
-                lines.append(line)
-            row += len(part)
-            columns = {name: np.empty(len(values), dtype=object) for name in wanted}
-            for j, name in enumerate(wanted):
-                columns[name][:] = [v[j] for v in values]
+                values[:] = [_json_text(r[name]) if name in carry else r[name] for *_, r in good]
             yield InputBatch(
                 self.name,
                 columns,
-                rows=np.asarray(rows, dtype=np.int64),
-                lines=np.asarray(lines, dtype=np.int64),
+                rows=np.array([g[0] for g in good], dtype=np.int64),
+                lines=np.array([g[1] for g in good], dtype=np.int64),
                 malformed=malformed,
                 location="line",
             )
@@ -776,10 +726,10 @@ class ParquetReader(InputReader):
     format = "parquet"
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        pa = _require_pyarrow(f"reading {path}")
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        super().__init__(path)
         # Like Spark, Ray Data and pyarrow datasets: names starting "." or "_" are not data.
         self.files = [path]
         if path.is_dir():
@@ -792,7 +742,7 @@ class ParquetReader(InputReader):
             )
             if not self.files:
                 raise DataError(f"{path}: folder holds no .parquet files")
-        self._row_counts: list[int] = []
+        self.total_rows = 0
         for file in self.files:
             if file.stat().st_size == 0:
                 raise DataError(f"{file}: empty file (not Parquet)")
@@ -802,20 +752,12 @@ class ParquetReader(InputReader):
                 raise DataError(f"{file}: not a readable Parquet file: {one_line(exc)}") from None
             if self.columns is None:
                 schema = meta.schema.to_arrow_schema()
-                self.columns = [str(n) for n in schema.names]
-                self.numeric_columns = [
-                    str(f.name)
-                    for f in schema
-                    if pa.types.is_integer(f.type)
-                    or pa.types.is_floating(f.type)
-                    or pa.types.is_decimal(f.type)
-                ]
-            self._row_counts.append(int(meta.num_rows))
+                self.columns = list(schema.names)
+                self.numeric_columns = _numeric(schema, self.columns)
+            self.total_rows += int(meta.num_rows)
         names = self.columns or []
-        twice = next((name for k, name in enumerate(names) if name in names[:k]), None)
-        if twice is not None:
-            raise DataError(f"{self.files[0]}: column name {twice!r} appears twice")
-        self.num_columns, self.total_rows = len(names), sum(self._row_counts)
+        _unique(self.files[0], names)
+        self.num_columns = len(names)
         if self.total_rows == 0:
             raise DataError(f"{path}: no data rows (columns: {', '.join(map(repr, names))})")
 
@@ -861,8 +803,8 @@ class CategoricalColumn:
     def __len__(self) -> int:
         return int(self.codes.shape[0])
 
-    def to_numpy(self) -> np.ndarray:
-        """``(n,)`` object array of the names."""
+    def to_numpy(self, zero_copy_only: bool = False) -> np.ndarray:
+        """``(n,)`` object array of the names (``zero_copy_only`` as pyarrow's: ignored)."""
         return np.array(self.categories, dtype=object)[self.codes]
 
 
@@ -871,8 +813,6 @@ def columns_to_numpy(columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {
         name: values
         if isinstance(values, np.ndarray)
-        else values.to_numpy()
-        if isinstance(values, CategoricalColumn)
         else np.asarray(values.to_numpy(zero_copy_only=False))
         for name, values in columns.items()
     }
@@ -903,40 +843,39 @@ def _arrow_table(columns: Mapping[str, Any], types: Mapping[str, str]) -> Any:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _json_texts(values: Any) -> list[str]:
-    """One column as JSON value texts (NaN / Inf as null)."""
-    if isinstance(values, CategoricalColumn):
-        names = [json.dumps(name, ensure_ascii=False) for name in values.categories]
-        return [names[k] for k in values.codes.tolist()]
-    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        texts = values.astype(str)  # the shortest text that reads back as the same number
-        if values.dtype.kind == "f":
-            texts[~np.isfinite(values)] = "null"
-        return list(texts.tolist())
-    items = values.tolist() if isinstance(values, np.ndarray) else values.to_pylist()
-    return [
-        "null"
-        if isinstance(v, float) and not math.isfinite(v)
-        else json.dumps(v, ensure_ascii=False, default=str)
-        for v in items
-    ]
+_JSON: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "default": str}
+
+
+def _json_lines(table: Any) -> bytes:
+    """The rows as JSON lines: NaN and Inf as null, float32 in its shortest form."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = []
+    for column in table.columns:
+        if pa.types.is_float32(column.type):  # 0.1, not 0.10000000149011612
+            column = pc.cast(pc.cast(column, pa.string()), pa.float64())
+        if pa.types.is_floating(column.type):
+            column = pc.if_else(pc.is_finite(column), column, None)
+        columns.append(column.to_pylist())
+    names = table.column_names
+    return "".join(
+        json.dumps(dict(zip(names, row, strict=True)), **_JSON) + "\n"
+        for row in zip(*columns, strict=True)
+    ).encode()
 
 
 class AtomicOutput:
-    """An output table (CSV, Parquet, JSONL; gzip when the name ends in ``.gz``) written to
-    a temp file (:class:`onnxedge.runtime.atomic.Staged`) that :meth:`commit` flushes to
-    disk once and renames. As a context manager, leaving without a commit removes the temp.
-
-    Args:
-        path: the target file.
-        fmt: ``csv``, ``parquet`` or ``jsonl``.
-        types: column -> pyarrow type alias (``int64``, ...) for object columns whose type
-            an empty or all-null first chunk cannot tell.
-        overwrite: whether an existing target may be replaced.
+    """An output table at ``path`` in ``fmt`` (``csv``, ``parquet``, ``jsonl``; CSV and JSONL
+    gzipped when the name ends in ``.gz``), written through pyarrow to a temp file
+    (:class:`onnxedge.runtime.atomic.Staged`) that :meth:`commit` flushes and renames;
+    leaving a ``with`` block without a commit removes it. ``types``: column -> pyarrow type
+    alias (``int64``) for object columns an empty or all-null first chunk cannot type.
 
     Raises:
         DataError: unknown format, or the folder cannot be written.
         OutputExistsError: the target exists and ``overwrite`` is false.
+        MissingDependencyError: pyarrow is not installed.
     """
 
     def __init__(
@@ -950,44 +889,29 @@ class AtomicOutput:
         self.path = Path(path)
         if fmt not in OUTPUT_FORMATS:
             raise DataError(f"unknown output format {fmt!r}; known: {', '.join(OUTPUT_FORMATS)}")
-        if fmt != "jsonl":
-            _require_pyarrow(f"writing {self.path}")
+        _require_pyarrow(f"writing {self.path}")
         self.format, self.types = fmt, dict(types or {})
-        self.compress = self.path.name.lower().endswith(".gz")
-        self._writer: Any = None
-        self._schema: Any = None
+        self.compress = fmt != "parquet" and self.path.name.lower().endswith(".gz")
+        self._writer: Any = None  # pyarrow's Parquet or CSV writer (JSONL goes to the sink)
         self._sink: Any = None
+        self._schema: Any = None
         self._first: Any = None  # an empty first table, kept for its schema until rows come
         self._staged = Staged(self.path, overwrite=overwrite, error=DataError)
         self.temp_path = self._staged.path
 
     def write(self, columns: Mapping[str, Any]) -> None:
-        """Append a batch of rows (name -> ``(n,)`` array; the same names every call).
-
-        Raises:
-            DataError: the file system refused the write, or a column changed type.
-        """
+        """Append rows (name -> ``(n,)`` array, the same names every call); DataError if the
+        file system refuses or a column changes type."""
         try:
             self._write(columns)
         except OSError as exc:
             raise self._write_error(exc) from None
 
     def _write(self, columns: Mapping[str, Any]) -> None:
-        if self.format == "jsonl":
-            if self._sink is None:
-                opener: Any = gzip.open if self.compress else open
-                self._sink = opener(self.temp_path, "wt", encoding="utf-8", newline="\n")
-            keys = [json.dumps(str(name), ensure_ascii=False) + ":" for name in columns]
-            encoded = [_json_texts(values) for values in columns.values()]
-            self._sink.writelines(
-                "{" + ",".join(k + v for k, v in zip(keys, row, strict=True)) + "}\n"
-                for row in zip(*encoded, strict=True)
-            )
-            return
         import pyarrow as pa
 
         table = _arrow_table(columns, self.types)
-        if self._writer is None:
+        if self._schema is None:
             if table.num_rows == 0 and self._first is None:
                 self._first = table
                 return
@@ -1001,7 +925,7 @@ class AtomicOutput:
                     f"{table.schema}): {exc}"
                 ) from None
         if table.num_rows:
-            self._writer.write_table(table)
+            self._put(table)
 
     def _open(self, schema: Any) -> None:
         import pyarrow as pa
@@ -1023,34 +947,34 @@ class AtomicOutput:
             return
         compression = "gzip" if self.compress else None
         self._sink = pa.output_stream(str(self.temp_path), compression=compression)
-        options = pacsv.WriteOptions(quoting_style="needed")
-        self._writer = pacsv.CSVWriter(self._sink, schema, write_options=options)
+        if self.format == "csv":
+            options = pacsv.WriteOptions(quoting_style="needed")
+            self._writer = pacsv.CSVWriter(self._sink, schema, write_options=options)
+
+    def _put(self, table: Any) -> None:
+        if self._writer is None:
+            self._sink.write(_json_lines(table))
+        else:
+            self._writer.write_table(table)
 
     def finish(self) -> None:
-        """Close the temp file (everything written); :meth:`commit` moves it.
+        """Close the temp file, everything written (DataError if the file system refuses)."""
+        import pyarrow as pa
 
-        Raises:
-            DataError: the file system refused the last writes.
-        """
         try:
-            if self._writer is None and self._first is not None:
-                self._open(self._first.schema)  # no rows at all: still the columns
-                self._writer.write_table(self._first)  # type: ignore[attr-defined]
+            if self._schema is None:  # no rows at all: still the columns
+                first = self._first if self._first is not None else pa.table({})
+                self._open(first.schema)
+                self._put(first)
             for handle in (self._writer, self._sink):
                 if handle is not None:
                     handle.close()
-            if self._sink is None and self.format == "jsonl" and self.compress:
-                self.temp_path.write_bytes(gzip.compress(b""))
         except OSError as exc:
             raise self._write_error(exc) from None
 
     def commit(self) -> Path:
-        """Flush the finished file to disk and move it to the target; returns the target.
-
-        Raises:
-            OutputExistsError: the target appeared meanwhile and overwriting was not asked.
-            DataError: the move failed.
-        """
+        """Flush the finished file and move it to the target (returned); OutputExistsError if
+        the target appeared meanwhile without ``overwrite``, DataError if the move fails."""
         return self._staged.commit()
 
     def _write_error(self, exc: OSError) -> DataError:

@@ -587,6 +587,35 @@ def test_writers_round_trip(tmp_path: Path, name: str, fmt: str) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
+def test_jsonl_floats_in_shortest_form_non_finite_as_null(tmp_path: Path) -> None:
+    target = tmp_path / "o.jsonl"
+    with AtomicOutput(target, "jsonl") as out:
+        out.write(
+            {
+                "p": np.array([0.1, np.nan, -np.inf], dtype=np.float32),
+                "x": np.array([1e300, 2.5, np.nan]),
+                "n": np.array(["a", None, "é\n"], dtype=object),
+            }
+        )
+        out.finish()
+        out.commit()
+    assert target.read_text(encoding="utf-8").splitlines() == [
+        '{"p":0.1,"x":1e+300,"n":"a"}',
+        '{"p":null,"x":2.5,"n":null}',
+        '{"p":null,"x":null,"n":"é\\n"}',
+    ]
+
+
+def test_output_never_written_is_still_a_valid_file(tmp_path: Path) -> None:
+    for name, fmt in (("o.parquet", "parquet"), ("o.jsonl.gz", "jsonl"), ("o.csv", "csv")):
+        with AtomicOutput(tmp_path / name, fmt) as out:
+            out.finish()
+            out.commit()
+    assert pq.read_table(tmp_path / "o.parquet").num_rows == 0
+    assert gzip.decompress((tmp_path / "o.jsonl.gz").read_bytes()) == b""
+    assert (tmp_path / "o.csv").read_bytes() == b""
+
+
 @pytest.mark.parametrize(
     ("name", "fmt"), [("o.csv", "csv"), ("o.parquet", "parquet"), ("o.jsonl", "jsonl")]
 )
