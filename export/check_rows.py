@@ -1,7 +1,5 @@
-"""The rows a check runs on: given, loaded, a run's validation split, or synthetic.
-
-One builder of synthetic rows serves ``verify``, ``export`` and ``wrap``.
-"""
+"""The rows a check runs on: given, loaded, a run's validation split, or synthetic (the
+one builder of synthetic rows, for ``verify``, ``export`` and ``wrap``)."""
 
 from __future__ import annotations
 
