@@ -65,10 +65,9 @@ def rows_to_verify(
         from onnxedge.models.data import load_dataset
 
         source = dataset if dataset is not None else str(recorded)
+        note = "" if dataset is not None else " (recorded in the model's metadata)"
         ds = load_dataset(source, label_column=label_column, labels_path=labels_path)
-        description = f"dataset {ds.name}" + (
-            "" if dataset is not None else " (recorded in the model's metadata)"
-        )
+        description = f"dataset {ds.name}{note}"
         x = _shaped(ds.features, row_shape, description)
         y = _labels_for(ds.labels, ds.class_names, contract.class_names, ds.name)
     elif run is not None:

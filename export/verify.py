@@ -338,11 +338,8 @@ def _numpy_forward(
     def run(x: np.ndarray) -> Outputs:
         z = logits_of(weights, pre(x))
         p = reference.predict_proba(z, head)
-        return {
-            OUTPUT_LOGITS: z,
-            OUTPUT_PROBABILITIES: p,
-            OUTPUT_LABEL: reference.predict_label(p, head, threshold),
-        }
+        label = reference.predict_label(p, head, threshold)
+        return dict(zip(OUTPUT_NAMES, (z, p, label), strict=True))
 
     def magnitudes(x: np.ndarray) -> np.ndarray:
         # ReLU / max pool pass non-negative terms through: the forward on |W|, |x| bounds
@@ -548,42 +545,30 @@ def _pair_checks(
     magnitudes: np.ndarray | None,
     margins: np.ndarray | None,
 ) -> list[Check]:
-    """Two computations on logits, probabilities and labels (``b`` is expected)."""
-    if head is None:  # a plain model: every output, by name
-        limits: dict[str, Any] = {
-            n: tol.LOGIT_ATOL + tol.LOGIT_RTOL * np.abs(v)
-            for n, v in b.items()
-            if np.issubdtype(v.dtype, np.floating)
-        }
-        names = {"": "LOGIT_ATOL+LOGIT_RTOL"}
-        return compare(b, a, {**limits, "": 0.0}, subject=subject, batch_size=batch, names=names)
-    zb = b[OUTPUT_LOGITS].astype(np.float64)
-    logit_limit = tol.LOGIT_ATOL + tol.LOGIT_RTOL * (
-        np.abs(zb) if magnitudes is None else magnitudes
-    )
-    with np.errstate(invalid="ignore"):
-        diff = np.abs(a[OUTPUT_LOGITS].astype(np.float64) - zb)
-        # credit a row's logit difference only up to what the logits check allows, so
-        # probabilities still fail on their own when the logits are wrong
-        credited = np.minimum(diff.max(axis=1), logit_limit.max(axis=1))
-    gain, credited = HEAD_LIPSCHITZ[head], np.nan_to_num(credited, nan=0.0)
-    ties = None if margins is None else margins <= tol.LABEL_TIE_ATOL + 2 * gain * credited
+    """Two computations on every output of ``b`` (expected): floats within ``LOGIT_ATOL +
+    LOGIT_RTOL * |b|`` (or the magnitudes), the rest exact; with a head, probabilities and
+    labels allow for the logit difference credited to each row."""
+    limits: dict[str, Any] = {
+        n: tol.LOGIT_ATOL + tol.LOGIT_RTOL * np.abs(v.astype(np.float64))
+        for n, v in b.items()
+        if np.issubdtype(v.dtype, np.floating)
+    }
+    names, ties = {"": "LOGIT_ATOL+LOGIT_RTOL"}, None
+    if head is not None:
+        if magnitudes is not None:
+            limits[OUTPUT_LOGITS] = tol.LOGIT_ATOL + tol.LOGIT_RTOL * magnitudes
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(a[OUTPUT_LOGITS].astype(np.float64) - b[OUTPUT_LOGITS])
+            # credit a row's logit difference only up to what the logits check allows, so
+            # probabilities still fail on their own when the logits are wrong
+            credited = np.minimum(diff.max(axis=1), limits[OUTPUT_LOGITS].max(axis=1))
+        gain, credited = HEAD_LIPSCHITZ[head], np.nan_to_num(credited, nan=0.0)
+        limits[OUTPUT_PROBABILITIES] = (tol.PROBABILITY_ATOL + gain * credited)[:, None]
+        ties = None if margins is None else margins <= tol.LABEL_TIE_ATOL + 2 * gain * credited
+        names[OUTPUT_PROBABILITIES] = "PROBABILITY_ATOL"
+        names[OUTPUT_LABEL] = "exact (LABEL_TIE_ATOL ties excused)"
     return compare(
-        b,
-        a,
-        {
-            OUTPUT_LOGITS: logit_limit,
-            OUTPUT_PROBABILITIES: (tol.PROBABILITY_ATOL + gain * credited)[:, None],
-            OUTPUT_LABEL: 0.0,
-        },
-        subject=subject,
-        batch_size=batch,
-        excused=ties,
-        names={
-            OUTPUT_LOGITS: "LOGIT_ATOL+LOGIT_RTOL",
-            OUTPUT_PROBABILITIES: "PROBABILITY_ATOL",
-            OUTPUT_LABEL: "exact (LABEL_TIE_ATOL ties excused)",
-        },
+        b, a, {**limits, "": 0.0}, subject=subject, batch_size=batch, names=names, excused=ties
     )
 
 
@@ -667,14 +652,13 @@ def verify_model(
     run = _as_run(run_dir)
     checks += _metadata_checks(model, props, contract, run)
 
-    runners = {}
-    computations: dict[str, str] = {}
-    torch_module = None
+    torch_module, computations = None, {}
     if head is not None and module is not None and (run is None or module is not run.net):
         step = preprocess_from_dict(contract.preprocess)
         torch_module = ClassifierWithHead(module, step, HeadSpec(head, threshold)).eval()
-        what = f"the given module ({type(module).__name__}), recorded preprocessing and head"
-        computations["torch"] = what
+        computations["torch"] = (
+            f"the given module ({type(module).__name__}), recorded preprocessing and head"
+        )
     elif head is not None and run is not None:
         if (head == "sigmoid") != (run.config.output_size == 1):
             raise CheckpointError(
@@ -683,7 +667,7 @@ def verify_model(
         torch_module = ClassifierWithHead(run.net, run.preprocess, HeadSpec(head, threshold)).eval()
         computations["torch"] = f"the run's own module ({run.path})"
     computations["onnxruntime"] = "onnxruntime CPU on the file"
-    runners["onnxruntime"] = onnxruntime_runner(model)
+    runners = {"onnxruntime": onnxruntime_runner(model)}
     if torch_module is not None:
         runners["torch"] = torch_runner(torch_module)
     reference_run, computations["reference"], magnitudes_of = independent_forward(
@@ -699,11 +683,8 @@ def verify_model(
     if y is None and head is not None:
         y = reference_all[OUTPUT_LABEL].astype(np.int64)
     magnitudes = magnitudes_of(x) if magnitudes_of is not None else None
-    margins = None
-    if head is not None:
-        margins = decision_margins(
-            reference_all[OUTPUT_PROBABILITIES].astype(np.float64), head, threshold
-        )
+    p_ref = reference_all.get(OUTPUT_PROBABILITIES)
+    margins = decision_margins(np.asarray(p_ref, np.float64), head, threshold) if head else None
     sizes = sorted({max(1, min(int(b), n)) for b in (batch_sizes or (1, ODD_BATCH_SIZE, n))})
     losses: dict[int, dict[str, float]] = {}
     outs: dict[str, Outputs] = {}
