@@ -1,7 +1,5 @@
-"""The rows a check runs on: given, loaded, a run's validation split, or synthetic.
-
-One builder of synthetic rows serves ``verify``, ``export`` and ``wrap``.
-"""
+"""The rows a check runs on: given, loaded, a run's validation split, or synthetic (the
+one builder of synthetic rows, for ``verify``, ``export`` and ``wrap``)."""
 
 from __future__ import annotations
 
@@ -67,10 +65,9 @@ def rows_to_verify(
         from onnxedge.models.data import load_dataset
 
         source = dataset if dataset is not None else str(recorded)
+        note = "" if dataset is not None else " (recorded in the model's metadata)"
         ds = load_dataset(source, label_column=label_column, labels_path=labels_path)
-        description = f"dataset {ds.name}" + (
-            "" if dataset is not None else " (recorded in the model's metadata)"
-        )
+        description = f"dataset {ds.name}{note}"
         x = _shaped(ds.features, row_shape, description)
         y = _labels_for(ds.labels, ds.class_names, contract.class_names, ds.name)
     elif run is not None:

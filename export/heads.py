@@ -1,14 +1,9 @@
-"""The head: one declared option, validated here and nowhere else (torch-free).
-
-- ``softmax`` (multiclass): ``probabilities = softmax(logits)`` ``(batch, classes)``,
-  ``label = argmax``, ties to the lowest index.
-- ``sigmoid`` (binary): ``probabilities = sigmoid(logits)`` ``(batch, 1)``, the positive
-  class's probability; ``label = probabilities >= threshold``.
-- ``auto``: one logit -> sigmoid, more -> softmax.
-
-``label`` is int64 ``(batch,)``. The torch module computing it is
-:class:`onnxedge.export.onnx_export.ClassifierWithHead`; ``onnxedge wrap`` writes the same
-head as ONNX nodes.
+"""The head, one declared option validated here alone (torch-free): ``softmax``
+(multiclass: ``probabilities`` ``(batch, classes)``, ``label`` the argmax, ties to the lowest
+index), ``sigmoid`` (binary: ``probabilities`` ``(batch, 1)`` of the positive class,
+``label = probabilities >= threshold``) or ``auto`` (one logit: sigmoid, else softmax).
+``label`` is int64 ``(batch,)``; the torch module is
+:class:`onnxedge.export.onnx_export.ClassifierWithHead`, the ONNX nodes ``onnxedge wrap``'s.
 """
 
 from __future__ import annotations
@@ -26,9 +21,7 @@ if TYPE_CHECKING:
     from onnxedge.models.nets import NetConfig
 
 HEAD_AUTO = "auto"
-#: The heads export offers (the contract's ``none`` has no probabilities output).
-EXPORT_HEADS: tuple[str, ...] = ("softmax", "sigmoid")
-HEAD_CHOICES: tuple[str, ...] = (HEAD_AUTO, *EXPORT_HEADS)
+HEAD_CHOICES: tuple[str, ...] = (HEAD_AUTO, "softmax", "sigmoid")
 DEFAULT_THRESHOLD = 0.5
 #: max over inputs of ||d probabilities / d logits||, infinity norm: softmax's Jacobian
 #: diag(p) - p p^T moves p_i by at most 2 p_i (1 - p_i) max|dz| <= max|dz| / 2; sigmoid's
@@ -38,8 +31,7 @@ HEAD_LIPSCHITZ: dict[str, float] = {"softmax": 0.5, "sigmoid": 0.25}
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """A validated head (``softmax`` / ``sigmoid``) and its threshold (the sigmoid head's
-    decision threshold; ``DEFAULT_THRESHOLD`` for softmax)."""
+    """A validated head (``softmax`` / ``sigmoid``) and the sigmoid head's threshold."""
 
     head: str
     threshold: float
@@ -53,12 +45,9 @@ class HeadSpec:
 def resolve_head(
     logits: int | NetConfig, head: str = HEAD_AUTO, threshold: float | None = None
 ) -> HeadSpec:
-    """Check a head (and threshold) against the number of logits and return the head.
-
-    Args:
-        logits: logits per row (1: binary), or a net config.
-        head: ``auto`` (1 logit -> sigmoid, else softmax), ``softmax`` or ``sigmoid``.
-        threshold: the sigmoid head's threshold in ``(0, 1)``; None: ``DEFAULT_THRESHOLD``.
+    """The head ``head`` (``auto``, ``softmax``, ``sigmoid``) and ``threshold`` (sigmoid
+    only, in ``(0, 1)``; None: ``DEFAULT_THRESHOLD``) checked against ``logits``, the logits
+    per row (1: binary) or a net config.
 
     Raises:
         ExportError: unknown head, a head that does not fit the output width, or a

@@ -1,14 +1,12 @@
-"""Where parity breaks: the first node whose output leaves its tolerance (issue 15).
+"""Where parity breaks: the first node whose output leaves its tolerance.
 
-onnxruntime's node outputs are exposed as extra graph outputs on a copy of the model
-(:func:`node_outputs`, also what an edge variant's per-node comparison reads) and matched,
-in graph order, to a torch head module's forward hooks by the module path export keeps per
-node, or to ``onnx.reference`` on the same graph.
+Every node output is exposed on a copy of the model (:func:`node_outputs`, also read by
+the edge variants' per-node comparison) and matched, in graph order, to a torch module's
+forward hooks by the module path export records per node, else to ``onnx.reference``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,8 +28,8 @@ class LocalizationError(ModelLoadError):
 
 
 def node_outputs(model: onnx.ModelProto, x: np.ndarray) -> Outputs:
-    """Every node's first output (and the graph outputs) of ``model`` on ``x``, from
-    onnxruntime, exposed as extra graph outputs on a copy (``model`` is left as it is).
+    """Every node's first output (and the graph outputs) of ``model`` on ``x`` from
+    onnxruntime, exposed as extra graph outputs on a copy.
 
     Raises:
         LocalizationError: onnxruntime cannot run the copy with every output exposed.
@@ -47,11 +45,9 @@ def node_outputs(model: onnx.ModelProto, x: np.ndarray) -> Outputs:
     )
     what = "the model with every node output exposed"
     try:
-        run = onnxruntime_runner(exposed, what)
+        return onnxruntime_runner(exposed, what)(x)
     except ModelLoadError as exc:
         raise LocalizationError(str(exc)) from None
-    try:
-        return run(x)
     except Exception as exc:  # onnxruntime's own error types
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LocalizationError(f"onnxruntime cannot run {what}: {text}") from None
@@ -60,22 +56,18 @@ def node_outputs(model: onnx.ModelProto, x: np.ndarray) -> Outputs:
 def first_diverging_node(
     model: onnx.ModelProto, x: np.ndarray, module: torch.nn.Module | None = None
 ) -> dict[str, Any]:
-    """The first node, in graph order, whose output breaks ``LOGIT_ATOL + LOGIT_RTOL * |x|``.
-
-    onnxruntime's node outputs (:func:`node_outputs`) are compared with, for a torch head
-    module, the output of the module each node came from (forward hooks, by the module
-    path export keeps per node; a module's last node carries its output), else with
-    ``onnx.reference`` on the same graph.
+    """The first node, in graph order, whose output breaks ``LOGIT_ATOL + LOGIT_RTOL * |x|``
+    against ``module``'s forward hooks (a module's last node carries its output), else
+    against ``onnx.reference`` on the same graph.
 
     Returns:
         ``{"against", "compared", "unmatched", "node", "op_type", "module", "max_abs",
-        "limit"}``: ``unmatched`` the recorded module paths no forward hook output
-        matched; the node keys are None when every compared node stays within its limit.
+        "limit"}``: ``unmatched`` the module paths no hook output matched; ``node`` is None
+        when every compared node stays within its limit.
 
     Raises:
-        LocalizationError: onnxruntime cannot run the copy with every output exposed, the
-            module's hooks match none of the graph's module paths, or no float node output
-            can be compared.
+        LocalizationError: the copy with every output exposed cannot run, the module's
+            hooks match none of the recorded module paths, or no float output compares.
     """
     graph = model.graph
     paths = {
@@ -83,59 +75,18 @@ def first_diverging_node(
         for n in graph.node
     }
     got = node_outputs(model, x)
-    expected: dict[str, np.ndarray] = {}
     unmatched: list[str] = []
     if module is not None:
-        import torch
-
-        last = {path: out for out, path in paths.items() if path}  # a module's last node
-        if not last:
-            raise LocalizationError(
-                f"its nodes record no torch module paths ({KEY_NODE_MODULE} node metadata, "
-                "written by the dynamo exporter) to match the module's forward hooks"
-            )
-
-        def keep(out: str) -> Callable[..., None]:
-            def hook(_module: Any, _inputs: Any, output: Any) -> None:
-                if isinstance(output, torch.Tensor):
-                    expected[out] = output.detach().numpy()
-
-            return hook
-
-        modules = dict(module.named_modules())
-        hooks = [modules[p].register_forward_hook(keep(o)) for p, o in last.items() if p in modules]
-        try:
-            with torch.inference_mode():
-                module(torch.from_numpy(x))
-        finally:
-            for hook in hooks:
-                hook.remove()
-        unmatched = [
-            p
-            for p, o in last.items()
-            if o not in expected or o not in got or expected[o].shape != got[o].shape
-        ]
-        if len(unmatched) == len(last):
-            shown = ", ".join(unmatched[:4]) + (", ..." if len(unmatched) > 4 else "")
-            raise LocalizationError(
-                f"no forward hook of the torch module matches the {len(last)} module paths "
-                f"its nodes record ({shown})"
-            )
+        expected, unmatched = _hooked_outputs(module, x, paths, got)
         against = "torch forward hooks by module path"
     else:
         from onnx.reference import ReferenceEvaluator
 
-        evaluator = ReferenceEvaluator(model)
         inits = {t.name for t in graph.initializer}
         feed = next(i.name for i in graph.input if i.name not in inits)
-        expected = dict(evaluator.run(None, {feed: x}, intermediate=True))
+        expected = dict(ReferenceEvaluator(model).run(None, {feed: x}, intermediate=True))
         against = "onnx.reference on the same graph"
-    found: dict[str, Any] = {
-        "against": against,
-        "compared": 0,
-        "unmatched": unmatched,
-        "node": None,
-    }
+    found: dict[str, Any] = dict(against=against, compared=0, unmatched=unmatched, node=None)
     for node in graph.node:
         out = node.output[0]
         a, b = got.get(out), expected.get(out)
@@ -155,23 +106,66 @@ def first_diverging_node(
     return found
 
 
+def _hooked_outputs(
+    module: torch.nn.Module, x: np.ndarray, paths: dict[str, str | None], got: Outputs
+) -> tuple[Outputs, list[str]]:
+    """Each module path's forward output, by its last node's output name; unmatched paths."""
+    import torch
+
+    last = {path: out for out, path in paths.items() if path}
+    if not last:
+        raise LocalizationError(
+            f"its nodes record no torch module paths ({KEY_NODE_MODULE} node metadata, "
+            "written by the dynamo exporter) to match the module's forward hooks"
+        )
+    expected: Outputs = {}
+    modules = dict(module.named_modules())
+    output_of = {modules[p]: o for p, o in last.items() if p in modules}
+
+    def keep(hooked: Any, _inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            expected[output_of[hooked]] = output.detach().numpy()
+
+    hooks = [m.register_forward_hook(keep) for m in output_of]
+    try:
+        with torch.inference_mode():
+            module(torch.from_numpy(x))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    unmatched = [
+        p
+        for p, o in last.items()
+        if o not in expected or o not in got or expected[o].shape != got[o].shape
+    ]
+    if len(unmatched) == len(last):
+        shown = ", ".join(unmatched[:4]) + (", ..." if len(unmatched) > 4 else "")
+        raise LocalizationError(
+            f"no forward hook of the torch module matches the {len(last)} module paths "
+            f"its nodes record ({shown})"
+        )
+    return expected, unmatched
+
+
+def node_text(where: dict[str, Any]) -> str:
+    """``Gemm_3, Gemm, module net.output``: the diverging node of a localization."""
+    return f"{where['node']}, {where['op_type']}, module {where['module'] or 'unknown'}"
+
+
 def localization_lines(where: dict[str, Any] | None) -> list[str]:
     """The report's lines for a localization (:func:`first_diverging_node`'s result)."""
     if where is None:
         return []
     if "unavailable" in where:
         return [f"first diverging node not searched: {where['unavailable']}"]
-    if where["node"] is not None:
-        line = (
-            f"first diverging node: {where['node']} ({where['op_type']}, module "
-            f"{where['module'] or 'unknown'}): max abs {fmt(where['max_abs'])} > limit "
-            f"{fmt(where['limit'])}, against {where['against']}"
+    lines = [
+        f"first diverging node: {node_text(where)}: max abs {fmt(where['max_abs'])} > limit "
+        f"{fmt(where['limit'])}, against {where['against']}"
+        if where["node"] is not None
+        else f"no diverging node among {where['compared']} compared against {where['against']}"
+    ]
+    if where.get("unmatched"):
+        lines.append(
+            f"  not compared (no forward hook output to match): {', '.join(where['unmatched'])}"
         )
-    else:
-        line = f"no diverging node among {where['compared']} compared against {where['against']}"
-    unmatched = where.get("unmatched") or []
-    return [line] + (
-        [f"  not compared (no forward hook output to match): {', '.join(unmatched)}"]
-        if unmatched
-        else []
-    )
+    return lines

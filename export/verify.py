@@ -1,15 +1,13 @@
 """Parity: does the exported model compute what the user's module and numpy compute?
 
-Three computations run on the same rows at batch sizes 1, an odd size and all rows:
-``torch`` (the user's module with its preprocessing and head, when at hand),
-``onnxruntime`` (CPU, on the file) and ``reference`` (the float64 numpy forward from the
-graph's initializers where onnxedge knows the architecture, else ``onnx.reference``).
-Every pair is compared on logits, probabilities and labels through the one comparator;
-the numpy head and losses are applied to each computation's own logits. Limits follow
-float32 arithmetic: a logit within ``LOGIT_ATOL + LOGIT_RTOL * m`` (``m`` the magnitude of
-the terms summed into it), a probability within ``PROBABILITY_ATOL + g * d`` (``d`` the
-row's credited logit difference, ``g`` the head's Lipschitz constant), a label only on a
-row within ``LABEL_TIE_ATOL + 2 * g * d`` of a tie.
+Three computations on the same rows at batch sizes 1, an odd size and all rows, compared
+pairwise through the one comparator: ``torch`` (the user's module with preprocessing and
+head), ``onnxruntime`` (CPU) and ``reference`` (the float64 numpy forward from the
+initializers, else ``onnx.reference``); the numpy head and losses are applied to each
+one's own logits. A logit may differ by ``LOGIT_ATOL + LOGIT_RTOL * m`` (``m`` the
+magnitude of the terms summed into it), a probability by ``PROBABILITY_ATOL + g * d`` (``d``
+the row's credited logit difference, ``g`` the head's Lipschitz constant), a label only on
+a row within ``LABEL_TIE_ATOL + 2 * g * d`` of a tie.
 """
 
 from __future__ import annotations
@@ -24,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnxedge.export.check_rows import SYNTHETIC_ROWS, rows_to_verify, synthetic_rows
-from onnxedge.export.compare import Check, compare, exact, fmt, jsonable, render_checks
+from onnxedge.export.check_rows import rows_to_verify, synthetic_rows
+from onnxedge.export.compare import Check, compare, exact, failures, fmt, jsonable, render_checks
 from onnxedge.export.heads import HEAD_LIPSCHITZ
 from onnxedge.export.localize import (
     KEY_NODE_MODULE,
@@ -33,6 +31,7 @@ from onnxedge.export.localize import (
     first_diverging_node,
     localization_lines,
     node_outputs,
+    node_text,
 )
 from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.atomic import atomic_file
@@ -60,18 +59,8 @@ if TYPE_CHECKING:
     import torch
     from onnxedge.models.checkpoint import TrainedRun
 
-__all__ = [
-    "KEY_NODE_MODULE",
-    "SYNTHETIC_ROWS",
-    "Check",
-    "LocalizationError",
-    "ParityReport",
-    "compare",
-    "first_diverging_node",
-    "node_outputs",
-    "synthetic_rows",
-    "verify_model",
-]
+# re-exported for export, wrap and variants
+__all__ = ["KEY_NODE_MODULE", "Check", "node_outputs", "synthetic_rows", "verify_model"]
 
 #: metadata key (under ``onnxedge.``) naming the net's config, for the numpy forward.
 ARCHITECTURE = "architecture"
@@ -80,10 +69,11 @@ LOCALIZE_ROWS = 16
 ODD_BATCH_SIZE = 37
 #: Batch size 1 runs one row at a time; on large sets only this many leading rows.
 DEFAULT_SINGLE_ROW_LIMIT = 500
-
-Outputs = dict[str, np.ndarray]
 #: failing checks named in the ParityError message (the table and the report list all).
 SHOWN_FAILURES = 3
+PAIRS = (("onnxruntime", "torch"), ("onnxruntime", "reference"), ("torch", "reference"))
+
+Outputs = dict[str, np.ndarray]
 Runner = Callable[[np.ndarray], Outputs]
 
 
@@ -150,7 +140,7 @@ class ParityReport:
     @property
     def failures(self) -> list[str]:
         """Every failing check, one line each: ``label: detail``."""
-        return [f"{c.label}: {c.detail}" for c in self.checks if not c.passed]
+        return failures(self.checks)
 
     def max_error(self, output: str) -> float:
         """The largest error on a float output over every pair and batch size."""
@@ -159,7 +149,6 @@ class ParityReport:
 
     def summary(self) -> dict[str, Any]:
         """The compact figures export records in ``onnxedge.parity``."""
-        outputs = (OUTPUT_LOGITS, OUTPUT_PROBABILITIES)
         return jsonable(
             {
                 "passed": self.passed,
@@ -167,7 +156,9 @@ class ParityReport:
                 "rows": self.rows,
                 "batch_sizes": self.batch_sizes,
                 "computations": self.computations,
-                "max_abs_error": {o: self.max_error(o) for o in outputs},
+                "max_abs_error": {
+                    o: self.max_error(o) for o in (OUTPUT_LOGITS, OUTPUT_PROBABILITIES)
+                },
                 "loss": self.losses.get(self.batch_sizes[-1], {}) if self.batch_sizes else {},
                 "accuracy": self.accuracy,
                 "checks": len(self.checks),
@@ -194,7 +185,7 @@ class ParityReport:
         )
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_dict` as JSON (temp file, then rename).
+        """Write :meth:`to_dict` as JSON atomically.
 
         Raises:
             DataError: the folder cannot be written.
@@ -205,9 +196,9 @@ class ParityReport:
         """The computations, each check's worst figure against its limit, losses,
         accuracies, the first diverging node, then every failing check."""
         head = f"{self.head} head" if self.head else "no head (logits only)"
+        sizes = ", ".join(map(str, self.batch_sizes))
         lines = [
-            f"parity of {self.model}: {self.rows} rows ({self.data}), {head}, batch sizes "
-            + ", ".join(map(str, self.batch_sizes)),
+            f"parity of {self.model}: {self.rows} rows ({self.data}), {head}, batch sizes {sizes}",
             *(f"  {name}: {what}" for name, what in self.computations.items()),
             *render_checks(self.checks),
         ]
@@ -223,34 +214,23 @@ class ParityReport:
             f"{len(self.checks) - len(failed)} of {len(self.checks)} checks passed"
             + (f"; {len(failed)} FAILED:" if failed else "")
         )
-        lines.extend(f"  FAIL {f}" for f in failed)
-        return "\n".join(lines)
+        return "\n".join(lines + [f"  FAIL {f}" for f in failed])
 
     def raise_for_failures(self) -> None:
-        """Raise :class:`ParityError` naming the first failing checks (all in ``failures``).
-
-        The message names at most ``SHOWN_FAILURES`` checks: the table lists every one, and
-        an ``Error:`` line of twenty checks is not read.
-        """
+        """Raise :class:`ParityError` naming the first ``SHOWN_FAILURES`` failing checks (an
+        ``Error:`` line of twenty is not read; the table and ``failures`` list every one)."""
         failed, where = self.failures, self.localization or {}
-        first = (
-            f" (first diverging node: {where['node']}, {where['op_type']}, module "
-            f"{where['module'] or 'unknown'})"
-            if where.get("node")
-            else ""
+        if not failed:
+            return
+        first = f" (first diverging node: {node_text(where)})" if where.get("node") else ""
+        more = len(failed) - SHOWN_FAILURES
+        raise ParityError(
+            f"{self.model} failed {len(failed)} parity check{'s' if len(failed) != 1 else ''}"
+            f"{first}: "
+            + "; ".join(failed[:SHOWN_FAILURES])
+            + (f"; and {more} more" if more > 0 else ""),
+            failures=failed,
         )
-        if failed:
-            s = "s" if len(failed) != 1 else ""
-            raise ParityError(
-                f"{self.model} failed {len(failed)} parity check{s}{first}: "
-                + "; ".join(failed[:SHOWN_FAILURES])
-                + (
-                    f"; and {len(failed) - SHOWN_FAILURES} more"
-                    if len(failed) > SHOWN_FAILURES
-                    else ""
-                ),
-                failures=failed,
-            )
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
@@ -305,13 +285,8 @@ def in_batches(run: Runner, x: np.ndarray, batch: int) -> Outputs:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
-@dataclass
-class Independent:
-    """The third computation: a runner, what it is, and the logit magnitudes it knows."""
-
-    run: Runner
-    description: str
-    magnitudes: Callable[[np.ndarray], np.ndarray] | None = None
+#: the third computation: a runner, what it is, and the logit magnitudes it knows (or None).
+Independent = tuple[Runner, str, Callable[[np.ndarray], np.ndarray] | None]
 
 
 def independent_forward(
@@ -330,10 +305,11 @@ def independent_forward(
     from onnx.reference import ReferenceEvaluator
 
     evaluator = ReferenceEvaluator(model)
-    names, feed = [o.name for o in model.graph.output], _feed(model)
-    return Independent(
-        lambda x: dict(zip(names, evaluator.run(names, {feed.name: x}), strict=True)),
+    names, feed = [o.name for o in model.graph.output], _feed(model).name
+    return (
+        lambda x: dict(zip(names, evaluator.run(names, {feed: x}), strict=True)),
         f"onnx.reference.ReferenceEvaluator on the graph ({why})",
+        None,
     )
 
 
@@ -363,7 +339,7 @@ def _numpy_forward(
         z = logits_of(weights, pre(x))
         p = reference.predict_proba(z, head)
         label = reference.predict_label(p, head, threshold)
-        return {OUTPUT_LOGITS: z, OUTPUT_PROBABILITIES: p, OUTPUT_LABEL: label}
+        return dict(zip(OUTPUT_NAMES, (z, p, label), strict=True))
 
     def magnitudes(x: np.ndarray) -> np.ndarray:
         # ReLU / max pool pass non-negative terms through: the forward on |W|, |x| bounds
@@ -372,11 +348,11 @@ def _numpy_forward(
         if step is not None and hasattr(step, "mean"):
             m = (m + np.abs(step.mean.astype(np.float64))) / step.std.astype(np.float64)
         elif step is not None:
-            m = m * abs(float(getattr(step, "factor", 1.0)))
+            m = m * abs(float(step.factor))
         return logits_of({k: np.abs(v.astype(np.float64)) for k, v in weights.items()}, m)
 
     arch = config.get("arch", "mlp")
-    return Independent(run, f"numpy forward from the ONNX initializers ({arch})", magnitudes)
+    return run, f"numpy forward from the ONNX initializers ({arch})", magnitudes
 
 
 def _graph_preprocess(init: dict[str, np.ndarray]) -> Any:
@@ -425,13 +401,13 @@ def signature_problems(
         )
     problems = []
     for value in [inputs[0], *(outputs[n] for n in OUTPUT_NAMES)]:
-        tensor, want = value.type.tensor_type, TensorProto.FLOAT
-        want = TensorProto.INT64 if value.name == OUTPUT_LABEL else want
+        tensor = value.type.tensor_type
+        want = TensorProto.INT64 if value.name == OUTPUT_LABEL else TensorProto.FLOAT
         found = [d.dim_param or d.dim_value for d in tensor.shape.dim]
         if tensor.elem_type != want:
+            name = TensorProto.DataType.Name
             problems.append(
-                f"{value.name} has type {TensorProto.DataType.Name(tensor.elem_type)}, "
-                f"expected {TensorProto.DataType.Name(want)}"
+                f"{value.name} has type {name(tensor.elem_type)}, expected {name(want)}"
             )
         if found and tensor.shape.dim[0].HasField("dim_value"):
             problems.append(f"{value.name} has a fixed batch size {found[0]}")
@@ -443,6 +419,7 @@ def signature_problems(
 def _metadata_checks(
     model: onnx.ModelProto, props: dict[str, str], contract: ModelContract, run: TrainedRun | None
 ) -> list[Check]:
+    """The graph's weights and preprocessing against the metadata and the run."""
     from onnx import numpy_helper
     from onnxedge.models.preprocess import preprocess_from_dict
 
@@ -450,15 +427,11 @@ def _metadata_checks(
     recorded = props.get(KEY_GRAPH_WEIGHTS_SHA256)
     if recorded is not None:
         actual = graph_weights_sha256(model)
-        checks.append(
-            exact(
-                "graph_weights_sha256",
-                "",
-                actual == recorded,
-                f"the graph's initializers hash to {actual[:12]}..., export recorded "
-                f"{recorded[:12]}... (a weight or constant was changed after export)",
-            )
+        detail = (
+            f"the graph's initializers hash to {actual[:12]}..., export recorded "
+            f"{recorded[:12]}... (a weight or constant was changed after export)"
         )
+        checks.append(exact("graph_weights_sha256", "", actual == recorded, detail))
     graph_step = _graph_preprocess(
         {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     )
@@ -467,20 +440,21 @@ def _metadata_checks(
             same = _same_step(preprocess_from_dict(contract.preprocess), graph_step)
         except OnnxEdgeError:
             same = False
-        message = "the metadata's preprocessing differs from the graph's constants"
-        checks.append(exact("preprocess", "metadata~graph", same, message))
+        detail = "the metadata's preprocessing differs from the graph's constants"
+        checks.append(exact("preprocess", "metadata~graph", same, detail))
     if run is not None:
-        same = _same_step(run.preprocess, graph_step)
-        message = f"the graph's preprocessing differs from {run.path}'s"
-        checks.append(exact("preprocess", "run~graph", same, message))
+        detail = f"the graph's preprocessing differs from {run.path}'s"
+        checks.append(
+            exact("preprocess", "run~graph", _same_step(run.preprocess, graph_step), detail)
+        )
         weights = props.get(KEY_WEIGHTS_SHA256)
         if weights is not None:
-            message = (
+            detail = (
                 f"the model was exported from weights {weights[:12]}..., {run.path} "
                 f"holds {run.weights_sha256[:12]}..."
             )
             same = weights == run.weights_sha256
-            checks.append(exact("weights_sha256", "run~metadata", same, message))
+            checks.append(exact("weights_sha256", "run~metadata", same, detail))
     return checks
 
 
@@ -499,14 +473,15 @@ def _same_step(a: Any, b: Any) -> bool:
 def own_head_checks(
     out: Outputs, name: str, batch: int, head: str, threshold: float, y: np.ndarray
 ) -> list[Check]:
-    """The numpy reference head on computation ``name``'s own logits, against its own
-    probabilities and labels (the rule on its own float32 probabilities), their range, and
-    the per-row loss on ``y`` from its probabilities against that from its logits."""
+    """The numpy reference head on computation ``name``'s own logits against its own
+    probabilities and labels, their range, and the per-row loss on ``y`` from its
+    probabilities against that from its logits."""
     from onnxedge.models import reference
 
     z, p = out[OUTPUT_LOGITS].astype(np.float64), out[OUTPUT_PROBABILITIES]
     expected = {
         OUTPUT_PROBABILITIES: reference.predict_proba(z, head),
+        # the rule on its own float32 probabilities
         OUTPUT_LABEL: reference.predict_label(
             p.astype(np.float32), head, float(np.float32(threshold))
         ),
@@ -525,9 +500,8 @@ def own_head_checks(
     detail = f"{outside} values outside [0, 1]; rows sum to 1 within {fmt(worst)}"
     limit, sum_name = tol.PROBABILITY_SUM_ATOL, "PROBABILITY_SUM_ATOL"
     checks.append(Check("probability_range", name, batch, worst, limit, sum_name, ok, detail))
-    # loss from its probabilities vs from its logits: probabilities within
-    # PROBABILITY_ATOL (e) move -log(q) by at most log(q / (q - e)) up (down to the
-    # loss's clamp) and log(1 + e / q) down.
+    # probabilities within PROBABILITY_ATOL (e) move -log(q) up by at most log(q / (q - e))
+    # (down to the loss's clamp) and down by log(1 + e / q)
     from_logits = row_losses(z, y, head)
     q, e = np.exp(-from_logits), tol.PROBABILITY_ATOL  # q: the true class's probability
     if head == "softmax":
@@ -571,58 +545,41 @@ def _pair_checks(
     magnitudes: np.ndarray | None,
     margins: np.ndarray | None,
 ) -> list[Check]:
-    """Two computations on logits, probabilities and labels (``b`` is expected)."""
-    if head is None:  # a plain model: every output, by name
-        limits = {
-            n: tol.LOGIT_ATOL + tol.LOGIT_RTOL * np.abs(v)
-            for n, v in b.items()
-            if np.issubdtype(v.dtype, np.floating)
-        }
-        names = {"": "LOGIT_ATOL+LOGIT_RTOL"}
-        return compare(b, a, {**limits, "": 0.0}, subject=subject, batch_size=batch, names=names)
-    za, zb = a[OUTPUT_LOGITS].astype(np.float64), b[OUTPUT_LOGITS].astype(np.float64)
-    logit_limit = tol.LOGIT_ATOL + tol.LOGIT_RTOL * (
-        magnitudes if magnitudes is not None else np.abs(zb)
-    )
-    with np.errstate(invalid="ignore"):
-        diff = np.abs(za - zb)
-        # credit a row's logit difference only up to what the logits check allows, so
-        # probabilities still fail on their own when the logits are wrong
-        credited = (
-            np.minimum(diff.max(axis=1), logit_limit.max(axis=1))
-            if diff.size
-            else np.zeros(len(za))
-        )
-    gain = HEAD_LIPSCHITZ[head]
-    credited = np.nan_to_num(credited, nan=0.0)
-    ties = margins <= tol.LABEL_TIE_ATOL + 2 * gain * credited if margins is not None else None
+    """Two computations on every output of ``b`` (expected): floats within ``LOGIT_ATOL +
+    LOGIT_RTOL * |b|`` (or the magnitudes), the rest exact; with a head, probabilities and
+    labels allow for the logit difference credited to each row."""
+    limits: dict[str, Any] = {
+        n: tol.LOGIT_ATOL + tol.LOGIT_RTOL * np.abs(v.astype(np.float64))
+        for n, v in b.items()
+        if np.issubdtype(v.dtype, np.floating)
+    }
+    names, ties = {"": "LOGIT_ATOL+LOGIT_RTOL"}, None
+    if head is not None:
+        if magnitudes is not None:
+            limits[OUTPUT_LOGITS] = tol.LOGIT_ATOL + tol.LOGIT_RTOL * magnitudes
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(a[OUTPUT_LOGITS].astype(np.float64) - b[OUTPUT_LOGITS])
+            # credit a row's logit difference only up to what the logits check allows, so
+            # probabilities still fail on their own when the logits are wrong
+            credited = np.minimum(diff.max(axis=1), limits[OUTPUT_LOGITS].max(axis=1))
+        gain, credited = HEAD_LIPSCHITZ[head], np.nan_to_num(credited, nan=0.0)
+        limits[OUTPUT_PROBABILITIES] = (tol.PROBABILITY_ATOL + gain * credited)[:, None]
+        ties = None if margins is None else margins <= tol.LABEL_TIE_ATOL + 2 * gain * credited
+        names[OUTPUT_PROBABILITIES] = "PROBABILITY_ATOL"
+        names[OUTPUT_LABEL] = "exact (LABEL_TIE_ATOL ties excused)"
     return compare(
-        b,
-        a,
-        {
-            OUTPUT_LOGITS: logit_limit,
-            OUTPUT_PROBABILITIES: (tol.PROBABILITY_ATOL + gain * credited)[:, None],
-            OUTPUT_LABEL: 0.0,
-        },
-        subject=subject,
-        batch_size=batch,
-        excused=ties,
-        names={
-            OUTPUT_LOGITS: "LOGIT_ATOL+LOGIT_RTOL",
-            OUTPUT_PROBABILITIES: "PROBABILITY_ATOL",
-            OUTPUT_LABEL: "exact (LABEL_TIE_ATOL ties excused)",
-        },
+        b, a, {**limits, "": 0.0}, subject=subject, batch_size=batch, names=names, excused=ties
     )
 
 
 def decision_margins(p: np.ndarray, head: str, threshold: float) -> np.ndarray:
     """How far each row is from changing label, in probability."""
-    if head == "softmax":
-        if p.shape[1] < 2:
-            return np.full(len(p), np.inf)
-        top2 = np.sort(p, axis=1)[:, -2:]
-        return np.asarray(top2[:, 1] - top2[:, 0])
-    return np.asarray(np.abs(p[:, 0] - threshold))
+    if head == "sigmoid":
+        return np.asarray(np.abs(p[:, 0] - threshold))
+    if p.shape[1] < 2:
+        return np.full(len(p), np.inf)
+    top2 = np.sort(p, axis=1)[:, -2:]
+    return np.asarray(top2[:, 1] - top2[:, 0])
 
 
 def tolerances_in_force() -> dict[str, float]:
@@ -652,15 +609,14 @@ def verify_model(
 
     Args:
         model_path: the ``.onnx`` file; ``name``: how the report names it.
-        data: rows ``(n, *input_shape)`` (or flat) with labels ``(n,)``, or rows alone.
-            Without it: ``dataset``, else the run's validation split, else the bundled
-            dataset the metadata records, else synthetic rows; the report says which.
-        module: the user's module (logits; the recorded preprocessing goes in front): the
-            ``torch`` computation. Else the run's net, when ``run_dir`` is given.
-        run_dir: the run folder (or loaded run) the model came from; checked against it.
+        data: rows ``(n, *input_shape)`` (or flat) with labels ``(n,)``, or rows alone;
+            else ``dataset``, the run's validation split, the bundled dataset the metadata
+            records, or synthetic rows (:func:`~onnxedge.export.check_rows.rows_to_verify`).
+        module: the user's logits module (the recorded preprocessing and head go around
+            it), else the net of ``run_dir``: the run (folder) the model came from.
         dataset, label_column, labels_path: a bundled dataset or a labelled data file.
-        batch_sizes: default 1, ``ODD_BATCH_SIZE`` and all rows (clamped to the rows);
-            batch size 1 runs over at most ``single_row_limit`` leading rows.
+        batch_sizes: default 1, ``ODD_BATCH_SIZE`` and all rows; batch size 1 runs over at
+            most ``single_row_limit`` leading rows.
         localize: search for the first diverging node even when every check passes (it
             is searched for whenever one fails; a search that cannot run is then noted).
 
@@ -695,82 +651,72 @@ def verify_model(
         checks.append(exact("head", "metadata~graph", graph_head == head, detail))
     run = _as_run(run_dir)
     checks += _metadata_checks(model, props, contract, run)
-    row_shape = tuple(contract.input_shape or _row_shape(model))
 
-    torch_module = None
-    computations: dict[str, str] = {}
-    if head is not None and (module is not None or run is not None):
-        spec = HeadSpec(head, threshold)
-        if module is not None and (run is None or module is not run.net):
-            step = preprocess_from_dict(contract.preprocess)
-            torch_module = ClassifierWithHead(module, step, spec).eval()
-            computations["torch"] = (
-                f"the given module ({type(module).__name__}), recorded preprocessing and head"
+    torch_module, computations = None, {}
+    if head is not None and module is not None and (run is None or module is not run.net):
+        step = preprocess_from_dict(contract.preprocess)
+        torch_module = ClassifierWithHead(module, step, HeadSpec(head, threshold)).eval()
+        computations["torch"] = (
+            f"the given module ({type(module).__name__}), recorded preprocessing and head"
+        )
+    elif head is not None and run is not None:
+        if (head == "sigmoid") != (run.config.output_size == 1):
+            raise CheckpointError(
+                f"run {run.path} trained a {run.task} net; the model has a {head} head"
             )
-        else:
-            assert run is not None
-            if (head == "sigmoid") != (run.config.output_size == 1):
-                raise CheckpointError(
-                    f"run {run.path} trained a {run.task} net; the model has a {head} head"
-                )
-            torch_module = ClassifierWithHead(run.net, run.preprocess, spec).eval()
-            computations["torch"] = f"the run's own module ({run.path})"
+        torch_module = ClassifierWithHead(run.net, run.preprocess, HeadSpec(head, threshold)).eval()
+        computations["torch"] = f"the run's own module ({run.path})"
     computations["onnxruntime"] = "onnxruntime CPU on the file"
-    independent = independent_forward(model, contract, head, threshold)
-    computations["reference"] = independent.description
+    runners = {"onnxruntime": onnxruntime_runner(model)}
+    if torch_module is not None:
+        runners["torch"] = torch_runner(torch_module)
+    reference_run, computations["reference"], magnitudes_of = independent_forward(
+        model, contract, head, threshold
+    )
 
+    row_shape = tuple(contract.input_shape or _row_shape(model))
     x, y, data_name = rows_to_verify(
         data, dataset, label_column, labels_path, run, contract, row_shape
     )
     n = len(x)
-    reference_all = independent.run(x)
+    reference_all = reference_run(x)
     if y is None and head is not None:
         y = reference_all[OUTPUT_LABEL].astype(np.int64)
-    magnitudes = independent.magnitudes(x) if independent.magnitudes is not None else None
-    margins = None
-    if head:
-        p_ref = reference_all[OUTPUT_PROBABILITIES].astype(np.float64)
-        margins = decision_margins(p_ref, head, threshold)
-    ort = onnxruntime_runner(model)
-    torch_run = torch_runner(torch_module) if torch_module is not None else None
+    magnitudes = magnitudes_of(x) if magnitudes_of is not None else None
+    p_ref = reference_all.get(OUTPUT_PROBABILITIES)
+    margins = decision_margins(np.asarray(p_ref, np.float64), head, threshold) if head else None
     sizes = sorted({max(1, min(int(b), n)) for b in (batch_sizes or (1, ODD_BATCH_SIZE, n))})
     losses: dict[int, dict[str, float]] = {}
     outs: dict[str, Outputs] = {}
     for batch in sizes:
         rows = min(n, single_row_limit) if batch == 1 else n
-        outs = {"onnxruntime": in_batches(ort, x[:rows], batch)}
-        if torch_run is not None:
-            outs["torch"] = in_batches(torch_run, x[:rows], batch)
+        outs = {c: in_batches(r, x[:rows], batch) for c, r in runners.items()}
         outs["reference"] = {k: v[:rows] for k, v in reference_all.items()}
         m = magnitudes[:rows] if magnitudes is not None else None
         t = margins[:rows] if margins is not None else None
-        for a, b in (
-            ("onnxruntime", "torch"),
-            ("onnxruntime", "reference"),
-            ("torch", "reference"),
-        ):
+        for a, b in PAIRS:
             if a in outs and b in outs:
                 checks += _pair_checks(outs[a], outs[b], f"{a}~{b}", batch, head, m, t)
         if head is None or y is None:
             continue
-        yb = y[:rows]
         for comp in outs:
-            if not (comp == "reference" and independent.magnitudes is not None):  # numpy's own head
-                checks += own_head_checks(outs[comp], comp, batch, head, threshold, yb)
+            if not (comp == "reference" and magnitudes_of is not None):  # numpy's own head
+                checks += own_head_checks(outs[comp], comp, batch, head, threshold, y[:rows])
         losses[batch] = {
-            c: float(np.mean(row_losses(o[OUTPUT_LOGITS].astype(np.float64), yb, head)))
+            c: float(np.mean(row_losses(o[OUTPUT_LOGITS].astype(np.float64), y[:rows], head)))
             for c, o in outs.items()
         }
         ref_loss = losses[batch]["reference"]
-        for comp in (c for c in losses[batch] if c != "reference"):
-            checks += compare(
-                {"loss": np.array(ref_loss)},
-                {"loss": np.array(losses[batch][comp])},
-                {"loss": tol.LOSS_ATOL + tol.LOSS_RTOL * abs(ref_loss)},
-                subject=f"{comp}~reference",
-                batch_size=batch,
-                names={"loss": "LOSS_ATOL+LOSS_RTOL"},
-            )
+        for comp, loss in losses[batch].items():
+            if comp != "reference":
+                checks += compare(
+                    {"loss": np.array(ref_loss)},
+                    {"loss": np.array(loss)},
+                    {"loss": tol.LOSS_ATOL + tol.LOSS_RTOL * abs(ref_loss)},
+                    subject=f"{comp}~reference",
+                    batch_size=batch,
+                    names={"loss": "LOSS_ATOL+LOSS_RTOL"},
+                )
     accuracy = {}
     if y is not None and head is not None:
         accuracy = {
