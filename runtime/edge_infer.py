@@ -28,11 +28,12 @@ import stat
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import IO, Any
+from dataclasses import dataclass, field
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["EdgeError", "EdgeModel", "ModelScan", "load_session", "main", "scan_model", "score"]
+__all__ = ["EdgeError", "EdgeModel", "ModelScan", "main", "scan_model", "score"]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -145,25 +146,34 @@ _MAX_MESSAGE_DEPTH = 256
 _DATA_LOCATION_EXTERNAL = 1
 
 
+class ExternalTensor(NamedTuple):
+    """A tensor stored in another file: its name, ``location`` as written in the model and
+    every ``external_data`` entry (``location``, ``offset``, ``length``, ...)."""
+
+    tensor: str
+    location: str
+    entries: dict[str, str]
+
+
+@dataclass
 class ModelScan:
     """What :func:`scan_model` learned: ``format`` (onnx / ort, the latter not walked), the
-    header, ``opsets`` per domain, ``external`` ((tensor, entries) per external tensor),
-    skl2onnx-style ``class_labels`` of the main graph, ``size_bytes``."""
+    header, ``opsets`` per domain, every ``external`` tensor, skl2onnx-style
+    ``class_labels`` of the main graph, ``size_bytes``."""
 
-    def __init__(self, size_bytes: int = 0) -> None:
-        self.format = "onnx"
-        self.ir_version: int | None = None
-        self.producer_name = ""
-        self.producer_version = ""
-        self.opsets: dict[str, int] = {}
-        self.external: list[tuple[str, dict[str, str]]] = []
-        self.class_labels: list[str] | None = None
-        self.size_bytes = size_bytes
+    format: str = "onnx"
+    ir_version: int | None = None
+    producer_name: str = ""
+    producer_version: str = ""
+    opsets: dict[str, int] = field(default_factory=dict)
+    external: list[ExternalTensor] = field(default_factory=list)
+    size_bytes: int = 0
+    class_labels: list[str] | None = None
 
 
 def scan_model(buf: Any, label: str) -> ModelScan:
     """Walk a model's bytes as protobuf's parser would (EdgeError: not valid ONNX)."""
-    scan = ModelScan(len(buf))
+    scan = ModelScan(size_bytes=len(buf))
     problem = None
     with memoryview(buf) as view:
         if not len(view):
@@ -324,7 +334,8 @@ def _read_tensor(buf: memoryview, kept: _Kept, scan: ModelScan) -> None:
             key: _text(buf, a, b) if wire == 2 else ""
             for key, (wire, a, b) in _entries(buf, kept, 13)
         }
-        scan.external.append((next(iter(_texts(buf, kept, 8)), ""), entries))
+        name = next(iter(_texts(buf, kept, 8)), "")
+        scan.external.append(ExternalTensor(name, entries.get("location", ""), entries))
 
 
 def _read_class_labels(buf: memoryview, kept: _Kept, scan: ModelScan) -> None:
@@ -354,24 +365,21 @@ def read_model_file(path: str, label: str) -> ModelScan:
         raise EdgeError(f"cannot read model file: {label}: {exc.strerror or exc}") from None
 
 
-def check_external_data(
-    external: list[tuple[str, dict[str, str]]], folder: str | None, label: str
-) -> None:
+def check_external_data(external: list[ExternalTensor], folder: str | None, label: str) -> None:
     """Refuse external data a model may not read, before anything opens: each location must
     be relative, name no marker (``_ORT_MEM_ADDR_`` reads memory) and resolve inside
     ``folder`` to a regular file holding its bytes; a model given as bytes may have none."""
     if not external:
         return
     if folder is None:
-        tensor, entries = external[0]
         raise EdgeError(
-            f"refusing model {label}: tensor {tensor!r} is stored in external file "
-            f"{entries.get('location', '')!r}, and a model given as bytes has no folder to read "
-            "it from; open the model from its path instead"
+            f"refusing model {label}: tensor {external[0].tensor!r} is stored in external file "
+            f"{external[0].location!r}, and a model given as bytes has no folder to read it "
+            "from; open the model from its path instead"
         )
     root = os.path.realpath(folder)
-    for tensor, entries in external:
-        problem = _external_problem(root, entries.get("location", ""), entries)
+    for tensor, location, entries in external:
+        problem = _external_problem(root, location, entries)
         if problem:
             raise EdgeError(f"refusing model {label}: tensor {tensor!r} {problem}")
 
@@ -524,21 +532,6 @@ def ort_level(name: str) -> Any:
     return getattr(level, names[OPTIMIZATION_LEVELS.index(name)])
 
 
-def load_session(
-    path: str, provider: str = "auto", threads: int | None = None, *, scan: ModelScan | None = None
-) -> Any:
-    """Check the model file at ``path``, then open it (``provider``: auto, cpu, cuda)."""
-    import onnxruntime as ort
-
-    scan = scan or read_model_file(path, path)
-    check_external_data(scan.external, os.path.dirname(os.path.abspath(path)), path)
-    providers = choose_providers(provider, ort.get_available_providers())
-    options = session_options(threads, ort_format=scan.format == "ort")
-    session = create_session(path, options, providers, path)
-    check_session_providers(provider, providers, session.get_providers())
-    return session
-
-
 # --- the model --------------------------------------------------------------------------
 
 
@@ -546,10 +539,13 @@ class EdgeModel:
     """An onnxruntime session plus what the model says about its rows and outputs.
 
     Args:
-        session_or_path: an ``onnxruntime.InferenceSession`` or a model path.
+        model: a model path or its bytes (checked, then opened), or an open
+            ``onnxruntime.InferenceSession``.
         provider: ``auto``, ``cpu`` or ``cuda`` (strict, also on where compute nodes run).
-        threads, label, scan: intra-op threads; the model's name in messages; its scan.
-        source: the model's path or bytes, for the sessions :meth:`reopen` makes.
+        threads, level: the session's intra-op threads and graph optimization level.
+        device_id, provider_options: for CUDA (the options for the CPU when ``cpu`` is asked).
+        session_config: extra session config entries.
+        label: the model's name in messages.
         require_probabilities: False keeps the refusal in ``refusal`` (scoring raises it).
         reject_nonfinite: refuse NaN / Inf inputs.
 
@@ -562,28 +558,47 @@ class EdgeModel:
 
     def __init__(
         self,
-        session_or_path: Any,
+        model: Any,
         provider: str = "auto",
         threads: int | None = None,
         *,
+        level: str = "all",
+        device_id: int = 0,
+        provider_options: dict[str, Any] | None = None,
+        session_config: dict[str, str] | None = None,
         label: str | None = None,
-        scan: Any = None,
-        source: str | bytes | None = None,
         require_probabilities: bool = True,
         reject_nonfinite: bool = True,
     ) -> None:
         import onnxruntime as ort
 
-        if isinstance(session_or_path, (str, os.PathLike)):
-            source = os.fspath(session_or_path)
-            scan = read_model_file(source, source)
-            self.session = load_session(source, provider, threads, scan=scan)
-            label = label or source
-        else:
-            self.session = session_or_path
-        self.label = label or "<session>"
-        self.source, self.scan, self.reject_nonfinite = source, scan, reject_nonfinite
         self.notes: list[str] = []
+        source: str | bytes | None = None
+        self.scan: ModelScan | None = None
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            source, label = bytes(model), label or "<bytes>"
+            self.scan = scan_model(source, label)
+            check_external_data(self.scan.external, None, label)
+        elif isinstance(model, (str, os.PathLike)):
+            # The path, not its bytes: onnxruntime then reads external data relative to it.
+            source = os.fspath(model)
+            label = label or source
+            self.scan = read_model_file(source, label)
+            check_external_data(self.scan.external, os.path.dirname(os.path.abspath(source)), label)
+        self.label, self.source = label or "<session>", source
+        self.reject_nonfinite = reject_nonfinite
+        if self.scan is None or source is None:
+            self.session = model
+        else:
+            providers = choose_providers(
+                provider, ort.get_available_providers(), device_id, provider_options
+            )
+            options = session_options(threads, level, self.scan.format == "ort")
+            for key, value in (session_config or {}).items():
+                options.add_session_config_entry(key, value)
+            self.session = create_session(source, options, providers, self.label)
+            fallback = check_session_providers(provider, providers, self.session.get_providers())
+            self.notes += [fallback] if fallback else []
         # The binding under InferenceSession.run: that wrapper re-checks input names on
         # every call, which check() has done (measured: ~35% of a batch-1 run of a small
         # MLP). Same signature since onnxruntime 1.0.
@@ -730,14 +745,6 @@ class EdgeModel:
         self.label_output: str | None = label.name if label is not None else None
         self.logits_output: str | None = logits.name if logits is not None else None
         self.fetch = [prob.name] + ([label.name] if label is not None else [])
-        # The graph's outputs used as they come ((n, C) float32, (n,) int64): nothing to do.
-        self._as_is = (
-            label is not None
-            and label.type == "tensor(int64)"
-            and len(label.shape or []) == 1
-            and prob.type == "tensor(float)"
-            and len(prob.shape or []) == 2
-        )
         self._checked = False
         shape = prob.shape or []
         columns = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
@@ -900,14 +907,23 @@ class EdgeModel:
         parts = [self.run(batch[i : i + step], fetch) for i in range(0, batch.shape[0], step)]
         return [np.concatenate([part[k] for part in parts]) for k in range(len(fetch))]
 
+    def run_checked(
+        self, x: Any, fetch: list[str], step: int | None = None, run: Any = None
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Check ``x``, run it (``run``: default :meth:`run_batches`) in ``step``-row slices
+        (default all), check the first batch's probabilities: ``(probabilities, labels,
+        raw outputs)``, see :meth:`outputs`."""
+        batch = self.check(x)
+        raw = (run or self.run_batches)(batch, fetch, step or max(1, batch.shape[0]))
+        if not self._checked:
+            self.check_probabilities(raw[0])
+        probs, labels = self.outputs(raw)
+        return probs, labels, raw
+
     def outputs(self, raw: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """``(probabilities, labels)`` from a run's outputs: ``(n, C)`` float32 as the graph
         computes it (binary: one column), the graph's labels or threshold / argmax."""
-        if self._as_is:
-            return raw[0], raw[1]
-        probs = raw[0]
-        if probs.dtype != np.float32:
-            probs = probs.astype(np.float32)
+        probs = raw[0].astype(np.float32, copy=False)
         if probs.ndim != 2:
             probs = probs.reshape(probs.shape[0], -1)
         if self.label_output is not None:
@@ -923,11 +939,7 @@ class EdgeModel:
     def score(self, x: Any, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Score rows (``batch_size`` per run, default all): ``(labels, probabilities)``,
         ``(n,)`` int64 and ``(n, C)`` float32 (binary: ``[1 - p, p]``)."""
-        arr = self.check(x)
-        raw = self.run_batches(arr, self.fetch, batch_size or max(1, arr.shape[0]))
-        if not self._checked:
-            self.check_probabilities(raw[0])
-        probs, labels = self.outputs(raw)
+        probs, labels, _ = self.run_checked(x, self.fetch, batch_size)
         return labels, per_class(probs)
 
     def placement(self) -> dict[str, dict[str, int]] | None:

@@ -1,10 +1,9 @@
 """``Predictor``: run a classifier with onnxruntime, honestly.
 
 A :class:`Predictor` is the edge script's :class:`~onnxedge.runtime.edge_infer.EdgeModel`
-(one scoring core: file checks, output rules, input validation, batching, self-test) plus
-what a library adds: providers chosen and checked, session options, logging,
-``describe()`` (with node placement), CUDA I/O binding, typed errors and a
-:class:`Prediction`. Concurrent ``predict`` calls on one instance are safe.
+(one scoring core: file checks, session, output rules, input validation, batching,
+self-test) plus what a library adds: typed errors, logging, ``describe()``, CUDA I/O
+binding and a :class:`Prediction`. Concurrent ``predict`` calls on one instance are safe.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -24,19 +22,11 @@ from onnxedge.runtime.edge_infer import (
     OPTIMIZATION_LEVELS,
     EdgeError,
     EdgeModel,
-    create_session,
     default_threads,
     per_class,
-    session_options,
 )
-from onnxedge.runtime.errors import (
-    InputShapeError,
-    InputValueError,
-    ModelLoadError,
-    OnnxEdgeError,
-    ProviderUnavailableError,
-)
-from onnxedge.runtime.model_file import ModelFileInfo, check_external_data, inspect_model
+from onnxedge.runtime.errors import InputShapeError, InputValueError, ModelLoadError
+from onnxedge.runtime.model_file import ModelFileInfo, typed, typed_errors
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -52,33 +42,9 @@ LOGGER_NAME = "onnxedge.runtime"
 #: Rows per ``session.run`` by default (beyond a few thousand the call costs nothing).
 DEFAULT_BATCH_SIZE = 8192
 
-#: The core's error kinds as onnxedge's exceptions.
-_ERRORS: dict[str, type[OnnxEdgeError]] = {
-    "model": ModelLoadError,
-    "shape": InputShapeError,
-    "value": InputValueError,
-    "provider": ProviderUnavailableError,
-    "run": OnnxEdgeError,
-}
-
 Nonfinite = Literal["reject", "allow"]
-_CONTRACT_KEYS: tuple[str, ...] = ("task", "head", "threshold", "class_names")
-_CONTRACT_KEYS += ("num_features", "feature_names", "variant")
-
-
-def _typed(exc: EdgeError) -> OnnxEdgeError:
-    return _ERRORS[exc.kind](str(exc))
-
-
-def _typed_errors(method: Any) -> Any:
-    @functools.wraps(method)
-    def typed(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except EdgeError as exc:
-            raise _typed(exc) from None
-
-    return typed
+_CONTRACT_KEYS: tuple[str, ...] = ("task", "head", "threshold", "class_names", "num_features")
+_CONTRACT_KEYS += ("feature_names", "variant")
 
 
 class Prediction:
@@ -198,34 +164,25 @@ class Predictor(EdgeModel):
         self.threads = _check_threads(threads)
         self.graph_optimization_level = _check_level(graph_optimization_level)
         self.session_config = {str(k): str(v) for k, v in (session_config or {}).items()}
-        source, label, self.file_info = _open_model_source(model)
-        resolved = _providers.resolve_providers(
-            self.requested_provider, ort.get_available_providers(), device_id, provider_options
-        )
-        conflict = _providers.distribution_conflict(_installed_distributions())
-        options = session_options(
-            self.threads, self.graph_optimization_level, self.file_info.format == "ort"
-        )
-        for key, value in self.session_config.items():
-            options.add_session_config_entry(key, value)
+        if not isinstance(model, str | os.PathLike | bytes | bytearray | memoryview):
+            raise ModelLoadError(f"model must be a path or bytes; got {type(model).__name__}")
         try:
-            session = create_session(source, options, resolved, label)
-            self.providers: list[str] = list(session.get_providers())
-            fallback = _providers.check_session_providers(
-                self.requested_provider, resolved, self.providers
-            )
             super().__init__(
-                session,
+                model,
                 self.requested_provider,
-                label=label,
-                scan=self.file_info,
-                source=source,
+                self.threads,
+                level=self.graph_optimization_level,
+                device_id=device_id,
+                provider_options=provider_options,
+                session_config=self.session_config,
                 require_probabilities=require_probabilities,
                 reject_nonfinite=nonfinite == "reject",
             )
         except EdgeError as exc:
-            raise _typed(exc) from None
-        self.model_label, self.device_id = label, device_id
+            raise typed(exc) from None
+        self.file_info: ModelFileInfo = self.scan or ModelFileInfo()
+        self.model_label, self.device_id = self.label, device_id
+        self.providers: list[str] = list(self.session.get_providers())
         #: The provider that runs the graph (the session's first).
         self.provider: str = self.providers[0]
         self._use_binding = (self.provider != _providers.CPU) if io_binding is None else io_binding
@@ -235,10 +192,11 @@ class Predictor(EdgeModel):
             self.notes.append(
                 f"no onnxedge metadata for {', '.join(self.contract.missing)}{unnamed}"
             )
+        conflict = _providers.distribution_conflict(_installed_distributions())
         #: Notes on what could not be known or was assumed; each is logged at WARNING.
-        self.warnings: list[str] = [n for n in (conflict, fallback) if n] + self.notes
+        self.warnings: list[str] = ([conflict] if conflict else []) + self.notes
         for note in self.warnings:
-            self._log.warning("%s: %s", label, note)
+            self._log.warning("%s: %s", self.label, note)
         self._fetch_with_logits = self.fetch + ([self.logits_output] if self.logits_output else [])
         self._warned_no_logits = False
 
@@ -266,23 +224,14 @@ class Predictor(EdgeModel):
             self._warned_no_logits = True
             self._log.warning("%s: the model has no logits output; logits are None", self.label)
         try:
-            batch = self.check(x)
-            if self._use_binding:
-                raw = self._run_bound(batch, fetch, step)
-            elif 0 < batch.shape[0] <= step:  # one run: the call inline (batch 1's cost)
-                raw = self._run_fn(fetch, {self.input_name: batch}, self.run_options)
-            else:
-                raw = self.run_batches(batch, fetch, step)
-            if not self._checked:
-                self.check_probabilities(raw[0])
+            probs, labels, raw = self.run_checked(
+                x, fetch, step, self._run_bound if self._use_binding else None
+            )
         except EdgeError as exc:
-            raise _typed(exc) from None
-        except Exception as exc:
-            raise _typed(self._run_error(exc)) from None
-        probs, labels = self.outputs(raw)
+            raise typed(exc) from None
         logits = None
         if return_logits and self.logits_output is not None:
-            logits = raw[-1] if raw[-1].dtype == np.float32 else raw[-1].astype(np.float32)
+            logits = raw[-1].astype(np.float32, copy=False)
         if probs.shape[1] == 1:
             return Prediction(None, labels, self.class_names, logits, positive=probs[:, 0])
         return Prediction(probs, labels, self.class_names, logits)
@@ -304,6 +253,7 @@ class Predictor(EdgeModel):
             return parts[0]
         return [np.concatenate([p[i] for p in parts]) for i in range(len(fetch))]
 
+    @typed_errors
     def warmup(self, runs: int = 1) -> None:
         """Run a row of zeros ``runs`` times (InputShapeError when its shape is unknown)."""
         if self.input_shape is None:
@@ -311,18 +261,14 @@ class Predictor(EdgeModel):
                 f"cannot warm up {self.label}: the model does not say how many features it takes"
             )
         row = np.zeros((1, *self.input_shape), dtype=self.input_dtype)
-        try:
-            for _ in range(max(1, runs)):
-                self.run(row, self.fetch)
-            if self._use_binding:
-                self._run_bound(row, self.fetch, 1)
-        except EdgeError as exc:
-            raise _typed(exc) from None
+        run = self._run_bound if self._use_binding else self.run_batches
+        for _ in range(max(1, runs)):
+            run(row, self.fetch, 1)
 
     # The core's methods with onnxedge's typed errors (docstrings are the core's).
-    check_probabilities = _typed_errors(EdgeModel.check_probabilities)
-    self_test = _typed_errors(EdgeModel.self_test)
-    placement = _typed_errors(EdgeModel.placement)
+    check_probabilities = typed_errors(EdgeModel.check_probabilities)
+    self_test = typed_errors(EdgeModel.self_test)
+    placement = typed_errors(EdgeModel.placement)
 
     def describe(self) -> dict[str, Any]:
         """Everything ``onnxedge info`` shows, as JSON-ready data: the file, signature,
@@ -397,20 +343,6 @@ def _check_level(level: str) -> str:
         return value
     levels = ", ".join(OPTIMIZATION_LEVELS)
     raise InputValueError(f"graph_optimization_level must be one of {levels}; got {level!r}")
-
-
-def _open_model_source(
-    model: str | os.PathLike[str] | bytes,
-) -> tuple[str | bytes, str, ModelFileInfo]:
-    """Check a model before onnxruntime opens it; return what to pass to the session."""
-    if isinstance(model, bytes | bytearray | memoryview):
-        check_external_data(info := inspect_model(data := bytes(model)), None, "<bytes>")
-        return data, "<bytes>", info
-    if not isinstance(model, str | os.PathLike):
-        raise ModelLoadError(f"model must be a path or bytes; got {type(model).__name__}")
-    check_external_data(info := inspect_model(path := Path(model)), path.parent, str(path))
-    # The path, not its bytes: onnxruntime then reads external data relative to it.
-    return str(path), str(path), info
 
 
 def _describe_node(node: Any) -> dict[str, Any]:
