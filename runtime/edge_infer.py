@@ -27,7 +27,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,10 +52,9 @@ MAX_DEFAULT_THREADS = 4
 PROBABILITY_SUM_ATOL = 1e-5
 FP16_PROBABILITY_SUM_ATOL = 5e-3
 #: Producers whose probability outputs are known to hold probabilities, by output name.
-CONVERTER_PROBABILITY_OUTPUTS = {
-    "skl2onnx": ("probabilities", "output_probability"),
-    "onnxmltools": ("probabilities", "output_probability"),
-}
+CONVERTER_PROBABILITY_OUTPUTS = dict.fromkeys(
+    ("skl2onnx", "onnxmltools"), ("probabilities", "output_probability")
+)
 OUTPUT_PROBABILITIES = "probabilities"
 _LOGIT_NAMES = ("logits", "logit")
 _LABEL_NAMES = ("label", "labels", "output_label", "predicted_label")
@@ -1226,16 +1225,11 @@ def _read_npy(path: str) -> np.ndarray:
 
 
 def input_batches(
-    source: str,
-    model: EdgeModel,
-    batch_size: int | None,
-    stdin: IO[str] | None = None,
-    header: str = "auto",
+    source: str, model: EdgeModel, batch_size: int | None, header: str = "auto"
 ) -> Iterator[np.ndarray]:
     """Batches of rows from a ``.npy`` (its shape kept), ``.csv`` or ``-`` (stdin)."""
     if source == "-":
-        stream = stdin if stdin is not None else sys.stdin
-        yield from read_csv_batches(stream, "<stdin>", model, batch_size or 1, header)
+        yield from read_csv_batches(sys.stdin, "<stdin>", model, batch_size or 1, header)
         return
     suffix = os.path.splitext(source)[1].lower()
     step = batch_size or FILE_BATCH_SIZE

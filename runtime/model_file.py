@@ -1,17 +1,11 @@
 """Look inside an ONNX file before onnxruntime opens it, without importing onnx.
 
-Models are untrusted input. :func:`inspect_model` walks the file's protobuf wire format
-(no onnx import, no code from the model) as strictly as protobuf's own parser does and
-learns the header (IR version, producer, opsets, which onnxruntime does not expose), every
-tensor stored as external data (initializers, ``Constant`` attributes, subgraphs,
-functions, training graphs) and skl2onnx-style class labels.
-:func:`check_external_data` then refuses external data that is not a regular file inside
-the model's own folder (absolute paths, ``..``, symbolic links leaving it, FIFOs and
-devices, onnxruntime's in-memory markers, bytes past the file's end), and any external
-data for a model given as bytes: the same answer on every onnxruntime release.
-
-The walk lives in the edge script (:mod:`onnxedge.runtime.edge_infer`), which runs where
-onnxedge is not installed; this module gives its pieces onnxedge's error types.
+Models are untrusted input. :func:`inspect_model` walks the protobuf wire format as strictly
+as protobuf does and learns the header (opsets too, which onnxruntime hides), every tensor
+stored as external data (anywhere: subgraphs, functions, training graphs) and skl2onnx-style
+class labels; :func:`check_external_data` refuses external data that is not a regular file
+inside the model's folder, and any for a model given as bytes. The walk lives in the edge
+script (:mod:`onnxedge.runtime.edge_infer`); this module gives it onnxedge's error types.
 """
 
 from __future__ import annotations

@@ -106,8 +106,6 @@ class Prediction:
     @property
     def top_probabilities(self) -> np.ndarray:
         """``(n,)`` float32: each row's probability of its own label."""
-        if len(self) == 0:
-            return np.empty((0,), dtype=np.float32)
         return np.take_along_axis(self.probabilities, self.labels[:, None], axis=1)[:, 0]
 
 
@@ -161,7 +159,9 @@ class Predictor(EdgeModel):
             raise InputValueError(f"nonfinite must be 'reject' or 'allow'; got {nonfinite!r}")
         self.nonfinite: Nonfinite = nonfinite
         self.requested_provider = _providers.normalize_request(provider)
-        self.threads = _check_threads(threads)
+        self.threads = (
+            default_threads() if threads is None else _count("threads", threads, " or None")
+        )
         self.graph_optimization_level = _check_level(graph_optimization_level)
         self.session_config = {str(k): str(v) for k, v in (session_config or {}).items()}
         if not isinstance(model, str | os.PathLike | bytes | bytearray | memoryview):
@@ -218,7 +218,7 @@ class Predictor(EdgeModel):
                 or a batch size below 1.
             ModelLoadError: the first batch's outputs are not probabilities.
         """
-        step = DEFAULT_BATCH_SIZE if batch_size is None else _check_batch_size(batch_size)
+        step = DEFAULT_BATCH_SIZE if batch_size is None else _count("batch_size", batch_size)
         fetch = self._fetch_with_logits if return_logits else self.fetch
         if return_logits and self.logits_output is None and not self._warned_no_logits:
             self._warned_no_logits = True
@@ -303,10 +303,7 @@ class Predictor(EdgeModel):
             },
             "threads": self.threads,
             "graph_optimization_level": self.graph_optimization_level,
-            "onnxedge": {
-                **{key: getattr(contract, key) for key in _CONTRACT_KEYS},
-                **contract.extra,
-            },
+            "onnxedge": {**{k: getattr(contract, k) for k in _CONTRACT_KEYS}, **contract.extra},
             "missing_metadata": list(contract.missing),
             "other_metadata": {k: v for k, v in self.metadata.items() if k[:9] != "onnxedge."},
             "warnings": list(self.warnings),
@@ -322,20 +319,10 @@ def _installed_distributions() -> list[str]:
     return _providers.installed_ort_distributions()
 
 
-def _positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | np.integer) and bool(value >= 1)
-
-
-def _check_threads(threads: int | None) -> int:
-    if threads is not None and not _positive_int(threads):
-        raise InputValueError(f"threads must be an integer >= 1 or None; got {threads!r}")
-    return default_threads() if threads is None else int(threads)
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    if not _positive_int(batch_size):
-        raise InputValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    return int(batch_size)
+def _count(name: str, value: Any, or_none: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InputValueError(f"{name} must be an integer >= 1{or_none}; got {value!r}")
+    return int(value)
 
 
 def _check_level(level: str) -> str:
