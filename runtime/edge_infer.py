@@ -535,19 +535,12 @@ def ort_level(name: str) -> Any:
 class EdgeModel:
     """An onnxruntime session plus what the model says about its rows and outputs.
 
-    Args:
-        model: a model path or its bytes (checked, then opened), or an open
-            ``onnxruntime.InferenceSession``.
-        provider: ``auto``, ``cpu`` or ``cuda`` (strict, also on where compute nodes run).
-        threads, level: the session's intra-op threads and graph optimization level.
-        device_id, provider_options: for CUDA (the options for the CPU when ``cpu`` is asked).
-        session_config: extra session config entries.
-        label: the model's name in messages.
-        require_probabilities: False keeps the refusal in ``refusal`` (scoring raises it).
-        reject_nonfinite: refuse NaN / Inf inputs.
-
-    ``input_shape`` (one row's) and ``num_features`` are None when unknown; ``notes``
-    says what was assumed.
+    ``model`` is a path or the model's bytes (checked, then opened with ``provider``:
+    auto, cpu or strict cuda; ``threads``, ``level``, ``device_id``, ``provider_options``,
+    ``session_config``), or an open ``InferenceSession``. ``label`` names it in messages;
+    ``require_probabilities=False`` keeps the refusal in ``refusal`` (scoring raises it);
+    ``reject_nonfinite`` refuses NaN / Inf inputs. ``input_shape`` (one row's) and
+    ``num_features`` are None when unknown; ``notes`` says what was assumed.
     """
 
     #: appended to the NaN / Inf refusal (onnxedge names its option there).

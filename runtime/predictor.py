@@ -48,16 +48,11 @@ _CONTRACT_KEYS += ("feature_names", "variant")
 
 
 class Prediction:
-    """What :meth:`Predictor.predict` returns.
-
-    Attributes:
-        probabilities: ``(n, C)`` float32 (binary: ``[1-p, p]``, built from ``positive``
-            when first read: at batch 1 the copy would cost a fifth of ``session.run``).
-        labels: ``(n,)`` int64 class indices.
-        class_names: one name per class, or None.
-        logits: ``(n, K)`` float32 when asked for and the model has them, else None.
-        positive: ``(n,)`` float32 positive-class probability (binary only, else None).
-    """
+    """What :meth:`Predictor.predict` returns: ``probabilities`` ``(n, C)`` float32 (binary:
+    ``[1-p, p]``, built from ``positive`` when first read: at batch 1 the copy would cost a
+    fifth of ``session.run``), ``labels`` ``(n,)`` int64, ``class_names`` or None,
+    ``logits`` ``(n, K)`` float32 when asked for and there, ``positive`` ``(n,)`` float32
+    (binary only, else None)."""
 
     __slots__ = ("_positive", "_probabilities", "class_names", "labels", "logits")
 
@@ -114,25 +109,23 @@ class Predictor(EdgeModel):
 
     Args:
         model: path to an ``.onnx`` / ``.ort`` file, or the model's bytes.
-        provider: ``auto``, ``cpu`` or ``cuda`` (case-insensitive). ``cuda`` is strict:
-            the session must hold CUDA and run its Gemm / MatMul / Conv nodes there.
-        device_id: CUDA device ordinal.
-        provider_options: extra options for CUDA (for the CPU when ``provider="cpu"``).
+        provider: ``auto``, ``cpu`` or ``cuda`` (any case; strict: the session must hold
+            CUDA and run its Gemm / MatMul / Conv nodes there).
+        device_id, provider_options: the CUDA device and its options (the CPU's with ``cpu``).
         threads: intra-op threads (default :func:`default_threads`); inter-op is 1.
         graph_optimization_level: one of :data:`OPTIMIZATION_LEVELS`.
         nonfinite: ``reject`` (default) raises on NaN / Inf inputs; ``allow`` scores them.
         io_binding: run through I/O binding; None (default) uses it on CUDA only.
         logger: where the notes go (default ``onnxedge.runtime``).
-        session_config: extra session config entries, e.g.
-            ``{"session.intra_op.allow_spinning": "0"}``.
+        session_config: extra session config entries (``session.intra_op.allow_spinning``).
         require_probabilities: False opens a model whose outputs are not known to be
-            probabilities (``onnxedge info`` describes it; ``predict`` refuses it).
+            probabilities (``describe()`` works; ``predict`` refuses it).
 
     Raises:
-        ModelLoadError: the model is missing, invalid, unsafe (external data), not a
-            single-input classifier, or its outputs are not known to be probabilities.
-        ProviderUnavailableError: an unknown request, or ``cuda`` not available, not
-            created, or with compute nodes placed on the CPU.
+        ModelLoadError: missing, invalid, unsafe (external data), not a single-input
+            classifier, or outputs not known to be probabilities.
+        ProviderUnavailableError: an unknown request, or ``cuda`` not there, not created,
+            or with compute nodes on the CPU.
     """
 
     nonfinite_hint = (
