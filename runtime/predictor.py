@@ -229,22 +229,17 @@ class Predictor(EdgeModel):
             return Prediction(None, labels, self.class_names, logits, positive=probs[:, 0])
         return Prediction(probs, labels, self.class_names, logits)
 
-    def _run_bound(self, batch: np.ndarray, fetch: list[str], step: int) -> list[np.ndarray]:
-        """Run through I/O binding (the input copied to the device once per slice)."""
-        parts: list[list[np.ndarray]] = []
-        for start in range(0, max(1, batch.shape[0]), step):  # an empty batch runs once
-            binding = self.session.io_binding()
-            binding.bind_cpu_input(self.input_name, batch[start : start + step])
-            for name in fetch:
-                binding.bind_output(name, "cpu")
-            try:
-                self.session.run_with_iobinding(binding, self.run_options)
-            except Exception as exc:
-                raise self._run_error(exc) from None
-            parts.append(binding.copy_outputs_to_cpu())
-        if len(parts) == 1:
-            return parts[0]
-        return [np.concatenate([p[i] for p in parts]) for i in range(len(fetch))]
+    def _run_bound(self, batch: np.ndarray, fetch: list[str]) -> list[np.ndarray]:
+        """One run through I/O binding (the input copied to the device once)."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, batch)
+        for name in fetch:
+            binding.bind_output(name, "cpu")
+        try:
+            self.session.run_with_iobinding(binding, self.run_options)
+        except Exception as exc:
+            raise self._run_error(exc) from None
+        return binding.copy_outputs_to_cpu()
 
     @typed_errors
     def warmup(self, runs: int = 1) -> None:
@@ -254,9 +249,9 @@ class Predictor(EdgeModel):
                 f"cannot warm up {self.label}: the model does not say how many features it takes"
             )
         row = np.zeros((1, *self.input_shape), dtype=self.input_dtype)
-        run = self._run_bound if self._use_binding else self.run_batches
+        run = self._run_bound if self._use_binding else self.run
         for _ in range(max(1, runs)):
-            run(row, self.fetch, 1)
+            run(row, self.fetch)
 
     # The core's methods with onnxedge's typed errors (docstrings are the core's).
     check_probabilities = typed_errors(EdgeModel.check_probabilities)
