@@ -1,10 +1,9 @@
 """``Predictor``: run a classifier with onnxruntime, honestly.
 
 A :class:`Predictor` is the edge script's :class:`~onnxedge.runtime.edge_infer.EdgeModel`
-(one scoring core: file checks, output rules, input validation, batching, self-test) plus
-what a library adds: providers chosen and checked, session options, logging,
-``describe()`` (with node placement), CUDA I/O binding, typed errors and a
-:class:`Prediction`. Concurrent ``predict`` calls on one instance are safe.
+(one scoring core: file checks, session, output rules, input validation, batching,
+self-test) plus what a library adds: typed errors, logging, ``describe()``, CUDA I/O
+binding and a :class:`Prediction`. Concurrent ``predict`` calls on one instance are safe.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -24,19 +22,11 @@ from onnxedge.runtime.edge_infer import (
     OPTIMIZATION_LEVELS,
     EdgeError,
     EdgeModel,
-    create_session,
     default_threads,
     per_class,
-    session_options,
 )
-from onnxedge.runtime.errors import (
-    InputShapeError,
-    InputValueError,
-    ModelLoadError,
-    OnnxEdgeError,
-    ProviderUnavailableError,
-)
-from onnxedge.runtime.model_file import ModelFileInfo, check_external_data, inspect_model
+from onnxedge.runtime.errors import InputShapeError, InputValueError, ModelLoadError
+from onnxedge.runtime.model_file import ModelFileInfo, typed, typed_errors
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -52,46 +42,17 @@ LOGGER_NAME = "onnxedge.runtime"
 #: Rows per ``session.run`` by default (beyond a few thousand the call costs nothing).
 DEFAULT_BATCH_SIZE = 8192
 
-#: The core's error kinds as onnxedge's exceptions.
-_ERRORS: dict[str, type[OnnxEdgeError]] = {
-    "model": ModelLoadError,
-    "shape": InputShapeError,
-    "value": InputValueError,
-    "provider": ProviderUnavailableError,
-    "run": OnnxEdgeError,
-}
-
 Nonfinite = Literal["reject", "allow"]
-_CONTRACT_KEYS: tuple[str, ...] = ("task", "head", "threshold", "class_names")
-_CONTRACT_KEYS += ("num_features", "feature_names", "variant")
-
-
-def _typed(exc: EdgeError) -> OnnxEdgeError:
-    return _ERRORS[exc.kind](str(exc))
-
-
-def _typed_errors(method: Any) -> Any:
-    @functools.wraps(method)
-    def typed(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except EdgeError as exc:
-            raise _typed(exc) from None
-
-    return typed
+_CONTRACT_KEYS: tuple[str, ...] = ("task", "head", "threshold", "class_names", "num_features")
+_CONTRACT_KEYS += ("feature_names", "variant")
 
 
 class Prediction:
-    """What :meth:`Predictor.predict` returns.
-
-    Attributes:
-        probabilities: ``(n, C)`` float32 (binary: ``[1-p, p]``, built from ``positive``
-            when first read: at batch 1 the copy would cost a fifth of ``session.run``).
-        labels: ``(n,)`` int64 class indices.
-        class_names: one name per class, or None.
-        logits: ``(n, K)`` float32 when asked for and the model has them, else None.
-        positive: ``(n,)`` float32 positive-class probability (binary only, else None).
-    """
+    """What :meth:`Predictor.predict` returns: ``probabilities`` ``(n, C)`` float32 (binary:
+    ``[1-p, p]``, built from ``positive`` when first read: at batch 1 the copy would cost a
+    fifth of ``session.run``), ``labels`` ``(n,)`` int64, ``class_names`` or None,
+    ``logits`` ``(n, K)`` float32 when asked for and there, ``positive`` ``(n,)`` float32
+    (binary only, else None)."""
 
     __slots__ = ("_positive", "_probabilities", "class_names", "labels", "logits")
 
@@ -140,8 +101,6 @@ class Prediction:
     @property
     def top_probabilities(self) -> np.ndarray:
         """``(n,)`` float32: each row's probability of its own label."""
-        if len(self) == 0:
-            return np.empty((0,), dtype=np.float32)
         return np.take_along_axis(self.probabilities, self.labels[:, None], axis=1)[:, 0]
 
 
@@ -150,25 +109,23 @@ class Predictor(EdgeModel):
 
     Args:
         model: path to an ``.onnx`` / ``.ort`` file, or the model's bytes.
-        provider: ``auto``, ``cpu`` or ``cuda`` (case-insensitive). ``cuda`` is strict:
-            the session must hold CUDA and run its Gemm / MatMul / Conv nodes there.
-        device_id: CUDA device ordinal.
-        provider_options: extra options for CUDA (for the CPU when ``provider="cpu"``).
+        provider: ``auto``, ``cpu`` or ``cuda`` (any case; strict: the session must hold
+            CUDA and run its Gemm / MatMul / Conv nodes there).
+        device_id, provider_options: the CUDA device and its options (the CPU's with ``cpu``).
         threads: intra-op threads (default :func:`default_threads`); inter-op is 1.
         graph_optimization_level: one of :data:`OPTIMIZATION_LEVELS`.
         nonfinite: ``reject`` (default) raises on NaN / Inf inputs; ``allow`` scores them.
         io_binding: run through I/O binding; None (default) uses it on CUDA only.
         logger: where the notes go (default ``onnxedge.runtime``).
-        session_config: extra session config entries, e.g.
-            ``{"session.intra_op.allow_spinning": "0"}``.
+        session_config: extra session config entries (``session.intra_op.allow_spinning``).
         require_probabilities: False opens a model whose outputs are not known to be
-            probabilities (``onnxedge info`` describes it; ``predict`` refuses it).
+            probabilities (``describe()`` works; ``predict`` refuses it).
 
     Raises:
-        ModelLoadError: the model is missing, invalid, unsafe (external data), not a
-            single-input classifier, or its outputs are not known to be probabilities.
-        ProviderUnavailableError: an unknown request, or ``cuda`` not available, not
-            created, or with compute nodes placed on the CPU.
+        ModelLoadError: missing, invalid, unsafe (external data), not a single-input
+            classifier, or outputs not known to be probabilities.
+        ProviderUnavailableError: an unknown request, or ``cuda`` not there, not created,
+            or with compute nodes on the CPU.
     """
 
     nonfinite_hint = (
@@ -195,37 +152,30 @@ class Predictor(EdgeModel):
             raise InputValueError(f"nonfinite must be 'reject' or 'allow'; got {nonfinite!r}")
         self.nonfinite: Nonfinite = nonfinite
         self.requested_provider = _providers.normalize_request(provider)
-        self.threads = _check_threads(threads)
+        self.threads = (
+            default_threads() if threads is None else _count("threads", threads, " or None")
+        )
         self.graph_optimization_level = _check_level(graph_optimization_level)
         self.session_config = {str(k): str(v) for k, v in (session_config or {}).items()}
-        source, label, self.file_info = _open_model_source(model)
-        resolved = _providers.resolve_providers(
-            self.requested_provider, ort.get_available_providers(), device_id, provider_options
-        )
-        conflict = _providers.distribution_conflict(_installed_distributions())
-        options = session_options(
-            self.threads, self.graph_optimization_level, self.file_info.format == "ort"
-        )
-        for key, value in self.session_config.items():
-            options.add_session_config_entry(key, value)
+        if not isinstance(model, str | os.PathLike | bytes | bytearray | memoryview):
+            raise ModelLoadError(f"model must be a path or bytes; got {type(model).__name__}")
         try:
-            session = create_session(source, options, resolved, label)
-            self.providers: list[str] = list(session.get_providers())
-            fallback = _providers.check_session_providers(
-                self.requested_provider, resolved, self.providers
-            )
             super().__init__(
-                session,
+                model,
                 self.requested_provider,
-                label=label,
-                scan=self.file_info,
-                source=source,
+                self.threads,
+                level=self.graph_optimization_level,
+                device_id=device_id,
+                provider_options=provider_options,
+                session_config=self.session_config,
                 require_probabilities=require_probabilities,
                 reject_nonfinite=nonfinite == "reject",
             )
         except EdgeError as exc:
-            raise _typed(exc) from None
-        self.model_label, self.device_id = label, device_id
+            raise typed(exc) from None
+        self.file_info: ModelFileInfo = self.scan or ModelFileInfo()
+        self.model_label, self.device_id = self.label, device_id
+        self.providers: list[str] = list(self.session.get_providers())
         #: The provider that runs the graph (the session's first).
         self.provider: str = self.providers[0]
         self._use_binding = (self.provider != _providers.CPU) if io_binding is None else io_binding
@@ -235,10 +185,11 @@ class Predictor(EdgeModel):
             self.notes.append(
                 f"no onnxedge metadata for {', '.join(self.contract.missing)}{unnamed}"
             )
+        conflict = _providers.distribution_conflict(_installed_distributions())
         #: Notes on what could not be known or was assumed; each is logged at WARNING.
-        self.warnings: list[str] = [n for n in (conflict, fallback) if n] + self.notes
+        self.warnings: list[str] = ([conflict] if conflict else []) + self.notes
         for note in self.warnings:
-            self._log.warning("%s: %s", label, note)
+            self._log.warning("%s: %s", self.label, note)
         self._fetch_with_logits = self.fetch + ([self.logits_output] if self.logits_output else [])
         self._warned_no_logits = False
 
@@ -260,50 +211,37 @@ class Predictor(EdgeModel):
                 or a batch size below 1.
             ModelLoadError: the first batch's outputs are not probabilities.
         """
-        step = DEFAULT_BATCH_SIZE if batch_size is None else _check_batch_size(batch_size)
+        step = DEFAULT_BATCH_SIZE if batch_size is None else _count("batch_size", batch_size)
         fetch = self._fetch_with_logits if return_logits else self.fetch
         if return_logits and self.logits_output is None and not self._warned_no_logits:
             self._warned_no_logits = True
             self._log.warning("%s: the model has no logits output; logits are None", self.label)
         try:
-            batch = self.check(x)
-            if self._use_binding:
-                raw = self._run_bound(batch, fetch, step)
-            elif 0 < batch.shape[0] <= step:  # one run: the call inline (batch 1's cost)
-                raw = self._run_fn(fetch, {self.input_name: batch}, self.run_options)
-            else:
-                raw = self.run_batches(batch, fetch, step)
-            if not self._checked:
-                self.check_probabilities(raw[0])
+            probs, labels, raw = self.run_checked(
+                x, fetch, step, self._run_bound if self._use_binding else None
+            )
         except EdgeError as exc:
-            raise _typed(exc) from None
-        except Exception as exc:
-            raise _typed(self._run_error(exc)) from None
-        probs, labels = self.outputs(raw)
+            raise typed(exc) from None
         logits = None
         if return_logits and self.logits_output is not None:
-            logits = raw[-1] if raw[-1].dtype == np.float32 else raw[-1].astype(np.float32)
+            logits = raw[-1].astype(np.float32, copy=False)
         if probs.shape[1] == 1:
             return Prediction(None, labels, self.class_names, logits, positive=probs[:, 0])
         return Prediction(probs, labels, self.class_names, logits)
 
-    def _run_bound(self, batch: np.ndarray, fetch: list[str], step: int) -> list[np.ndarray]:
-        """Run through I/O binding (the input copied to the device once per slice)."""
-        parts: list[list[np.ndarray]] = []
-        for start in range(0, max(1, batch.shape[0]), step):  # an empty batch runs once
-            binding = self.session.io_binding()
-            binding.bind_cpu_input(self.input_name, batch[start : start + step])
-            for name in fetch:
-                binding.bind_output(name, "cpu")
-            try:
-                self.session.run_with_iobinding(binding, self.run_options)
-            except Exception as exc:
-                raise self._run_error(exc) from None
-            parts.append(binding.copy_outputs_to_cpu())
-        if len(parts) == 1:
-            return parts[0]
-        return [np.concatenate([p[i] for p in parts]) for i in range(len(fetch))]
+    def _run_bound(self, batch: np.ndarray, fetch: list[str]) -> list[np.ndarray]:
+        """One run through I/O binding (the input copied to the device once)."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, batch)
+        for name in fetch:
+            binding.bind_output(name, "cpu")
+        try:
+            self.session.run_with_iobinding(binding, self.run_options)
+        except Exception as exc:
+            raise self._run_error(exc) from None
+        return binding.copy_outputs_to_cpu()
 
+    @typed_errors
     def warmup(self, runs: int = 1) -> None:
         """Run a row of zeros ``runs`` times (InputShapeError when its shape is unknown)."""
         if self.input_shape is None:
@@ -311,18 +249,14 @@ class Predictor(EdgeModel):
                 f"cannot warm up {self.label}: the model does not say how many features it takes"
             )
         row = np.zeros((1, *self.input_shape), dtype=self.input_dtype)
-        try:
-            for _ in range(max(1, runs)):
-                self.run(row, self.fetch)
-            if self._use_binding:
-                self._run_bound(row, self.fetch, 1)
-        except EdgeError as exc:
-            raise _typed(exc) from None
+        run = self._run_bound if self._use_binding else self.run
+        for _ in range(max(1, runs)):
+            run(row, self.fetch)
 
     # The core's methods with onnxedge's typed errors (docstrings are the core's).
-    check_probabilities = _typed_errors(EdgeModel.check_probabilities)
-    self_test = _typed_errors(EdgeModel.self_test)
-    placement = _typed_errors(EdgeModel.placement)
+    check_probabilities = typed_errors(EdgeModel.check_probabilities)
+    self_test = typed_errors(EdgeModel.self_test)
+    placement = typed_errors(EdgeModel.placement)
 
     def describe(self) -> dict[str, Any]:
         """Everything ``onnxedge info`` shows, as JSON-ready data: the file, signature,
@@ -357,10 +291,7 @@ class Predictor(EdgeModel):
             },
             "threads": self.threads,
             "graph_optimization_level": self.graph_optimization_level,
-            "onnxedge": {
-                **{key: getattr(contract, key) for key in _CONTRACT_KEYS},
-                **contract.extra,
-            },
+            "onnxedge": {**{k: getattr(contract, k) for k in _CONTRACT_KEYS}, **contract.extra},
             "missing_metadata": list(contract.missing),
             "other_metadata": {k: v for k, v in self.metadata.items() if k[:9] != "onnxedge."},
             "warnings": list(self.warnings),
@@ -376,20 +307,10 @@ def _installed_distributions() -> list[str]:
     return _providers.installed_ort_distributions()
 
 
-def _positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | np.integer) and bool(value >= 1)
-
-
-def _check_threads(threads: int | None) -> int:
-    if threads is not None and not _positive_int(threads):
-        raise InputValueError(f"threads must be an integer >= 1 or None; got {threads!r}")
-    return default_threads() if threads is None else int(threads)
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    if not _positive_int(batch_size):
-        raise InputValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    return int(batch_size)
+def _count(name: str, value: Any, or_none: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InputValueError(f"{name} must be an integer >= 1{or_none}; got {value!r}")
+    return int(value)
 
 
 def _check_level(level: str) -> str:
@@ -397,20 +318,6 @@ def _check_level(level: str) -> str:
         return value
     levels = ", ".join(OPTIMIZATION_LEVELS)
     raise InputValueError(f"graph_optimization_level must be one of {levels}; got {level!r}")
-
-
-def _open_model_source(
-    model: str | os.PathLike[str] | bytes,
-) -> tuple[str | bytes, str, ModelFileInfo]:
-    """Check a model before onnxruntime opens it; return what to pass to the session."""
-    if isinstance(model, bytes | bytearray | memoryview):
-        check_external_data(info := inspect_model(data := bytes(model)), None, "<bytes>")
-        return data, "<bytes>", info
-    if not isinstance(model, str | os.PathLike):
-        raise ModelLoadError(f"model must be a path or bytes; got {type(model).__name__}")
-    check_external_data(info := inspect_model(path := Path(model)), path.parent, str(path))
-    # The path, not its bytes: onnxruntime then reads external data relative to it.
-    return str(path), str(path), info
 
 
 def _describe_node(node: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Execution-provider choice, checked: onnxedge's types over the edge script's one copy.
+"""Execution-provider choice, checked: the edge script's one copy with onnxedge's types.
 
 onnxruntime falls back to the CPU silently, so the runtime chooses the providers itself
 (:func:`resolve_providers`), checks what the session got (:func:`check_session_providers`)
@@ -9,44 +9,24 @@ are arguments, so the logic is tested against faked provider lists and profiles.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 from collections.abc import Iterable
 from importlib import metadata
-from typing import Any
 
 from onnxedge.runtime import edge_infer as _edge
-from onnxedge.runtime.errors import ProviderUnavailableError
+from onnxedge.runtime.model_file import typed_errors
 
 CPU, CUDA, REQUESTS, COMPUTE_OPS = _edge.CPU, _edge.CUDA, _edge.REQUESTS, _edge.COMPUTE_OPS
 local_providers, count_placement = _edge.local_providers, _edge.count_placement
+normalize_request = typed_errors(_edge.normalize_request)
+resolve_providers = typed_errors(_edge.choose_providers)
+check_session_providers = typed_errors(_edge.check_session_providers)
+check_placement = typed_errors(_edge.check_placement)
 
 #: Distributions that each ship the ``onnxruntime`` package; two in one environment
 #: overwrite each other's files (typically the CUDA provider disappears).
-ORT_DISTRIBUTIONS: tuple[str, ...] = (
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "onnxruntime-directml",
-    "onnxruntime-openvino",
-    "onnxruntime-qnn",
-    "onnxruntime-training",
-)
-
-
-def _typed(function: Any) -> Any:
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except _edge.EdgeError as exc:
-            raise ProviderUnavailableError(str(exc)) from None
-
-    return wrapper
-
-
-normalize_request = _typed(_edge.normalize_request)
-resolve_providers = _typed(_edge.choose_providers)
-check_session_providers = _typed(_edge.check_session_providers)
-check_placement = _typed(_edge.check_placement)
+ORT_DISTRIBUTIONS: tuple[str, ...] = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml")
+ORT_DISTRIBUTIONS += ("onnxruntime-openvino", "onnxruntime-qnn", "onnxruntime-training")
 
 
 def installed_ort_distributions(names: Iterable[str] | None = None) -> list[str]:
@@ -54,11 +34,9 @@ def installed_ort_distributions(names: Iterable[str] | None = None) -> list[str]
     if names is None:
         found = []
         for name in ORT_DISTRIBUTIONS:
-            try:
+            with contextlib.suppress(metadata.PackageNotFoundError):
                 metadata.version(name)
-            except metadata.PackageNotFoundError:
-                continue
-            found.append(name)
+                found.append(name)
         return found
     wanted = {name.strip().lower().replace("_", "-") for name in names}
     return [name for name in ORT_DISTRIBUTIONS if name in wanted]
