@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from onnxedge.export.onnx_export import (
     DEFAULT_OPSET,
@@ -57,31 +59,10 @@ def report_option(help_: str) -> Decorator:
 @click.option("--no-verify", is_flag=True, help="Skip the parity check (no parity recorded).")
 @report_option("Also write the full parity report as JSON here.")
 @output_options("the result")
-def export(
-    run_dir: str,
-    output: str,
-    head: str,
-    threshold: float | None,
-    opset: int | None,
-    exporter: str,
-    overwrite: bool,
-    no_verify: bool,
-    report_path: str | None,
-    as_json: bool,
-) -> None:
+def export(run_dir: str, no_verify: bool, as_json: bool, **options: Any) -> None:
     """Export a run folder to one ONNX file with its preprocessing and head, written only
     once parity holds on the run's validation split (onnxruntime, PyTorch, numpy)."""
-    result = checkpoint_to_onnx(
-        run_dir,
-        output,
-        head=head,
-        threshold=threshold,
-        opset=opset,
-        exporter=exporter,
-        overwrite=overwrite,
-        verify=not no_verify,
-        report_path=report_path,
-    )
+    result = checkpoint_to_onnx(run_dir, verify=not no_verify, **options)
     if as_json:
         echo_json(result.to_dict())
         return
@@ -137,12 +118,10 @@ def _describe(result: ExportResult) -> str:
 def verify(
     model: str,
     run_dir: str | None,
-    dataset: str | None,
     label_column: str | None,
-    labels_path: str | None,
     report_path: str | None,
-    localize: bool,
     as_json: bool,
+    **options: Any,
 ) -> None:
     """Check that MODEL computes what its torch module (with --run) and an independent
     forward compute, with the numpy head and losses on each one's own logits, at batch
@@ -155,14 +134,8 @@ def verify(
             raise CheckpointError(f"{model} is an edge variant; verify it with --run RUN_DIR")
         report = verify_variant_file(model, run_dir)
     else:
-        report = verify_model(
-            model,
-            run_dir=run_dir,
-            dataset=dataset,
-            label_column=parse_label_column(label_column),
-            labels_path=labels_path,
-            localize=localize,
-        )
+        label = parse_label_column(label_column)
+        report = verify_model(model, run_dir=run_dir, label_column=label, **options)
     if report_path is not None:
         write_json_atomic(report_path, report.to_dict())
     if as_json:

@@ -59,11 +59,7 @@ class DefaultModel:
 
 
 def parse_variants(text: str | None) -> tuple[str, ...]:
-    """``"int8,fp16"`` -> ``("int8", "fp16")``.
-
-    Raises:
-        ExportError: an unknown variant.
-    """
+    """``"int8,fp16"`` -> ``("int8", "fp16")``; ExportError for an unknown variant."""
     names = tuple(v.strip() for v in (text or "").split(",") if v.strip())
     unknown = [v for v in names if v not in EDGE_VARIANTS]
     if unknown:
@@ -82,14 +78,9 @@ def export_default_models(
     variants: Sequence[str] = (),
     progress: bool | None = None,
 ) -> list[DefaultModel]:
-    """Train, export and verify each default model; never stops at the first failure.
-
-    Args:
-        out_dir: the artifacts folder; ``names``: which of ``DEFAULT_MODELS`` to build.
-        options: :class:`onnxedge.models.train.TrainOptions` (default: its defaults).
-        min_accuracy: validation accuracy each model must reach.
-        variants: edge variants to make from each verified model (``int8``, ``fp16``).
-        progress: training progress bars (None: only on a terminal).
+    """Train, export and verify each of ``names`` into ``out_dir`` with ``options``
+    (``TrainOptions``), then make ``variants``; never stops at the first failure.
+    ``progress``: training progress bars (None: only on a terminal).
 
     Raises:
         ExportError: an unknown name or variant (before anything is trained).

@@ -93,12 +93,8 @@ class PreprocessModule(nn.Module):
 
 
 class ClassifierWithHead(nn.Module):
-    """Raw rows in; ``(logits, probabilities, label)`` out (:mod:`onnxedge.export.heads`).
-
-    Args:
-        net: maps ``(batch, *input_shape)`` float32 to logits (initializers ``net.*``).
-        preprocess: the step in front of the net, or None; ``spec``: the head.
-    """
+    """Raw rows through ``preprocess`` (or None) and ``net`` (initializers ``net.*``) to
+    ``(logits, probabilities, label)`` by the head ``spec`` (:mod:`onnxedge.export.heads`)."""
 
     def __init__(self, net: nn.Module, preprocess: Preprocess | None, spec: HeadSpec) -> None:
         super().__init__()
@@ -151,11 +147,8 @@ class ExportResult:
 
 
 def check_opset(opset: int | None, exporter: str = "auto") -> int:
-    """Validate an opset for an exporter and return it (None: ``DEFAULT_OPSET``).
-
-    Raises:
-        ExportError: unknown exporter, or an opset outside what that exporter can write.
-    """
+    """The opset (None: ``DEFAULT_OPSET``); ExportError for an unknown exporter or an opset
+    outside what that exporter writes."""
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; expected one of {', '.join(EXPORTERS)}")
     value = DEFAULT_OPSET if opset is None else int(opset)
@@ -178,14 +171,10 @@ def _to_onnx(
     try:
         return _dynamo_export(module, example, opset), "dynamo", None
     except Exception as exc:  # the dynamo stack raises many types; the fallback is recorded
-        if exporter == "dynamo":
-            raise ExportError(f"the dynamo exporter failed: {_first_line(exc)}") from exc
-        if opset > TORCHSCRIPT_MAX_OPSET:
-            raise ExportError(
-                f"the dynamo exporter failed ({_first_line(exc)}) and the TorchScript fallback "
-                f"stops at opset {TORCHSCRIPT_MAX_OPSET}; asked for {opset}"
-            ) from exc
         reason = f"dynamo exporter failed: {_first_line(exc)}"
+        if exporter == "dynamo" or opset > TORCHSCRIPT_MAX_OPSET:
+            fallback = f"; TorchScript stops at opset {TORCHSCRIPT_MAX_OPSET}, asked for {opset}"
+            raise ExportError(f"the {reason}{fallback if exporter == 'auto' else ''}") from exc
     return _torchscript_export(module, example, opset), "torchscript", reason
 
 
@@ -293,7 +282,7 @@ def export_classifier(
     feature_names: Sequence[str] | None = None,
     preprocess: Preprocess | None = None,
     verify_data: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = DEFAULT_THRESHOLD,
     opset: int | None = None,
     overwrite: bool = False,
     exporter: str = "auto",
@@ -435,20 +424,11 @@ def _check_data(
 
 
 def checkpoint_to_onnx(
-    run_dir: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    *,
-    head: str = HEAD_AUTO,
-    threshold: float | None = None,
-    opset: int | None = None,
-    exporter: str = "auto",
-    overwrite: bool = False,
-    verify: bool = True,
-    report_path: str | os.PathLike[str] | None = None,
-    batch_sizes: Sequence[int] | None = None,
+    run_dir: str | os.PathLike[str], output: str | os.PathLike[str], **options: Any
 ) -> ExportResult:
     """:func:`export_classifier` for an onnxedge run folder: its net, preprocessing and
-    names, verified on its validation split (threshold None: 0.5; sigmoid only).
+    names, verified on its validation split; ``options`` (head, threshold, opset, exporter,
+    overwrite, verify, report_path, batch_sizes) as there.
 
     Raises:
         CheckpointError: ``run_dir`` is a file, or a missing, incomplete or corrupt run.
@@ -462,7 +442,6 @@ def checkpoint_to_onnx(
             "writes); export your own module with onnxedge.export.export_classifier"
         )
     run = load_run(run_dir)
-    spec = resolve_head(run.config.output_size, head, threshold)
     metrics = run.metrics if isinstance(run.metrics, dict) else {}
     keys = ("best_epoch", "epochs_run", "train_rows", "val_rows")
     training = {
@@ -475,24 +454,17 @@ def checkpoint_to_onnx(
         run.net,
         output,
         input_shape=run.input_shape,
-        head=spec.head,
         class_names=list(run.class_names),
         feature_names=list(run.feature_names) if len(run.input_shape) == 1 else None,
         preprocess=run.preprocess,
-        verify_data=run.validation() if verify else None,
-        threshold=spec.threshold,
-        opset=opset,
-        overwrite=overwrite,
-        exporter=exporter,
-        verify=verify,
-        report_path=report_path,
-        batch_sizes=batch_sizes,
+        verify_data=run.validation(),
         extra_metadata={
             ARCHITECTURE: json.dumps(run.config.to_dict()),
             contract.KEY_TRAINING_METRICS: training,
             contract.KEY_WEIGHTS_SHA256: run.weights_sha256,
         },
         run=run,
+        **options,
     )
 
 

@@ -82,11 +82,8 @@ class WrapResult:
         """A JSON-ready form (``onnxedge wrap --json``)."""
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
         data.update(path=str(self.path), source=str(self.source), seconds=round(self.seconds, 3))
-        return {
-            **data,
-            "input_shape": list(self.input_shape),
-            "checks": [c.to_dict() for c in self.checks],
-        }
+        data.update(input_shape=list(self.input_shape), checks=[c.to_dict() for c in self.checks])
+        return data
 
 
 def add_head(

@@ -112,16 +112,13 @@ def preprocess_from_option(text: str) -> Preprocess:
 def wrap(
     model: str,
     output: str,
-    head: str,
-    threshold: float | None,
-    logits_output: str | None,
     classes: str | None,
     feature_names: str | None,
     preprocess: str | None,
     data: str | None,
     label_column: str | None,
-    overwrite: bool,
     as_json: bool,
+    **options: Any,
 ) -> None:
     """Add softmax / sigmoid, label and the onnxedge contract to a logits-only ONNX model.
 
@@ -140,14 +137,11 @@ def wrap(
     result = add_head(
         model,
         output,
-        head=head,
-        logits_output=logits_output,
         class_names=_split(classes),
         feature_names=_split(feature_names),
         preprocess=preprocess_from_option(preprocess) if preprocess else None,
-        threshold=threshold,
         data=rows,
-        overwrite=overwrite,
+        **options,
     )
     click.echo(json.dumps(result.to_dict()) if as_json else _describe(result))
 
