@@ -129,7 +129,11 @@ def verify(
     Every failing check is listed, exit code 1. An int8 / fp16 variant meets its own bar.
     """
     report: ParityReport | VariantReport
-    if _is_variant(model):
+    try:
+        variant = model_variant(model) != "fp32"
+    except OnnxEdgeError:  # unreadable: verify_model says why
+        variant = False
+    if variant:
         if run_dir is None:
             raise CheckpointError(f"{model} is an edge variant; verify it with --run RUN_DIR")
         report = verify_variant_file(model, run_dir)
@@ -146,11 +150,3 @@ def verify(
         report.raise_for_failures()
     else:
         raise_for_variant_failures(report)
-
-
-def _is_variant(model: str) -> bool:
-    """True for an int8 / fp16 file; anything unreadable is left to verify_model's errors."""
-    try:
-        return model_variant(model) != "fp32"
-    except OnnxEdgeError:
-        return False

@@ -124,7 +124,6 @@ class ExportResult:
     exporter: str
     fallback_reason: str | None
     size_bytes: int
-    metadata: dict[str, str]
     report: ParityReport | None
     seconds: float
 
@@ -390,7 +389,6 @@ def export_classifier(
         exporter=used,
         fallback_reason=reason,
         size_bytes=target.stat().st_size,
-        metadata=metadata,
         report=report,
         seconds=time.perf_counter() - started,
     )
