@@ -1,8 +1,8 @@
 """A logits-only ONNX model -> an onnxedge classifier (:func:`add_head`; onnx, no torch).
 
 The source graph is kept; the contract's input, outputs (with operators every opset from 7
-has) and metadata are added, checked and verified before writing. Export shares the
-torch-free pieces at the end of the first section.
+has) and metadata are added, checked and verified before writing. The torch-free pieces
+export shares (contract metadata, checker, writer) live here too.
 """
 
 from __future__ import annotations
