@@ -1,9 +1,6 @@
-"""onnxedge.export: any classifier module to a verified ONNX file (torch + onnx).
-
-``export_classifier`` exports a module with its head and preprocessing; ``verify_model``
-proves a file against the module, the numpy reference and an independent forward;
-``add_head`` wraps a logits-only ONNX model from another exporter (onnx, no torch).
-Names load lazily, so importing the package does not import torch.
+"""onnxedge.export: ``export_classifier`` (a module to a verified ONNX file), ``verify_model``
+(a file against the module and independent references) and ``add_head`` (wrap a logits-only
+ONNX model, no torch). Names load lazily: importing the package does not import torch.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import click
 from onnxedge.export.onnx_export import (
@@ -14,14 +14,22 @@ from onnxedge.export.onnx_export import (
     checkpoint_to_onnx,
 )
 from onnxedge.export.variants import (
+    VariantReport,
     model_variant,
     raise_for_variant_failures,
     verify_variant_file,
 )
-from onnxedge.export.verify import verify_model, write_json_atomic
-from onnxedge.export.wrap_cli import head_options, output_options, parse_label_column
+from onnxedge.export.verify import ParityReport, verify_model, write_json_atomic
+from onnxedge.export.wrap_cli import Decorator, head_options, output_options, parse_label_column
 from onnxedge.runtime.cli import echo_json
 from onnxedge.runtime.errors import CheckpointError, OnnxEdgeError
+
+__all__ = ["export", "head_options", "output_options", "parse_label_column", "verify"]
+
+
+def report_option(help_: str) -> Decorator:
+    """``--report PATH`` (into ``report_path``)."""
+    return click.option("--report", "report_path", type=click.Path(), default=None, help=help_)
 
 
 @click.command(
@@ -29,8 +37,7 @@ from onnxedge.runtime.errors import CheckpointError, OnnxEdgeError
         "Examples:\n\n"
         "\b\n"
         "  onnxedge export runs/digits -o digits.onnx\n"
-        "  onnxedge export runs/bc -o bc.onnx --threshold 0.3 --report bc.parity.json\n"
-        "  onnxedge export runs/digits -o digits.onnx --opset 20 --overwrite --json"
+        "  onnxedge export runs/bc -o bc.onnx --threshold 0.3 --report bc.parity.json --json"
     )
 )
 @click.argument("run_dir", type=click.Path())
@@ -49,51 +56,15 @@ from onnxedge.runtime.errors import CheckpointError, OnnxEdgeError
     show_default=True,
     help="auto: torch's dynamo exporter, TorchScript only if dynamo fails.",
 )
-@click.option(
-    "--no-verify",
-    is_flag=True,
-    help="Skip the parity check (the model then records no parity figures).",
-)
-@click.option(
-    "--report",
-    "report_path",
-    type=click.Path(),
-    default=None,
-    help="Also write the full parity report as JSON here.",
-)
+@click.option("--no-verify", is_flag=True, help="Skip the parity check (no parity recorded).")
+@report_option("Also write the full parity report as JSON here.")
 @output_options("the result")
-def export(
-    run_dir: str,
-    output: str,
-    head: str,
-    threshold: float | None,
-    opset: int | None,
-    exporter: str,
-    overwrite: bool,
-    no_verify: bool,
-    report_path: str | None,
-    as_json: bool,
-) -> None:
-    """Export a run folder to one ONNX file with its head, then verify parity.
-
-    The graph takes raw features (the training mean/std are inside it) and outputs
-    logits, probabilities and label. Verification runs the run's validation split
-    through onnxruntime, PyTorch and the numpy reference; the model is written only
-    if every check passes.
-    """
-    result = checkpoint_to_onnx(
-        run_dir,
-        output,
-        head=head,
-        threshold=threshold,
-        opset=opset,
-        exporter=exporter,
-        overwrite=overwrite,
-        verify=not no_verify,
-        report_path=report_path,
-    )
+def export(run_dir: str, no_verify: bool, as_json: bool, **options: Any) -> None:
+    """Export a run folder to one ONNX file with its preprocessing and head, written only
+    once parity holds on the run's validation split (onnxruntime, PyTorch, numpy)."""
+    result = checkpoint_to_onnx(run_dir, verify=not no_verify, **options)
     if as_json:
-        click.echo(json.dumps(result.to_dict()))
+        echo_json(result.to_dict())
         return
     click.echo(_describe(result))
     if result.report is not None:
@@ -116,10 +87,8 @@ def _describe(result: ExportResult) -> str:
     epilog=(
         "Examples:\n\n"
         "\b\n"
-        "  onnxedge verify digits.onnx --run runs/digits\n"
-        "  onnxedge verify digits.onnx --dataset digits --report digits.parity.json\n"
-        "  onnxedge verify model.onnx --dataset rows.csv --label-column species --json\n"
-        "  onnxedge verify artifacts/digits.onnx --localize"
+        "  onnxedge verify digits.onnx --run runs/digits --report digits.parity.json\n"
+        "  onnxedge verify model.onnx --dataset rows.csv --label-column species --json"
     )
 )
 @click.argument("model", type=click.Path())
@@ -128,8 +97,7 @@ def _describe(result: ExportResult) -> str:
     "run_dir",
     type=click.Path(),
     default=None,
-    help="The run folder the model came from: torch uses its weights, and its "
-    "validation split is the default data.",
+    help="The run folder the model came from (its module and validation split).",
 )
 @click.option(
     "--dataset",
@@ -144,71 +112,41 @@ def _describe(result: ExportResult) -> str:
     type=click.Path(),
     help="Labels file for IDX images given as --dataset.",
 )
-@click.option(
-    "--report",
-    "report_path",
-    type=click.Path(),
-    default=None,
-    help="Write the full report as JSON here (also when checks fail).",
-)
-@click.option(
-    "--localize",
-    is_flag=True,
-    help="Name the first diverging node even when every check passes.",
-)
+@report_option("Write the full report as JSON here (also when checks fail).")
+@click.option("--localize", is_flag=True, help="Name the first diverging node even on a pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def verify(
     model: str,
     run_dir: str | None,
-    dataset: str | None,
     label_column: str | None,
-    labels_path: str | None,
     report_path: str | None,
-    localize: bool,
     as_json: bool,
+    **options: Any,
 ) -> None:
-    """Check that MODEL computes what its torch module and an independent reference compute.
-
-    onnxruntime on the file is compared with the run's torch module (with --run) and with
-    an independent forward (numpy from the initializers for onnxedge's architectures,
-    else onnx.reference), and the numpy head and losses are applied to each one's own
-    logits; at batch sizes 1, 37 and all rows. With no data option the rows are the
-    dataset the model records (digits, breast-cancer) or synthetic rows drawn from its
-    preprocessing; the report says which. Every failing check is listed, exit code 1.
+    """Check that MODEL computes what its torch module (with --run) and an independent
+    forward compute, with the numpy head and losses on each one's own logits, at batch
+    sizes 1, 37 and all rows (default rows: the dataset the model records, else synthetic).
+    Every failing check is listed, exit code 1. An int8 / fp16 variant meets its own bar.
     """
-    if _is_variant(model):
-        # int8 / fp16 files are held to the variant bar against their run's weights.
+    report: ParityReport | VariantReport
+    try:
+        variant = model_variant(model) != "fp32"
+    except OnnxEdgeError:  # unreadable: verify_model says why
+        variant = False
+    if variant:
         if run_dir is None:
             raise CheckpointError(f"{model} is an edge variant; verify it with --run RUN_DIR")
-        variant_report = verify_variant_file(model, run_dir)
-        if report_path is not None:
-            write_json_atomic(report_path, variant_report.to_dict())
-        if as_json:
-            echo_json(variant_report.to_dict())
-        else:
-            click.echo(variant_report.render_table())
-        raise_for_variant_failures(variant_report)
-        return
-    report = verify_model(
-        model,
-        run_dir=run_dir,
-        dataset=dataset,
-        label_column=parse_label_column(label_column),
-        labels_path=labels_path,
-        localize=localize,
-    )
+        report = verify_variant_file(model, run_dir)
+    else:
+        label = parse_label_column(label_column)
+        report = verify_model(model, run_dir=run_dir, label_column=label, **options)
     if report_path is not None:
-        report.write_json(report_path)
+        write_json_atomic(report_path, report.to_dict())
     if as_json:
         echo_json(report.to_dict())
     else:
         click.echo(report.render_table())
-    report.raise_for_failures()
-
-
-def _is_variant(model: str) -> bool:
-    """True for an int8 / fp16 file; anything unreadable is left to verify_model's errors."""
-    try:
-        return model_variant(model) != "fp32"
-    except OnnxEdgeError:
-        return False
+    if isinstance(report, ParityReport):
+        report.raise_for_failures()
+    else:
+        raise_for_variant_failures(report)

@@ -1,12 +1,9 @@
 """``make export``: train, export and verify the two default models into one folder.
 
-``python -m onnxedge.export.default_models --out artifacts`` trains ``digits``
-(multiclass) and ``breast-cancer`` (binary) with the default hyperparameters into
-``artifacts/runs/<name>``, exports ``artifacts/<name>.onnx`` (verified), writes each parity
-report to ``artifacts/<name>.parity.json`` and a ``summary.json``, and prints a summary
-table. It exits 1 if any model fails to train, export, verify, or reach
-``MIN_VAL_ACCURACY``, after trying them all. Training is deterministic (seed 0), so a
-fresh clone reproduces the same models.
+``python -m onnxedge.export.default_models --out artifacts`` trains ``digits`` and
+``breast-cancer`` (seed 0: a fresh clone reproduces them) into ``artifacts/runs/<name>``,
+exports ``artifacts/<name>.onnx`` with ``<name>.parity.json``, writes ``summary.json`` and
+prints a table; it exits 1 if any model fails a step or ``MIN_VAL_ACCURACY``, after all.
 """
 
 from __future__ import annotations
@@ -16,15 +13,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
-from onnxedge.runtime.errors import ExportError, OnnxEdgeError
+from onnxedge.runtime.errors import ExportError, OnnxEdgeError, one_line
 
-#: artifact name -> bundled dataset.
-DEFAULT_MODELS: dict[str, str] = {"digits": "digits", "breast-cancer": "breast-cancer"}
+#: The default models, each named as the bundled dataset it is trained on.
+DEFAULT_MODELS: tuple[str, ...] = ("digits", "breast-cancer")
 #: Validation accuracy each default model must reach (the product's promise for them).
 MIN_VAL_ACCURACY = 0.95
 EDGE_VARIANTS: tuple[str, ...] = ("int8", "fp16")
@@ -32,19 +29,8 @@ EDGE_VARIANTS: tuple[str, ...] = ("int8", "fp16")
 
 @dataclass
 class DefaultModel:
-    """One default model's outcome.
-
-    Attributes:
-        name: artifact name (``digits``, ``breast-cancer``).
-        run_dir, model_path, report_path: where its files went.
-        task: ``multiclass`` or ``binary`` (once trained).
-        val_accuracy: the training run's best validation accuracy.
-        train_seconds, export_seconds: wall times.
-        size_bytes: the model file's size.
-        parity: the parity report's summary (``ParityReport.summary``).
-        variants: per variant, its figures (when variants were asked for).
-        errors: what went wrong, one line each; empty on success.
-    """
+    """One default model's outcome: where its files went, its task, validation accuracy,
+    times, size, parity summary, variants' figures and errors (one line each)."""
 
     name: str
     run_dir: Path
@@ -65,30 +51,15 @@ class DefaultModel:
         return not self.errors and self.parity is not None and bool(self.parity["passed"])
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "name": self.name,
-            "passed": self.passed,
-            "task": self.task,
-            "run": str(self.run_dir),
-            "model": str(self.model_path),
-            "report": str(self.report_path),
-            "val_accuracy": self.val_accuracy,
-            "train_seconds": round(self.train_seconds, 2),
-            "export_seconds": round(self.export_seconds, 2),
-            "size_bytes": self.size_bytes,
-            "parity": self.parity,
-            "variants": self.variants,
-            "errors": self.errors,
-        }
+        """JSON-ready form (an entry of ``summary.json``)."""
+        data = asdict(self)
+        for key in ("run_dir", "model_path", "report_path"):
+            data[key] = str(data[key])
+        return {"passed": self.passed, **data}
 
 
 def parse_variants(text: str | None) -> tuple[str, ...]:
-    """``"int8,fp16"`` -> ``("int8", "fp16")``, checked against what exists.
-
-    Raises:
-        ExportError: an unknown variant.
-    """
+    """``"int8,fp16"`` -> ``("int8", "fp16")``; ExportError for an unknown variant."""
     names = tuple(v.strip() for v in (text or "").split(",") if v.strip())
     unknown = [v for v in names if v not in EDGE_VARIANTS]
     if unknown:
@@ -101,24 +72,15 @@ def parse_variants(text: str | None) -> tuple[str, ...]:
 def export_default_models(
     out_dir: str | os.PathLike[str],
     *,
-    names: Sequence[str] = tuple(DEFAULT_MODELS),
+    names: Sequence[str] = DEFAULT_MODELS,
     options: Any = None,
     min_accuracy: float = MIN_VAL_ACCURACY,
     variants: Sequence[str] = (),
     progress: bool | None = None,
 ) -> list[DefaultModel]:
-    """Train, export and verify each default model; never stops at the first failure.
-
-    Args:
-        out_dir: the artifacts folder.
-        names: which of ``DEFAULT_MODELS`` to build.
-        options: :class:`onnxedge.models.train.TrainOptions` (default: its defaults).
-        min_accuracy: validation accuracy each model must reach.
-        variants: edge variants to make from each verified model (``int8``, ``fp16``).
-        progress: training progress bars (None: only on a terminal).
-
-    Returns:
-        One :class:`DefaultModel` per name, with its errors listed.
+    """Train, export and verify each of ``names`` into ``out_dir`` with ``options``
+    (``TrainOptions``), then make ``variants``; never stops at the first failure.
+    ``progress``: training progress bars (None: only on a terminal).
 
     Raises:
         ExportError: an unknown name or variant (before anything is trained).
@@ -132,21 +94,17 @@ def export_default_models(
             f"unknown default model(s) {', '.join(unknown)}; expected {', '.join(DEFAULT_MODELS)}"
         )
     variants = parse_variants(",".join(variants))
-    options = options if options is not None else TrainOptions()
     out = Path(out_dir)
     results = []
     for name in names:
         result = DefaultModel(
-            name=name,
-            run_dir=out / "runs" / name,
-            model_path=out / f"{name}.onnx",
-            report_path=out / f"{name}.parity.json",
+            name, out / "runs" / name, out / f"{name}.onnx", out / f"{name}.parity.json"
         )
         results.append(result)
         try:
             started = time.perf_counter()
             trained = train(
-                DEFAULT_MODELS[name], result.run_dir, options, overwrite=True, progress=progress
+                name, result.run_dir, options or TrainOptions(), overwrite=True, progress=progress
             )
             result.train_seconds = time.perf_counter() - started
             result.task = trained.task
@@ -165,29 +123,21 @@ def export_default_models(
             for variant in variants:
                 result.variants[variant] = _make_variant(result, variant)
         except OnnxEdgeError as exc:
-            result.errors.append(f"{name}: {' '.join(str(exc).split())}")
+            result.errors.append(f"{name}: {one_line(exc)}")
             if result.parity is None and result.report_path.is_file():
-                report = json.loads(result.report_path.read_text())
-                result.parity = report.get("summary")
+                result.parity = json.loads(result.report_path.read_text()).get("summary")
     return results
 
 
 def _make_variant(result: DefaultModel, variant: str) -> dict[str, Any]:
-    """Make one edge variant beside the model with ``onnxedge.export.variants``."""
+    """Make one edge variant beside the model; its figures."""
     from onnxedge.export.variants import make_variant, variant_path
 
     path = variant_path(result.model_path, variant)
-    report = make_variant(result.model_path, result.run_dir, variant, path, overwrite=True)
-    figures = report.to_dict()
-    return {
-        "path": str(path),
-        "size_bytes": path.stat().st_size,
-        "label_agreement": figures.get("label_agreement"),
-        "accuracy_drop": figures.get("accuracy_drop"),
-        "loss_delta": figures.get("loss_delta"),
-        "max_probability_error": figures.get("max_probability_error"),
-        "passed": figures.get("passed"),
-    }
+    figures = make_variant(result.model_path, result.run_dir, variant, path, overwrite=True)
+    keys = ("label_agreement", "accuracy_drop", "loss_delta", "max_probability_error", "passed")
+    found = figures.to_dict()
+    return {"path": str(path), "size_bytes": path.stat().st_size, **{k: found.get(k) for k in keys}}
 
 
 def render_summary(results: Sequence[DefaultModel], seconds: float) -> str:
@@ -248,17 +198,11 @@ def _num(value: Any) -> str:
 )
 @click.option(
     "--models",
-    "models",
     default=",".join(DEFAULT_MODELS),
     show_default=True,
     help="Which default models to build, comma-separated.",
 )
-@click.option(
-    "--epochs",
-    type=int,
-    default=None,
-    help="Override the maximum training epochs (for quick runs).",
-)
+@click.option("--epochs", type=int, default=None, help="Override the maximum training epochs.")
 @click.option(
     "--min-accuracy",
     type=float,
@@ -266,11 +210,7 @@ def _num(value: Any) -> str:
     show_default=True,
     help="Validation accuracy each model must reach.",
 )
-@click.option(
-    "--variants",
-    default=None,
-    help="Also make edge variants of each model: int8, fp16 (comma-separated).",
-)
+@click.option("--variants", default=None, help="Also make edge variants: int8, fp16.")
 @click.option("--quiet", is_flag=True, help="No training progress bars.")
 def main(
     out_dir: str,
@@ -281,36 +221,33 @@ def main(
     quiet: bool,
 ) -> None:
     """Train, export and verify the default models (digits, breast-cancer)."""
+    from onnxedge.export.verify import write_json_atomic
     from onnxedge.models.train import TrainOptions
 
     started = time.perf_counter()
-    names = [n.strip() for n in models.split(",") if n.strip()]
     try:
-        options = TrainOptions() if epochs is None else TrainOptions(epochs=epochs)
         results = export_default_models(
             out_dir,
-            names=names,
-            options=options,
+            names=[n.strip() for n in models.split(",") if n.strip()],
+            options=TrainOptions() if epochs is None else TrainOptions(epochs=epochs),
             min_accuracy=min_accuracy,
             variants=parse_variants(variants),
             progress=False if quiet else None,
         )
     except OnnxEdgeError as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from None
+        raise click.ClickException(one_line(exc)) from None
     seconds = time.perf_counter() - started
     summary = {
         "passed": all(r.passed for r in results),
         "seconds": round(seconds, 2),
         "models": [r.to_dict() for r in results],
     }
-    from onnxedge.export.verify import write_json_atomic
-
     write_json_atomic(Path(out_dir) / "summary.json", summary)
     click.echo(render_summary(results, seconds))
     errors = [e for r in results for e in r.errors]
+    for error in errors:
+        click.echo(f"Error: {error}", err=True)
     if errors:
-        for error in errors:
-            click.echo(f"Error: {error}", err=True)
         sys.exit(1)
 
 

@@ -1,11 +1,6 @@
-"""Any classifier module -> one self-contained, checked and verified ``.onnx`` file.
-
-:func:`export_classifier` puts the module's preprocessing in front and its head behind
-(:class:`ClassifierWithHead`), exports it with ``torch.onnx.export`` (dynamo, with a named
-dynamic batch axis; TorchScript only as a recorded fallback), checks the graph, writes the
-contract into ``metadata_props`` and verifies parity against the module, all in a temp
-file renamed into place only when everything passed. :func:`checkpoint_to_onnx` does the
-same for an onnxedge run folder.
+"""Any classifier module (:func:`export_classifier`) or run folder (:func:`checkpoint_to_onnx`)
+-> one ``.onnx`` file with preprocessing, head and contract, exported by dynamo (TorchScript
+only as a recorded fallback), checked and verified in a temp file renamed into place last.
 """
 
 from __future__ import annotations
@@ -14,18 +9,17 @@ import ast
 import contextlib
 import json
 import logging
-import math
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from onnxedge.export.check_rows import synthetic_rows
 from onnxedge.export.heads import (
     DEFAULT_THRESHOLD,
     HEAD_AUTO,
@@ -40,9 +34,9 @@ from onnxedge.export.verify import (
     graph_weights_sha256,
     onnxruntime_runner,
     signature_problems,
-    synthetic_rows,
     verify_model,
 )
+from onnxedge.export.wrap import check_feature_names, checked, contract_metadata, write_model
 from onnxedge.models.preprocess import Preprocess, Rescale
 from onnxedge.runtime import contract
 from onnxedge.runtime.atomic import atomic_file
@@ -53,17 +47,9 @@ from onnxedge.runtime.contract import (
     OUTPUT_LOGITS,
     OUTPUT_NAMES,
     OUTPUT_PROBABILITIES,
-    PREFIX,
     ModelContract,
 )
-from onnxedge.runtime.errors import (
-    CheckpointError,
-    ExportError,
-    InputShapeError,
-    ModelLoadError,
-    OutputExistsError,
-)
-from onnxedge.runtime.version import library_versions
+from onnxedge.runtime.errors import CheckpointError, ExportError, InputShapeError, ModelLoadError
 from torch import nn
 
 if TYPE_CHECKING:
@@ -83,7 +69,6 @@ EXPORTERS: tuple[str, ...] = ("auto", "dynamo", "torchscript")
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 #: torch.export turns a dimension whose example size is 0 or 1 into a constant.
 EXAMPLE_BATCH = 3
-EXPORT_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "numpy")
 
 
 class PreprocessModule(nn.Module):
@@ -108,14 +93,8 @@ class PreprocessModule(nn.Module):
 
 
 class ClassifierWithHead(nn.Module):
-    """Raw rows in; ``(logits, probabilities, label)`` out (:mod:`onnxedge.export.heads`).
-
-    Args:
-        net: maps ``(batch, *input_shape)`` float32 to logits; its initializers in the graph
-            are ``net.<its parameter names>``.
-        preprocess: the step in front of the net, or None.
-        spec: the head, from :func:`~onnxedge.export.heads.resolve_head`.
-    """
+    """Raw rows through ``preprocess`` (or None) and ``net`` (initializers ``net.*``) to
+    ``(logits, probabilities, label)`` by the head ``spec`` (:mod:`onnxedge.export.heads`)."""
 
     def __init__(self, net: nn.Module, preprocess: Preprocess | None, spec: HeadSpec) -> None:
         super().__init__()
@@ -134,9 +113,7 @@ class ClassifierWithHead(nn.Module):
 
 @dataclass
 class ExportResult:
-    """What :func:`export_classifier` / :func:`checkpoint_to_onnx` wrote: the file, what it
-    computes, the exporter that produced it (and why dynamo was not used, if not), the
-    metadata written and the parity report (None with ``verify=False``)."""
+    """What :func:`export_classifier` wrote, how, and its parity report (None unverified)."""
 
     path: Path
     task: str
@@ -147,7 +124,6 @@ class ExportResult:
     exporter: str
     fallback_reason: str | None
     size_bytes: int
-    metadata: dict[str, str]
     report: ParityReport | None
     seconds: float
 
@@ -170,11 +146,8 @@ class ExportResult:
 
 
 def check_opset(opset: int | None, exporter: str = "auto") -> int:
-    """Validate an opset for an exporter and return it (None: ``DEFAULT_OPSET``).
-
-    Raises:
-        ExportError: unknown exporter, or an opset outside what that exporter can write.
-    """
+    """The opset (None: ``DEFAULT_OPSET``); ExportError for an unknown exporter or an opset
+    outside what that exporter writes."""
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; expected one of {', '.join(EXPORTERS)}")
     value = DEFAULT_OPSET if opset is None else int(opset)
@@ -187,37 +160,20 @@ def check_opset(opset: int | None, exporter: str = "auto") -> int:
     return value
 
 
-def module_to_onnx(
-    module: torch.nn.Module,
-    input_shape: Sequence[int],
-    *,
-    opset: int = DEFAULT_OPSET,
-    exporter: str = "auto",
+def _to_onnx(
+    module: nn.Module, shape: tuple[int, ...], opset: int, exporter: str
 ) -> tuple[onnx.ModelProto, str, str | None]:
-    """Export a head module (``input`` -> logits, probabilities, label) to an in-memory model
-    with a dynamic ``batch`` axis; ``auto`` falls back to TorchScript only if dynamo raises.
-
-    Returns:
-        The model, the exporter that produced it, and why dynamo was not used (or None).
-
-    Raises:
-        ExportError: the exporter(s) failed.
-    """
-    check_opset(opset, exporter)
-    example = torch.zeros(EXAMPLE_BATCH, *input_shape, dtype=torch.float32)
+    """The model, the exporter that made it and why dynamo was not used (or None)."""
+    example = torch.zeros(EXAMPLE_BATCH, *shape, dtype=torch.float32)
     if exporter == "torchscript":
         return _torchscript_export(module, example, opset), "torchscript", None
     try:
         return _dynamo_export(module, example, opset), "dynamo", None
     except Exception as exc:  # the dynamo stack raises many types; the fallback is recorded
-        if exporter == "dynamo":
-            raise ExportError(f"the dynamo exporter failed: {_first_line(exc)}") from exc
-        if opset > TORCHSCRIPT_MAX_OPSET:
-            raise ExportError(
-                f"the dynamo exporter failed ({_first_line(exc)}) and the TorchScript fallback "
-                f"stops at opset {TORCHSCRIPT_MAX_OPSET}; asked for {opset}"
-            ) from exc
         reason = f"dynamo exporter failed: {_first_line(exc)}"
+        if exporter == "dynamo" or opset > TORCHSCRIPT_MAX_OPSET:
+            fallback = f"; TorchScript stops at opset {TORCHSCRIPT_MAX_OPSET}, asked for {opset}"
+            raise ExportError(f"the {reason}{fallback if exporter == 'auto' else ''}") from exc
     return _torchscript_export(module, example, opset), "torchscript", reason
 
 
@@ -235,16 +191,14 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _names(opset: int) -> dict[str, Any]:
-    return {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES), "opset_version": opset}
-
-
-def _dynamo_export(module: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+def _dynamo_export(module: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     with _quiet_exporter():
         program = torch.onnx.export(
             module,
             (example,),
-            **_names(opset),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
             dynamo=True,
             external_data=False,
             dynamic_shapes=({0: torch.export.Dim(BATCH_AXIS)},),
@@ -255,9 +209,7 @@ def _dynamo_export(module: torch.nn.Module, example: torch.Tensor, opset: int) -
     return program.model_proto
 
 
-def _torchscript_export(
-    module: torch.nn.Module, example: torch.Tensor, opset: int
-) -> onnx.ModelProto:
+def _torchscript_export(module: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     import onnx
 
     with tempfile.TemporaryDirectory(prefix="onnxedge-export-") as folder:
@@ -268,7 +220,9 @@ def _torchscript_export(
                     module,
                     (example,),
                     str(path),
-                    **_names(opset),
+                    input_names=[INPUT_NAME],
+                    output_names=list(OUTPUT_NAMES),
+                    opset_version=opset,
                     dynamo=False,
                     dynamic_axes={name: {0: BATCH_AXIS} for name in (INPUT_NAME, *OUTPUT_NAMES)},
                 )
@@ -277,17 +231,11 @@ def _torchscript_export(
         return onnx.load(str(path))
 
 
-def finalize_graph(
-    model: onnx.ModelProto, *, input_shape: Sequence[int], output_size: int, opset: int
+def _finalize(
+    model: onnx.ModelProto, shape: tuple[int, ...], width: int, opset: int
 ) -> onnx.ModelProto:
     """Strip exporter debug metadata (stack traces with the build machine's paths) but each
-    node's torch module path, then check the graph and infer its shapes.
-
-    Raises:
-        ExportError: the checker or strict shape inference fails, the opset differs, a
-            tensor is stored outside the file, or the signature breaks the contract.
-    """
-    import onnx
+    node's torch module path; ExportError unless opset, signature and graph pass."""
     from onnx import TensorProto
 
     graph = model.graph
@@ -301,7 +249,7 @@ def finalize_graph(
     for values in (graph.input, graph.output, graph.value_info, graph.initializer):
         for value in values:
             del value.metadata_props[:]
-    del graph.value_info[:]  # re-inferred below
+    del graph.value_info[:]  # re-inferred by checked()
 
     versions = {o.domain: o.version for o in model.opset_import}
     found = versions.get("", versions.get("ai.onnx"))
@@ -309,42 +257,18 @@ def finalize_graph(
     external = [t.name for t in graph.initializer if t.data_location == TensorProto.EXTERNAL]
     if external:
         problems.append(f"tensors stored outside the file: {external}")
-    row: list[int | str] = [BATCH_AXIS, output_size]
-    dims: dict[str, list[int | str]] = {INPUT_NAME: [BATCH_AXIS, *input_shape]}
-    dims[OUTPUT_LABEL] = [BATCH_AXIS]
+    dims: dict[str, list[int | str]] = {
+        INPUT_NAME: [BATCH_AXIS, *shape],
+        OUTPUT_LABEL: [BATCH_AXIS],
+    }
+    dims[OUTPUT_LOGITS] = dims[OUTPUT_PROBABILITIES] = [BATCH_AXIS, width]
     try:
-        problems += signature_problems(
-            model, {**dims, OUTPUT_LOGITS: row, OUTPUT_PROBABILITIES: row}
-        )
+        problems += signature_problems(model, dims)
     except ModelLoadError as exc:
         problems.append(str(exc))
     if problems:
         raise ExportError("the exported graph breaks the model contract: " + "; ".join(problems))
-    try:
-        onnx.checker.check_model(model, full_check=True)
-        return onnx.shape_inference.infer_shapes(
-            model, check_type=True, strict_mode=True, data_prop=True
-        )
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"the exported graph does not pass the ONNX checker: {exc}") from exc
-
-
-def _check_target(path: Path, overwrite: bool) -> None:
-    # Checked before the (slow) export, with a message that names a model file.
-    if path.is_dir():
-        raise ExportError(f"{path} is a folder; give the model's file name, like {path}/model.onnx")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
-
-
-def _write_model(model: onnx.ModelProto, metadata: dict[str, str], path: Path) -> None:
-    import onnx
-
-    onnx.helper.set_model_props(model, metadata)
-    try:
-        path.write_bytes(model.SerializeToString())
-    except OSError as exc:
-        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return checked(model, "exported")
 
 
 def export_classifier(
@@ -357,7 +281,7 @@ def export_classifier(
     feature_names: Sequence[str] | None = None,
     preprocess: Preprocess | None = None,
     verify_data: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = DEFAULT_THRESHOLD,
     opset: int | None = None,
     overwrite: bool = False,
     exporter: str = "auto",
@@ -367,11 +291,9 @@ def export_classifier(
     extra_metadata: dict[str, Any] | None = None,
     run: TrainedRun | None = None,
 ) -> ExportResult:
-    """Export any classifier module to one verified ONNX file with its head and preprocessing.
-
-    The graph reads raw rows ``input`` float32 ``[batch, *input_shape]`` and outputs
-    ``logits``, ``probabilities`` and ``label``; the metadata records the contract. The file
-    is put in place only once verified against ``module`` (:func:`verify_model`).
+    """Export a classifier module to one verified ONNX file with its head and preprocessing:
+    raw rows ``input`` float32 ``[batch, *input_shape]`` in, ``logits``, ``probabilities``,
+    ``label`` out, the contract in the metadata; written once verified (:func:`verify_model`).
 
     Args:
         module: maps ``(batch, *input_shape)`` float32 (after ``preprocess``) to logits
@@ -379,13 +301,12 @@ def export_classifier(
         head, threshold, class_names, feature_names, preprocess: what the graph computes
             and the contract records (:func:`~onnxedge.export.heads.resolve_head`).
         verify_data: rows ``(x, y)`` (or rows alone) to verify on; default synthetic rows.
-        opset, exporter: see :func:`check_opset`; ``verify``: verify before writing.
-        report_path: also write the full parity report as JSON here (even on failure).
-        extra_metadata: more ``onnxedge.*`` keys; ``run``: the run the module came from.
+        opset, exporter: see :func:`check_opset`; ``report_path``: also write the parity
+            report here (even on failure); ``extra_metadata``: more ``onnxedge.*`` keys.
 
     Raises:
-        ExportError: the module's output is not finite logits of ``input_shape`` rows,
-            an option does not fit, the graph fails the checker, or a write fails.
+        ExportError: the module does not return finite logits, an option does not fit, the
+            graph fails the checker, or a write fails.
         InputShapeError: ``verify_data`` does not have rows of ``input_shape``.
         OutputExistsError: ``path`` exists and ``overwrite`` is false.
         ParityError: verification failed (every failing check is listed).
@@ -393,12 +314,16 @@ def export_classifier(
     started = time.perf_counter()
     opset = check_opset(opset, exporter)
     target = Path(path)
-    _check_target(target, overwrite)
+    if target.is_dir():  # atomic_file refuses it too, without naming a model file
+        raise ExportError(
+            f"{target} is a folder; give the model's file name, like {target}/model.onnx"
+        )
     shape = tuple(int(d) for d in input_shape)
     if not shape or any(d < 1 for d in shape):
         raise ExportError(
             f"input_shape must be one or more positive sizes, got {tuple(input_shape)}"
         )
+    check_feature_names(feature_names, shape)
     check_rows, labels = _check_data(verify_data, shape, preprocess)
     batch = (len(check_rows), *shape)
     module.eval()
@@ -423,54 +348,37 @@ def export_classifier(
     width = int(logits.shape[1])
     spec = resolve_head(width, head, None if threshold == DEFAULT_THRESHOLD else threshold)
     names = class_names_for(width, class_names)
-    if feature_names is not None and len(feature_names) != math.prod(shape):
-        raise ExportError(
-            f"feature_names has {len(feature_names)} names; rows of shape {shape} "
-            f"have {math.prod(shape)} values"
-        )
     wrapped = ClassifierWithHead(module, preprocess, spec).eval()
     report: ParityReport | None = None
     with atomic_file(target, overwrite=overwrite, error=ExportError) as tmp:
-        model, used, reason = module_to_onnx(wrapped, shape, opset=opset, exporter=exporter)
-        model = finalize_graph(model, input_shape=shape, output_size=width, opset=opset)
+        model, used, reason = _to_onnx(wrapped, shape, opset, exporter)
+        model = _finalize(model, shape, width, opset)
         extra = {
             **(extra_metadata or {}),
             contract.KEY_GRAPH_WEIGHTS_SHA256: graph_weights_sha256(model),
-            contract.KEY_VERSIONS: library_versions(*EXPORT_LIBRARIES),
-            contract.KEY_EXPORTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
             contract.KEY_OPSET: opset,
-            contract.KEY_EXPORTER: used,
         }
-        metadata = ModelContract(
-            task=spec.task,
-            head=spec.head,
-            threshold=spec.threshold,
-            class_names=names,
-            num_features=math.prod(shape),
-            feature_names=list(feature_names) if feature_names is not None else None,
-            input_shape=shape,
-            preprocess=preprocess.to_dict() if preprocess is not None else None,
-            variant="fp32",
-            extra={k.removeprefix(PREFIX): v for k, v in extra.items()},
-        ).to_metadata()
-        _write_model(model, metadata, tmp)
+        libraries = ("torch", "onnxscript")
+        metadata = contract_metadata(
+            spec, names, shape, feature_names, preprocess, used, libraries, extra
+        )
+        write_model(model, metadata, tmp)
         if verify:
-            rows = (
-                None
-                if run is not None
-                else (check_rows, labels)
-                if labels is not None
-                else check_rows
-            )
+            rows = check_rows if labels is None else (check_rows, labels)
             report = verify_model(
-                tmp, rows, module, run_dir=run, batch_sizes=batch_sizes, name=str(target)
+                tmp,
+                None if run is not None else rows,
+                module,
+                run_dir=run,
+                batch_sizes=batch_sizes,
+                name=str(target),
             )
             if report_path is not None:
                 report.write_json(report_path)
             report.raise_for_failures()
             metadata[contract.KEY_PARITY] = json.dumps(report.summary())
             metadata[contract.KEY_GOLDEN] = json.dumps(golden_set(model, check_rows))
-            _write_model(model, metadata, tmp)
+            write_model(model, metadata, tmp)
     return ExportResult(
         path=target,
         task=spec.task,
@@ -481,7 +389,6 @@ def export_classifier(
         exporter=used,
         fallback_reason=reason,
         size_bytes=target.stat().st_size,
-        metadata=metadata,
         report=report,
         seconds=time.perf_counter() - started,
     )
@@ -505,8 +412,6 @@ def _check_data(
         return synthetic_rows(step, shape), None
     x, y = data if isinstance(data, tuple) else (data, None)
     x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 2 and x.shape[1:] != shape and x.shape[1] == math.prod(shape):
-        x = x.reshape(len(x), *shape)
     if x.shape[1:] != shape or len(x) == 0:
         raise InputShapeError(
             f"verify_data must hold rows of shape {shape}; got an array of shape {x.shape}"
@@ -517,39 +422,24 @@ def _check_data(
 
 
 def checkpoint_to_onnx(
-    run_dir: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    *,
-    head: str = HEAD_AUTO,
-    threshold: float | None = None,
-    opset: int | None = None,
-    exporter: str = "auto",
-    overwrite: bool = False,
-    verify: bool = True,
-    report_path: str | os.PathLike[str] | None = None,
-    batch_sizes: Sequence[int] | None = None,
+    run_dir: str | os.PathLike[str], output: str | os.PathLike[str], **options: Any
 ) -> ExportResult:
-    """Export an onnxedge run folder to one verified file: the net rebuilt from the run's
-    config and weights, verified on its validation split against its own module.
-
-    Args: as for :func:`export_classifier` (threshold None: 0.5; sigmoid only).
+    """:func:`export_classifier` for an onnxedge run folder: its net, preprocessing and
+    names, verified on its validation split; ``options`` (head, threshold, opset, exporter,
+    overwrite, verify, report_path, batch_sizes) as there.
 
     Raises:
-        CheckpointError: ``run_dir`` is a file, or the run folder is missing, incomplete
-            or corrupt.
+        CheckpointError: ``run_dir`` is a file, or a missing, incomplete or corrupt run.
         ExportError, OutputExistsError, ParityError: as for :func:`export_classifier`.
     """
     from onnxedge.models.checkpoint import load_run
 
-    check_opset(opset, exporter)
-    _check_target(Path(output), overwrite)
     if Path(run_dir).is_file():
         raise CheckpointError(
             f"{run_dir} is a file; onnxedge export takes a run folder (what onnxedge train "
             "writes); export your own module with onnxedge.export.export_classifier"
         )
     run = load_run(run_dir)
-    spec = resolve_head(run.config.output_size, head, threshold)
     metrics = run.metrics if isinstance(run.metrics, dict) else {}
     keys = ("best_epoch", "epochs_run", "train_rows", "val_rows")
     training = {
@@ -562,27 +452,21 @@ def checkpoint_to_onnx(
         run.net,
         output,
         input_shape=run.input_shape,
-        head=spec.head,
         class_names=list(run.class_names),
         feature_names=list(run.feature_names) if len(run.input_shape) == 1 else None,
         preprocess=run.preprocess,
-        verify_data=run.validation() if verify else None,
-        threshold=spec.threshold,
-        opset=opset,
-        overwrite=overwrite,
-        exporter=exporter,
-        verify=verify,
-        report_path=report_path,
-        batch_sizes=batch_sizes,
+        verify_data=run.validation(),
         extra_metadata={
             ARCHITECTURE: json.dumps(run.config.to_dict()),
             contract.KEY_TRAINING_METRICS: training,
             contract.KEY_WEIGHTS_SHA256: run.weights_sha256,
         },
         run=run,
+        **options,
     )
 
 
 def _first_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exporter's or module's error (they run to pages)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,34 +1,31 @@
-"""A logits-only ONNX model from another exporter -> an onnxedge classifier (onnx, no torch).
+"""A logits-only ONNX model -> an onnxedge classifier (:func:`add_head`; onnx, no torch).
 
-:func:`add_head` keeps the source graph and adds what the contract asks for: in front, the
-graph input ``input`` through the optional preprocessing (``Sub``/``Div`` or ``Mul``) or an
-``Identity``; behind the logits, ``logits``, ``probabilities`` (``Softmax`` / ``Sigmoid``)
-and ``label`` (``ArgMax``, or ``p >= threshold``) with operators every opset from 7 has;
-and the ``onnxedge.*`` metadata with the source's provenance and a golden set. Source
-tensors already carrying one of those names are renamed; other outputs are dropped; a
-fixed batch of 1 is made dynamic when the graph still runs at batch 3. The result passes
-the ONNX checker and is verified before it is written: its logits equal the source's, its
-probabilities, labels and loss equal the numpy head on its own logits.
+The source graph is kept; the contract's input, outputs (with operators every opset from 7
+has) and metadata are added, checked and verified before writing. The torch-free pieces
+export shares (contract metadata, checker, writer) live here too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from onnxedge.export.check_rows import rows_to_verify, synthetic_rows
 from onnxedge.export.compare import Check, compare
 from onnxedge.export.heads import HeadSpec, class_names_for, resolve_head
-from onnxedge.export.verify import own_head_checks, row_losses, synthetic_rows
+from onnxedge.export.verify import onnxruntime_runner, own_head_checks, row_losses
 from onnxedge.models import reference
 from onnxedge.models.preprocess import Preprocess, Rescale, Standardize
 from onnxedge.runtime import tolerances as tol
-from onnxedge.runtime.atomic import atomic_file, exists_message
+from onnxedge.runtime.atomic import atomic_file
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
     INPUT_NAME,
@@ -47,18 +44,12 @@ from onnxedge.runtime.contract import (
     ModelContract,
     golden_set,
 )
-from onnxedge.runtime.errors import (
-    DataError,
-    ExportError,
-    ModelLoadError,
-    OutputExistsError,
-    ParityError,
-)
+from onnxedge.runtime.errors import DataError, ExportError, ModelLoadError, ParityError, one_line
 from onnxedge.runtime.version import library_versions
 
 if TYPE_CHECKING:
     import onnx
-    import onnxruntime as ort
+    from onnxedge.export.verify import Runner
 
 #: Output names of converters that already hold probabilities (skl2onnx).
 PROBABILITY_OUTPUT_NAMES = frozenset({OUTPUT_PROBABILITIES, "output_probability"})
@@ -72,9 +63,7 @@ PROBE_BATCH = 3
 
 @dataclass
 class WrapResult:
-    """What :func:`add_head` wrote and measured: the source (and its sha256), the head on
-    which source output, the source's input name and row shape, the class names, notes on
-    what was changed besides the contract, every check, and accuracy / loss on ``data``."""
+    """What :func:`add_head` wrote, changed (``notes``), checked and measured on ``data``."""
 
     path: Path
     source: Path
@@ -93,11 +82,8 @@ class WrapResult:
         """A JSON-ready form (``onnxedge wrap --json``)."""
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
         data.update(path=str(self.path), source=str(self.source), seconds=round(self.seconds, 3))
-        return {
-            **data,
-            "input_shape": list(self.input_shape),
-            "checks": [c.to_dict() for c in self.checks],
-        }
+        data.update(input_shape=list(self.input_shape), checks=[c.to_dict() for c in self.checks])
+        return data
 
 
 def add_head(
@@ -116,37 +102,25 @@ def add_head(
     """Add the onnxedge head, label, input preprocessing and contract to a logits model.
 
     Args:
-        source: an ONNX model with one float32 input ``[batch, *row_shape]`` and a float32
-            logits output ``[batch, classes]``.
-        output: the file to write; ``overwrite``: replace it.
-        head: ``auto`` (sigmoid for one logit, softmax for more), ``softmax`` or ``sigmoid``;
-            ``threshold``: the sigmoid head's, in ``(0, 1)`` (default 0.5).
-        logits_output: the source output holding the logits, where there are several and
-            none is named ``logits``.
-        class_names: one per class (two, negative first, for sigmoid); ``feature_names``:
-            one per feature.
-        preprocess: a step the graph applies to raw rows before the source graph.
-        data: ``(rows, labels)`` to verify on (labels as indices or class names); then
+        source: an ONNX model, one float32 input ``[batch, *row_shape]``, float32 logits
+            ``[batch, classes]`` (``logits_output``: which output, where it is ambiguous).
+        head, threshold, class_names, feature_names, preprocess: as for export_classifier.
+        data: ``(rows, labels)`` to verify on (labels as indices or class names), then
             accuracy and loss are reported. Default: synthetic rows.
 
     Raises:
-        ModelLoadError: ``source`` is missing or not an ONNX model.
-        ExportError: the source does not fit (no or an ambiguous logits output, a width
-            that does not fit the head, a non-float output, no batch axis, probabilities
-            already there), an option is invalid, or the result fails the ONNX checker.
-        DataError: ``data`` does not fit the model.
+        ModelLoadError: ``source`` is missing or not an ONNX model onnxruntime opens.
+        ExportError: the source or an option does not fit, or the result fails the checker.
+        DataError, InputShapeError: ``data`` does not fit the model.
         ParityError: the wrapped model does not compute what it should.
         OutputExistsError: ``output`` exists and ``overwrite`` is false.
     """
     started = time.perf_counter()
-    import onnx
-
     source, output = Path(source), Path(output)
-    if output.exists() and not overwrite:
-        raise OutputExistsError(exists_message(output))  # refused before any work
     raw, model = _read(source)
-    plan = _plan(model, source, logits_output, feature_names)
-    original = _session(model.SerializeToString())
+    plan = _plan(model, source, logits_output)
+    check_feature_names(feature_names, plan.input_shape)
+    original = onnxruntime_runner(model, "the source model")
     width = _probe_width(original, plan)
     spec = resolve_head(width, head, threshold)
     names = class_names_for(width, class_names)
@@ -154,51 +128,42 @@ def add_head(
         preprocess = _fit_preprocess(preprocess, plan.input_shape)
 
     wrapped = _build(model, plan, spec, width, preprocess)
-    _check(wrapped)
-    session = _session(wrapped.SerializeToString())
+    checked(wrapped, "wrapped")
+    run = onnxruntime_runner(wrapped, "the wrapped model")
     if plan.batch_made_dynamic:
-        _probe_dynamic_batch(session, plan, source)
+        try:
+            run(np.zeros((PROBE_BATCH, *plan.input_shape), dtype=np.float32))
+        except Exception as exc:  # onnxruntime's own error types
+            raise ExportError(
+                f"{source}: input {plan.input!r} has a fixed batch of 1 and the graph does not "
+                f"run at batch {PROBE_BATCH} once it is made dynamic ({one_line(exc)}); "
+                "re-export it with a dynamic batch axis"
+            ) from None
     rows, labels = _verification_rows(data, plan.input_shape, preprocess, names)
-    checks, metrics = _verify(original, session, plan, spec, preprocess, rows, labels)
+    checks, metrics = _verify(original, run, plan, spec, preprocess, rows, labels)
     failed = [f"{c.label}: {c.detail}" for c in checks if not c.passed]
     if failed:
         raise ParityError(f"{source}: the wrapped model fails {'; '.join(failed)}", failed)
     if all(c.value == 0 for c in checks if c.name == OUTPUT_LOGITS):
         plan.notes.append("logits bit-for-bit equal to the source model's at every batch size")
 
-    out = dict(zip(OUTPUT_NAMES, session.run(None, {INPUT_NAME: rows}), strict=True))
-    provenance = {
-        "file": source.name,
-        "sha256": hashlib.sha256(raw).hexdigest(),
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
-    }
+    sha256 = hashlib.sha256(raw).hexdigest()
+    producer = f"{model.producer_name} {model.producer_version}".strip()
     extra = {
-        KEY_SOURCE_MODEL: provenance,
-        KEY_VERSIONS: library_versions("onnx", "onnxruntime", "numpy"),
-        KEY_EXPORTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
-        KEY_EXPORTER: "onnxedge wrap",
-        KEY_GOLDEN: golden_set(rows, out, head=spec.head, threshold=spec.threshold),
+        KEY_SOURCE_MODEL: {"file": source.name, "sha256": sha256, "producer": producer},
+        KEY_GOLDEN: golden_set(rows, run(rows), head=spec.head, threshold=spec.threshold),
         KEY_PARITY: {"passed": True, "checks": [c.to_dict() for c in checks], "metrics": metrics},
     }
-    contract = ModelContract(
-        task=spec.task,
-        head=spec.head,
-        threshold=spec.threshold,
-        class_names=names,
-        num_features=int(np.prod(plan.input_shape)),
-        feature_names=feature_names,
-        input_shape=plan.input_shape,
-        preprocess=preprocess.to_dict() if preprocess is not None else None,
-        extra={k.removeprefix(PREFIX): v for k, v in extra.items()},
+    metadata = contract_metadata(
+        spec, names, plan.input_shape, feature_names, preprocess, "onnxedge wrap", (), extra
     )
     props = {p.key: p.value for p in model.metadata_props if not p.key.startswith(PREFIX)}
-    onnx.helper.set_model_props(wrapped, {**props, **contract.to_metadata()})
     with atomic_file(output, overwrite=overwrite, error=ExportError) as tmp:
-        tmp.write_bytes(wrapped.SerializeToString())
+        write_model(wrapped, {**props, **metadata}, tmp)
     return WrapResult(
         path=output,
         source=source,
-        source_sha256=provenance["sha256"],
+        source_sha256=sha256,
         head=spec.head,
         logits_output=plan.logits,
         input_name=plan.input,
@@ -209,6 +174,74 @@ def add_head(
         metrics=metrics,
         seconds=time.perf_counter() - started,
     )
+
+
+# --- shared with export ----------------------------------------------------------------
+
+
+def check_feature_names(names: Sequence[str] | None, input_shape: tuple[int, ...]) -> None:
+    """Raises ExportError unless ``names`` is None or holds one name per feature."""
+    if names is not None and len(names) != math.prod(input_shape):
+        raise ExportError(
+            f"{len(names)} feature names given; the model reads {math.prod(input_shape)} "
+            f"features per row (shape {list(input_shape)})"
+        )
+
+
+def checked(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
+    """``model`` with shapes inferred; ExportError unless the checker and strict inference pass."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        return onnx.shape_inference.infer_shapes(
+            model, check_type=True, strict_mode=True, data_prop=True
+        )
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(
+            f"the {what} graph does not pass the ONNX checker: {one_line(exc)}"
+        ) from None
+
+
+def contract_metadata(
+    spec: HeadSpec,
+    class_names: list[str],
+    input_shape: tuple[int, ...],
+    feature_names: Sequence[str] | None,
+    preprocess: Preprocess | None,
+    exporter: str,
+    libraries: Sequence[str],
+    extra: dict[str, Any],
+) -> dict[str, str]:
+    """A classifier's ``onnxedge.*`` metadata: contract, ``extra``, writer, versions, time."""
+    extra = {
+        **extra,
+        KEY_VERSIONS: library_versions(*libraries, "onnx", "onnxruntime", "numpy"),
+        KEY_EXPORTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+        KEY_EXPORTER: exporter,
+    }
+    return ModelContract(
+        task=spec.task,
+        head=spec.head,
+        threshold=spec.threshold,
+        class_names=class_names,
+        num_features=math.prod(input_shape),
+        feature_names=list(feature_names) if feature_names is not None else None,
+        input_shape=input_shape,
+        preprocess=preprocess.to_dict() if preprocess is not None else None,
+        extra={k.removeprefix(PREFIX): v for k, v in extra.items()},
+    ).to_metadata()
+
+
+def write_model(model: onnx.ModelProto, metadata: dict[str, str], path: Path) -> None:
+    """Set ``model``'s metadata and write it to ``path`` (ExportError if that fails)."""
+    import onnx
+
+    onnx.helper.set_model_props(model, metadata)
+    try:
+        path.write_bytes(model.SerializeToString())
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # --- reading the source ----------------------------------------------------------------
@@ -226,28 +259,20 @@ class _Plan:
 
 
 def _read(source: Path) -> tuple[bytes, onnx.ModelProto]:
-    """The file's bytes (for its digest) and the model, external tensors loaded in."""
     import onnx
 
     if not source.is_file():
         raise ModelLoadError(f"{source}: no such model file")
-    raw = source.read_bytes()
     try:
-        return raw, onnx.load(str(source))
+        return source.read_bytes(), onnx.load(str(source))
     except Exception as exc:  # protobuf and onnx raise their own types
-        raise ModelLoadError(f"{source}: not a readable ONNX model ({_first_line(exc)})") from None
+        raise ModelLoadError(f"{source}: not a readable ONNX model ({one_line(exc)})") from None
 
 
-def _plan(
-    model: onnx.ModelProto,
-    source: Path,
-    logits_output: str | None,
-    feature_names: list[str] | None,
-) -> _Plan:
+def _plan(model: onnx.ModelProto, source: Path, logits_output: str | None) -> _Plan:
     from onnx import TensorProto
 
     graph = model.graph
-    props = {p.key: p.value for p in model.metadata_props}
     producers = _producers(graph)
     having = [o.name for o in graph.output if o.name in PROBABILITY_OUTPUT_NAMES]
     having += [
@@ -255,8 +280,9 @@ def _plan(
         for o in graph.output
         if producers.get(o.name) in PROBABILITY_OPS
     ]
-    if props.get(KEY_HEAD) in reference.PROBABILITY_HEADS:
-        having.insert(0, f"onnxedge head {props[KEY_HEAD]}")
+    head = {p.key: p.value for p in model.metadata_props}.get(KEY_HEAD)
+    if head in reference.PROBABILITY_HEADS:
+        having.insert(0, f"onnxedge head {head}")
     if having:
         raise ExportError(
             f"{source} already outputs probabilities ({', '.join(having)}); it needs no head: "
@@ -276,20 +302,18 @@ def _plan(
         raise ExportError(
             f"{source}: input {x.name!r} is {_dtype(tensor.elem_type)}; onnxedge feeds float32"
         )
-    dims = list(tensor.shape.dim) if tensor.HasField("shape") else []
+    dims = list(tensor.shape.dim)
+    shown = [d.dim_param or d.dim_value or "?" for d in dims]
     if len(dims) < 2:
         raise ExportError(
-            f"{source}: input {x.name!r} has shape {[d.dim_param or d.dim_value for d in dims]}, "
-            "no batch axis; onnxedge needs [batch, *row_shape] (re-export it with a batch axis "
-            "first)"
+            f"{source}: input {x.name!r} has shape {shown}, no batch axis; onnxedge needs "
+            "[batch, *row_shape] (re-export it with a batch axis first)"
         )
     if any(not d.HasField("dim_value") or d.dim_value < 1 for d in dims[1:]):
-        shown = [d.dim_param or d.dim_value or "?" for d in dims]
         raise ExportError(
             f"{source}: input {x.name!r} has shape {shown}; every axis but the batch axis "
             "must have a fixed size"
         )
-    input_shape = tuple(int(d.dim_value) for d in dims[1:])
     notes: list[str] = []
     made_dynamic = dims[0].HasField("dim_value")
     if made_dynamic and dims[0].dim_value != 1:
@@ -314,16 +338,10 @@ def _plan(
     elem = outputs[chosen].type.tensor_type.elem_type
     if elem != TensorProto.FLOAT:
         raise ExportError(f"{source}: output {chosen!r} is {_dtype(elem)}; logits must be float32")
-    num_features = int(np.prod(input_shape))
-    if feature_names is not None and len(feature_names) != num_features:
-        raise ExportError(
-            f"{len(feature_names)} feature names given; the model reads {num_features} "
-            f"features per row (shape {list(input_shape)})"
-        )
     dropped = [name for name in outputs if name != chosen]
     if dropped:
         notes.append(f"outputs {dropped} dropped (only the logits {chosen!r} are kept)")
-    return _Plan(x.name, input_shape, made_dynamic, chosen, notes)
+    return _Plan(x.name, tuple(int(d.dim_value) for d in dims[1:]), made_dynamic, chosen, notes)
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, str]:
@@ -348,13 +366,12 @@ def _dtype(elem_type: int) -> str:
     return "float32" if name == "float" else name
 
 
-def _probe_width(session: ort.InferenceSession, plan: _Plan) -> int:
+def _probe_width(run: Runner, plan: _Plan) -> int:
     """The logits' width, from running the source on one row (graphs often leave it open)."""
-    x = np.zeros((1, *plan.input_shape), dtype=np.float32)
     try:
-        (logits,) = session.run([plan.logits], {plan.input: x})
+        logits = run(np.zeros((1, *plan.input_shape), dtype=np.float32))[plan.logits]
     except Exception as exc:  # onnxruntime's own error types
-        raise ExportError(f"onnxruntime cannot run the source model: {_first_line(exc)}") from None
+        raise ExportError(f"onnxruntime cannot run the source model: {one_line(exc)}") from None
     if logits.ndim != 2 or logits.shape[0] != 1:
         raise ExportError(
             f"output {plan.logits!r} has shape {list(logits.shape)} for one row; logits are "
@@ -364,12 +381,11 @@ def _probe_width(session: ort.InferenceSession, plan: _Plan) -> int:
 
 
 def _fit_preprocess(step: Preprocess, input_shape: tuple[int, ...]) -> Preprocess:
-    """The step as the graph holds it: a float32 factor, or statistics that broadcast
-    against one row (flat ones reshaped)."""
+    """The step as the graph holds it: a float32 factor, or statistics shaped like a row."""
     if isinstance(step, Rescale):
         return Rescale(float(np.float32(step.factor)))
     mean, std = step.mean, step.std
-    if mean.size == int(np.prod(input_shape)) and mean.shape != input_shape:
+    if mean.size == math.prod(input_shape) and mean.shape != input_shape:
         mean, std = mean.reshape(input_shape), std.reshape(input_shape)
     try:
         fits = np.broadcast_shapes(mean.shape, input_shape) == input_shape
@@ -474,8 +490,7 @@ def _names(graph: onnx.GraphProto) -> set[str]:
 
 
 def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
-    """Rename one tensor everywhere: edges, graph inputs/outputs, value_info, initializers,
-    and subgraphs (which may read the outer tensor)."""
+    """Rename one tensor everywhere, subgraphs included (they may read the outer tensor)."""
     for n in graph.node:
         n.input[:] = [new if name == old else name for name in n.input]
         n.output[:] = [new if name == old else name for name in n.output]
@@ -496,30 +511,6 @@ def _fresh(base: str, taken: set[str]) -> str:
     return name
 
 
-def _check(model: onnx.ModelProto) -> None:
-    import onnx
-
-    try:
-        onnx.checker.check_model(model, full_check=True)
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(
-            f"the wrapped graph does not pass the ONNX checker: {_first_line(exc)}"
-        ) from None
-
-
-def _probe_dynamic_batch(session: ort.InferenceSession, plan: _Plan, source: Path) -> None:
-    x = np.zeros((PROBE_BATCH, *plan.input_shape), dtype=np.float32)
-    try:
-        session.run(None, {INPUT_NAME: x})
-    except Exception as exc:  # onnxruntime's own error types
-        raise ExportError(
-            f"{source}: input {plan.input!r} has a fixed batch of 1 and the graph does not run "
-            f"at batch {PROBE_BATCH} once it is made dynamic ({_first_line(exc)}); re-export "
-            "it with a dynamic batch axis"
-        ) from None
-
-
 # --- verification ----------------------------------------------------------------------
 
 
@@ -529,20 +520,10 @@ def _verification_rows(
     preprocess: Preprocess | None,
     class_names: list[str],
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Raw rows ``(n, *input_shape)`` and class indices to verify on (labels given by name
-    are looked up in ``class_names``); synthetic rows without data."""
+    """Rows ``(n, *input_shape)`` and class indices (names looked up); else synthetic rows."""
     if data is None:
         return synthetic_rows(preprocess, input_shape, LARGE_BATCH), None
-    rows, labels = np.asarray(data[0], dtype=np.float32), np.asarray(data[1])
-    if rows.ndim < 2 or int(np.prod(rows.shape[1:])) != int(np.prod(input_shape)):
-        raise DataError(
-            f"data rows have shape {list(rows.shape[1:])}; the model reads rows of shape "
-            f"{list(input_shape)}"
-        )
-    if len(rows) == 0:
-        raise DataError("the data has no rows")
-    if len(labels) != len(rows):
-        raise DataError(f"{len(rows)} data rows but {len(labels)} labels")
+    labels = np.asarray(data[1])
     if not np.issubdtype(labels.dtype, np.integer):
         index = {name: k for k, name in enumerate(class_names)}
         unknown = sorted({str(v) for v in labels} - set(index))
@@ -552,17 +533,14 @@ def _verification_rows(
                 "(name the classes with --classes)"
             )
         labels = np.array([index[str(v)] for v in labels])
-    elif len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
-        raise DataError(
-            f"data labels run {labels.min()}..{labels.max()}; the model has "
-            f"{len(class_names)} classes"
-        )
-    return rows.reshape(len(rows), *input_shape), labels.astype(np.int64)
+    contract = ModelContract(class_names=class_names)
+    x, y, _ = rows_to_verify((data[0], labels), None, None, None, None, contract, input_shape)
+    return x, y
 
 
 def _verify(
-    original: ort.InferenceSession,
-    wrapped: ort.InferenceSession,
+    original: Runner,
+    wrapped: Runner,
     plan: _Plan,
     spec: HeadSpec,
     preprocess: Preprocess | None,
@@ -572,15 +550,13 @@ def _verify(
     """Checks at batch 1, an odd size and all rows; metrics on all rows with labels."""
     checks: list[Check] = []
     metrics: dict[str, float] = {}
-    threshold = float(np.float32(spec.threshold))  # the graph compares in float32
     for n in sorted({1, min(ODD_BATCH, len(rows)), len(rows)}):
         x = rows[:n]
-        out = dict(zip(OUTPUT_NAMES, wrapped.run(None, {INPUT_NAME: x}), strict=True))
-        z, p = out[OUTPUT_LOGITS], out[OUTPUT_PROBABILITIES]
+        out = wrapped(x)
         fed = preprocess.apply(x).astype(np.float32) if preprocess is not None else x
         # a batch made dynamic: the source still runs one row at a time
         parts = [row[None] for row in fed] if plan.batch_made_dynamic else [fed]
-        source = np.concatenate([original.run([plan.logits], {plan.input: f})[0] for f in parts])
+        source = np.concatenate([original(f)[plan.logits] for f in parts])
         checks += compare(
             {OUTPUT_LOGITS: source},
             out,
@@ -589,27 +565,14 @@ def _verify(
             batch_size=n,
             names={OUTPUT_LOGITS: "LOGIT_ATOL"},
         )
-        # the numpy head on its own logits; its own labels as the loss's targets, so every
-        # row's loss is well conditioned in float32 (a confidently wrong row of real data
-        # is not: its p rounds to 0 or 1)
-        own = reference.predict_label(p, spec.head, threshold)
+        # the numpy head on its own logits, its own labels as the loss's targets: every
+        # row's loss stays well conditioned in float32 (a confidently wrong row is not)
+        p = out[OUTPUT_PROBABILITIES]
+        own = reference.predict_label(p, spec.head, float(np.float32(spec.threshold)))
         checks += own_head_checks(out, "wrapped", n, spec.head, spec.threshold, own)
         if labels is not None and n == len(rows):
+            z = out[OUTPUT_LOGITS].astype(np.float64)
             accuracy = float(np.mean(out[OUTPUT_LABEL] == labels))
-            loss = float(np.mean(row_losses(z.astype(np.float64), labels, spec.head)))
+            loss = float(np.mean(row_losses(z, labels, spec.head)))
             metrics = {"rows": n, "accuracy": accuracy, "loss": loss}
     return checks, metrics
-
-
-def _session(model_bytes: bytes) -> ort.InferenceSession:
-    import onnxruntime as ort
-
-    try:
-        return ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own error types
-        raise ExportError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,8 +1,5 @@
-"""``onnxedge wrap``: parse options, call :func:`onnxedge.export.wrap.add_head`, print.
-
-Needs onnx and onnxruntime, not torch. Also holds the click options ``onnxedge export`` /
-``verify`` share with it.
-"""
+"""``onnxedge wrap`` (onnx and onnxruntime, no torch), and the click options ``onnxedge
+export`` / ``verify`` / ``optimize`` share with it."""
 
 from __future__ import annotations
 
@@ -18,7 +15,7 @@ from onnxedge.export.compare import render_checks
 from onnxedge.export.heads import HEAD_AUTO, HEAD_CHOICES
 from onnxedge.export.wrap import WrapResult, add_head
 from onnxedge.models.preprocess import Preprocess, Rescale, preprocess_from_dict
-from onnxedge.runtime.errors import CheckpointError, ExportError
+from onnxedge.runtime.errors import CheckpointError, ExportError, one_line
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -74,8 +71,7 @@ def preprocess_from_option(text: str) -> Preprocess:
             stats = json.loads(Path(value).read_text(encoding="utf-8"))
             return cast(Preprocess, preprocess_from_dict({"kind": "standardize", **stats}))
     except (OSError, ValueError, TypeError, CheckpointError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"--preprocess {text}: {first}") from None
+        raise ExportError(f"--preprocess {text}: {one_line(exc)}") from None
     raise ExportError(f"--preprocess {text}: expected standardize:MEAN_STD.json or rescale:FACTOR")
 
 
@@ -83,12 +79,10 @@ def preprocess_from_option(text: str) -> Preprocess:
     epilog=(
         "Examples:\n\n"
         "\b\n"
-        "  onnxedge wrap model.onnx -o wrapped.onnx\n"
         "  onnxedge wrap model.onnx -o wrapped.onnx --classes setosa,versicolor,virginica\n"
         "  onnxedge wrap cnn.onnx -o cnn.wrapped.onnx --preprocess rescale:1/255\n"
         "  onnxedge wrap bc.onnx -o bc.wrapped.onnx --head sigmoid --threshold 0.3 \\\n"
-        "      --preprocess standardize:mean_std.json --data val.csv --label-column target\n"
-        "  onnxedge wrap two_outputs.onnx -o wrapped.onnx --logits-output scores --json"
+        "      --preprocess standardize:mean_std.json --data val.csv --label-column target"
     )
 )
 @click.argument("model", type=click.Path())
@@ -100,59 +94,39 @@ def preprocess_from_option(text: str) -> Preprocess:
     help="The output holding the logits.  [default: the only output, or the one named logits]",
 )
 @click.option("--classes", default=None, help="Class names, comma-separated, in logit order.")
-@click.option(
-    "--classes-file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="Class names, one per line.",
-)
 @click.option("--feature-names", default=None, help="Feature names, comma-separated.")
 @click.option(
     "--preprocess",
     default=None,
     metavar="standardize:FILE.json|rescale:FACTOR",
-    help='Preprocessing the graph applies to raw rows first: a JSON file {"mean": [...], '
-    '"std": [...]} or a factor (1/255, 0.0625).',
+    help='What the graph applies to raw rows first: {"mean": [...], "std": [...]} or a factor.',
 )
 @click.option(
     "--data",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Verify on these rows (CSV/NPY/Parquet, raw) and report accuracy and loss.  "
-    "[default: random rows]",
+    help="Verify on these raw rows (CSV/NPY/Parquet); report accuracy and loss.",
 )
 @click.option("--label-column", default=None, help="Label column of --data's file.")
 @output_options("the result")
 def wrap(
     model: str,
     output: str,
-    head: str,
-    threshold: float | None,
-    logits_output: str | None,
     classes: str | None,
-    classes_file: str | None,
     feature_names: str | None,
     preprocess: str | None,
     data: str | None,
     label_column: str | None,
-    overwrite: bool,
     as_json: bool,
+    **options: Any,
 ) -> None:
     """Add softmax / sigmoid, label and the onnxedge contract to a logits-only ONNX model.
 
-    For a model from torch.onnx.export, another team or another tool: the graph is kept
-    as it is, its input renamed to `input`, its outputs to logits / probabilities /
-    label; the result is checked and verified (probabilities and labels against numpy
-    on its own logits, logits against MODEL's) before it is written.
+    The graph is kept as it is; the result is checked and verified (logits against
+    MODEL's, probabilities and labels against numpy on its own logits) before it is written.
     """
-    if classes is not None and classes_file is not None:
-        raise click.UsageError("give --classes or --classes-file, not both")
     if label_column is not None and data is None:
         raise click.UsageError("--label-column needs --data")
-    names = _split(classes)
-    if classes_file is not None:
-        lines = Path(classes_file).read_text(encoding="utf-8").splitlines()
-        names = [line.strip() for line in lines if line.strip()]
     rows = None
     if data is not None:
         from onnxedge.models.data import load_dataset
@@ -163,14 +137,11 @@ def wrap(
     result = add_head(
         model,
         output,
-        head=head,
-        logits_output=logits_output,
-        class_names=names,
+        class_names=_split(classes),
         feature_names=_split(feature_names),
         preprocess=preprocess_from_option(preprocess) if preprocess else None,
-        threshold=threshold,
         data=rows,
-        overwrite=overwrite,
+        **options,
     )
     click.echo(json.dumps(result.to_dict()) if as_json else _describe(result))
 
@@ -185,8 +156,7 @@ def _describe(result: WrapResult) -> str:
         f"{result.source} (sha256 {result.source_sha256[:12]}) -> {result.path} "
         f"in {result.seconds:.2f} s",
         f"  input {result.input_name!r} (rows of shape {list(result.input_shape)}) -> 'input'; "
-        f"{result.head} head on {result.logits_output!r}, classes: "
-        + ", ".join(result.class_names),
+        f"{result.head} head on {result.logits_output!r}, classes: {', '.join(result.class_names)}",
         *(f"  note: {note}" for note in result.notes),
         f"  verified at batch {', '.join(map(str, batches))}:",
         *(f"    {line}" for line in render_checks(result.checks)),
