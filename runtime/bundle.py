@@ -1,8 +1,7 @@
 """A deploy folder for a device: the model (and its external data), ``edge_infer.py``,
 ``requirements.txt``, ``sample.csv`` with ``sample_expected.txt`` (what :class:`Predictor`
 prints for it), ``selftest.json`` (the self-test run here, when the model carries a golden
-set) and a README with the exact commands. Built under a temporary name beside its
-destination and renamed into place: a reader never sees half a bundle."""
+set) and a README with the exact commands."""
 
 from __future__ import annotations
 
@@ -11,16 +10,15 @@ import importlib.resources
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from onnxedge.runtime.atomic import place
+from onnxedge.runtime.atomic import Staged
 from onnxedge.runtime.contract import KEY_GOLDEN
 from onnxedge.runtime.edge_infer import format_rows
-from onnxedge.runtime.errors import OnnxEdgeError, OutputExistsError
+from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.predictor import Predictor
 from onnxedge.runtime.version import __version__
 
@@ -53,8 +51,7 @@ def write_bundle(
     model: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Bundle:
     """Write a deploy folder for ``model`` (opened with :class:`Predictor` first, so a
-    broken or unsafe model is never bundled) at ``out_dir`` (a folder is replaced only
-    with ``overwrite``).
+    broken or unsafe model is never bundled) at ``out_dir``, staged and renamed into place.
 
     Raises:
         OutputExistsError: ``out_dir`` exists without ``overwrite``, or is not a folder.
@@ -62,31 +59,10 @@ def write_bundle(
         OnnxEdgeError: the destination cannot be written, or the self-test failed.
     """
     source = Path(model)
-    target = Path(out_dir)
-    _check_target(target, overwrite)
-    predictor = Predictor(source, provider="cpu")
-    parent = target.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
-        raise OnnxEdgeError(f"cannot write to {parent}: {exc.strerror or exc}") from None
-    try:
-        bundle = _fill(staging, source, predictor)
-        place(staging, target, overwrite=overwrite)  # never replaces without overwrite
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    bundle.path = target
+    with Staged(out_dir, overwrite=overwrite, folder=True) as staged:
+        bundle = _fill(staged.path, source, Predictor(source, provider="cpu"))
+        bundle.path = staged.commit()
     return bundle
-
-
-def _check_target(target: Path, overwrite: bool) -> None:
-    if target.exists() or target.is_symlink():
-        if not target.is_dir() or target.is_symlink():
-            raise OutputExistsError(f"{target} exists and is not a folder; choose another -o")
-        if not overwrite:
-            raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
 
 
 def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:
@@ -104,7 +80,8 @@ def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:
     sample = _sample_rows(predictor)
     if sample is not None:
         (folder / SAMPLE_NAME).write_text(_sample_csv(predictor, sample))
-        (folder / EXPECTED_NAME).write_text(_expected_output(predictor, sample))
+        expected = format_rows(predictor, *predictor.score(sample), as_json=False)
+        (folder / EXPECTED_NAME).write_text(expected)  # what the script prints
         bundle.sample_rows = int(sample.shape[0])
     if KEY_GOLDEN in predictor.metadata:
         # the golden rows on the bundled copy, here; the README has the device run it too
@@ -171,10 +148,6 @@ def _csv_cell(text: str) -> str:
     if any(ch in text for ch in ',"\n\r') or text != text.strip():
         return '"' + text.replace('"', '""') + '"'
     return text
-
-
-def _expected_output(predictor: Predictor, rows: np.ndarray) -> str:
-    return format_rows(predictor, *predictor.score(rows), as_json=False)  # the script's lines
 
 
 def _row_text(predictor: Predictor) -> str:
