@@ -184,14 +184,9 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
     if KEY_GOLDEN in predictor.metadata:
         lines += [
             f"## First: the self-test\n\n```sh\n{run} --self-test         # add --json for fleets",
-            "```\n\nIt runs the golden rows stored in the model on this device's onnxruntime, at",
-            "every graph optimization level and on every provider here, against the outputs",
-            f"recorded at export (exit status 1 on a mismatch); `{SELFTEST_NAME}` is its report",
-            "where the bundle was made.\n",
+            "```\n\nIt runs the model's golden rows at every optimization level on every provider",
+            f"here (exit status 1 on a mismatch); `{SELFTEST_NAME}`: its report where made.\n",
         ]
-    else:
-        lines.append("The model carries no golden set for a self-test (`onnxedge export` and")
-        lines.append("`onnxedge wrap` store one).\n")
     lines.append("## Run\n\n```sh")
     if bundle.sample_rows:
         lines += [
@@ -208,14 +203,8 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
             "match; another CPU may differ in the last printed digit of a probability.\n",
         ]
     lines += [
-        "## Input and output\n",
-        "INPUT is a `.npy` file (rows x row shape, rows x features, or one row), a `.csv`",
-        "file (a row's values flattened), or `-` for CSV rows on stdin (answered row by row).",
-        "A CSV header is optional; when it names the model's features those columns are used,",
-        "in the model's order. NaN / Inf values are refused. Each row prints",
-        "`label<TAB>class_name<TAB>probability of that label`; with `--json`",
-        '`{"label": ..., "class": ..., "probabilities": [one per class]}`. Errors print one',
-        "line `Error: ...` on stderr (exit status 1); `--provider cuda` fails when CUDA is",
-        "not available, or leaves Gemm / MatMul / Conv nodes on the CPU.\n",
+        "INPUT: `.npy` or `.csv` rows (a header naming the features picks and orders the",
+        "columns), or `-` for CSV rows on stdin; NaN / Inf are refused. Errors print one line",
+        f"`Error: ...` (exit status 1). More: `python {SCRIPT_NAME} --help`.\n",
     ]
     return "\n".join(lines)
