@@ -1,9 +1,8 @@
 """The numpy oracle torch and onnxruntime are checked against: heads, losses, forwards.
 
 Inputs are cast to ``dtype`` (float64 unless float32 is asked for); every form stays
-finite for finite input (softmax less the row max, logsumexp, sigmoid from ``exp(-|x|)``,
-BCE from logits). Losses follow torch's definitions. Unknown options raise ValueError;
-bad data the typed errors of :mod:`onnxedge.runtime.errors`.
+finite for finite input. Losses follow torch's definitions. Unknown options raise
+ValueError, bad data the typed errors of :mod:`onnxedge.runtime.errors`.
 """
 
 from __future__ import annotations
@@ -350,8 +349,7 @@ def _class_indices(t: np.ndarray, scores: np.ndarray, name: str) -> NDArray[np.i
             f"{name} must hold whole-number class indices in 0..{n - 1} ({n} classes); "
             f"{t[index].item()!r}{where} is not one"
         )
-    labels = t.astype(np.int64)
-    return labels
+    return t.astype(np.int64)
 
 
 def _reduce(values: FloatArray, reduction: str) -> FloatArray:

@@ -1,5 +1,4 @@
-"""``onnxedge info`` and ``onnxedge bundle``: thin click commands over the runtime
-(:meth:`Predictor.describe`, :func:`onnxedge.runtime.bundle.write_bundle`)."""
+"""``onnxedge info`` and ``onnxedge bundle``: thin click commands over the runtime."""
 
 from __future__ import annotations
 
@@ -21,9 +20,7 @@ _INFO_EPILOG = (
     "  onnxedge info artifacts/digits.onnx --self-test\n"
     "  onnxedge info artifacts/digits.onnx --provider cuda   # nodes per provider\n"
     "\b\n"
-    "Shows the signature, opsets, file size, producer, whether the model is usable as\n"
-    "it is, the providers and how many nodes each runs, and every onnxedge. metadata\n"
-    "key decoded. Long values are shortened; --json prints everything."
+    "Long values are shortened; --json prints everything."
 )
 
 _BUNDLE_EPILOG = (
@@ -32,9 +29,7 @@ _BUNDLE_EPILOG = (
     "  onnxedge bundle artifacts/digits.onnx -o deploy/digits\n"
     "  onnxedge bundle artifacts/breast-cancer.onnx -o deploy/bc --overwrite\n"
     "\b\n"
-    "The folder holds the model, edge_infer.py (stdlib + numpy + onnxruntime only),\n"
-    "requirements.txt, a README, sample.csv, sample_expected.txt and selftest.json.\n"
-    "Copy it to the device and follow the README."
+    "Copy the folder to the device and follow its README."
 )
 _PATH = click.Path(path_type=Path)
 
@@ -77,7 +72,8 @@ def info(model: Path, as_json: bool, self_test: bool, provider: str) -> None:
 @click.option("-o", "--output", "out_dir", required=True, type=_PATH, help="Folder to create.")
 @click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
 def bundle(model: Path, out_dir: Path, overwrite: bool) -> None:
-    """Write a deploy folder: model, edge script, requirements and README."""
+    """Write a deploy folder: the model, edge_infer.py (stdlib + numpy + onnxruntime),
+    requirements.txt, a README, sample.csv, sample_expected.txt and selftest.json."""
     from onnxedge.runtime.bundle import write_bundle
 
     written = write_bundle(model, out_dir, overwrite=overwrite)
