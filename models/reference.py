@@ -378,20 +378,17 @@ def _layers(
             f"then output.weight / .bias): {'; '.join(problems)}; present: {sorted(keys)}"
         )
     layers = [(_as_float(weights[w], dtype), _as_float(weights[b], dtype)) for w, b in names]
-    problems, previous_out = [], None
+    problems, gives = [], None  # gives: the width the layer before puts out
     for (w_name, b_name), (weight, bias) in zip(names, layers, strict=True):
         if weight.ndim != 2:
             problems.append(f"{w_name} must be 2-D (out, in), has shape {weight.shape}")
-            previous_out = None
+            gives = None
             continue
         if bias.shape != weight.shape[:1]:
             problems.append(f"{b_name} has shape {bias.shape}; {w_name} needs ({len(weight)},)")
-        if previous_out is not None and weight.shape[1] != previous_out:
-            reads = weight.shape[1]
-            problems.append(
-                f"{w_name} reads {reads} features but the layer before gives {previous_out}"
-            )
-        previous_out = weight.shape[0]
+        if gives is not None and (reads := weight.shape[1]) != gives:
+            problems.append(f"{w_name} reads {reads} features but the layer before gives {gives}")
+        gives = weight.shape[0]
     if problems:
         raise CheckpointError("inconsistent weight shapes: " + "; ".join(problems))
     return layers

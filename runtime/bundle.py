@@ -160,10 +160,7 @@ def _row_text(predictor: Predictor) -> str:
 
 
 def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
-    name = source.name
-    classes = predictor.class_names
-    contract = predictor.contract
-    task = contract.task or "classifier"
+    name, classes = source.name, predictor.class_names
     class_text = (
         ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
         if classes
@@ -176,7 +173,8 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
     lines = [
         f"# {source.stem}: deploy bundle\n\nWritten by onnxedge {__version__} on {stamp}.\n",
         f"- model: `{name}` ({source.stat().st_size:,} bytes, sha256 `{digest}`)",
-        f"- task: {task}; input `{predictor.input_name}`: {_row_text(predictor)}",
+        f"- task: {predictor.contract.task or 'classifier'}; input `{predictor.input_name}`: "
+        f"{_row_text(predictor)}",
         f"- classes: {class_text}\n\n## Install (no torch needed)\n\n```sh",
         "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt\n```\n",
         "On an NVIDIA GPU install `onnxruntime-gpu` instead of `onnxruntime` (never both).\n",
@@ -203,8 +201,8 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
             "match; another CPU may differ in the last printed digit of a probability.\n",
         ]
     lines += [
-        "INPUT: `.npy` or `.csv` rows (a header naming the features picks and orders the",
-        "columns), or `-` for CSV rows on stdin; NaN / Inf are refused. Errors print one line",
-        f"`Error: ...` (exit status 1). More: `python {SCRIPT_NAME} --help`.\n",
+        "## Input and output\n\nINPUT: `.npy` or `.csv` rows (a header naming the features picks",
+        "and orders the columns), or `-` for CSV rows on stdin; NaN / Inf are refused. Errors",
+        f"print one line `Error: ...` (exit status 1). More: `python {SCRIPT_NAME} --help`.\n",
     ]
     return "\n".join(lines)

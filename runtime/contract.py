@@ -28,58 +28,49 @@ TASKS: tuple[str, ...] = ("multiclass", "binary")
 HEADS: tuple[str, ...] = ("softmax", "sigmoid", "none")
 VARIANTS: tuple[str, ...] = ("fp32", "int8", "fp16")
 
-# Keys; those marked JSON hold JSON documents, the rest plain strings.
+_JSON_KEYS: set[str] = set()  # keys whose values are JSON documents; the rest plain strings
+
+
+def _json_key(name: str) -> str:
+    _JSON_KEYS.add(PREFIX + name)
+    return PREFIX + name
+
+
 KEY_FORMAT_VERSION = PREFIX + "format_version"
 KEY_TASK = PREFIX + "task"
 KEY_HEAD = PREFIX + "head"
 KEY_THRESHOLD = PREFIX + "threshold"
-KEY_CLASS_NAMES = PREFIX + "class_names"  # JSON list[str]
+KEY_CLASS_NAMES = _json_key("class_names")  # list[str]
 KEY_NUM_FEATURES = PREFIX + "num_features"
-KEY_FEATURE_NAMES = PREFIX + "feature_names"  # JSON list[str]
-KEY_NORMALIZATION = PREFIX + "normalization"  # JSON {"mean": [...], "std": [...]}
+KEY_FEATURE_NAMES = _json_key("feature_names")  # list[str]
+KEY_NORMALIZATION = _json_key("normalization")  # {"mean": [...], "std": [...]}
 #: one row's shape, e.g. [64] or [1, 8, 8]; the graph input is [batch, *input_shape].
-KEY_INPUT_SHAPE = PREFIX + "input_shape"  # JSON list[int]
+KEY_INPUT_SHAPE = _json_key("input_shape")  # list[int]
 #: the in-graph preprocessing in front of the net (absent: rows are read as given):
 #: {"kind": "standardize", "mean": [...], "std": [...]} or {"kind": "rescale", "factor": f}.
-KEY_PREPROCESS = PREFIX + "preprocess"  # JSON
+KEY_PREPROCESS = _json_key("preprocess")
 #: where a wrapped model came from: {"file": ..., "sha256": ..., "producer": ...}.
-KEY_SOURCE_MODEL = PREFIX + "source_model"  # JSON
+KEY_SOURCE_MODEL = _json_key("source_model")
 #: the self-test's golden set: {"rows": [[...]] (flattened), "logits", "probabilities",
 #: "labels", "tolerances": {"logits": atol, "probabilities": atol}} (see golden_set).
-KEY_GOLDEN = PREFIX + "golden"  # JSON
+KEY_GOLDEN = _json_key("golden")
 #: up to GOLDEN_MAX_ROWS rows (at least GOLDEN_MIN_ROWS), fewer for large rows so that a
 #: golden set stays near GOLDEN_MAX_VALUES numbers.
 GOLDEN_MIN_ROWS = 8
 GOLDEN_MAX_ROWS = 32
 GOLDEN_MAX_VALUES = 20_000
-KEY_TRAINING_METRICS = PREFIX + "training_metrics"  # JSON
-KEY_PARITY = PREFIX + "parity"  # JSON, the verification summary
+KEY_TRAINING_METRICS = _json_key("training_metrics")
+KEY_PARITY = _json_key("parity")  # the verification summary
 KEY_WEIGHTS_SHA256 = PREFIX + "weights_sha256"
 #: sha256 over the graph's initializers: verify detects an edited weight without a run.
 KEY_GRAPH_WEIGHTS_SHA256 = PREFIX + "graph_weights_sha256"
-KEY_VERSIONS = PREFIX + "versions"  # JSON {"onnxedge": ..., "torch": ..., "onnx": ...}
+KEY_VERSIONS = _json_key("versions")  # {"onnxedge": ..., "torch": ..., "onnx": ...}
 KEY_EXPORTED_AT = PREFIX + "exported_at"  # ISO 8601, UTC
 KEY_OPSET = PREFIX + "opset"
 KEY_EXPORTER = PREFIX + "exporter"  # "dynamo" or "torchscript"
 KEY_VARIANT = PREFIX + "variant"  # fp32 | int8 | fp16
 KEY_SOURCE_SHA256 = PREFIX + "source_sha256"  # sha256 of the fp32 model a variant came from
-KEY_VARIANT_REPORT = PREFIX + "variant_report"  # JSON, the variant's verification figures
-
-_JSON_KEYS = frozenset(
-    {
-        KEY_CLASS_NAMES,
-        KEY_FEATURE_NAMES,
-        KEY_NORMALIZATION,
-        KEY_INPUT_SHAPE,
-        KEY_PREPROCESS,
-        KEY_SOURCE_MODEL,
-        KEY_GOLDEN,
-        KEY_TRAINING_METRICS,
-        KEY_PARITY,
-        KEY_VERSIONS,
-        KEY_VARIANT_REPORT,
-    }
-)
+KEY_VARIANT_REPORT = _json_key("variant_report")  # the variant's verification figures
 
 
 @dataclass
