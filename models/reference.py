@@ -104,12 +104,7 @@ def cross_entropy(
     _check_reduction(reduction)
     z = _as_float(logits, dtype, class_axis=-1, rank_name="logits")
     log_p = log_softmax(z, axis=-1, dtype=dtype)
-    t = np.asarray(target)
-    if t.ndim == z.ndim:
-        _check_same_shape(t, z, "target", "logits")
-        return _reduce(-np.sum(_as_float(t, dtype) * log_p, axis=-1), reduction)
-    labels = _class_indices(t, z, "target")
-    return _reduce(-np.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0], reduction)
+    return _reduce(_nll(log_p, target, ("target", "logits"), dtype), reduction)
 
 
 def cross_entropy_from_probabilities(
@@ -133,15 +128,7 @@ def cross_entropy_from_probabilities(
         raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
     probs = _as_float(p, dtype, class_axis=-1, rank_name="p")
     _check_unit_interval(probs, "p", hint=" (were logits passed where probabilities belong?)")
-    t = np.asarray(y)
-    if t.ndim == probs.ndim:
-        _check_same_shape(t, probs, "y", "p")
-        per_row = -np.sum(_as_float(t, dtype) * np.log(np.maximum(probs, eps)), axis=-1)
-    else:
-        labels = _class_indices(t, probs, "y")
-        picked = np.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
-        per_row = -np.log(np.maximum(picked, eps))
-    return _reduce(per_row, reduction)
+    return _reduce(_nll(np.log(np.maximum(probs, eps)), y, ("y", "p"), dtype), reduction)
 
 
 def binary_cross_entropy(
@@ -350,6 +337,19 @@ def _class_indices(t: np.ndarray, scores: np.ndarray, name: str) -> NDArray[np.i
             f"{t[index].item()!r}{where} is not one"
         )
     return t.astype(np.int64)
+
+
+def _nll(
+    log_p: FloatArray, target: ArrayLike, names: tuple[str, str], dtype: DTypeLike
+) -> FloatArray:
+    """Per row ``-sum(target * log_p)`` (one-hot / probability rows) or ``-log_p[target]``
+    (class indices); ``names``: the target's and the scores' in messages."""
+    t = np.asarray(target)
+    if t.ndim == log_p.ndim:
+        _check_same_shape(t, log_p, *names)
+        return -np.sum(_as_float(t, dtype) * log_p, axis=-1)
+    labels = _class_indices(t, log_p, names[0])
+    return -np.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
 
 
 def _reduce(values: FloatArray, reduction: str) -> FloatArray:
