@@ -1,11 +1,10 @@
-"""The run folder ``onnxedge train`` writes and ``export`` reads: ``config.json`` (the
-NetConfig, preprocessing, names, dataset, options), ``weights.safetensors`` (no pickle),
-``metrics.json``, ``curves.png``, and raw rows in ``validation.npz`` and
-``calibration.npz``. Older folders keep their standardization in ``normalization.json``.
-"""
+"""The run folder ``onnxedge train`` writes and ``export`` reads: ``config.json``,
+``weights.safetensors`` (no pickle), ``metrics.json``, ``curves.png``, and raw rows in
+``validation.npz`` and ``calibration.npz`` (older folders: ``normalization.json``)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -157,7 +156,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> TrainedRun:
         )
     config = NetConfig.from_dict(raw["net"])
     row = config.input_shape
-    if isinstance(preprocess, Standardize) and not _broadcasts(preprocess.mean.shape, row):
+    if isinstance(preprocess, Standardize) and _broadcast(preprocess.mean.shape, row) != row:
         raise CheckpointError(
             f"the standardization in {path} has shape {preprocess.mean.shape} but the net "
             f"reads rows of shape {row}"
@@ -190,11 +189,10 @@ def load_run(run_dir: str | os.PathLike[str]) -> TrainedRun:
     return TrainedRun(path, config, net, preprocess, classes, features, metrics, digest, info)
 
 
-def _broadcasts(shape: tuple[int, ...], row: tuple[int, ...]) -> bool:
-    try:
-        return np.broadcast_shapes(shape, row) == row
-    except ValueError:
-        return False
+def _broadcast(shape: tuple[int, ...], row: tuple[int, ...]) -> tuple[int, ...] | None:
+    with contextlib.suppress(ValueError):
+        return np.broadcast_shapes(shape, row)
+    return None
 
 
 def _arrays(net: MLP) -> dict[str, np.ndarray]:

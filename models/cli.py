@@ -9,6 +9,11 @@ import click
 from onnxedge.models.nets import ARCHS, DEFAULT_CHANNELS, DEFAULT_HIDDEN
 from onnxedge.models.train import TrainOptions
 from onnxedge.models.train import train as train_run
+from onnxedge.runtime.contract import TASKS
+
+
+def _default(widths: tuple[int, ...]) -> str:
+    return ",".join(map(str, widths))
 
 
 def _widths(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -23,6 +28,7 @@ def _widths(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 
 
 @click.command(
+    context_settings={"show_default": True},
     epilog=(
         "Examples:\n\n"
         "\b\n"
@@ -32,81 +38,30 @@ def _widths(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
         "  onnxedge train --dataset data.csv --label-column species -o runs/iris\n"
         "  onnxedge train --dataset train-images-idx3-ubyte \\\n"
         "      --labels train-labels-idx1-ubyte -o runs/mnist"
-    )
+    ),
 )
+@click.option("--dataset", "source", required=True, help="digits, breast-cancer, or a data file.")
+@click.option("-o", "--output", "out_dir", required=True, help="Run folder to create.")
+@click.option("--label-column", help="Label column (name for CSV/Parquet, index for NPY).")
+@click.option("--labels", "labels_path", help="Labels file for an IDX images file.")
+@click.option("--task", type=click.Choice(["auto", *TASKS]), default="auto")
+@click.option("--arch", type=click.Choice(ARCHS), default="mlp", help="cnn: images only.")
 @click.option(
-    "--dataset",
-    "source",
-    required=True,
-    help="digits, breast-cancer, or a .csv/.csv.gz/.npy/.npz/.parquet/IDX file.",
-)
-@click.option(
-    "-o", "--output", "out_dir", required=True, type=click.Path(), help="Run folder to create."
-)
-@click.option(
-    "--label-column", default=None, help="Label column (name for CSV/Parquet, index for NPY)."
-)
-@click.option(
-    "--labels",
-    "labels_path",
-    default=None,
-    type=click.Path(),
-    help="Labels file for an IDX images file.",
-)
-@click.option(
-    "--task",
-    type=click.Choice(["auto", "multiclass", "binary"]),
-    default="auto",
-    show_default=True,
-    help="auto infers it from the labels (2 classes: binary).",
-)
-@click.option(
-    "--arch",
-    type=click.Choice(ARCHS),
-    default="mlp",
-    show_default=True,
-    help="mlp (any data, standardized) or cnn (digits / IDX images, rescaled to 0..1).",
-)
-@click.option(
-    "--channels",
-    default=",".join(map(str, DEFAULT_CHANNELS)),
-    show_default=True,
-    callback=_widths,
-    help="The CNN's conv widths, comma-separated (--arch cnn).",
+    "--channels", default=_default(DEFAULT_CHANNELS), callback=_widths, help="Conv widths (cnn)."
 )
 @click.option(
     "--hidden",
-    default=",".join(map(str, DEFAULT_HIDDEN)),
-    show_default=True,
+    "hidden_sizes",
+    default=_default(DEFAULT_HIDDEN),
     callback=_widths,
-    help="Hidden layer widths, comma-separated.",
+    help="Dense widths.",
 )
-@click.option(
-    "--epochs",
-    default=TrainOptions.epochs,
-    show_default=True,
-    type=int,
-    help="Maximum epochs (early stopping on validation loss).",
-)
-@click.option(
-    "--patience",
-    default=TrainOptions.patience,
-    show_default=True,
-    type=int,
-    help="Epochs without improvement before stopping.",
-)
-@click.option(
-    "--lr", default=TrainOptions.lr, show_default=True, type=float, help="Adam learning rate."
-)
-@click.option("--batch-size", default=TrainOptions.batch_size, show_default=True, type=int)
-@click.option("--seed", default=TrainOptions.seed, show_default=True, type=int)
-@click.option(
-    "--val-fraction",
-    default=TrainOptions.val_fraction,
-    show_default=True,
-    type=float,
-    help="Share of rows held out for validation (stratified).",
-)
+@click.option("--epochs", default=TrainOptions.epochs, help="Maximum epochs (early stopping).")
+@click.option("--patience", default=TrainOptions.patience, help="Epochs without improvement.")
+@click.option("--lr", default=TrainOptions.lr, help="Adam learning rate.")
+@click.option("--batch-size", default=TrainOptions.batch_size)
+@click.option("--seed", default=TrainOptions.seed)
+@click.option("--val-fraction", default=TrainOptions.val_fraction, help="Held out, stratified.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -116,15 +71,14 @@ def train(
     label_column: str | None,
     labels_path: str | None,
     task: str,
-    hidden: tuple[int, ...],
     overwrite: bool,
     quiet: bool,
     as_json: bool,
     **hyperparameters: Any,
 ) -> None:
-    """Train a classifier on a dataset into a run folder."""
-    task_or_auto = None if task == "auto" else task
-    options = TrainOptions(task=task_or_auto, hidden_sizes=hidden, **hyperparameters)
+    """Train a classifier on a dataset (bundled, or a CSV / NPY / Parquet / IDX file) into a
+    run folder; ``--task auto`` makes 2 classes binary."""
+    options = TrainOptions(task=None if task == "auto" else task, **hyperparameters)
     column: str | int | None = label_column
     if label_column is not None and label_column.lstrip("-").isdigit():
         column = int(label_column)

@@ -1,8 +1,6 @@
 """The notebook's two classifiers (its ``forward`` skipped the hidden layer; here each
-layer feeds the next) and a small CNN. Every net returns logits; the head is added at
-export. Parameter names (``conv.{i}``, ``hidden.{i}``, ``output``, each ``.weight`` /
-``.bias``) are part of the checkpoint format and of the numpy reference.
-"""
+layer feeds the next) and a small CNN, all returning logits. Parameter names
+(``conv.{i}``, ``hidden.{i}``, ``output``) are part of the checkpoint format."""
 
 from __future__ import annotations
 
@@ -91,9 +89,8 @@ class NetConfig:
                     f"{len(self.channels)} pooling blocks need",
                 ),
             ]
-        for bad, message in problems:
-            if bad:
-                raise CheckpointError(message)
+        if failed := [message for bad, message in problems if bad]:
+            raise CheckpointError(failed[0])
 
     @property
     def output_size(self) -> int:
@@ -105,8 +102,8 @@ class NetConfig:
         """Values the first dense layer reads: the row (MLP), the last pooled map (CNN)."""
         if self.arch == "mlp":
             return self.input_size
-        scale = POOL_SIZE ** len(self.channels)
-        return self.channels[-1] * (self.input_shape[1] // scale) * (self.input_shape[2] // scale)
+        side = POOL_SIZE ** len(self.channels)
+        return self.channels[-1] * math.prod(d // side for d in self.input_shape[1:])
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``from_dict`` reverses it)."""

@@ -1,7 +1,5 @@
 """Input preprocessing as data: saved in a run folder and the model's ``onnxedge.preprocess``
-metadata, built by export into the graph in front of the net (a device feeds raw rows).
-``apply`` is the numpy form the reference and the tests use.
-"""
+metadata, built by export into the graph in front of the net (a device feeds raw rows)."""
 
 from __future__ import annotations
 
@@ -21,13 +19,12 @@ class Standardize:
     std: np.ndarray
 
     def __post_init__(self) -> None:
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
+        mean, std = (np.asarray(v, dtype=np.float32) for v in (self.mean, self.std))
         if mean.shape != std.shape:
             raise CheckpointError(
                 f"standardize: mean has shape {mean.shape} but std has shape {std.shape}"
             )
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
             raise CheckpointError("standardize: mean and std must be finite with std > 0")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
@@ -85,8 +82,7 @@ def preprocess_from_dict(data: dict[str, Any] | None) -> Preprocess | None:
     kind = data.get("kind", "standardize" if "mean" in data else None)
     try:
         if kind == "standardize":
-            mean = np.asarray(data["mean"], dtype=np.float32)
-            std = np.asarray(data["std"], dtype=np.float32)
+            mean, std = (np.asarray(data[k], dtype=np.float32) for k in ("mean", "std"))
             shape = tuple(data.get("shape", mean.shape))
             return Standardize(mean.reshape(shape), std.reshape(shape))
         if kind == "rescale":

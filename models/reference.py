@@ -1,9 +1,8 @@
 """The numpy oracle torch and onnxruntime are checked against: heads, losses, forwards.
 
 Inputs are cast to ``dtype`` (float64 unless float32 is asked for); every form stays
-finite for finite input (softmax less the row max, logsumexp, sigmoid from ``exp(-|x|)``,
-BCE from logits). Losses follow torch's definitions. Unknown options raise ValueError;
-bad data the typed errors of :mod:`onnxedge.runtime.errors`.
+finite for finite input. Losses follow torch's definitions. Unknown options raise
+ValueError, bad data the typed errors of :mod:`onnxedge.runtime.errors`.
 """
 
 from __future__ import annotations
@@ -105,12 +104,7 @@ def cross_entropy(
     _check_reduction(reduction)
     z = _as_float(logits, dtype, class_axis=-1, rank_name="logits")
     log_p = log_softmax(z, axis=-1, dtype=dtype)
-    t = np.asarray(target)
-    if t.ndim == z.ndim:
-        _check_same_shape(t, z, "target", "logits")
-        return _reduce(-np.sum(_as_float(t, dtype) * log_p, axis=-1), reduction)
-    labels = _class_indices(t, z, "target")
-    return _reduce(-np.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0], reduction)
+    return _reduce(_nll(log_p, target, ("target", "logits"), dtype), reduction)
 
 
 def cross_entropy_from_probabilities(
@@ -134,15 +128,7 @@ def cross_entropy_from_probabilities(
         raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
     probs = _as_float(p, dtype, class_axis=-1, rank_name="p")
     _check_unit_interval(probs, "p", hint=" (were logits passed where probabilities belong?)")
-    t = np.asarray(y)
-    if t.ndim == probs.ndim:
-        _check_same_shape(t, probs, "y", "p")
-        per_row = -np.sum(_as_float(t, dtype) * np.log(np.maximum(probs, eps)), axis=-1)
-    else:
-        labels = _class_indices(t, probs, "y")
-        picked = np.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
-        per_row = -np.log(np.maximum(picked, eps))
-    return _reduce(per_row, reduction)
+    return _reduce(_nll(np.log(np.maximum(probs, eps)), y, ("y", "p"), dtype), reduction)
 
 
 def binary_cross_entropy(
@@ -350,8 +336,20 @@ def _class_indices(t: np.ndarray, scores: np.ndarray, name: str) -> NDArray[np.i
             f"{name} must hold whole-number class indices in 0..{n - 1} ({n} classes); "
             f"{t[index].item()!r}{where} is not one"
         )
-    labels = t.astype(np.int64)
-    return labels
+    return t.astype(np.int64)
+
+
+def _nll(
+    log_p: FloatArray, target: ArrayLike, names: tuple[str, str], dtype: DTypeLike
+) -> FloatArray:
+    """Per row ``-sum(target * log_p)`` (one-hot / probability rows) or ``-log_p[target]``
+    (class indices); ``names``: the target's and the scores' in messages."""
+    t = np.asarray(target)
+    if t.ndim == log_p.ndim:
+        _check_same_shape(t, log_p, *names)
+        return -np.sum(_as_float(t, dtype) * log_p, axis=-1)
+    labels = _class_indices(t, log_p, names[0])
+    return -np.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
 
 
 def _reduce(values: FloatArray, reduction: str) -> FloatArray:
@@ -380,20 +378,17 @@ def _layers(
             f"then output.weight / .bias): {'; '.join(problems)}; present: {sorted(keys)}"
         )
     layers = [(_as_float(weights[w], dtype), _as_float(weights[b], dtype)) for w, b in names]
-    problems, previous_out = [], None
+    problems, gives = [], None  # gives: the width the layer before puts out
     for (w_name, b_name), (weight, bias) in zip(names, layers, strict=True):
         if weight.ndim != 2:
             problems.append(f"{w_name} must be 2-D (out, in), has shape {weight.shape}")
-            previous_out = None
+            gives = None
             continue
         if bias.shape != weight.shape[:1]:
             problems.append(f"{b_name} has shape {bias.shape}; {w_name} needs ({len(weight)},)")
-        if previous_out is not None and weight.shape[1] != previous_out:
-            reads = weight.shape[1]
-            problems.append(
-                f"{w_name} reads {reads} features but the layer before gives {previous_out}"
-            )
-        previous_out = weight.shape[0]
+        if gives is not None and (reads := weight.shape[1]) != gives:
+            problems.append(f"{w_name} reads {reads} features but the layer before gives {gives}")
+        gives = weight.shape[0]
     if problems:
         raise CheckpointError("inconsistent weight shapes: " + "; ".join(problems))
     return layers

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from onnxedge.models.preprocess import Preprocess, Rescale, Standardize
 from onnxedge.runtime.atomic import atomic_folder
 from onnxedge.runtime.contract import TASKS
 from onnxedge.runtime.errors import CheckpointError, DataError
-from onnxedge.runtime.version import __version__
+from onnxedge.runtime.version import library_versions
 
 CALIBRATION_ROWS = 1000  # training rows kept in the run folder for int8 calibration
 
@@ -51,12 +50,7 @@ class TrainOptions:
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (0 < self.val_fraction < 1, f"val fraction must be in (0, 1), got {self.val_fraction}"),
-            (
-                min(self.hidden_sizes, default=0) >= 1,
-                f"hidden sizes must be positive, got {self.hidden_sizes}",
-            ),
-            (min(self.channels, default=0) >= 1, f"channels must be positive, got {self.channels}"),
-        ]:
+        ]:  # the widths are the NetConfig's to check
             if not ok:
                 raise DataError(message)
 
@@ -111,10 +105,8 @@ def fit(
     binary = config.task == "binary"
     loss_fn: nn.Module = nn.BCEWithLogitsLoss() if binary else nn.CrossEntropyLoss()
 
-    xt = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
-    xv = torch.from_numpy(np.ascontiguousarray(x_val, dtype=np.float32))
-    yt = torch.from_numpy(y_train.astype(np.int64))
-    yv = torch.from_numpy(y_val.astype(np.int64))
+    xt, xv = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in (x_train, x_val))
+    yt, yv = (torch.from_numpy(y.astype(np.int64)) for y in (y_train, y_val))
 
     def targets(y: torch.Tensor) -> torch.Tensor:
         return y.float().unsqueeze(1) if binary else y  # BCE wants (n, 1) floats
@@ -144,17 +136,10 @@ def fit(
             val_logits = net(xv)
             val_loss = float(loss_fn(val_logits, targets(yv)))
             val_acc = float((predictions(val_logits) == yv).float().mean())
-        row = {
-            "epoch": float(epoch),
-            "train_loss": total / len(xt),
-            "train_accuracy": correct / len(xt),
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-        }
+        row = {"epoch": float(epoch), "train_loss": total / len(xt)}
+        row |= {"train_accuracy": correct / len(xt), "val_loss": val_loss, "val_accuracy": val_acc}
         history.append(row)
-        bar.set_postfix(
-            loss=f"{row['train_loss']:.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}"
-        )
+        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -189,7 +174,6 @@ def train(
         DataError: data that cannot be trained on, or a task that does not fit the labels.
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is false.
     """
-    import torch
     from onnxedge.models.data import Dataset, load_dataset, train_val_split
 
     options = options or TrainOptions()
@@ -210,10 +194,8 @@ def train(
     else:
         shape, preprocess = (dataset.num_features,), compute_normalization(train_ds.features)
     channels = tuple(options.channels) if options.arch == "cnn" else ()
-    hidden = tuple(options.hidden_sizes)
-    config = NetConfig(
-        task, dataset.num_features, hidden, dataset.num_classes, options.arch, shape, channels
-    )
+    sizes = (dataset.num_features, tuple(options.hidden_sizes), dataset.num_classes)
+    config = NetConfig(task, *sizes, options.arch, shape, channels)
 
     def rows(ds: Dataset) -> np.ndarray:  # raw (n, *shape) float32
         return ds.features.reshape(ds.num_rows, *shape)
@@ -236,12 +218,11 @@ def train(
     rng = np.random.default_rng(options.seed)
     take = min(CALIBRATION_ROWS, train_ds.num_rows)
     calibration = rows(train_ds)[np.sort(rng.choice(train_ds.num_rows, take, replace=False))]
-    versions = {"onnxedge": __version__, "torch": torch.__version__, "numpy": np.__version__}
     info = {
         "task": task,
         "dataset": str(source),
         "training": {**asdict(options), "task": task, "channels": list(config.channels)},
-        "versions": {**versions, "python": platform.python_version()},
+        "versions": library_versions("torch", "numpy"),
     }
     with atomic_folder(out_dir, overwrite=overwrite, error=CheckpointError) as folder:
         save_run(

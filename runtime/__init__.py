@@ -1,8 +1,8 @@
 """onnxedge.runtime: run exported classifiers with onnxruntime and numpy only.
 
-Nothing here imports torch, onnx's heavy parts, ``onnxedge.models`` or
-``onnxedge.export``; a test proves it in a subprocess. Public names are loaded
-lazily so that ``import onnxedge.runtime`` (and ``onnxedge --help``) stay fast.
+Nothing here imports torch, onnx, ``onnxedge.models`` or ``onnxedge.export`` (a test
+proves it). ``Predictor`` and ``__version__`` load on first use, so ``import
+onnxedge.runtime`` (and ``onnxedge --help``) stay fast.
 """
 
 from __future__ import annotations
@@ -27,13 +27,8 @@ from onnxedge.runtime.errors import (
 if TYPE_CHECKING:  # pragma: no cover
     from onnxedge.runtime.predictor import Prediction, Predictor
 
-_LAZY = {
-    # Reading the installed version costs ~20 ms of package metadata: only on request.
-    "__version__": "onnxedge.runtime.version",
-    "Predictor": "onnxedge.runtime.predictor",
-    "Prediction": "onnxedge.runtime.predictor",
-}
-
+# the installed version costs ~20 ms of package metadata: read only on request
+_LAZY = {"__version__": "version", "Predictor": "predictor", "Prediction": "predictor"}
 __all__ = [
     "CheckpointError",
     "DataError",
@@ -53,7 +48,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _LAZY:
         raise AttributeError(f"module 'onnxedge.runtime' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return getattr(importlib.import_module(f"onnxedge.runtime.{_LAZY[name]}"), name)

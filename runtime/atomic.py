@@ -1,11 +1,9 @@
 """The one atomic writer: a temp file or folder beside the target, flushed, then moved.
 
-Without ``overwrite`` nothing is replaced: a file is hard-linked to its name (``os.link``
-fails if it exists), a folder renamed with ``renameat2(RENAME_NOREPLACE)``, or, where
-there is none, after a check that the name is free (``rename`` refuses a non-empty
-folder: only an empty one made in that instant could be replaced). ``overwrite`` moves an
-old folder aside for the instant of the swap, and back if the swap fails. An exception
-removes the temp; temps a SIGKILL left go at the next write once older than STALE_SECONDS.
+Without ``overwrite`` nothing is replaced: a file is hard-linked to its name, a folder
+renamed with ``renameat2(RENAME_NOREPLACE)`` (else after a check that the name is free).
+``overwrite`` moves an old folder aside for the instant of the swap, and back if it fails.
+An exception removes the temp; a SIGKILL's temps go once older than STALE_SECONDS.
 """
 
 from __future__ import annotations
@@ -96,8 +94,8 @@ def _clear_stale(target: Path) -> None:
                 _remove(leftover)
                 stale.append(leftover.name)
     if stale:
-        message = "removed temporary files left by an interrupted run in %s: %s"
-        _log.warning(message, target.parent, ", ".join(sorted(stale)))
+        where, names = target.parent, ", ".join(sorted(stale))
+        _log.warning("removed temporary files left by an interrupted run in %s: %s", where, names)
 
 
 def place(temp: Path, target: Path, *, overwrite: bool, error: _Error = OnnxEdgeError) -> None:
@@ -142,9 +140,10 @@ def place(temp: Path, target: Path, *, overwrite: bool, error: _Error = OnnxEdge
 
 class Staged:
     """An empty temp file (or folder) beside ``target``; :meth:`commit` moves it there,
-    and leaving its ``with`` block without a commit removes it. Raises OutputExistsError
-    if ``target`` exists and ``overwrite`` is false; ``error`` (an OnnxEdgeError type) if
-    the target is of the wrong kind or its folder cannot be written.
+    leaving its ``with`` block without a commit removes it; ``done`` once either happened.
+    Raises OutputExistsError if ``target`` exists (without ``overwrite``) or is no folder
+    where one is staged; ``error`` (an OnnxEdgeError type) if a file is staged over a
+    folder or the target's folder cannot be written.
     """
 
     def __init__(
@@ -156,10 +155,10 @@ class Staged:
         if target.exists() and not overwrite:
             raise OutputExistsError(exists_message(target))
         if folder and target.exists() and not target.is_dir():
-            raise error(f"{target} exists and is not a folder; choose another name")
+            raise OutputExistsError(f"{target} exists and is not a folder; choose another name")
         _clear_stale(target)
         self.path = target.parent / f".{target.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
-        self._done = False
+        self.done = False
         _LIVE.add(self.path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -172,21 +171,15 @@ class Staged:
         if not self.done:
             place(self.path, self.target, overwrite=self.overwrite, error=self.error)
             _LIVE.discard(self.path)
-            self._done = True
+            self.done = True
         return self.target
-
-    @property
-    def done(self) -> bool:
-        """Whether the temp was committed or discarded (this object's own state: the signal
-        cleanup's set says nothing about whether a commit happened)."""
-        return self._done
 
     def discard(self, *exc: object) -> None:
         """Remove the temp (nothing after a commit); the target is not touched."""
         if not self.done:
             _LIVE.discard(self.path)
             _remove(self.path)
-            self._done = True
+            self.done = True
 
     def __enter__(self) -> Staged:
         return self

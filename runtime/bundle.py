@@ -1,8 +1,7 @@
 """A deploy folder for a device: the model (and its external data), ``edge_infer.py``,
 ``requirements.txt``, ``sample.csv`` with ``sample_expected.txt`` (what :class:`Predictor`
 prints for it), ``selftest.json`` (the self-test run here, when the model carries a golden
-set) and a README with the exact commands. Built under a temporary name beside its
-destination and renamed into place: a reader never sees half a bundle."""
+set) and a README with the exact commands."""
 
 from __future__ import annotations
 
@@ -11,16 +10,15 @@ import importlib.resources
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from onnxedge.runtime.atomic import place
+from onnxedge.runtime.atomic import Staged
 from onnxedge.runtime.contract import KEY_GOLDEN
 from onnxedge.runtime.edge_infer import format_rows
-from onnxedge.runtime.errors import OnnxEdgeError, OutputExistsError
+from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.predictor import Predictor
 from onnxedge.runtime.version import __version__
 
@@ -53,8 +51,7 @@ def write_bundle(
     model: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Bundle:
     """Write a deploy folder for ``model`` (opened with :class:`Predictor` first, so a
-    broken or unsafe model is never bundled) at ``out_dir`` (a folder is replaced only
-    with ``overwrite``).
+    broken or unsafe model is never bundled) at ``out_dir``, staged and renamed into place.
 
     Raises:
         OutputExistsError: ``out_dir`` exists without ``overwrite``, or is not a folder.
@@ -62,31 +59,10 @@ def write_bundle(
         OnnxEdgeError: the destination cannot be written, or the self-test failed.
     """
     source = Path(model)
-    target = Path(out_dir)
-    _check_target(target, overwrite)
-    predictor = Predictor(source, provider="cpu")
-    parent = target.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
-        raise OnnxEdgeError(f"cannot write to {parent}: {exc.strerror or exc}") from None
-    try:
-        bundle = _fill(staging, source, predictor)
-        place(staging, target, overwrite=overwrite)  # never replaces without overwrite
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    bundle.path = target
+    with Staged(out_dir, overwrite=overwrite, folder=True) as staged:
+        bundle = _fill(staged.path, source, Predictor(source, provider="cpu"))
+        bundle.path = staged.commit()
     return bundle
-
-
-def _check_target(target: Path, overwrite: bool) -> None:
-    if target.exists() or target.is_symlink():
-        if not target.is_dir() or target.is_symlink():
-            raise OutputExistsError(f"{target} exists and is not a folder; choose another -o")
-        if not overwrite:
-            raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
 
 
 def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:
@@ -104,7 +80,8 @@ def _fill(folder: Path, source: Path, predictor: Predictor) -> Bundle:
     sample = _sample_rows(predictor)
     if sample is not None:
         (folder / SAMPLE_NAME).write_text(_sample_csv(predictor, sample))
-        (folder / EXPECTED_NAME).write_text(_expected_output(predictor, sample))
+        expected = format_rows(predictor, *predictor.score(sample), as_json=False)
+        (folder / EXPECTED_NAME).write_text(expected)  # what the script prints
         bundle.sample_rows = int(sample.shape[0])
     if KEY_GOLDEN in predictor.metadata:
         # the golden rows on the bundled copy, here; the README has the device run it too
@@ -173,10 +150,6 @@ def _csv_cell(text: str) -> str:
     return text
 
 
-def _expected_output(predictor: Predictor, rows: np.ndarray) -> str:
-    return format_rows(predictor, *predictor.score(rows), as_json=False)  # the script's lines
-
-
 def _row_text(predictor: Predictor) -> str:
     shape = predictor.input_shape
     if shape is None:
@@ -187,10 +160,7 @@ def _row_text(predictor: Predictor) -> str:
 
 
 def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
-    name = source.name
-    classes = predictor.class_names
-    contract = predictor.contract
-    task = contract.task or "classifier"
+    name, classes = source.name, predictor.class_names
     class_text = (
         ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
         if classes
@@ -203,7 +173,8 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
     lines = [
         f"# {source.stem}: deploy bundle\n\nWritten by onnxedge {__version__} on {stamp}.\n",
         f"- model: `{name}` ({source.stat().st_size:,} bytes, sha256 `{digest}`)",
-        f"- task: {task}; input `{predictor.input_name}`: {_row_text(predictor)}",
+        f"- task: {predictor.contract.task or 'classifier'}; input `{predictor.input_name}`: "
+        f"{_row_text(predictor)}",
         f"- classes: {class_text}\n\n## Install (no torch needed)\n\n```sh",
         "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt\n```\n",
         "On an NVIDIA GPU install `onnxruntime-gpu` instead of `onnxruntime` (never both).\n",
@@ -211,14 +182,9 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
     if KEY_GOLDEN in predictor.metadata:
         lines += [
             f"## First: the self-test\n\n```sh\n{run} --self-test         # add --json for fleets",
-            "```\n\nIt runs the golden rows stored in the model on this device's onnxruntime, at",
-            "every graph optimization level and on every provider here, against the outputs",
-            f"recorded at export (exit status 1 on a mismatch); `{SELFTEST_NAME}` is its report",
-            "where the bundle was made.\n",
+            "```\n\nIt runs the model's golden rows at every optimization level on every provider",
+            f"here (exit status 1 on a mismatch); `{SELFTEST_NAME}`: its report where made.\n",
         ]
-    else:
-        lines.append("The model carries no golden set for a self-test (`onnxedge export` and")
-        lines.append("`onnxedge wrap` store one).\n")
     lines.append("## Run\n\n```sh")
     if bundle.sample_rows:
         lines += [
@@ -235,14 +201,8 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
             "match; another CPU may differ in the last printed digit of a probability.\n",
         ]
     lines += [
-        "## Input and output\n",
-        "INPUT is a `.npy` file (rows x row shape, rows x features, or one row), a `.csv`",
-        "file (a row's values flattened), or `-` for CSV rows on stdin (answered row by row).",
-        "A CSV header is optional; when it names the model's features those columns are used,",
-        "in the model's order. NaN / Inf values are refused. Each row prints",
-        "`label<TAB>class_name<TAB>probability of that label`; with `--json`",
-        '`{"label": ..., "class": ..., "probabilities": [one per class]}`. Errors print one',
-        "line `Error: ...` on stderr (exit status 1); `--provider cuda` fails when CUDA is",
-        "not available, or leaves Gemm / MatMul / Conv nodes on the CPU.\n",
+        "## Input and output\n\nINPUT: `.npy` or `.csv` rows (a header naming the features picks",
+        "and orders the columns), or `-` for CSV rows on stdin; NaN / Inf are refused. Errors",
+        f"print one line `Error: ...` (exit status 1). More: `python {SCRIPT_NAME} --help`.\n",
     ]
     return "\n".join(lines)

@@ -1,12 +1,9 @@
 """The ``onnxedge`` command line: a thin click group over the library.
 
-Commands are loaded lazily by name, so ``onnxedge --help`` and ``onnxedge score``
-never import torch; ``train`` / ``export`` / ``verify`` live beside the code they
-call (``onnxedge.models.cli``, ``onnxedge.export.cli``) and need the ``train``
-extra. Library errors (:class:`OnnxEdgeError`) become one line ``Error: ...`` and
-exit code 1 here, and nowhere else (with ``--json`` also ``{"error": "..."}`` on
-stdout); SIGTERM and SIGHUP end a command like Ctrl-C does, without a traceback and
-with no temporary file left, and exit with 128 + the signal's number.
+Commands are loaded lazily by name, so ``onnxedge --help`` and ``onnxedge score`` never
+import torch. Library errors (:class:`OnnxEdgeError`) become one line ``Error: ...`` and
+exit code 1 here and nowhere else (with ``--json`` also ``{"error": "..."}`` on stdout);
+SIGTERM and SIGHUP unwind like Ctrl-C, leave no temporary file and exit 128 + signum.
 """
 
 from __future__ import annotations
@@ -32,14 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("onnxedge.runtime.score_cli:score", "Score a CSV/NPY/Parquet/JSONL file, streaming."),
     "info": ("onnxedge.runtime.commands:info", "Show a model's signature, opsets and metadata."),
     "bundle": ("onnxedge.runtime.commands:bundle", "Write a deploy folder for a device."),
-    "optimize": (
-        "onnxedge.export.variants_cli:optimize",
-        "Make a verified int8 / fp16 (or ORT-format) edge variant of a model.",
-    ),
-    "wrap": (
-        "onnxedge.export.wrap_cli:wrap",
-        "Add the head, label and contract to a logits-only ONNX model.",
-    ),
+    "optimize": ("onnxedge.export.variants_cli:optimize", "Make a verified int8 / fp16 variant."),
+    "wrap": ("onnxedge.export.wrap_cli:wrap", "Add the head, label and contract to logits."),
 }
 
 _TORCH_COMMANDS = frozenset({"train", "export", "verify", "optimize", "wrap"})
@@ -52,10 +43,9 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
+        if cmd_name not in COMMANDS:
             return None
-        module_name, attr = target[0].split(":")
+        module_name, attr = COMMANDS[cmd_name][0].split(":")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -71,10 +61,8 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Summaries come from COMMANDS so that --help imports no command module.
-        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # The error boundary below must know whether the command was asked for JSON.

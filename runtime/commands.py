@@ -1,5 +1,4 @@
-"""``onnxedge info`` and ``onnxedge bundle``: thin click commands over the runtime
-(:meth:`Predictor.describe`, :func:`onnxedge.runtime.bundle.write_bundle`)."""
+"""``onnxedge info`` and ``onnxedge bundle``: thin click commands over the runtime."""
 
 from __future__ import annotations
 
@@ -12,9 +11,7 @@ import click
 from onnxedge.runtime.cli import echo_json
 from onnxedge.runtime.errors import OnnxEdgeError
 
-#: Longest metadata value shown in full by ``info`` without ``--json``.
-_SHOWN_CHARS = 100
-
+_SHOWN_CHARS = 100  # longest metadata value ``info`` shows in full without ``--json``
 _INFO_EPILOG = (
     "Examples:\n\n"
     "\b\n"
@@ -23,9 +20,7 @@ _INFO_EPILOG = (
     "  onnxedge info artifacts/digits.onnx --self-test\n"
     "  onnxedge info artifacts/digits.onnx --provider cuda   # nodes per provider\n"
     "\b\n"
-    "Shows the signature, opsets, file size, producer, whether the model is usable as\n"
-    "it is, the providers and how many nodes each runs, and every onnxedge. metadata\n"
-    "key decoded. Long values are shortened; --json prints everything."
+    "Long values are shortened; --json prints everything."
 )
 
 _BUNDLE_EPILOG = (
@@ -34,17 +29,13 @@ _BUNDLE_EPILOG = (
     "  onnxedge bundle artifacts/digits.onnx -o deploy/digits\n"
     "  onnxedge bundle artifacts/breast-cancer.onnx -o deploy/bc --overwrite\n"
     "\b\n"
-    "The folder holds the model, edge_infer.py (stdlib + numpy + onnxruntime only),\n"
-    "requirements.txt, a README, sample.csv, sample_expected.txt and selftest.json.\n"
-    "Copy it to the device and follow the README."
+    "Copy the folder to the device and follow its README."
 )
-
-
 _PATH = click.Path(path_type=Path)
 
 
 @click.command("info", epilog=_INFO_EPILOG)
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--self-test", is_flag=True, help="Golden rows x levels x providers (exit 1: fail).")
 @click.option(
@@ -77,11 +68,12 @@ def info(model: Path, as_json: bool, self_test: bool, provider: str) -> None:
 
 
 @click.command("bundle", epilog=_BUNDLE_EPILOG)
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=_PATH)
 @click.option("-o", "--output", "out_dir", required=True, type=_PATH, help="Folder to create.")
 @click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
 def bundle(model: Path, out_dir: Path, overwrite: bool) -> None:
-    """Write a deploy folder: model, edge script, requirements and README."""
+    """Write a deploy folder: the model, edge_infer.py (stdlib + numpy + onnxruntime),
+    requirements.txt, a README, sample.csv, sample_expected.txt and selftest.json."""
     from onnxedge.runtime.bundle import write_bundle
 
     written = write_bundle(model, out_dir, overwrite=overwrite)
@@ -96,61 +88,51 @@ def bundle(model: Path, out_dir: Path, overwrite: bool) -> None:
 def format_info(described: dict[str, Any]) -> str:
     """The text ``onnxedge info`` prints for :meth:`Predictor.describe` output."""
     rows: list[tuple[str, str]] = []
-    size = described["size_bytes"]
-    ir = described.get("ir_version")
-    ir_text = f", IR {ir}" if ir is not None else ""
-    rows.append(("model", f"{described['model']} ({size:,} bytes, {described['format']}{ir_text})"))
-    rows.append(("producer", described["producer"]))
+
+    def add(label: str, *texts: str) -> None:  # one label, then continuation lines
+        rows.extend((label if i == 0 else "", text) for i, text in enumerate(texts))
+
+    ir = "" if described.get("ir_version") is None else f", IR {described['ir_version']}"
+    add(
+        "model",
+        f"{described['model']} ({described['size_bytes']:,} bytes, {described['format']}{ir})",
+    )
+    add("producer", described["producer"])
     opsets = described["opsets"]
     if isinstance(opsets, dict):
-        opset_text = ", ".join(
-            f"{domain or 'ai.onnx'} {version}" for domain, version in opsets.items()
-        )
-    else:
-        opset_text = str(opsets)
-    rows.append(("opsets", opset_text))
-    for index, node in enumerate(described["inputs"]):
-        rows.append(("inputs" if index == 0 else "", _node_text(node)))
-    for index, node in enumerate(described["outputs"]):
-        rows.append(("outputs" if index == 0 else "", _node_text(node)))
+        opsets = ", ".join(f"{domain or 'ai.onnx'} {version}" for domain, version in opsets.items())
+    add("opsets", str(opsets))
+    add("inputs", *map(_node_text, described["inputs"]))
+    add("outputs", *map(_node_text, described["outputs"]))
     meta = described["onnxedge"]
-    task = meta.get("task") or "unknown"
-    head = meta.get("head")
-    rows.append(("task", f"{task}" + (f" ({head} head)" if head else "")))
+    task, head = meta.get("task") or "unknown", meta.get("head")
+    add("task", task + (f" ({head} head)" if head else ""))
     refusal = described.get("refusal")
-    rows.append(("usable", "yes, as it is" if refusal is None else f"no: {refusal}"))
-    classes = described.get("class_names")
-    count = described.get("num_classes")
-    class_text = f"{count if count is not None else 'unknown'}"
-    if classes:
-        class_text += ": " + _shorten(", ".join(classes))
-    rows.append(("classes", class_text))
-    features = described.get("num_features")
-    feature_text = f"{features if features is not None else 'unknown'}"
-    if meta.get("feature_names"):
-        feature_text += ": " + _shorten(", ".join(meta["feature_names"]))
-    rows.append(("features", feature_text))
+    add("usable", "yes, as it is" if refusal is None else f"no: {refusal}")
+    for label, count, names in (
+        ("classes", described.get("num_classes"), described.get("class_names")),
+        ("features", described.get("num_features"), meta.get("feature_names")),
+    ):
+        listed = f": {_shorten(', '.join(names))}" if names else ""
+        add(label, f"{'unknown' if count is None else count}{listed}")
     if task == "binary":
-        rows.append(("threshold", str(meta.get("threshold"))))
-    rows.append(("variant", str(meta.get("variant"))))
+        add("threshold", str(meta.get("threshold")))
+    add("variant", str(meta.get("variant")))
     ort_info = described["onnxruntime"]
     distributions = ", ".join(ort_info["distributions"]) or "none found"
-    rows.append(("onnxruntime", f"{ort_info['version']} (installed as: {distributions})"))
-    rows.append(("providers", ", ".join(described["available_providers"])))
+    add("onnxruntime", f"{ort_info['version']} (installed as: {distributions})")
+    add("providers", ", ".join(described["available_providers"]))
     if placement := described.get("placement"):
         counts = [(p, n, placement["compute"].get(p, 0)) for p, n in placement["nodes"].items()]
-        text = "; ".join(f"{p} {n} nodes ({c} Gemm/MatMul/Conv)" for p, n, c in counts)
-        rows.append(("placement", text))
+        add("placement", "; ".join(f"{p} {n} nodes ({c} Gemm/MatMul/Conv)" for p, n, c in counts))
     shown = {"task", "head", "class_names", "feature_names", "threshold", "variant", "num_features"}
-    extra = {key: value for key, value in meta.items() if key not in shown}
-    for index, (key, value) in enumerate(sorted(extra.items())):
-        rows.append(("metadata" if index == 0 else "", f"{key}: {_shorten(_as_text(value))}"))
-    for index, (key, value) in enumerate(sorted(described.get("other_metadata", {}).items())):
-        rows.append(("other metadata" if index == 0 else "", f"{key}: {_shorten(str(value))}"))
+    extra = sorted((key, value) for key, value in meta.items() if key not in shown)
+    add("metadata", *(f"{key}: {_shorten(_as_text(value))}" for key, value in extra))
+    other = sorted(described.get("other_metadata", {}).items())
+    add("other metadata", *(f"{key}: {_shorten(str(value))}" for key, value in other))
     if described.get("missing_metadata"):
-        rows.append(("missing", ", ".join(described["missing_metadata"])))
-    for index, warning in enumerate(described.get("warnings", [])):
-        rows.append(("warnings" if index == 0 else "", warning))
+        add("missing", ", ".join(described["missing_metadata"]))
+    add("warnings", *described.get("warnings", []))
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {text}".rstrip() for label, text in rows)
 

@@ -1,19 +1,18 @@
 """The contract between an exported model and everything that runs it.
 
-The ONNX graph has one input, ``input`` (float32, ``[batch, *input_shape]``: one row is
-``(features,)`` for tabular models, ``(C, H, W)`` for image models), and three outputs,
-``logits``, ``probabilities`` and ``label`` (int64). What the graph cannot say (task,
-head, threshold, class and feature names, row shape, preprocessing, provenance) is
-stored in ONNX ``metadata_props`` under keys prefixed ``onnxedge.``. Export writes
-these keys through :meth:`ModelContract.to_metadata`; the runtime and the embedded
-script read them back. Keep the names stable: deployed models carry them.
+The ONNX graph has one input, ``input`` (float32, ``[batch, *input_shape]``), and three
+outputs, ``logits``, ``probabilities`` and ``label`` (int64). What the graph cannot say
+(task, head, threshold, names, row shape, preprocessing, provenance) is stored in
+``metadata_props`` under ``onnxedge.`` keys (:meth:`ModelContract.to_metadata`); the
+runtime and the edge script read them back. Keep the names stable: deployed models
+carry them.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 INPUT_NAME = "input"
 OUTPUT_LOGITS = "logits"
@@ -25,71 +24,53 @@ BATCH_AXIS = "batch"
 PREFIX = "onnxedge."
 FORMAT_VERSION = "1"
 
-Task = Literal["multiclass", "binary"]
-Head = Literal["softmax", "sigmoid", "none"]
-Variant = Literal["fp32", "int8", "fp16"]
-
 TASKS: tuple[str, ...] = ("multiclass", "binary")
 HEADS: tuple[str, ...] = ("softmax", "sigmoid", "none")
 VARIANTS: tuple[str, ...] = ("fp32", "int8", "fp16")
 
-# Keys whose values are JSON documents; the rest are plain strings.
+_JSON_KEYS: set[str] = set()  # keys whose values are JSON documents; the rest plain strings
+
+
+def _json_key(name: str) -> str:
+    _JSON_KEYS.add(PREFIX + name)
+    return PREFIX + name
+
+
 KEY_FORMAT_VERSION = PREFIX + "format_version"
 KEY_TASK = PREFIX + "task"
 KEY_HEAD = PREFIX + "head"
 KEY_THRESHOLD = PREFIX + "threshold"
-KEY_CLASS_NAMES = PREFIX + "class_names"  # JSON list[str]
+KEY_CLASS_NAMES = _json_key("class_names")  # list[str]
 KEY_NUM_FEATURES = PREFIX + "num_features"
-KEY_FEATURE_NAMES = PREFIX + "feature_names"  # JSON list[str]
-KEY_NORMALIZATION = PREFIX + "normalization"  # JSON {"mean": [...], "std": [...]}
-#: one row's shape without the batch axis, e.g. [64] or [1, 8, 8]; the graph input is
-#: [batch, *input_shape] and num_features is the product.
-KEY_INPUT_SHAPE = PREFIX + "input_shape"  # JSON list[int]
-#: the preprocessing inside the graph, in front of the net (None: the graph reads rows as
-#: given): {"kind": "standardize", "mean": [...], "std": [...]} or
-#: {"kind": "rescale", "factor": f}.
-KEY_PREPROCESS = PREFIX + "preprocess"  # JSON
+KEY_FEATURE_NAMES = _json_key("feature_names")  # list[str]
+KEY_NORMALIZATION = _json_key("normalization")  # {"mean": [...], "std": [...]}
+#: one row's shape, e.g. [64] or [1, 8, 8]; the graph input is [batch, *input_shape].
+KEY_INPUT_SHAPE = _json_key("input_shape")  # list[int]
+#: the in-graph preprocessing in front of the net (absent: rows are read as given):
+#: {"kind": "standardize", "mean": [...], "std": [...]} or {"kind": "rescale", "factor": f}.
+KEY_PREPROCESS = _json_key("preprocess")
 #: where a wrapped model came from: {"file": ..., "sha256": ..., "producer": ...}.
-KEY_SOURCE_MODEL = PREFIX + "source_model"  # JSON
-#: a small golden set for the on-device self-test: {"rows": [[...], ...] (each row
-#: flattened), "logits": [[...]], "probabilities": [[...]], "labels": [...],
-#: "tolerances": {"logits": atol, "probabilities": atol}}; floats as JSON numbers (a
-#: float32 widened to float64 round-trips exactly).
-KEY_GOLDEN = PREFIX + "golden"  # JSON
-#: a golden set holds up to GOLDEN_MAX_ROWS rows (at least GOLDEN_MIN_ROWS when the check
-#: data has them), fewer for large rows so that it stays near GOLDEN_MAX_VALUES numbers.
+KEY_SOURCE_MODEL = _json_key("source_model")
+#: the self-test's golden set: {"rows": [[...]] (flattened), "logits", "probabilities",
+#: "labels", "tolerances": {"logits": atol, "probabilities": atol}} (see golden_set).
+KEY_GOLDEN = _json_key("golden")
+#: up to GOLDEN_MAX_ROWS rows (at least GOLDEN_MIN_ROWS), fewer for large rows so that a
+#: golden set stays near GOLDEN_MAX_VALUES numbers.
 GOLDEN_MIN_ROWS = 8
 GOLDEN_MAX_ROWS = 32
 GOLDEN_MAX_VALUES = 20_000
-KEY_TRAINING_METRICS = PREFIX + "training_metrics"  # JSON
-KEY_PARITY = PREFIX + "parity"  # JSON, the verification summary
+KEY_TRAINING_METRICS = _json_key("training_metrics")
+KEY_PARITY = _json_key("parity")  # the verification summary
 KEY_WEIGHTS_SHA256 = PREFIX + "weights_sha256"
-#: sha256 over the graph's initializers (name, dtype, shape, bytes), written at export:
-#: verify detects an edited weight without the run folder.
+#: sha256 over the graph's initializers: verify detects an edited weight without a run.
 KEY_GRAPH_WEIGHTS_SHA256 = PREFIX + "graph_weights_sha256"
-KEY_VERSIONS = PREFIX + "versions"  # JSON {"onnxedge": ..., "torch": ..., "onnx": ...}
+KEY_VERSIONS = _json_key("versions")  # {"onnxedge": ..., "torch": ..., "onnx": ...}
 KEY_EXPORTED_AT = PREFIX + "exported_at"  # ISO 8601, UTC
 KEY_OPSET = PREFIX + "opset"
 KEY_EXPORTER = PREFIX + "exporter"  # "dynamo" or "torchscript"
 KEY_VARIANT = PREFIX + "variant"  # fp32 | int8 | fp16
 KEY_SOURCE_SHA256 = PREFIX + "source_sha256"  # sha256 of the fp32 model a variant came from
-KEY_VARIANT_REPORT = PREFIX + "variant_report"  # JSON, the variant's verification figures
-
-_JSON_KEYS = frozenset(
-    {
-        KEY_CLASS_NAMES,
-        KEY_FEATURE_NAMES,
-        KEY_NORMALIZATION,
-        KEY_INPUT_SHAPE,
-        KEY_PREPROCESS,
-        KEY_SOURCE_MODEL,
-        KEY_GOLDEN,
-        KEY_TRAINING_METRICS,
-        KEY_PARITY,
-        KEY_VERSIONS,
-        KEY_VARIANT_REPORT,
-    }
-)
+KEY_VARIANT_REPORT = _json_key("variant_report")  # the variant's verification figures
 
 
 @dataclass
@@ -130,107 +111,84 @@ class ModelContract:
         Unknown or undecodable values never raise: a model from elsewhere still
         runs, and ``missing`` says what could not be known.
         """
-        decoded: dict[str, Any] = {}
-        for key, value in props.items():
-            if not key.startswith(PREFIX):
-                continue
-            if key in _JSON_KEYS:
-                try:
-                    decoded[key] = json.loads(value)
-                except (TypeError, ValueError):
-                    decoded[key] = value
-            else:
-                decoded[key] = value
-
-        contract = cls()
-        for key in (KEY_TASK, KEY_HEAD, KEY_CLASS_NAMES, KEY_NUM_FEATURES):
-            if key not in decoded:
-                contract.missing.append(key)
-        task = decoded.pop(KEY_TASK, None)
-        contract.task = task if task in TASKS else None
-        head = decoded.pop(KEY_HEAD, None)
-        contract.head = head if head in HEADS else None
-        contract.threshold = _as_float(decoded.pop(KEY_THRESHOLD, None), 0.5)
-        names = decoded.pop(KEY_CLASS_NAMES, None)
-        contract.class_names = [str(n) for n in names] if isinstance(names, list) else None
-        contract.num_features = _as_int(decoded.pop(KEY_NUM_FEATURES, None))
-        fnames = decoded.pop(KEY_FEATURE_NAMES, None)
-        contract.feature_names = [str(n) for n in fnames] if isinstance(fnames, list) else None
-        contract.input_shape = _as_shape(decoded.pop(KEY_INPUT_SHAPE, None))
-        if contract.input_shape is None and contract.num_features is not None:
+        meta = {k: _decode(k, v) for k, v in props.items() if k.startswith(PREFIX)}
+        wanted = (KEY_TASK, KEY_HEAD, KEY_CLASS_NAMES, KEY_NUM_FEATURES)
+        contract = cls(missing=[key for key in wanted if key not in meta])
+        contract.task = task if (task := meta.pop(KEY_TASK, None)) in TASKS else None
+        contract.head = head if (head := meta.pop(KEY_HEAD, None)) in HEADS else None
+        contract.threshold = _convert(meta.pop(KEY_THRESHOLD, None), float, 0.5)
+        contract.class_names = _names(meta.pop(KEY_CLASS_NAMES, None))
+        contract.num_features = _convert(meta.pop(KEY_NUM_FEATURES, None), int)
+        contract.feature_names = _names(meta.pop(KEY_FEATURE_NAMES, None))
+        shape = meta.pop(KEY_INPUT_SHAPE, None)
+        shape = (
+            _convert(shape, lambda v: tuple(int(d) for d in v)) if isinstance(shape, list) else ()
+        )
+        if shape and all(d > 0 for d in shape):
+            contract.input_shape = shape
+        elif contract.num_features is not None:
             contract.input_shape = (contract.num_features,)
-        preprocess = decoded.pop(KEY_PREPROCESS, None)
+        preprocess = meta.pop(KEY_PREPROCESS, None)
         contract.preprocess = preprocess if isinstance(preprocess, dict) else None
-        variant = decoded.pop(KEY_VARIANT, "fp32")
+        variant = meta.pop(KEY_VARIANT, "fp32")
         contract.variant = variant if variant in VARIANTS else "fp32"
-        decoded.pop(KEY_FORMAT_VERSION, None)
-        contract.extra = {key[len(PREFIX) :]: value for key, value in decoded.items()}
+        meta.pop(KEY_FORMAT_VERSION, None)
+        contract.extra = {key[len(PREFIX) :]: value for key, value in meta.items()}
         return contract
 
     def to_metadata(self) -> dict[str, str]:
         """Encode this contract as ``metadata_props`` entries (str -> str)."""
-        props: dict[str, str] = {KEY_FORMAT_VERSION: FORMAT_VERSION}
-        if self.task is not None:
-            props[KEY_TASK] = self.task
-        if self.head is not None:
-            props[KEY_HEAD] = self.head
-        props[KEY_THRESHOLD] = repr(float(self.threshold))
-        if self.class_names is not None:
-            props[KEY_CLASS_NAMES] = json.dumps(self.class_names)
-        if self.num_features is not None:
-            props[KEY_NUM_FEATURES] = str(int(self.num_features))
-        if self.feature_names is not None:
-            props[KEY_FEATURE_NAMES] = json.dumps(self.feature_names)
-        if self.input_shape is not None:
-            props[KEY_INPUT_SHAPE] = json.dumps([int(d) for d in self.input_shape])
-        if self.preprocess is not None:
-            props[KEY_PREPROCESS] = json.dumps(self.preprocess)
-        props[KEY_VARIANT] = self.variant
-        for short, value in self.extra.items():
-            key = PREFIX + short
-            props[key] = json.dumps(value) if key in _JSON_KEYS else str(value)
-        return props
+        count = None if self.num_features is None else int(self.num_features)
+        shape = None if self.input_shape is None else [int(d) for d in self.input_shape]
+        fields = {
+            KEY_FORMAT_VERSION: FORMAT_VERSION,
+            KEY_TASK: self.task,
+            KEY_HEAD: self.head,
+            KEY_THRESHOLD: float(self.threshold),
+            KEY_CLASS_NAMES: self.class_names,
+            KEY_NUM_FEATURES: count,
+            KEY_FEATURE_NAMES: self.feature_names,
+            KEY_INPUT_SHAPE: shape,
+            KEY_PREPROCESS: self.preprocess,
+            KEY_VARIANT: self.variant,
+        }
+        props = {key: _encode(key, value) for key, value in fields.items() if value is not None}
+        return props | {
+            PREFIX + short: _encode(PREFIX + short, v) for short, v in self.extra.items()
+        }
 
 
-def _as_float(value: Any, default: float) -> float:
+def _decode(key: str, value: str) -> Any:
     try:
-        return float(value)
+        return json.loads(value) if key in _JSON_KEYS else value
+    except (TypeError, ValueError):
+        return value
+
+
+def _encode(key: str, value: Any) -> str:
+    return json.dumps(value) if key in _JSON_KEYS else str(value)
+
+
+def _convert(value: Any, kind: Any, default: Any = None) -> Any:
+    try:
+        return kind(value)
     except (TypeError, ValueError):
         return default
 
 
-def _as_int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _as_shape(value: Any) -> tuple[int, ...] | None:
-    if not isinstance(value, list) or not value:
-        return None
-    try:
-        shape = tuple(int(d) for d in value)
-    except (TypeError, ValueError):
-        return None
-    return shape if all(d > 0 for d in shape) else None
+def _names(value: Any) -> list[str] | None:
+    return [str(n) for n in value] if isinstance(value, list) else None
 
 
 def golden_set(
     rows: Any, outputs: dict[str, Any], *, head: str, threshold: float
 ) -> dict[str, Any]:
-    """The self-test's golden set (``KEY_GOLDEN``) from check rows and a graph's outputs.
+    """The self-test's golden set (``KEY_GOLDEN``) from check rows ``(n, *input_shape)``
+    and the graph's ``logits``, ``probabilities`` and ``label`` on them.
 
-    Rows whose label is a near tie (top-2 probabilities, or probability and threshold,
-    within ``LABEL_TIE_ATOL``) are left out: another CPU may round them to the other
-    label, and the self-test requires every label to agree. Tolerances: logits within
-    ``LOGIT_ATOL + LOGIT_RTOL * max |logit|``, probabilities within
-    ``PROVIDER_PROBABILITY_ATOL``.
-
-    Args:
-        rows: ``(n, *input_shape)`` the rows the outputs were computed on.
-        outputs: the graph's ``logits``, ``probabilities`` and ``label`` on ``rows``.
-        head: ``softmax`` or ``sigmoid``; threshold: the sigmoid head's.
+    Near label ties (within ``LABEL_TIE_ATOL``) are left out: another CPU may round them
+    to the other label, and the self-test requires every label to agree. Floats are JSON
+    numbers (a float32 widened to float64 round-trips exactly).
 
     Raises:
         ExportError: no row is clear of a label tie.

@@ -1,9 +1,5 @@
-"""The exceptions onnxedge raises.
-
-Library code raises these; only the CLI turns them into one line ``Error: ...``
-and exit code 1. Every layer (models, export, runtime) uses this module, which
-imports nothing heavy.
-"""
+"""The exceptions onnxedge raises; only the CLI turns them into one line ``Error: ...``
+and exit code 1. Every layer uses this module, which imports nothing heavy."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Every numeric tolerance onnxedge uses, by name, in one place.
-
-Verification, the edge-variant bars, the runtime and the tests import these names (the
-module lives in the torch-free base layer so every layer can); no test or
-check writes a tolerance literal of its own. float32 figures are for comparisons
-of float32 computations (torch / onnxruntime) with each other or with the float64
-numpy reference.
-"""
+"""Every numeric tolerance onnxedge uses, by name, in one place (the torch-free base layer,
+so every layer and the tests import them; no test or check writes a literal of its own)."""
 
 from __future__ import annotations
 
@@ -14,9 +8,8 @@ from __future__ import annotations
 PROBABILITY_ATOL = 1e-6
 #: max |a - b| on logits; logits of these MLPs are O(10), float32 eps * |logit| * depth.
 LOGIT_ATOL = 1e-4
-#: logit error relative to the magnitude of the terms summed into the logit
-#: (onnxedge.export.verify.logit_magnitudes; float32 rounding of an n-term dot product
-#: is at most ~n * 6e-8 of it), guarded by LOGIT_ATOL for values near zero.
+#: logit error relative to the magnitude of the terms summed into it (float32 rounding of
+#: an n-term dot product is at most ~n * 6e-8 of it), guarded by LOGIT_ATOL near zero.
 LOGIT_RTOL = 1e-5
 #: relative difference between two computations of the same mean loss.
 LOSS_RTOL = 1e-5
@@ -24,9 +17,8 @@ LOSS_RTOL = 1e-5
 LOSS_ATOL = 1e-6
 #: |sum(probabilities) - 1| per row for a softmax head.
 PROBABILITY_SUM_ATOL = 1e-5
-#: a row is a label tie when the float64 reference's top-2 probabilities (softmax), or its
-#: probability and the threshold (sigmoid), are this close: two computations each within
-#: PROBABILITY_ATOL of the reference may then label the row differently.
+#: a label tie: top-2 probabilities (or probability and threshold) this close; two
+#: computations each within PROBABILITY_ATOL of the reference may label it differently.
 LABEL_TIE_ATOL = 2 * PROBABILITY_ATOL
 
 # --- numpy reference (float64) vs torch, for the math itself --------------------------
@@ -36,14 +28,12 @@ REFERENCE_FLOAT64_ATOL = 1e-12
 #: float32 computations vs the float64 reference.
 REFERENCE_FLOAT32_RTOL = 1e-5
 REFERENCE_FLOAT32_ATOL = 1e-6
-#: BCE on sigmoid probabilities equals BCE from logits (to REFERENCE_FLOAT64_*) only
-#: while min(p, 1 - p) stays above this: log(1 - p) carries a rounding error of about
-#: float64 eps / (1 - p), which outgrows the float64 bar as the sigmoid saturates.
+#: BCE on sigmoid probabilities equals BCE from logits (to REFERENCE_FLOAT64_*) only while
+#: min(p, 1 - p) stays above this: log(1 - p) carries a rounding error of ~eps / (1 - p).
 BCE_UNSATURATED_MIN_PROBABILITY = 1e-6
-#: torch's BCEWithLogitsLoss computes (1 - y) * x - log_sigmoid(x), which cancels when y
-#: is a soft label and |x| is large, so its rounding error grows with |logit|, not with
-#: the loss (x = -8208.75, y = 0.00195 is off by 4.9e-4 in float32). Comparisons with
-#: torch allow this much more per unit of |logit| (~4 ulps); hard 0/1 labels never cancel.
+#: torch's BCEWithLogitsLoss, (1 - y) * x - log_sigmoid(x), cancels for a soft label and a
+#: large |x| (x = -8208.75, y = 0.00195: off by 4.9e-4 in float32): comparisons with torch
+#: allow this much more per unit of |logit| (~4 ulps); hard 0/1 labels never cancel.
 TORCH_BCE_WITH_LOGITS_FLOAT32_ERROR_PER_LOGIT = 5e-7
 TORCH_BCE_WITH_LOGITS_FLOAT64_ERROR_PER_LOGIT = 1e-15
 

@@ -11,11 +11,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
 
 
 def library_versions(*modules: str) -> dict[str, str]:
-    """onnxedge's version, each named module's ``__version__`` and Python's.
-
-    What export and wrap record in a model's ``onnxedge.versions``; the modules are
-    imported by name (callers have them loaded already).
-    """
+    """onnxedge's version, each named (already loaded) module's ``__version__`` and
+    Python's: what train, export and wrap record."""
     import importlib
     import platform
 
