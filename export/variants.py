@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnxedge.export.compare import Check, compare, exact, jsonable, render_checks
+from onnxedge.export.compare import Check, compare, exact, failures, jsonable, render_checks
 from onnxedge.export.localize import node_outputs
-from onnxedge.export.verify import decision_margins, load_onnx, onnxruntime_runner, row_losses
+from onnxedge.export.verify import load_onnx, onnxruntime_runner, row_losses
 from onnxedge.runtime import contract as ct
 from onnxedge.runtime import tolerances
 from onnxedge.runtime.atomic import atomic_file, exists_message, place
+from onnxedge.runtime.contract import decision_margins
 from onnxedge.runtime.errors import (
     CheckpointError,
     DataError,
@@ -180,7 +181,7 @@ class VariantReport:
     @property
     def failures(self) -> list[str]:
         """Every check that missed its bar, one line each."""
-        return [f"{c.label}: {c.detail}" for c in self.checks if not c.passed]
+        return failures(self.checks)
 
     @property
     def passed(self) -> bool:

@@ -45,6 +45,7 @@ from onnxedge.runtime.contract import (
     OUTPUT_NAMES,
     OUTPUT_PROBABILITIES,
     ModelContract,
+    decision_margins,
 )
 from onnxedge.runtime.errors import (
     CheckpointError,
@@ -570,16 +571,6 @@ def _pair_checks(
     return compare(
         b, a, {**limits, "": 0.0}, subject=subject, batch_size=batch, names=names, excused=ties
     )
-
-
-def decision_margins(p: np.ndarray, head: str, threshold: float) -> np.ndarray:
-    """How far each row is from changing label, in probability."""
-    if head == "sigmoid":
-        return np.asarray(np.abs(p[:, 0] - threshold))
-    if p.shape[1] < 2:
-        return np.full(len(p), np.inf)
-    top2 = np.sort(p, axis=1)[:, -2:]
-    return np.asarray(top2[:, 1] - top2[:, 0])
 
 
 def tolerances_in_force() -> dict[str, float]:

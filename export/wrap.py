@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from onnxedge.export.check_rows import rows_to_verify, synthetic_rows
-from onnxedge.export.compare import Check, compare
+from onnxedge.export.compare import Check, compare, failures
 from onnxedge.export.heads import HeadSpec, class_names_for, resolve_head
 from onnxedge.export.verify import onnxruntime_runner, own_head_checks, row_losses
 from onnxedge.models import reference
@@ -141,7 +141,7 @@ def add_head(
             ) from None
     rows, labels = _verification_rows(data, plan.input_shape, preprocess, names)
     checks, metrics = _verify(original, run, plan, spec, preprocess, rows, labels)
-    failed = [f"{c.label}: {c.detail}" for c in checks if not c.passed]
+    failed = failures(checks)
     if failed:
         raise ParityError(f"{source}: the wrapped model fails {'; '.join(failed)}", failed)
     if all(c.value == 0 for c in checks if c.name == OUTPUT_LOGITS):

@@ -180,6 +180,18 @@ def _names(value: Any) -> list[str] | None:
     return [str(n) for n in value] if isinstance(value, list) else None
 
 
+def decision_margins(p: Any, head: str, threshold: float) -> Any:
+    """How far each row of probabilities ``p`` is from changing label, in probability."""
+    import numpy as np
+
+    if head == "sigmoid":
+        return np.asarray(np.abs(p[:, 0] - threshold))
+    if p.shape[1] < 2:
+        return np.full(len(p), np.inf)
+    top2 = np.sort(p, axis=1)[:, -2:]
+    return np.asarray(top2[:, 1] - top2[:, 0])
+
+
 def golden_set(
     rows: Any, outputs: dict[str, Any], *, head: str, threshold: float
 ) -> dict[str, Any]:
@@ -199,11 +211,7 @@ def golden_set(
 
     x = np.asarray(rows)
     p = np.asarray(outputs[OUTPUT_PROBABILITIES], dtype=np.float64)
-    if head == "softmax" and p.shape[1] > 1:
-        top2 = np.sort(p, axis=1)[:, -2:]
-        margins = top2[:, 1] - top2[:, 0]
-    else:
-        margins = np.abs(p[:, -1] - threshold)
+    margins = decision_margins(p, head, threshold)
     size = max(1, int(np.prod(x.shape[1:])))
     n = max(GOLDEN_MIN_ROWS, min(GOLDEN_MAX_ROWS, GOLDEN_MAX_VALUES // size))
     keep = np.flatnonzero(margins > tol.LABEL_TIE_ATOL)[:n]
