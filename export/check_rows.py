@@ -101,10 +101,10 @@ def rows_to_verify(
 
 
 def _shaped(x: np.ndarray, row_shape: tuple[int, ...], description: str) -> np.ndarray:
-    """``(n, *row_shape)``; flat rows of the right size are reshaped."""
+    """``(n, *row_shape)``; rows of the right size in another shape (flat) are reshaped."""
     if 0 in row_shape or x.shape[1:] == row_shape:
         return x
-    if x.ndim == 2 and x.shape[1] == int(np.prod(row_shape)):
+    if x.ndim >= 2 and int(np.prod(x.shape[1:])) == int(np.prod(row_shape)):
         return x.reshape(len(x), *row_shape)
     raise InputShapeError(
         f"the model expects rows of shape {row_shape}; {description} has rows of shape "

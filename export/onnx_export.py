@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from onnxedge.export.check_rows import synthetic_rows
 from onnxedge.export.heads import (
-    DEFAULT_THRESHOLD,
     HEAD_AUTO,
     HeadSpec,
     class_names_for,
@@ -281,7 +280,7 @@ def export_classifier(
     feature_names: Sequence[str] | None = None,
     preprocess: Preprocess | None = None,
     verify_data: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
-    threshold: float | None = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     opset: int | None = None,
     overwrite: bool = False,
     exporter: str = "auto",
@@ -346,7 +345,7 @@ def export_classifier(
     if bad:
         raise ExportError(f"the module's logits hold NaN / Inf on {bad} of {batch[0]} check rows")
     width = int(logits.shape[1])
-    spec = resolve_head(width, head, None if threshold == DEFAULT_THRESHOLD else threshold)
+    spec = resolve_head(width, head, threshold)
     names = class_names_for(width, class_names)
     wrapped = ClassifierWithHead(module, preprocess, spec).eval()
     report: ParityReport | None = None

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnxedge.export.check_rows import rows_to_verify, synthetic_rows
+from onnxedge.export.check_rows import rows_to_verify
 from onnxedge.export.compare import Check, compare, exact, failures, fmt, jsonable, render_checks
 from onnxedge.export.heads import HEAD_LIPSCHITZ
 from onnxedge.export.localize import (
@@ -30,7 +30,6 @@ from onnxedge.export.localize import (
     LocalizationError,
     first_diverging_node,
     localization_lines,
-    node_outputs,
     node_text,
 )
 from onnxedge.runtime import tolerances as tol
@@ -61,7 +60,7 @@ if TYPE_CHECKING:
     from onnxedge.models.checkpoint import TrainedRun
 
 # re-exported for export, wrap and variants
-__all__ = ["KEY_NODE_MODULE", "Check", "node_outputs", "synthetic_rows", "verify_model"]
+__all__ = ["KEY_NODE_MODULE", "Check", "verify_model"]
 
 #: metadata key (under ``onnxedge.``) naming the net's config, for the numpy forward.
 ARCHITECTURE = "architecture"

@@ -25,7 +25,7 @@ from onnxedge.export.verify import onnxruntime_runner, own_head_checks, row_loss
 from onnxedge.models import reference
 from onnxedge.models.preprocess import Preprocess, Rescale, Standardize
 from onnxedge.runtime import tolerances as tol
-from onnxedge.runtime.atomic import atomic_file
+from onnxedge.runtime.atomic import atomic_file, exists_message
 from onnxedge.runtime.contract import (
     BATCH_AXIS,
     INPUT_NAME,
@@ -44,7 +44,14 @@ from onnxedge.runtime.contract import (
     ModelContract,
     golden_set,
 )
-from onnxedge.runtime.errors import DataError, ExportError, ModelLoadError, ParityError, one_line
+from onnxedge.runtime.errors import (
+    DataError,
+    ExportError,
+    ModelLoadError,
+    OutputExistsError,
+    ParityError,
+    one_line,
+)
 from onnxedge.runtime.version import library_versions
 
 if TYPE_CHECKING:
@@ -117,6 +124,8 @@ def add_head(
     """
     started = time.perf_counter()
     source, output = Path(source), Path(output)
+    if output.exists() and not overwrite:  # before the work; Staged guards the race
+        raise OutputExistsError(exists_message(output))
     raw, model = _read(source)
     plan = _plan(model, source, logits_output)
     check_feature_names(feature_names, plan.input_shape)
@@ -128,7 +137,7 @@ def add_head(
         preprocess = _fit_preprocess(preprocess, plan.input_shape)
 
     wrapped = _build(model, plan, spec, width, preprocess)
-    checked(wrapped, "wrapped")
+    checked(wrapped, "wrapped", data_prop=False)
     run = onnxruntime_runner(wrapped, "the wrapped model")
     if plan.batch_made_dynamic:
         try:
@@ -188,14 +197,16 @@ def check_feature_names(names: Sequence[str] | None, input_shape: tuple[int, ...
         )
 
 
-def checked(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
-    """``model`` with shapes inferred; ExportError unless the checker and strict inference pass."""
+def checked(model: onnx.ModelProto, what: str, data_prop: bool = True) -> onnx.ModelProto:
+    """``model`` with shapes inferred; ExportError unless the checker and strict inference
+    pass. ``data_prop=False`` for graphs from other exporters, on which onnx's data
+    propagation can fail where onnxruntime runs them."""
     import onnx
 
     try:
         onnx.checker.check_model(model, full_check=True)
         return onnx.shape_inference.infer_shapes(
-            model, check_type=True, strict_mode=True, data_prop=True
+            model, check_type=True, strict_mode=True, data_prop=data_prop
         )
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(

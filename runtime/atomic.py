@@ -152,10 +152,10 @@ class Staged:
         self.target, self.overwrite, self.error = (target := Path(target)), overwrite, error
         if target.is_dir() and not folder:
             raise error(f"{target} is a folder; give a file name")
-        if target.exists() and not overwrite:
-            raise OutputExistsError(exists_message(target))
         if folder and target.exists() and not target.is_dir():
             raise OutputExistsError(f"{target} exists and is not a folder; choose another name")
+        if target.exists() and not overwrite:
+            raise OutputExistsError(exists_message(target))
         _clear_stale(target)
         self.path = target.parent / f".{target.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
         self.done = False

@@ -185,6 +185,9 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
             "```\n\nIt runs the model's golden rows at every optimization level on every provider",
             f"here (exit status 1 on a mismatch); `{SELFTEST_NAME}`: its report where made.\n",
         ]
+    else:
+        lines.append("The model carries no golden set for a self-test (`onnxedge export` and")
+        lines.append("`onnxedge wrap` store one).\n")
     lines.append("## Run\n\n```sh")
     if bundle.sample_rows:
         lines += [
@@ -202,7 +205,11 @@ def _readme(predictor: Predictor, source: Path, bundle: Bundle) -> str:
         ]
     lines += [
         "## Input and output\n\nINPUT: `.npy` or `.csv` rows (a header naming the features picks",
-        "and orders the columns), or `-` for CSV rows on stdin; NaN / Inf are refused. Errors",
-        f"print one line `Error: ...` (exit status 1). More: `python {SCRIPT_NAME} --help`.\n",
+        "and orders the columns), or `-` for CSV rows on stdin; NaN / Inf are refused. Each row",
+        "prints `label<TAB>class_name<TAB>probability of that label`; with `--json`",
+        '`{"label": ..., "class": ..., "probabilities": [one per class]}`. Errors print one',
+        "line `Error: ...` on stderr (exit status 1); `--provider cuda` fails when CUDA is",
+        f"not available, or leaves Gemm / MatMul / Conv nodes on the CPU. More: `python "
+        f"{SCRIPT_NAME} --help`.\n",
     ]
     return "\n".join(lines)

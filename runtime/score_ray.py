@@ -37,6 +37,7 @@ from onnxedge.runtime.atomic import Staged, exists_message
 from onnxedge.runtime.errors import (
     DataError,
     MissingDependencyError,
+    ModelLoadError,
     OnnxEdgeError,
     OutputExistsError,
 )
@@ -294,10 +295,21 @@ def score_ray(
         "on_bad_row": on_bad_row,
         "batch_size": batch_size,
     }
+    client = address is not None and address.startswith("ray://") and not ray.is_initialized()
+    if not client:  # paths are the cluster's over ray://; here they are checked before the model
+        source = _resolve_input(input, input_format)
+        out_format = _output_format(output, output_format)
+        out_path = _check_output(output, overwrite, source)
     # The driver's predictor checks the model, plans and locates bad rows.
     predictor = scoring_predictor(model, provider="cpu", threads=1)
     payload = _model_payload(model, predictor)
-    if address is not None and address.startswith("ray://") and not ray.is_initialized():
+    if client:
+        if isinstance(payload, str):  # a path the cluster may not hold, or hold another model at
+            raise ModelLoadError(
+                f"{predictor.model_label} keeps its weights in separate files, which a ray:// "
+                "client does not ship; save it as one file, or run from a node of the cluster "
+                "(--ray-address auto)"
+            )
         run = {"workers": workers, "threads_per_worker": threads_per_worker, "provider": provider}
         formats = {"input_format": input_format, "output_format": output_format}
         with _ray_runtime(ray, address, None, 1) as (_, startup):
@@ -318,9 +330,6 @@ def score_ray(
             startup_seconds=startup,
             seconds=time.perf_counter() - started,
         )
-    source = _resolve_input(input, input_format)
-    out_format = _output_format(output, output_format)
-    out_path = _check_output(output, overwrite, source)
     rejected_path = None
     if on_bad_row == "skip":
         rejected_path = _check_output(

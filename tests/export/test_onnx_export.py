@@ -387,6 +387,19 @@ def test_head_that_does_not_fit(multiclass: TinyModel, tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_threshold_on_a_softmax_head_is_refused_even_at_its_default(
+    multiclass: TinyModel, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.onnx"
+    code, output = _export(str(multiclass.run_dir), "-o", str(out), "--threshold", "0.5")
+    assert code == 1
+    assert output == (
+        "Error: a threshold (0.5) applies to the sigmoid head only; the softmax head labels "
+        "each row with its most probable class\n"
+    )
+    assert not out.exists()
+
+
 def test_missing_run_folder(tmp_path: Path) -> None:
     code, output = _export(str(tmp_path / "nope"), "-o", str(tmp_path / "m.onnx"))
     assert code == 1

@@ -662,7 +662,7 @@ def test_per_node_comparison_names_a_tampered_layer_first(
         expected.output[0],
     )
     # its error, recomputed: max |variant - fp32| over the fp32 range of that node
-    from onnxedge.export.verify import node_outputs
+    from onnxedge.export.localize import node_outputs
 
     a, b = node_outputs(source, x)[expected.output[0]], node_outputs(variant, x)[expected.output[0]]
     recomputed = np.abs(b.astype(np.float64) - a).max() / np.abs(a).max()

@@ -33,6 +33,7 @@ from onnxedge.runtime import tolerances as tol
 from onnxedge.runtime.bundle import write_bundle
 from onnxedge.runtime.cli import COMMANDS, cli
 from onnxedge.runtime.contract import ModelContract
+from onnxedge.runtime.errors import InputShapeError
 from torch import nn
 
 from tests.runtime.test_bundle import edge_python  # noqa: F401 - the torch-free venv fixture
@@ -333,6 +334,18 @@ def test_data_gives_accuracy_and_loss(sources: dict[str, Source], tmp_path: Path
     assert abs(metrics["loss"] - want_loss) <= tol.LOSS_ATOL + tol.LOSS_RTOL * want_loss
 
 
+def test_data_rows_of_the_right_size_in_another_shape_are_reshaped(
+    sources: dict[str, Source], tmp_path: Path
+) -> None:
+    source = sources["dynamo"]  # rows of 16 features, given as 4 x 4
+    x = source.rows(40, seed=3)
+    labels = np.argmax(source.logits(x), axis=1)
+    result = add_head(source.path, tmp_path / "w.onnx", data=(x.reshape(40, 4, 4), labels))
+    assert result.metrics["rows"] == 40 and result.metrics["accuracy"] == 1.0
+    with pytest.raises(InputShapeError, match=r"has rows of shape \(4, 5\)"):
+        add_head(source.path, tmp_path / "v.onnx", data=(np.zeros((40, 4, 5)), labels))
+
+
 @pytest.mark.parametrize("name", ["dynamo", "cnn"])
 def test_the_edge_script_runs_a_wrapped_model(
     sources: dict[str, Source], name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -522,6 +535,10 @@ def test_an_existing_output_needs_overwrite(sources: dict[str, Source], tmp_path
     code, output = _invoke(str(sources["helper"].path), "-o", str(out))
     assert (code, output) == (1, f"Error: {out} already exists; pass --overwrite to replace it\n")
     assert out.read_bytes() == b"keep"
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")  # refused before the source is even read
+    code, output = _invoke(str(broken), "-o", str(out))
+    assert (code, output) == (1, f"Error: {out} already exists; pass --overwrite to replace it\n")
     code, output = _invoke(str(sources["helper"].path), "-o", str(out), "--overwrite")
     assert code == 0, output
     assert Predictor(out).num_features == 4

@@ -106,8 +106,9 @@ def test_existing_folder_is_refused_then_replaced(multiclass: ModelCase, tmp_pat
 def test_a_file_is_never_replaced(multiclass: ModelCase, tmp_path: Path) -> None:
     target = tmp_path / "deploy"
     target.write_text("a file")
-    with pytest.raises(OutputExistsError, match="exists and is not a folder"):
-        write_bundle(multiclass.path, target, overwrite=True)
+    for overwrite in (False, True):  # the same advice either way: --overwrite cannot help
+        with pytest.raises(OutputExistsError, match="exists and is not a folder"):
+            write_bundle(multiclass.path, target, overwrite=overwrite)
     assert target.read_text() == "a file"
 
 

@@ -18,7 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from onnxedge.runtime.errors import DataError, MissingDependencyError, OutputExistsError
+from onnxedge.runtime.errors import (
+    DataError,
+    MissingDependencyError,
+    ModelLoadError,
+    OutputExistsError,
+)
 from onnxedge.runtime.score import BadRowError, probability_column_names, score_file
 from onnxedge.runtime.score_ray import RAY_INSTALL_HINT, score_ray
 from onnxedge.runtime.tolerances import ENGINE_PROBABILITY_ATOL
@@ -145,6 +150,28 @@ def test_existing_output_is_refused_before_ray_starts(
     with pytest.raises(OutputExistsError, match="pass --overwrite"):
         score_ray(multiclass.path, tmp_path / "in.npy", tmp_path / "out")
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def test_a_ray_client_refuses_a_model_with_external_data(
+    multiclass: ModelCase, tmp_path: Path
+) -> None:
+    import onnx
+
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(
+        onnx.load(str(multiclass.path)),
+        str(path),
+        save_as_external_data=True,
+        location="ext.bin",
+        size_threshold=0,
+    )
+    np.save(tmp_path / "in.npy", rows(multiclass, 3, seed=8))
+    with pytest.raises(ModelLoadError) as info:  # before any connection is tried
+        score_ray(path, tmp_path / "in.npy", tmp_path / "o.parquet", address="ray://nowhere:1")
+    assert str(info.value) == (
+        f"{path} keeps its weights in separate files, which a ray:// client does not ship; "
+        "save it as one file, or run from a node of the cluster (--ray-address auto)"
+    )
 
 
 def test_ray_options_need_engine_ray(multiclass: ModelCase, tmp_path: Path) -> None:
