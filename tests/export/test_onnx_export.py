@@ -376,27 +376,28 @@ def test_output_that_is_a_folder(binary: TinyModel, tmp_path: Path) -> None:
     )
 
 
-def test_head_that_does_not_fit(multiclass: TinyModel, tmp_path: Path) -> None:
-    out = tmp_path / "m.onnx"
-    code, output = _export(str(multiclass.run_dir), "-o", str(out), "--head", "sigmoid")
-    assert code == 1
-    assert output == (
-        "Error: head sigmoid does not fit this multiclass net (4 logits, 4 classes); "
-        "use --head softmax or --head auto\n"
-    )
-    assert not out.exists()
-
-
-def test_threshold_on_a_softmax_head_is_refused_even_at_its_default(
-    multiclass: TinyModel, tmp_path: Path
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            ("--head", "sigmoid"),
+            "head sigmoid does not fit this multiclass net (4 logits, 4 classes); "
+            "use --head softmax or --head auto",
+        ),
+        (  # the default's own value too: no threshold is "not given" by its value
+            ("--threshold", "0.5"),
+            "a threshold (0.5) applies to the sigmoid head only; the softmax head labels "
+            "each row with its most probable class",
+        ),
+    ],
+)
+def test_head_that_does_not_fit(
+    multiclass: TinyModel, tmp_path: Path, option: tuple[str, str], message: str
 ) -> None:
     out = tmp_path / "m.onnx"
-    code, output = _export(str(multiclass.run_dir), "-o", str(out), "--threshold", "0.5")
+    code, output = _export(str(multiclass.run_dir), "-o", str(out), *option)
     assert code == 1
-    assert output == (
-        "Error: a threshold (0.5) applies to the sigmoid head only; the softmax head labels "
-        "each row with its most probable class\n"
-    )
+    assert output == f"Error: {message}\n"
     assert not out.exists()
 
 

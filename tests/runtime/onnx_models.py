@@ -373,3 +373,18 @@ def with_golden(model: onnx.ModelProto, rows: np.ndarray) -> onnx.ModelProto:
         {**{p.key: p.value for p in model.metadata_props}, KEY_GOLDEN: json.dumps(golden)},
     )
     return out
+
+
+def with_external_data(model: onnx.ModelProto, folder: Path, name: str) -> Path:
+    """Save ``model`` with every tensor in ``<name>.bin`` beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.onnx"
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        location=f"{name}.bin",
+        size_threshold=0,
+        convert_attribute=True,
+    )
+    return path

@@ -21,22 +21,8 @@ from tests.runtime.onnx_models import (
     build_multiclass,
     build_sklearn_linear,
     save,
+    with_external_data,
 )
-
-
-def _with_external_data(model: onnx.ModelProto, folder: Path, name: str) -> Path:
-    """Save ``model`` with every tensor in ``<name>.bin`` beside it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.onnx"
-    onnx.save_model(
-        model,
-        str(path),
-        save_as_external_data=True,
-        location=f"{name}.bin",
-        size_threshold=0,
-        convert_attribute=True,
-    )
-    return path
 
 
 def _relocate(path: Path, location: str, out: Path) -> Path:
@@ -68,7 +54,7 @@ def test_header_matches_onnx(name: str, request: pytest.FixtureRequest) -> None:
 def test_external_data_in_the_model_folder_is_allowed(
     tmp_path: Path, multiclass: ModelCase
 ) -> None:
-    path = _with_external_data(onnx.load(str(multiclass.path)), tmp_path / "ok", "model")
+    path = with_external_data(onnx.load(str(multiclass.path)), tmp_path / "ok", "model")
     info = inspect_model(path)
     assert {t.location for t in info.external} == {"model.bin"}
     assert len(info.external) == len(
@@ -85,7 +71,7 @@ def test_external_data_in_the_model_folder_is_allowed(
 def test_external_data_escaping_the_folder_is_refused(
     tmp_path: Path, multiclass: ModelCase
 ) -> None:
-    path = _with_external_data(onnx.load(str(multiclass.path)), tmp_path / "sub", "model")
+    path = with_external_data(onnx.load(str(multiclass.path)), tmp_path / "sub", "model")
     (tmp_path / "model.bin").write_bytes((tmp_path / "sub" / "model.bin").read_bytes())
     escaping = _relocate(path, "../model.bin", tmp_path / "sub" / "escaping.onnx")
     with pytest.raises(ModelLoadError) as info:
@@ -99,7 +85,7 @@ def test_external_data_escaping_the_folder_is_refused(
 
 
 def test_absolute_external_path_is_refused(tmp_path: Path, multiclass: ModelCase) -> None:
-    path = _with_external_data(onnx.load(str(multiclass.path)), tmp_path, "model")
+    path = with_external_data(onnx.load(str(multiclass.path)), tmp_path, "model")
     target = str(tmp_path / "model.bin")
     absolute = _relocate(path, target, tmp_path / "absolute.onnx")
     with pytest.raises(ModelLoadError) as info:
@@ -111,7 +97,7 @@ def test_absolute_external_path_is_refused(tmp_path: Path, multiclass: ModelCase
 
 
 def test_symlink_out_of_the_folder_is_refused(tmp_path: Path, multiclass: ModelCase) -> None:
-    path = _with_external_data(onnx.load(str(multiclass.path)), tmp_path / "outside", "model")
+    path = with_external_data(onnx.load(str(multiclass.path)), tmp_path / "outside", "model")
     inside = tmp_path / "inside"
     inside.mkdir()
     (inside / "link.bin").symlink_to(path.parent / "model.bin")
@@ -121,7 +107,7 @@ def test_symlink_out_of_the_folder_is_refused(tmp_path: Path, multiclass: ModelC
 
 
 def test_bytes_with_external_data_are_refused(tmp_path: Path, multiclass: ModelCase) -> None:
-    path = _with_external_data(onnx.load(str(multiclass.path)), tmp_path, "model")
+    path = with_external_data(onnx.load(str(multiclass.path)), tmp_path, "model")
     with pytest.raises(ModelLoadError) as info:
         Predictor(path.read_bytes())
     assert str(info.value) == (
@@ -147,7 +133,7 @@ def test_external_data_inside_a_subgraph_is_found(tmp_path: Path) -> None:
     model = helper.make_model(
         helper.make_graph([node], "g", [cond], [out]), opset_imports=[helper.make_opsetid("", 17)]
     )
-    path = _with_external_data(model, tmp_path / "sub", "if")
+    path = with_external_data(model, tmp_path / "sub", "if")
     assert {t.tensor for t in inspect_model(path).external} == {"then_value", "else_value"}
     escaping = _relocate(path, "../if.bin", tmp_path / "sub" / "escaping.onnx")
     with pytest.raises(
@@ -444,7 +430,7 @@ SCORE = "import sys\nfrom onnxedge.runtime.cli import main\nmain(sys.argv[1:])\n
 def hostile(tmp_path: Path, multiclass: ModelCase) -> dict[str, tuple[Path, str]]:
     """Models whose external data must not be read, with the refusal each gets."""
     folder = tmp_path / "models"
-    path = _with_external_data(onnx.load(str(multiclass.path)), folder, "model")
+    path = with_external_data(onnx.load(str(multiclass.path)), folder, "model")
     size = (folder / "model.bin").stat().st_size
     os.mkfifo(folder / "pipe.bin")
     (tmp_path / "secret").write_bytes(b"\x00" * size)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -28,7 +29,7 @@ from onnxedge.runtime.score import BadRowError, probability_column_names, score_
 from onnxedge.runtime.score_ray import RAY_INSTALL_HINT, score_ray
 from onnxedge.runtime.tolerances import ENGINE_PROBABILITY_ATOL
 
-from tests.runtime.onnx_models import ModelCase
+from tests.runtime.onnx_models import ModelCase, with_external_data
 
 pytestmark = pytest.mark.slow
 
@@ -155,16 +156,7 @@ def test_existing_output_is_refused_before_ray_starts(
 def test_a_ray_client_refuses_a_model_with_external_data(
     multiclass: ModelCase, tmp_path: Path
 ) -> None:
-    import onnx
-
-    path = tmp_path / "ext.onnx"
-    onnx.save_model(
-        onnx.load(str(multiclass.path)),
-        str(path),
-        save_as_external_data=True,
-        location="ext.bin",
-        size_threshold=0,
-    )
+    path = with_external_data(onnx.load(str(multiclass.path)), tmp_path, "ext")
     np.save(tmp_path / "in.npy", rows(multiclass, 3, seed=8))
     with pytest.raises(ModelLoadError) as info:  # before any connection is tried
         score_ray(path, tmp_path / "in.npy", tmp_path / "o.parquet", address="ray://nowhere:1")
