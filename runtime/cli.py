@@ -1,7 +1,7 @@
 """The ``onnxedge`` command line: a thin click group over the library.
 
 Commands are loaded lazily by name, so ``onnxedge --help`` and ``onnxedge score`` never
-import torch. Library errors (:class:`OnnxEdgeError`) become one line ``Error: ...`` and
+load torch. Library errors (:class:`OnnxEdgeError`) become one line ``Error: ...`` and
 exit code 1 here and nowhere else (with ``--json`` also ``{"error": "..."}`` on stdout);
 SIGTERM and SIGHUP unwind like Ctrl-C, leave no temporary file and exit 128 + signum.
 """

@@ -898,12 +898,15 @@ class EdgeModel:
         )
 
     def run_checked(
-        self, x: Any, fetch: list[str], step: int | None = None, run: Any = None
+        self,
+        batch: np.ndarray,
+        fetch: list[str],
+        step: int | None = None,
+        run: Callable[[np.ndarray, list[str]], list[np.ndarray]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """Check ``x``, run it in slices of ``step`` rows (default all; ``run(batch, fetch)``
-        replaces :meth:`run`), check the first batch's probabilities: ``(probabilities,
-        labels, raw outputs)`` as :meth:`outputs` gives them."""
-        batch = self.check(x)
+        """Run a batch :meth:`check` gave in slices of ``step`` rows (default all;
+        ``run(batch, fetch)`` replaces :meth:`run`), check the first batch's probabilities:
+        ``(probabilities, labels, raw outputs)`` as :meth:`outputs` gives them."""
         step = step or max(1, batch.shape[0])
         if run is None and 0 < batch.shape[0] <= step:  # inline: 3% of a batch-1 call
             try:
@@ -942,7 +945,7 @@ class EdgeModel:
     def score(self, x: Any, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Score rows (``batch_size`` per run, default all): ``(labels, probabilities)``,
         ``(n,)`` int64 and ``(n, C)`` float32 (binary: ``[1 - p, p]``)."""
-        probs, labels, _ = self.run_checked(x, self.fetch, batch_size)
+        probs, labels, _ = self.run_checked(self.check(x), self.fetch, batch_size)
         return labels, per_class(probs)
 
     def placement(self) -> dict[str, dict[str, int]] | None:
