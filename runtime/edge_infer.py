@@ -913,12 +913,14 @@ class EdgeModel:
                 raw = self._run_fn(fetch, {self.input_name: batch}, self.run_options)
             except Exception as exc:
                 raise self._run_error(exc) from None
-        elif batch.shape[0] <= step:  # an empty batch runs as it is
-            raw = (run or self.run)(batch, fetch)
-        else:
+        else:  # an empty batch runs once, as it is
             run = run or self.run
-            parts = [run(batch[i : i + step], fetch) for i in range(0, batch.shape[0], step)]
-            raw = [np.concatenate([part[k] for part in parts]) for k in range(len(fetch))]
+            parts = [run(batch[i : i + step], fetch) for i in range(0, max(1, len(batch)), step)]
+            raw = (
+                parts[0]
+                if len(parts) == 1
+                else [np.concatenate([p[k] for p in parts]) for k in range(len(fetch))]
+            )
         if not self._checked:
             self.check_probabilities(raw[0])
         probs, labels = self.outputs(raw)

@@ -352,14 +352,12 @@ def _feature_matrix(batch: InputBatch, plan: ScorePlan) -> tuple[np.ndarray, lis
             )
         with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused
             matrix = source if source.dtype == np.float32 else source.astype(np.float32)
-        names = [str(j) for j in range(plan.num_features)]
     else:
         assert plan.features is not None, "a batch of named columns needs plan.features"
         matrix = np.empty((batch.num_rows, plan.num_features), dtype=np.float32)
         with np.errstate(over="ignore", invalid="ignore"):
             for j, name in enumerate(plan.features):
                 matrix[:, j] = _column_floats(batch.columns[name])
-        names = list(plan.features)
     if _all_finite(matrix):
         return matrix, []
     bad = ~np.isfinite(matrix)
@@ -367,10 +365,11 @@ def _feature_matrix(batch: InputBatch, plan: ScorePlan) -> tuple[np.ndarray, lis
     for i in np.flatnonzero(bad.any(axis=1)).tolist():
         j = int(np.argmax(bad[i]))
         if batch.matrix is not None:
-            cell = batch.matrix[i, j].item()
+            name, cell = str(j), batch.matrix[i, j].item()
         else:
-            cell = _cells(batch.columns[names[j]], [i])[0]
-        problems.append((i, names[j], _cell_reason(cell)))
+            name = plan.features[j]  # type: ignore[index]
+            cell = _cells(batch.columns[name], [i])[0]
+        problems.append((i, name, _cell_reason(cell)))
     return matrix, problems
 
 
