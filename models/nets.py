@@ -48,6 +48,7 @@ class NetConfig:
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.input_shape) or (self.input_size,)
         object.__setattr__(self, "input_shape", shape)
+        cnn, side = self.arch == "cnn", POOL_SIZE ** len(self.channels)
         problems = [
             (self.task not in TASKS, f"unknown task {self.task!r}; expected one of {TASKS}"),
             (self.arch not in ARCHS, f"unknown arch {self.arch!r}; expected one of {ARCHS}"),
@@ -69,26 +70,19 @@ class NetConfig:
                 self.task == "multiclass" and self.num_classes < 2,
                 f"a multiclass net needs >= 2 classes, got {self.num_classes}",
             ),
+            (not cnn and len(shape) != 1, f"an mlp reads flat rows, got input_shape {shape}"),
+            (not cnn and bool(self.channels), f"an mlp has no conv channels, got {self.channels}"),
+            (cnn and len(shape) != 3, f"a cnn reads images (C, H, W), got input_shape {shape}"),
+            (
+                cnn and (not self.channels or min(self.channels) < 1),
+                f"a cnn needs one or more positive conv widths, got {self.channels}",
+            ),
+            (
+                cnn and len(shape) == 3 and min(shape[1:]) < side,
+                f"input_shape {shape} is smaller than the {side}x{side} that "
+                f"{len(self.channels)} pooling blocks need",
+            ),
         ]
-        if self.arch == "mlp":
-            problems += [
-                (len(shape) != 1, f"an mlp reads flat rows, got input_shape {shape}"),
-                (bool(self.channels), f"an mlp has no conv channels, got {self.channels}"),
-            ]
-        else:
-            side = POOL_SIZE ** len(self.channels)
-            problems += [
-                (len(shape) != 3, f"a cnn reads images (C, H, W), got input_shape {shape}"),
-                (
-                    not self.channels or min(self.channels) < 1,
-                    f"a cnn needs one or more positive conv widths, got {self.channels}",
-                ),
-                (
-                    len(shape) == 3 and min(shape[1:]) < side,
-                    f"input_shape {shape} is smaller than the {side}x{side} that "
-                    f"{len(self.channels)} pooling blocks need",
-                ),
-            ]
         if failed := [message for bad, message in problems if bad]:
             raise CheckpointError(failed[0])
 

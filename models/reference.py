@@ -1,8 +1,7 @@
 """The numpy oracle torch and onnxruntime are checked against: heads, losses, forwards.
 
-Inputs are cast to ``dtype`` (float64 unless float32 is asked for); every form stays
-finite for finite input. Losses follow torch's definitions. Unknown options raise
-ValueError, bad data the typed errors of :mod:`onnxedge.runtime.errors`.
+Inputs are cast to ``dtype`` (float64 by default); losses follow torch's definitions.
+Unknown options raise ValueError, bad data the typed errors of onnxedge.runtime.errors.
 """
 
 from __future__ import annotations
@@ -59,8 +58,7 @@ def predict_proba(logits: ArrayLike, head: str, *, dtype: DTypeLike = _F64) -> F
     """Apply a head to logits: ``softmax`` over the last axis, or elementwise ``sigmoid``.
 
     Raises:
-        ValueError: ``head`` is not one of :data:`PROBABILITY_HEADS`.
-        InputShapeError: softmax logits have no class axis or no classes.
+        ValueError: an unknown ``head``. InputShapeError: softmax logits without classes.
     """
     if head == "softmax":
         return softmax(logits, axis=-1, dtype=dtype)
@@ -75,7 +73,7 @@ def predict_label(probabilities: ArrayLike, head: str, threshold: float = 0.5) -
 
     Raises:
         ValueError: unknown ``head``, or ``threshold`` outside ``[0, 1]``.
-        InputShapeError: softmax probabilities have no class axis or no classes.
+        InputShapeError: softmax probabilities without classes.
     """
     p = np.asarray(probabilities)
     if head == "softmax":
@@ -96,10 +94,8 @@ def cross_entropy(
     class-index targets (integers or whole floats) or one-hot / probability rows.
 
     Raises:
-        ValueError: unknown ``reduction``.
-        InputShapeError: logits not 1-D / 2-D, a target of neither form, or ``mean`` of
-            an empty batch.
-        DataError: an index target that is not a whole number in ``0..classes-1``.
+        ValueError: unknown ``reduction``. DataError: an index target not in ``0..classes-1``.
+        InputShapeError: logits not 1-D / 2-D, a target of neither form, an empty mean.
     """
     _check_reduction(reduction)
     z = _as_float(logits, dtype, class_axis=-1, rank_name="logits")
@@ -119,9 +115,8 @@ def cross_entropy_from_probabilities(
     with ``p`` (``(batch, classes)`` or ``(classes,)``) clipped below at ``eps``.
 
     Raises:
-        ValueError: unknown ``reduction`` or ``eps`` outside ``(0, 1)``.
-        InputShapeError: ``p`` not 1-D / 2-D or ``y`` of neither form.
-        DataError: ``p`` outside ``[0, 1]`` (were logits passed?), or a bad index target.
+        ValueError: unknown ``reduction``, ``eps`` outside ``(0, 1)``. InputShapeError: as
+            :func:`cross_entropy`. DataError: ``p`` outside ``[0, 1]``, a bad index target.
     """
     _check_reduction(reduction)
     if not 0.0 < eps < 1.0:
@@ -137,9 +132,8 @@ def binary_cross_entropy(
     """BCE from probabilities, as ``torch.nn.BCELoss`` (each log clamped at -100).
 
     Raises:
-        ValueError: unknown ``reduction``.
+        ValueError: unknown ``reduction``. DataError: ``p`` or ``y`` outside ``[0, 1]``.
         InputShapeError: ``p`` and ``y`` differ in shape, or ``mean`` of nothing.
-        DataError: ``p`` or ``y`` holds NaN or values outside ``[0, 1]``.
     """
     _check_reduction(reduction)
     probs, targets = _as_float(p, dtype), _as_float(y, dtype)
@@ -159,9 +153,8 @@ def binary_cross_entropy_with_logits(
     ``x * (1 - y)`` or ``-x * y`` (both >= 0: no cancellation for soft targets, unlike torch).
 
     Raises:
-        ValueError: unknown ``reduction``.
+        ValueError: unknown ``reduction``. DataError: ``y`` outside ``[0, 1]``.
         InputShapeError: ``logits`` and ``y`` differ in shape, or ``mean`` of nothing.
-        DataError: ``y`` holds NaN or values outside ``[0, 1]``.
     """
     _check_reduction(reduction)
     z, targets = _as_float(logits, dtype), _as_float(y, dtype)
@@ -218,7 +211,6 @@ def forward_from_weights(
 
     ``cnn``: per ``conv.{i}`` a same-padded odd-kernel convolution, ReLU and a ``POOL_SIZE``
     max-pool (floor, as torch); the map, flattened channel-major, feeds :func:`forward`.
-    On ``|weights|`` and ``|x|`` it bounds the terms summed into each logit.
 
     Raises:
         CheckpointError: weights missing, unexpected or of shapes that do not chain.

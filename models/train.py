@@ -89,10 +89,7 @@ def fit(
 ) -> tuple[MLP, list[dict[str, float]], int]:
     """Train ``config``'s net on preprocessed rows ``(n, *input_shape)`` and int64 labels,
     early-stopping on validation loss; ``progress`` None shows a bar only on a terminal.
-
-    Returns:
-        The net with the best epoch's weights (eval mode), the per-epoch history and the
-        best epoch (1-based).
+    Returns the net at its best epoch (eval mode), the per-epoch history, the best epoch.
     """
     import torch
     from torch import nn
@@ -204,8 +201,7 @@ def train(
     net, history, best_epoch = fit(
         x_train, train_ds.labels, x_val, val_ds.labels, config, options, progress=progress
     )
-    best = history[best_epoch - 1]
-    seconds = time.perf_counter() - started
+    best, seconds = history[best_epoch - 1], time.perf_counter() - started
     metrics: dict[str, Any] = {
         "best_epoch": best_epoch,
         "epochs_run": len(history),

@@ -68,8 +68,7 @@ def _flush(*paths: Path) -> None:
 
 
 def _linked(temp: Path, target: Path) -> bool:
-    """Hard-link ``temp`` to ``target`` (never replaces); False on a file system without
-    hard links (vfat, exFAT, some network mounts), where a no-replace rename serves."""
+    """Hard-link ``temp`` to ``target`` (never replaces); False without hard links (vfat)."""
     try:
         os.link(temp, target)
     except OSError as exc:
@@ -141,9 +140,8 @@ def place(temp: Path, target: Path, *, overwrite: bool, error: _Error = OnnxEdge
 class Staged:
     """An empty temp file (or folder) beside ``target``; :meth:`commit` moves it there,
     leaving its ``with`` block without a commit removes it; ``done`` once either happened.
-    Raises OutputExistsError if ``target`` exists (without ``overwrite``) or is no folder
-    where one is staged; ``error`` (an OnnxEdgeError type) if a file is staged over a
-    folder or the target's folder cannot be written.
+    Raises OutputExistsError if ``target`` exists (without ``overwrite``) or is no folder;
+    ``error`` if a file is staged over a folder or the target's folder cannot be written.
     """
 
     def __init__(
@@ -191,8 +189,8 @@ class Staged:
 def atomic_file(
     target: _Path, *, overwrite: bool, error: _Error = OnnxEdgeError, folder: bool = False
 ) -> Iterator[Path]:
-    """Yield a temp file (with ``folder``: an empty temp folder) that becomes ``target``
-    when the block ends; an exception leaves ``target`` untouched (see :class:`Staged`)."""
+    """Yield a temp file (or ``folder``) that becomes ``target`` when the block ends; an
+    exception leaves ``target`` untouched (see :class:`Staged`)."""
     with Staged(target, overwrite=overwrite, folder=folder, error=error) as staged:
         yield staged.path
         staged.commit()
@@ -213,9 +211,8 @@ def _on_signal(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def exit_on_signals() -> Iterator[None]:
-    """While the block runs, SIGTERM / SIGHUP raise ``SystemExit(128 + signum)`` (the
-    status a shell gives a signalled job), and any exit from the block by an exception
-    removes every uncommitted :class:`Staged` temp. Outside the main thread: no handlers."""
+    """While the block runs, SIGTERM / SIGHUP raise ``SystemExit(128 + signum)`` (a shell's
+    status for a signalled job), and an exception removes every uncommitted temp."""
     main = threading.current_thread() is threading.main_thread()  # handlers need it
     previous = {number: signal.signal(number, _on_signal) for number in _SIGNALS if main}
     try:

@@ -1,11 +1,7 @@
-"""The contract between an exported model and everything that runs it.
-
-The ONNX graph has one input, ``input`` (float32, ``[batch, *input_shape]``), and three
-outputs, ``logits``, ``probabilities`` and ``label`` (int64). What the graph cannot say
-(task, head, threshold, names, row shape, preprocessing, provenance) is stored in
-``metadata_props`` under ``onnxedge.`` keys (:meth:`ModelContract.to_metadata`); the
-runtime and the edge script read them back. Keep the names stable: deployed models
-carry them.
+"""The contract between an exported model and everything that runs it: graph input
+``input`` (float32, ``[batch, *input_shape]``), outputs ``logits``, ``probabilities`` and
+``label`` (int64), and what the graph cannot say under ``onnxedge.`` metadata keys.
+Keep the names stable: deployed models carry them.
 """
 
 from __future__ import annotations
@@ -51,8 +47,7 @@ KEY_INPUT_SHAPE = _json_key("input_shape")  # list[int]
 KEY_PREPROCESS = _json_key("preprocess")
 #: where a wrapped model came from: {"file": ..., "sha256": ..., "producer": ...}.
 KEY_SOURCE_MODEL = _json_key("source_model")
-#: the self-test's golden set: {"rows": [[...]] (flattened), "logits", "probabilities",
-#: "labels", "tolerances": {"logits": atol, "probabilities": atol}} (see golden_set).
+#: the self-test's golden set (see golden_set).
 KEY_GOLDEN = _json_key("golden")
 #: up to GOLDEN_MAX_ROWS rows (at least GOLDEN_MIN_ROWS), fewer for large rows so that a
 #: golden set stays near GOLDEN_MAX_VALUES numbers.
@@ -106,11 +101,8 @@ class ModelContract:
 
     @classmethod
     def from_metadata(cls, props: dict[str, str]) -> ModelContract:
-        """Read a contract from ONNX ``metadata_props`` (a plain str -> str dict).
-
-        Unknown or undecodable values never raise: a model from elsewhere still
-        runs, and ``missing`` says what could not be known.
-        """
+        """Read a contract from ONNX ``metadata_props`` (str -> str). Never raises: a model
+        from elsewhere still runs, and ``missing`` says what could not be known."""
         meta = {k: _decode(k, v) for k, v in props.items() if k.startswith(PREFIX)}
         wanted = (KEY_TASK, KEY_HEAD, KEY_CLASS_NAMES, KEY_NUM_FEATURES)
         contract = cls(missing=[key for key in wanted if key not in meta])
@@ -121,9 +113,7 @@ class ModelContract:
         contract.num_features = _convert(meta.pop(KEY_NUM_FEATURES, None), int)
         contract.feature_names = _names(meta.pop(KEY_FEATURE_NAMES, None))
         shape = meta.pop(KEY_INPUT_SHAPE, None)
-        shape = (
-            _convert(shape, lambda v: tuple(int(d) for d in v)) if isinstance(shape, list) else ()
-        )
+        shape = _convert(shape, lambda v: tuple(map(int, v))) if isinstance(shape, list) else ()
         if shape and all(d > 0 for d in shape):
             contract.input_shape = shape
         elif contract.num_features is not None:
@@ -138,7 +128,6 @@ class ModelContract:
 
     def to_metadata(self) -> dict[str, str]:
         """Encode this contract as ``metadata_props`` entries (str -> str)."""
-        count = None if self.num_features is None else int(self.num_features)
         shape = None if self.input_shape is None else [int(d) for d in self.input_shape]
         fields = {
             KEY_FORMAT_VERSION: FORMAT_VERSION,
@@ -146,16 +135,14 @@ class ModelContract:
             KEY_HEAD: self.head,
             KEY_THRESHOLD: float(self.threshold),
             KEY_CLASS_NAMES: self.class_names,
-            KEY_NUM_FEATURES: count,
+            KEY_NUM_FEATURES: self.num_features and int(self.num_features),
             KEY_FEATURE_NAMES: self.feature_names,
             KEY_INPUT_SHAPE: shape,
             KEY_PREPROCESS: self.preprocess,
             KEY_VARIANT: self.variant,
         }
         props = {key: _encode(key, value) for key, value in fields.items() if value is not None}
-        return props | {
-            PREFIX + short: _encode(PREFIX + short, v) for short, v in self.extra.items()
-        }
+        return props | {PREFIX + k: _encode(PREFIX + k, v) for k, v in self.extra.items()}
 
 
 def _decode(key: str, value: str) -> Any:
@@ -195,12 +182,9 @@ def decision_margins(p: Any, head: str, threshold: float) -> Any:
 def golden_set(
     rows: Any, outputs: dict[str, Any], *, head: str, threshold: float
 ) -> dict[str, Any]:
-    """The self-test's golden set (``KEY_GOLDEN``) from check rows ``(n, *input_shape)``
-    and the graph's ``logits``, ``probabilities`` and ``label`` on them.
-
-    Near label ties (within ``LABEL_TIE_ATOL``) are left out: another CPU may round them
-    to the other label, and the self-test requires every label to agree. Floats are JSON
-    numbers (a float32 widened to float64 round-trips exactly).
+    """The self-test's golden set (``KEY_GOLDEN``): flattened check ``rows``, the graph's
+    ``outputs`` on them, and their tolerances. Near label ties (``LABEL_TIE_ATOL``) are left
+    out: another CPU may round them to the other label.
 
     Raises:
         ExportError: no row is clear of a label tie.
