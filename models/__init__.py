@@ -1,9 +1,5 @@
 """onnxedge.models: the networks, the numpy reference, datasets and training (torch + numpy).
-
-The nets are importable from here (``from onnxedge.models import CNN``); torch is
-imported on first use of one of them, so ``onnxedge.models.reference`` and
-``onnxedge.models.data`` stay torch-free.
-"""
+The nets load (with torch) on first use, so ``reference`` and ``data`` stay torch-free."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""onnxedge.runtime: run exported classifiers with onnxruntime and numpy only.
-
-Nothing here imports torch, onnx, ``onnxedge.models`` or ``onnxedge.export`` (a test
-proves it). ``Predictor`` and ``__version__`` load on first use, so ``import
-onnxedge.runtime`` (and ``onnxedge --help``) stay fast.
-"""
+"""onnxedge.runtime: run exported classifiers with onnxruntime and numpy only (no torch,
+onnx, models or export). ``Predictor`` and ``__version__`` load on first use."""
 
 from __future__ import annotations
 

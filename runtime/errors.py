@@ -42,11 +42,8 @@ class ExportError(OnnxEdgeError):
 
 
 class ParityError(OnnxEdgeError):
-    """The exported model does not compute what PyTorch and the numpy reference compute.
-
-    Attributes:
-        failures: every failing check, by name, so a report lists them all at once.
-    """
+    """The exported model does not compute what PyTorch and the numpy reference compute;
+    ``failures`` names every failing check, so a report lists them all at once."""
 
     def __init__(self, message: str, failures: list[str] | None = None) -> None:
         super().__init__(message)
