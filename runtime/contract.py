@@ -79,8 +79,7 @@ class ModelContract:
         class_names: one name per class (2 for binary: negative, positive).
         num_features: features per row; None when neither metadata nor graph say.
         feature_names: column names, in the order the model reads them.
-        input_shape: one row's shape without the batch axis (``(64,)``, ``(1, 8, 8)``);
-            None when the metadata does not say (then ``(num_features,)`` if known).
+        input_shape: one row's shape (``(64,)``, ``(1, 8, 8)``), else ``(num_features,)`` or None.
         preprocess: the in-graph preprocessing as recorded (see KEY_PREPROCESS).
         variant: ``fp32``, ``int8`` or ``fp16``.
         extra: every other ``onnxedge.`` key, decoded (JSON where it is JSON).
@@ -103,7 +102,8 @@ class ModelContract:
     def from_metadata(cls, props: dict[str, str]) -> ModelContract:
         """Read a contract from ONNX ``metadata_props`` (str -> str). Never raises: a model
         from elsewhere still runs, and ``missing`` says what could not be known."""
-        meta = {k: _decode(k, v) for k, v in props.items() if k.startswith(PREFIX)}
+        decoded = {k: _convert(v, json.loads, v) for k, v in props.items() if k in _JSON_KEYS}
+        meta = {k: v for k, v in props.items() if k.startswith(PREFIX)} | decoded
         wanted = (KEY_TASK, KEY_HEAD, KEY_CLASS_NAMES, KEY_NUM_FEATURES)
         contract = cls(missing=[key for key in wanted if key not in meta])
         contract.task = task if (task := meta.pop(KEY_TASK, None)) in TASKS else None
@@ -143,13 +143,6 @@ class ModelContract:
         }
         props = {key: _encode(key, value) for key, value in fields.items() if value is not None}
         return props | {PREFIX + k: _encode(PREFIX + k, v) for k, v in self.extra.items()}
-
-
-def _decode(key: str, value: str) -> Any:
-    try:
-        return json.loads(value) if key in _JSON_KEYS else value
-    except (TypeError, ValueError):
-        return value
 
 
 def _encode(key: str, value: Any) -> str:
