@@ -249,10 +249,8 @@ def forward_from_weights(
         windows = sliding_window_view(padded, (k, k), axis=(2, 3))  # (n, c, H, W, k, k)
         h = np.einsum("nchwij,ocij->nohw", windows, weight, optimize=True)
         h = np.maximum(h + bias[:, None, None], 0)
-        n, c, rows, cols = h.shape
-        rows, cols = rows // POOL_SIZE, cols // POOL_SIZE
-        h = h[:, :, : rows * POOL_SIZE, : cols * POOL_SIZE]
-        h = h.reshape(n, c, rows, POOL_SIZE, cols, POOL_SIZE).max(axis=(3, 5))
+        pools = sliding_window_view(h, (POOL_SIZE, POOL_SIZE), axis=(2, 3))  # floor, as torch
+        h = pools[:, :, ::POOL_SIZE, ::POOL_SIZE].max(axis=(4, 5))
     dense = {k: v for k, v in weights.items() if not _CONV_KEY.fullmatch(str(k))}
     reads, flat = _layers(dense, dtype)[0][0].shape[1], math.prod(h.shape[1:])
     if reads != flat:
@@ -297,8 +295,8 @@ def _check_same_shape(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) ->
 def _first(bad: np.ndarray) -> tuple[tuple[int, ...], str]:
     """The first flagged index of ``bad`` and where it is, in words."""
     index = tuple(int(i) for i in np.argwhere(bad)[0])
-    where = {0: "", 1: f" at index {index[0]}"}.get(len(index), f" at index {list(index)}")
-    return index, where
+    at = index[0] if len(index) == 1 else list(index)
+    return index, f" at index {at}" if index else ""  # a 0-d array has no index
 
 
 def _check_unit_interval(a: np.ndarray, name: str, hint: str = "") -> None:

@@ -177,7 +177,8 @@ def golden_set(
 ) -> dict[str, Any]:
     """The self-test's golden set (``KEY_GOLDEN``): flattened check ``rows``, the graph's
     ``outputs`` on them, and their tolerances. Near label ties (``LABEL_TIE_ATOL``) are left
-    out: another CPU may round them to the other label.
+    out: another CPU may round them to the other label. Floats go as float64 JSON numbers
+    (a float32 widened to float64 round-trips exactly).
 
     Raises:
         ExportError: no row is clear of a label tie.

@@ -701,6 +701,17 @@ def test_binary_targets_outside_unit_interval_are_refused() -> None:
         ref.binary_cross_entropy_with_logits(np.zeros(2), np.array([0.0, 2.0]))
 
 
+def test_a_scalar_outside_unit_interval_is_named_without_an_index() -> None:
+    with pytest.raises(DataError) as caught:
+        ref.binary_cross_entropy(1.5, 1.0)
+    assert str(caught.value) == (
+        "p must hold values in [0, 1]; 1 do not, the first is 1.5 (for logits use "
+        "binary_cross_entropy_with_logits)"
+    )
+    with pytest.raises(DataError, match=r"the first is 2\.0 at index \[1, 0\]"):
+        ref.binary_cross_entropy(np.array([[0.5], [2.0]]), np.ones((2, 1)))
+
+
 def test_mismatched_binary_shapes_are_refused() -> None:
     with pytest.raises(InputShapeError, match=r"y has shape \(3,\); p has shape \(3, 1\)"):
         ref.binary_cross_entropy(np.full((3, 1), 0.5), np.zeros(3))
