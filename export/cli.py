@@ -24,8 +24,6 @@ from onnxedge.export.wrap_cli import Decorator, head_options, output_options, pa
 from onnxedge.runtime.cli import echo_json
 from onnxedge.runtime.errors import CheckpointError, OnnxEdgeError
 
-__all__ = ["export", "head_options", "output_options", "parse_label_column", "verify"]
-
 
 def report_option(help_: str) -> Decorator:
     """``--report PATH`` (into ``report_path``)."""

@@ -52,10 +52,8 @@ class DefaultModel:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (an entry of ``summary.json``)."""
-        data = asdict(self)
-        for key in ("run_dir", "model_path", "report_path"):
-            data[key] = str(data[key])
-        return {"passed": self.passed, **data}
+        paths = {k: str(v) for k, v in asdict(self).items() if isinstance(v, Path)}
+        return {"passed": self.passed, **asdict(self), **paths}
 
 
 def parse_variants(text: str | None) -> tuple[str, ...]:
