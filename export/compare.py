@@ -34,10 +34,6 @@ class Check:
     passed: bool
     detail: str
 
-    def __post_init__(self) -> None:  # numpy scalars in, plain JSON values out
-        self.value, self.limit = float(self.value), float(self.limit)
-        self.passed = bool(self.passed)
-
     @property
     def label(self) -> str:
         """``logits onnxruntime~torch batch=37``: how the check is named in a failure list."""

@@ -416,9 +416,8 @@ def _check_data(
 def checkpoint_to_onnx(
     run_dir: str | os.PathLike[str], output: str | os.PathLike[str], **options: Any
 ) -> ExportResult:
-    """:func:`export_classifier` for an onnxedge run folder: its net, preprocessing and
-    names, verified on its validation split; ``options`` (head, threshold, opset, exporter,
-    overwrite, verify, report_path, batch_sizes) as there.
+    """:func:`export_classifier` (``options`` as there) for a run folder: its net,
+    preprocessing and names, verified on its validation split.
 
     Raises:
         CheckpointError: ``run_dir`` is a file, or a missing, incomplete or corrupt run.

@@ -375,16 +375,13 @@ def signature_problems(
             f"the model's signature is inputs {[i.name for i in inputs]}, outputs "
             f"{list(outputs)}; expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}"
         )
-    problems = []
+    problems, name = [], TensorProto.DataType.Name
     for value in [inputs[0], *(outputs[n] for n in OUTPUT_NAMES)]:
         tensor = value.type.tensor_type
         want = TensorProto.INT64 if value.name == OUTPUT_LABEL else TensorProto.FLOAT
         found = [d.dim_param or d.dim_value for d in tensor.shape.dim]
         if tensor.elem_type != want:
-            name = TensorProto.DataType.Name
-            problems.append(
-                f"{value.name} has type {name(tensor.elem_type)}, expected {name(want)}"
-            )
+            problems.append(f"{value.name} has type {name(tensor.elem_type)}, not {name(want)}")
         if found and tensor.shape.dim[0].HasField("dim_value"):
             problems.append(f"{value.name} has a fixed batch size {found[0]}")
         elif dims is not None and found != dims[value.name]:
