@@ -1,7 +1,6 @@
 """onnxedge.export: ``export_classifier`` (a module to a verified ONNX file), ``verify_model``
-(a file against the module and independent references) and ``add_head`` (wrap a logits-only
-ONNX model, no torch). Names load lazily: importing the package does not import torch.
-"""
+(a file against the module and independent references), ``add_head`` (wrap a logits-only ONNX
+model, no torch); names load lazily, so importing the package does not import torch."""
 
 from __future__ import annotations
 

@@ -59,7 +59,6 @@ def rows_to_verify(
     recorded = metrics.get("dataset") if isinstance(metrics, dict) else None
     if data is not None:
         x, y = data if isinstance(data, tuple) else (data, None)
-        x = np.asarray(x)
         description = f"given rows, {len(x)}"
     elif dataset is not None or (run is None and recorded in BUNDLED_DATASETS):
         from onnxedge.models.data import load_dataset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import click
@@ -20,16 +21,12 @@ from onnxedge.export.variants import (
     verify_variant_file,
 )
 from onnxedge.export.verify import ParityReport, verify_model, write_json_atomic
-from onnxedge.export.wrap_cli import Decorator, head_options, output_options, parse_label_column
+from onnxedge.export.wrap_cli import head_options, output_options, parse_label_column
 from onnxedge.runtime.cli import echo_json
 from onnxedge.runtime.errors import CheckpointError, OnnxEdgeError
 
-__all__ = ["export", "head_options", "output_options", "parse_label_column", "verify"]
-
-
-def report_option(help_: str) -> Decorator:
-    """``--report PATH`` (into ``report_path``)."""
-    return click.option("--report", "report_path", type=click.Path(), default=None, help=help_)
+#: ``--report PATH`` (into ``report_path``); each command gives its help.
+report_option = functools.partial(click.option, "--report", "report_path", type=click.Path())
 
 
 @click.command(
@@ -57,7 +54,7 @@ def report_option(help_: str) -> Decorator:
     help="auto: torch's dynamo exporter, TorchScript only if dynamo fails.",
 )
 @click.option("--no-verify", is_flag=True, help="Skip the parity check (no parity recorded).")
-@report_option("Also write the full parity report as JSON here.")
+@report_option(help="Also write the full parity report as JSON here.")
 @output_options("the result")
 def export(run_dir: str, no_verify: bool, as_json: bool, **options: Any) -> None:
     """Export a run folder to one ONNX file with its preprocessing and head, written only
@@ -112,7 +109,7 @@ def _describe(result: ExportResult) -> str:
     type=click.Path(),
     help="Labels file for IDX images given as --dataset.",
 )
-@report_option("Write the full report as JSON here (also when checks fail).")
+@report_option(help="Write the full report as JSON here (also when checks fail).")
 @click.option("--localize", is_flag=True, help="Name the first diverging node even on a pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def verify(

@@ -1,18 +1,14 @@
-"""The one comparator: outputs by name against outputs by name, tolerances by name.
-
-Shaped like Polygraphy's ``compare_func``: ``expected`` / ``actual`` map output names to
-arrays and ``tolerances`` maps names to limits (default under ``""``). Export parity
-(:mod:`onnxedge.export.verify`) and the int8 / fp16 bars (:mod:`onnxedge.export.variants`)
-are this comparison with other tolerances. Floats pass where ``|actual - expected| <= limit``
-element by element (NaN / Inf never pass); integers (labels) where the share of differing
-rows, ties in ``excused`` aside, is within the limit.
+"""The one comparator (Polygraphy's ``compare_func``): outputs by name, tolerances by name
+(default under ``""``), for export parity and the int8 / fp16 bars alike. Floats pass where
+``|actual - expected| <= limit`` element by element (NaN / Inf never pass); integers (labels)
+where the share of differing rows, ties in ``excused`` aside, is within the limit.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -38,13 +34,6 @@ class Check:
     passed: bool
     detail: str
 
-    def __post_init__(self) -> None:
-        self.value, self.limit, self.passed = (
-            float(self.value),
-            float(self.limit),
-            bool(self.passed),
-        )
-
     @property
     def label(self) -> str:
         """``logits onnxruntime~torch batch=37``: how the check is named in a failure list."""
@@ -53,9 +42,7 @@ class Check:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return jsonable(
-            {"check": self.label, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
-        )
+        return jsonable({"check": self.label, **asdict(self)})
 
 
 def exact(name: str, subject: str, ok: bool, detail: str) -> Check:
@@ -96,9 +83,7 @@ def compare(
             continue  # no tolerance: the caller compares this output elsewhere
         a, b = np.asarray(actual.get(name)), np.asarray(want)
         if name not in actual or a.shape != b.shape:  # a lost output never passes
-            lost = (
-                "output missing" if name not in actual else f"shape {a.shape}, expected {b.shape}"
-            )
+            lost = f"shape {a.shape}, expected {b.shape}" if name in actual else "output missing"
             measured: Measured = (math.inf, 0.0, False, lost)
         elif np.issubdtype(b.dtype, np.integer) and np.issubdtype(a.dtype, np.integer):
             measured = _compare_labels(a, b, float(np.max(limit)), excused)

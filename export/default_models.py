@@ -52,10 +52,8 @@ class DefaultModel:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (an entry of ``summary.json``)."""
-        data = asdict(self)
-        for key in ("run_dir", "model_path", "report_path"):
-            data[key] = str(data[key])
-        return {"passed": self.passed, **data}
+        paths = {k: str(v) for k, v in asdict(self).items() if isinstance(v, Path)}
+        return {"passed": self.passed, **asdict(self), **paths}
 
 
 def parse_variants(text: str | None) -> tuple[str, ...]:
@@ -107,8 +105,7 @@ def export_default_models(
                 name, result.run_dir, options or TrainOptions(), overwrite=True, progress=progress
             )
             result.train_seconds = time.perf_counter() - started
-            result.task = trained.task
-            result.val_accuracy = trained.val_accuracy
+            result.task, result.val_accuracy = trained.task, trained.val_accuracy
             if trained.val_accuracy < min_accuracy:
                 result.errors.append(
                     f"{name}: validation accuracy {trained.val_accuracy:.4f} is below "
@@ -117,8 +114,7 @@ def export_default_models(
             exported = checkpoint_to_onnx(
                 result.run_dir, result.model_path, overwrite=True, report_path=result.report_path
             )
-            result.export_seconds = exported.seconds
-            result.size_bytes = exported.size_bytes
+            result.export_seconds, result.size_bytes = exported.seconds, exported.size_bytes
             result.parity = exported.report.summary() if exported.report is not None else None
             for variant in variants:
                 result.variants[variant] = _make_variant(result, variant)

@@ -1,9 +1,8 @@
-"""The head, one declared option validated here alone (torch-free): ``softmax``
-(multiclass: ``probabilities`` ``(batch, classes)``, ``label`` the argmax, ties to the lowest
-index), ``sigmoid`` (binary: ``probabilities`` ``(batch, 1)`` of the positive class,
-``label = probabilities >= threshold``) or ``auto`` (one logit: sigmoid, else softmax).
-``label`` is int64 ``(batch,)``; the torch module is
-:class:`onnxedge.export.onnx_export.ClassifierWithHead`, the ONNX nodes ``onnxedge wrap``'s.
+"""The head, one declared option validated here alone (torch-free): ``softmax`` (multiclass:
+``probabilities`` ``(batch, classes)``, ``label`` the argmax, ties to the lowest index),
+``sigmoid`` (binary: ``probabilities`` ``(batch, 1)`` of the positive class, ``label =
+probabilities >= threshold``) or ``auto`` (one logit: sigmoid, else softmax); ``label`` is int64
+``(batch,)``. Built by :class:`~onnxedge.export.onnx_export.ClassifierWithHead` and ``wrap``.
 """
 
 from __future__ import annotations

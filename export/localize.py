@@ -1,8 +1,6 @@
-"""Where parity breaks: the first node whose output leaves its tolerance.
-
-Every node output is exposed on a copy of the model (:func:`node_outputs`, also read by
-the edge variants' per-node comparison) and matched, in graph order, to a torch module's
-forward hooks by the module path export records per node, else to ``onnx.reference``.
+"""Where parity breaks: every node output exposed on a copy of the model (:func:`node_outputs`,
+also the variants' per-node comparison), matched in graph order to the torch module's forward
+hooks by the module path export records per node, else to ``onnx.reference``.
 """
 
 from __future__ import annotations
@@ -29,11 +27,7 @@ class LocalizationError(ModelLoadError):
 
 def node_outputs(model: onnx.ModelProto, x: np.ndarray) -> Outputs:
     """Every node's first output (and the graph outputs) of ``model`` on ``x`` from
-    onnxruntime, exposed as extra graph outputs on a copy.
-
-    Raises:
-        LocalizationError: onnxruntime cannot run the copy with every output exposed.
-    """
+    onnxruntime, exposed on a copy (LocalizationError if onnxruntime cannot run it)."""
     import onnx
     from onnxedge.export.verify import onnxruntime_runner
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import io
 import json
 import logging
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -34,6 +34,7 @@ from onnxedge.export.verify import (
     onnxruntime_runner,
     signature_problems,
     verify_model,
+    write_json_atomic,
 )
 from onnxedge.export.wrap import check_feature_names, checked, contract_metadata, write_model
 from onnxedge.models.preprocess import Preprocess, Rescale
@@ -163,16 +164,15 @@ def _to_onnx(
     module: nn.Module, shape: tuple[int, ...], opset: int, exporter: str
 ) -> tuple[onnx.ModelProto, str, str | None]:
     """The model, the exporter that made it and why dynamo was not used (or None)."""
-    example = torch.zeros(EXAMPLE_BATCH, *shape, dtype=torch.float32)
-    if exporter == "torchscript":
-        return _torchscript_export(module, example, opset), "torchscript", None
-    try:
-        return _dynamo_export(module, example, opset), "dynamo", None
-    except Exception as exc:  # the dynamo stack raises many types; the fallback is recorded
-        reason = f"dynamo exporter failed: {_first_line(exc)}"
-        if exporter == "dynamo" or opset > TORCHSCRIPT_MAX_OPSET:
-            fallback = f"; TorchScript stops at opset {TORCHSCRIPT_MAX_OPSET}, asked for {opset}"
-            raise ExportError(f"the {reason}{fallback if exporter == 'auto' else ''}") from exc
+    example, reason = torch.zeros(EXAMPLE_BATCH, *shape, dtype=torch.float32), None
+    if exporter != "torchscript":
+        try:
+            return _dynamo_export(module, example, opset), "dynamo", None
+        except Exception as exc:  # the dynamo stack raises many types; the fallback is recorded
+            reason = f"dynamo exporter failed: {_first_line(exc)}"
+            if exporter == "dynamo" or opset > TORCHSCRIPT_MAX_OPSET:
+                top = f"; TorchScript stops at opset {TORCHSCRIPT_MAX_OPSET}, asked for {opset}"
+                raise ExportError(f"the {reason}{top if exporter == 'auto' else ''}") from exc
     return _torchscript_export(module, example, opset), "torchscript", reason
 
 
@@ -183,8 +183,7 @@ def _quiet_exporter() -> Iterator[None]:
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(action="ignore"):
             yield
     finally:
         logger.setLevel(level)
@@ -211,23 +210,22 @@ def _dynamo_export(module: nn.Module, example: torch.Tensor, opset: int) -> onnx
 def _torchscript_export(module: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     import onnx
 
-    with tempfile.TemporaryDirectory(prefix="onnxedge-export-") as folder:
-        path = Path(folder) / "model.onnx"
-        try:
-            with _quiet_exporter():
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    str(path),
-                    input_names=[INPUT_NAME],
-                    output_names=list(OUTPUT_NAMES),
-                    opset_version=opset,
-                    dynamo=False,
-                    dynamic_axes={name: {0: BATCH_AXIS} for name in (INPUT_NAME, *OUTPUT_NAMES)},
-                )
-        except Exception as exc:  # TorchScript tracing / symbolic errors of many types
-            raise ExportError(f"the TorchScript exporter failed: {_first_line(exc)}") from exc
-        return onnx.load(str(path))
+    buffer = io.BytesIO()
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(
+                module,
+                (example,),
+                buffer,  # type: ignore[arg-type]  # the TorchScript path writes file-likes
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                opset_version=opset,
+                dynamo=False,
+                dynamic_axes={name: {0: BATCH_AXIS} for name in (INPUT_NAME, *OUTPUT_NAMES)},
+            )
+    except Exception as exc:  # TorchScript tracing / symbolic errors of many types
+        raise ExportError(f"the TorchScript exporter failed: {_first_line(exc)}") from exc
+    return onnx.load_from_string(buffer.getvalue())
 
 
 def _finalize(
@@ -235,8 +233,6 @@ def _finalize(
 ) -> onnx.ModelProto:
     """Strip exporter debug metadata (stack traces with the build machine's paths) but each
     node's torch module path; ExportError unless opset, signature and graph pass."""
-    from onnx import TensorProto
-
     graph = model.graph
     for node in graph.node:
         scopes = {p.key: p.value for p in node.metadata_props}.get(NAME_SCOPES, "[]")
@@ -253,9 +249,6 @@ def _finalize(
     versions = {o.domain: o.version for o in model.opset_import}
     found = versions.get("", versions.get("ai.onnx"))
     problems = [f"opset is {found}, asked for {opset}"] if found != opset else []
-    external = [t.name for t in graph.initializer if t.data_location == TensorProto.EXTERNAL]
-    if external:
-        problems.append(f"tensors stored outside the file: {external}")
     dims: dict[str, list[int | str]] = {
         INPUT_NAME: [BATCH_AXIS, *shape],
         OUTPUT_LABEL: [BATCH_AXIS],
@@ -373,7 +366,7 @@ def export_classifier(
                 name=str(target),
             )
             if report_path is not None:
-                report.write_json(report_path)
+                write_json_atomic(report_path, report.to_dict())
             report.raise_for_failures()
             metadata[contract.KEY_PARITY] = json.dumps(report.summary())
             metadata[contract.KEY_GOLDEN] = json.dumps(golden_set(model, check_rows))
@@ -423,9 +416,8 @@ def _check_data(
 def checkpoint_to_onnx(
     run_dir: str | os.PathLike[str], output: str | os.PathLike[str], **options: Any
 ) -> ExportResult:
-    """:func:`export_classifier` for an onnxedge run folder: its net, preprocessing and
-    names, verified on its validation split; ``options`` (head, threshold, opset, exporter,
-    overwrite, verify, report_path, batch_sizes) as there.
+    """:func:`export_classifier` (``options`` as there) for a run folder: its net,
+    preprocessing and names, verified on its validation split.
 
     Raises:
         CheckpointError: ``run_dir`` is a file, or a missing, incomplete or corrupt run.

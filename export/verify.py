@@ -1,13 +1,10 @@
-"""Parity: does the exported model compute what the user's module and numpy compute?
-
-Three computations on the same rows at batch sizes 1, an odd size and all rows, compared
-pairwise through the one comparator: ``torch`` (the user's module with preprocessing and
-head), ``onnxruntime`` (CPU) and ``reference`` (the float64 numpy forward from the
-initializers, else ``onnx.reference``); the numpy head and losses are applied to each
-one's own logits. A logit may differ by ``LOGIT_ATOL + LOGIT_RTOL * m`` (``m`` the
-magnitude of the terms summed into it), a probability by ``PROBABILITY_ATOL + g * d`` (``d``
-the row's credited logit difference, ``g`` the head's Lipschitz constant), a label only on
-a row within ``LABEL_TIE_ATOL + 2 * g * d`` of a tie.
+"""Parity: ``torch`` (the user's module with preprocessing and head), ``onnxruntime`` and
+``reference`` (numpy from the initializers, else ``onnx.reference``) compared pairwise at
+batch sizes 1, an odd size and all rows, the numpy head and losses on each one's logits.
+A logit may differ by ``LOGIT_ATOL + LOGIT_RTOL * m`` (``m`` the magnitude of the terms it
+sums), a probability by ``PROBABILITY_ATOL + g * d`` (``d`` the row's credited logit
+difference, ``g`` the head's Lipschitz constant), a label only within ``LABEL_TIE_ATOL +
+2 * g * d`` of a tie.
 """
 
 from __future__ import annotations
@@ -72,17 +69,16 @@ DEFAULT_SINGLE_ROW_LIMIT = 500
 #: failing checks named in the ParityError message (the table and the report list all).
 SHOWN_FAILURES = 3
 PAIRS = (("onnxruntime", "torch"), ("onnxruntime", "reference"), ("torch", "reference"))
+#: the named tolerances verification applies, recorded in the report.
+TOLERANCES = "LOGIT_ATOL LOGIT_RTOL PROBABILITY_ATOL PROBABILITY_SUM_ATOL LOSS_RTOL LOSS_ATOL"
+TOLERANCES += " LABEL_TIE_ATOL"
 
 Outputs = dict[str, np.ndarray]
 Runner = Callable[[np.ndarray], Outputs]
 
 
 def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Load an ONNX file with its weights.
-
-    Raises:
-        ModelLoadError: the file is missing, empty or not a readable ONNX model.
-    """
+    """Load an ONNX file with its weights (ModelLoadError: missing, empty or unreadable)."""
     import onnx
 
     file = Path(path)
@@ -111,12 +107,9 @@ def graph_weights_sha256(model: onnx.ModelProto) -> str:
 
 @dataclass
 class ParityReport:
-    """What :func:`verify_model` measured, and whether every check passed.
-
-    ``computations`` maps each computation to what it was; ``losses`` is
-    ``{batch: {computation: mean loss}}``; ``localization`` is the first diverging node
-    (:func:`first_diverging_node`) when it was searched for.
-    """
+    """What :func:`verify_model` measured: ``computations`` (name -> what it was), ``losses``
+    (``{batch: {computation: mean loss}}``), ``localization`` (:func:`first_diverging_node`,
+    when it was searched for), and whether every check passed."""
 
     model: str
     data: str
@@ -142,11 +135,6 @@ class ParityReport:
         """Every failing check, one line each: ``label: detail``."""
         return failures(self.checks)
 
-    def max_error(self, output: str) -> float:
-        """The largest error on a float output over every pair and batch size."""
-        values = [c.value for c in self.checks if c.name == output and "~" in c.subject]
-        return max(values) if values else float("nan")
-
     def summary(self) -> dict[str, Any]:
         """The compact figures export records in ``onnxedge.parity``."""
         return jsonable(
@@ -156,8 +144,12 @@ class ParityReport:
                 "rows": self.rows,
                 "batch_sizes": self.batch_sizes,
                 "computations": self.computations,
-                "max_abs_error": {
-                    o: self.max_error(o) for o in (OUTPUT_LOGITS, OUTPUT_PROBABILITIES)
+                "max_abs_error": {  # over every pair and batch size
+                    o: max(
+                        (c.value for c in self.checks if c.name == o and "~" in c.subject),
+                        default=float("nan"),
+                    )
+                    for o in (OUTPUT_LOGITS, OUTPUT_PROBABILITIES)
                 },
                 "loss": self.losses.get(self.batch_sizes[-1], {}) if self.batch_sizes else {},
                 "accuracy": self.accuracy,
@@ -183,14 +175,6 @@ class ParityReport:
                 "seconds": round(self.seconds, 3),
             }
         )
-
-    def write_json(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_dict` as JSON atomically.
-
-        Raises:
-            DataError: the folder cannot be written.
-        """
-        return write_json_atomic(path, self.to_dict())
 
     def render_table(self) -> str:
         """The computations, each check's worst figure against its limit, losses,
@@ -234,11 +218,7 @@ class ParityReport:
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented JSON to ``path`` via a temp file in the same folder.
-
-    Raises:
-        DataError: ``path`` is a folder, or its folder cannot be created or written.
-    """
+    """Write ``data`` as indented JSON to ``path`` atomically (DataError if that fails)."""
     with atomic_file(path, overwrite=True, error=DataError) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
     return Path(path)
@@ -248,11 +228,8 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
 
 
 def onnxruntime_runner(model: onnx.ModelProto | bytes, what: str = "the model") -> Runner:
-    """``x -> {output name: array}`` through an onnxruntime CPU session.
-
-    Raises:
-        ModelLoadError: onnxruntime cannot open the model.
-    """
+    """``x -> {output name: array}`` through an onnxruntime CPU session (ModelLoadError if
+    onnxruntime cannot open the model)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -298,8 +275,7 @@ def independent_forward(
     config = contract.extra.get(ARCHITECTURE)
     if config is not None and head is not None:
         try:
-            config = json.loads(config) if isinstance(config, str) else config
-            return _numpy_forward(model, config, head, threshold)
+            return _numpy_forward(model, json.loads(config), head, threshold)
         except (OnnxEdgeError, KeyError, ValueError, TypeError) as exc:
             why = f"numpy forward unavailable: {exc}"
     from onnx.reference import ReferenceEvaluator
@@ -399,16 +375,13 @@ def signature_problems(
             f"the model's signature is inputs {[i.name for i in inputs]}, outputs "
             f"{list(outputs)}; expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}"
         )
-    problems = []
+    problems, name = [], TensorProto.DataType.Name
     for value in [inputs[0], *(outputs[n] for n in OUTPUT_NAMES)]:
         tensor = value.type.tensor_type
         want = TensorProto.INT64 if value.name == OUTPUT_LABEL else TensorProto.FLOAT
         found = [d.dim_param or d.dim_value for d in tensor.shape.dim]
         if tensor.elem_type != want:
-            name = TensorProto.DataType.Name
-            problems.append(
-                f"{value.name} has type {name(tensor.elem_type)}, expected {name(want)}"
-            )
+            problems.append(f"{value.name} has type {name(tensor.elem_type)}, not {name(want)}")
         if found and tensor.shape.dim[0].HasField("dim_value"):
             problems.append(f"{value.name} has a fixed batch size {found[0]}")
         elif dims is not None and found != dims[value.name]:
@@ -572,12 +545,6 @@ def _pair_checks(
     )
 
 
-def tolerances_in_force() -> dict[str, float]:
-    """The named tolerances verification applies, by name."""
-    names = "LOGIT_ATOL LOGIT_RTOL PROBABILITY_ATOL PROBABILITY_SUM_ATOL LOSS_RTOL LOSS_ATOL"
-    return {n: float(getattr(tol, n)) for n in [*names.split(), "LABEL_TIE_ATOL"]}
-
-
 # --- verification -------------------------------------------------------------------------
 
 
@@ -619,6 +586,7 @@ def verify_model(
     """
     from onnxedge.export.heads import HeadSpec
     from onnxedge.export.onnx_export import ClassifierWithHead
+    from onnxedge.models.checkpoint import TrainedRun, load_run
     from onnxedge.models.preprocess import preprocess_from_dict
 
     started = time.perf_counter()
@@ -639,7 +607,7 @@ def verify_model(
         checks.append(exact("signature", "", not problems, "; ".join(problems) or "ok"))
         detail = f"metadata says {contract.head}, the graph computes {graph_head}"
         checks.append(exact("head", "metadata~graph", graph_head == head, detail))
-    run = _as_run(run_dir)
+    run = run_dir if run_dir is None or isinstance(run_dir, TrainedRun) else load_run(run_dir)
     checks += _metadata_checks(model, props, contract, run)
 
     torch_module, computations = None, {}
@@ -677,7 +645,7 @@ def verify_model(
     margins = decision_margins(np.asarray(p_ref, np.float64), head, threshold) if head else None
     sizes = sorted({max(1, min(int(b), n)) for b in (batch_sizes or (1, ODD_BATCH_SIZE, n))})
     losses: dict[int, dict[str, float]] = {}
-    outs: dict[str, Outputs] = {}
+    accuracy: dict[str, float] = {}  # on the largest batch size's rows
     for batch in sizes:
         rows = min(n, single_row_limit) if batch == 1 else n
         outs = {c: in_batches(r, x[:rows], batch) for c, r in runners.items()}
@@ -707,11 +675,7 @@ def verify_model(
                     batch_size=batch,
                     names={"loss": "LOSS_ATOL+LOSS_RTOL"},
                 )
-    accuracy = {}
-    if y is not None and head is not None:
-        accuracy = {
-            c: float(np.mean(o[OUTPUT_LABEL] == y[: len(o[OUTPUT_LABEL])])) for c, o in outs.items()
-        }
+        accuracy = {c: float(np.mean(o[OUTPUT_LABEL] == y[:rows])) for c, o in outs.items()}
     report = ParityReport(
         model=name or str(model_path),
         data=data_name,
@@ -723,7 +687,7 @@ def verify_model(
         checks=checks,
         losses=losses,
         accuracy=accuracy,
-        tolerances=tolerances_in_force(),
+        tolerances={k: float(getattr(tol, k)) for k in TOLERANCES.split()},
     )
     if localize or not report.passed:
         try:
@@ -734,11 +698,3 @@ def verify_model(
             report.localization = {"unavailable": str(exc)}
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _as_run(run_dir: str | os.PathLike[str] | TrainedRun | None) -> TrainedRun | None:
-    from onnxedge.models.checkpoint import TrainedRun, load_run
-
-    if run_dir is None or isinstance(run_dir, TrainedRun):
-        return run_dir
-    return load_run(run_dir)

@@ -21,7 +21,7 @@ import numpy as np
 from onnxedge.export.check_rows import rows_to_verify, synthetic_rows
 from onnxedge.export.compare import Check, compare, failures
 from onnxedge.export.heads import HeadSpec, class_names_for, resolve_head
-from onnxedge.export.verify import onnxruntime_runner, own_head_checks, row_losses
+from onnxedge.export.verify import ODD_BATCH_SIZE, onnxruntime_runner, own_head_checks, row_losses
 from onnxedge.models import reference
 from onnxedge.models.preprocess import Preprocess, Rescale, Standardize
 from onnxedge.runtime import tolerances as tol
@@ -61,8 +61,7 @@ if TYPE_CHECKING:
 #: Output names of converters that already hold probabilities (skl2onnx).
 PROBABILITY_OUTPUT_NAMES = frozenset({OUTPUT_PROBABILITIES, "output_probability"})
 PROBABILITY_OPS = frozenset({"Softmax", "Sigmoid"})
-#: The batch sizes verification runs besides 1: an odd one and a large one (all rows).
-ODD_BATCH = 37
+#: Synthetic rows verification runs on (at batch 1, ``ODD_BATCH_SIZE`` and all of them).
 LARGE_BATCH = 1000
 #: The batch a fixed batch of 1 must run at, once made dynamic, to be kept dynamic.
 PROBE_BATCH = 3
@@ -545,8 +544,7 @@ def _verification_rows(
             )
         labels = np.array([index[str(v)] for v in labels])
     contract = ModelContract(class_names=class_names)
-    x, y, _ = rows_to_verify((data[0], labels), None, None, None, None, contract, input_shape)
-    return x, y
+    return rows_to_verify((data[0], labels), None, None, None, None, contract, input_shape)[:2]
 
 
 def _verify(
@@ -561,7 +559,7 @@ def _verify(
     """Checks at batch 1, an odd size and all rows; metrics on all rows with labels."""
     checks: list[Check] = []
     metrics: dict[str, float] = {}
-    for n in sorted({1, min(ODD_BATCH, len(rows)), len(rows)}):
+    for n in sorted({1, min(ODD_BATCH_SIZE, len(rows)), len(rows)}):
         x = rows[:n]
         out = wrapped(x)
         fed = preprocess.apply(x).astype(np.float32) if preprocess is not None else x

@@ -161,8 +161,7 @@ def _describe(result: WrapResult) -> str:
         f"  verified at batch {', '.join(map(str, batches))}:",
         *(f"    {line}" for line in render_checks(result.checks)),
     ]
-    if result.metrics:
-        m = result.metrics
+    if m := result.metrics:
         lines.append(
             f"  on --data: {m['rows']} rows, accuracy {m['accuracy']:.4f}, loss {m['loss']:.6g}"
         )
