@@ -1,8 +1,7 @@
-"""Edge variants of an exported fp32 model: int8 (onnxruntime.quantization, the net's
-Conv / MatMul / Gemm layers) and fp16 (onnxconverter-common, the net's body), float32 in
-and out with a float32 head, each checked against the fp32 model through the one
-comparator with its own :class:`VariantBar` and a classifier's report; ORT format for
-minimal builds.
+"""Edge variants of an exported fp32 model: int8 (onnxruntime.quantization) and fp16
+(onnxconverter-common) of the net's layers, float32 in and out with a float32 head, each
+checked against the fp32 model through the one comparator with its own
+:class:`VariantBar`; ORT format for minimal builds.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from onnxedge.export.check_rows import BUNDLED_DATASETS
 from onnxedge.export.compare import Check, compare, exact, failures, jsonable, render_checks
 from onnxedge.export.localize import KEY_NODE_MODULE, node_outputs
 from onnxedge.export.verify import load_onnx, onnxruntime_runner, row_losses, signature_problems
+from onnxedge.export.wrap import checked
 from onnxedge.runtime import contract as ct
 from onnxedge.runtime import tolerances
 from onnxedge.runtime.atomic import atomic_file, exists_message, place
@@ -90,10 +90,6 @@ class Int8Settings:
         kept = len(self.keep_float)
         return name + (f", {kept} layer{'s' * (kept > 1)} in float" if kept else "")
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (recorded in the variant report)."""
-        return {**asdict(self), "keep_float": list(self.keep_float), "form": self.form}
-
 
 def choose_int8_settings(
     method: str = "static", *, per_channel: bool | None = None
@@ -129,7 +125,8 @@ class VariantBar:
         """The named bar of ``int8`` or ``fp16``."""
         prefix = variant.upper()
         names = (*cls.names[:2], f"{prefix}_MAX_LOSS_DELTA", f"{prefix}_MAX_PROBABILITY_ERROR")
-        return cls(*(float(getattr(tolerances, n)) for n in names), names=names)
+        agreement, drop, loss, p = (float(getattr(tolerances, n)) for n in names)
+        return cls(agreement, drop, loss, p, names=names)
 
 
 @dataclass
@@ -505,8 +502,7 @@ def verify_variant_file(
     props = _props(proto)
     contract = ct.ModelContract.from_metadata(props)
     if contract.variant not in VARIANTS:
-        variant = contract.variant
-        raise ModelLoadError(f"{model} is not an int8 / fp16 variant (onnxedge.variant={variant})")
+        raise ModelLoadError(f"{model} is not an int8 / fp16 variant (onnxedge.variant=fp32)")
     run = load_run(run_dir)
     x_val, y_val = run.validation()
     rows = _rows(x_val, proto, "validation")
@@ -541,14 +537,11 @@ def _compare(
     if len(labels) != len(rows):
         raise DataError(f"the check rows are {len(rows)} but the labels {len(labels)}")
     out = onnxruntime_runner(variant_bytes, "the variant")(rows)
-    binary = ref[ct.OUTPUT_LOGITS].shape[1] == 1
-
-    def loss(o: Outputs) -> float:
-        z = o[ct.OUTPUT_LOGITS].astype(np.float64)
-        return float(np.mean(row_losses(z, labels, "sigmoid" if binary else "softmax")))
-
-    finite = all(np.isfinite(out[k]).all() for k in (ct.OUTPUT_LOGITS, ct.OUTPUT_PROBABILITIES))
-    loss_src, loss_var = loss(ref), loss(out) if finite else math.inf
+    binary, z = ref[ct.OUTPUT_LOGITS].shape[1] == 1, ct.OUTPUT_LOGITS
+    head = "sigmoid" if binary else "softmax"
+    losses = (row_losses(o[z].astype(np.float64), labels, head) for o in (ref, out))
+    loss_src, loss_var = (float(np.mean(rows_loss)) for rows_loss in losses)
+    finite = all(np.isfinite(out[k]).all() for k in (z, ct.OUTPUT_PROBABILITIES))
     acc_src, acc_var = (float(np.mean(o[ct.OUTPUT_LABEL] == labels)) for o in (ref, out))
     subject, drop = f"{variant}~fp32", acc_src - acc_var
     limits = {
@@ -581,7 +574,7 @@ def _compare(
         accuracy_drop=drop,
         loss_source=loss_src,
         loss_variant=loss_var,
-        loss_delta=abs(loss_var - loss_src),
+        loss_delta=abs(loss_var - loss_src) if finite else math.inf,
         max_probability_error=float(p_err.max()) if finite else math.inf,
         finite=bool(finite),
         bar=bar,
@@ -592,12 +585,11 @@ def _compare(
     )
 
 
-def head_reads_float32(model: ModelLike) -> bool:
+def head_reads_float32(model: bytes) -> bool:
     """True when every Softmax / Sigmoid / ArgMax / comparison node reads float32."""
     import onnx
 
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(_as_bytes(model))
-    graph = onnx.shape_inference.infer_shapes(proto).graph
+    graph = onnx.shape_inference.infer_shapes(onnx.load_from_string(model)).graph
     types: dict[str, int] = {t.name: t.data_type for t in graph.initializer}
     for info in (*graph.input, *graph.value_info, *graph.output):
         if info.type.HasField("tensor_type"):
@@ -631,18 +623,16 @@ def make_variant(
     """Build an int8 or fp16 variant of an fp32 model, verify it and write it atomically.
 
     Rows: the run's validation split (``run_dir``), else ``data``, else the bundled dataset
-    the metadata records. ``auto`` tries static per-tensor, per-channel, the layers adding
-    the most error kept in float (1, 2, 4, ...; one stays int8), then dynamic, and keeps
-    the first that clears its bar and is faster than fp32 here (if none is faster, writes
-    nothing and says why in ``verdict``). ``accept_degradation`` writes a miss (``auto``:
-    the best agreement); ``localize`` compares every node even on a pass.
+    the metadata records. ``auto`` keeps the first of :func:`_auto_forms` that clears its
+    bar and is faster than fp32 here (none faster: writes nothing, says why in ``verdict``).
+    ``accept_degradation`` writes a miss (``auto``: the best agreement); ``localize``
+    compares every node even on a pass.
 
     Raises:
         ExportError, ModelLoadError, CheckpointError, DataError: a bad variant / method,
             source, run folder or rows; OutputExistsError: ``output`` exists or is the source.
         ParityError: the bar (``auto``: every attempt's) is missed; nothing is written.
     """
-    import onnx
     from onnxedge.models.checkpoint import sha256_file
 
     if variant not in VARIANTS:
@@ -679,13 +669,10 @@ def make_variant(
         else:
             static = settings.method == "static"
             built = onnx_to_int8(source, settings, x_cal if static else None)
-            how = settings.to_dict() | ({"calibration_rows": len(x_cal)} if static else {})
+            how = jsonable({**asdict(settings), "form": settings.form})
+            how |= {"calibration_rows": len(x_cal)} if static else {}
         _strip_debug_info(built)
-        try:
-            onnx.checker.check_model(built)
-        except onnx.checker.ValidationError as exc:
-            message = f"the {variant} graph does not pass the ONNX checker: {exc}"
-            raise ExportError(message) from None
+        checked(built, variant, data_prop=False)
         serialized = built.SerializeToString()
         report = _compare(serialized, ref, x_val, y_val, variant=variant, threshold=threshold)
         report.settings, report.data = how, where

@@ -92,13 +92,13 @@ def optimize(
             out["ort"] = {"path": str(ort_files[0]), "operators_config": str(ort_files[1])}
         echo_json(out)
         return
-    if report is not None and report.written:
-        click.echo(
-            f"{report.variant} variant of {report.source} -> {report.output} "
-            f"({report.size_bytes / 1024:.1f} KiB, {report.size_ratio:.0%} of "
-            f"{report.source_size_bytes / 1024:.1f} KiB); {report.settings.get('form', 'fp16')}"
-        )
     if report is not None:
+        if report.written:
+            click.echo(
+                f"{report.variant} variant of {report.source} -> {report.output} "
+                f"({report.size_bytes / 1024:.1f} KiB, {report.size_ratio:.0%} of "
+                f"{report.source_size_bytes / 1024:.1f} KiB); {report.settings.get('form', 'fp16')}"
+            )
         click.echo(report.render_table())
     if ort_files:
         size = ort_files[0].stat().st_size / 1024

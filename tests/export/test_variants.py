@@ -425,7 +425,7 @@ def test_a_stricter_bar_names_every_failing_check(digits: Exported, tmp_path: Pa
 def test_int8_settings_name_their_form() -> None:
     chosen = choose_int8_settings("dynamic", per_channel=True)
     assert (chosen.method, chosen.per_channel) == ("dynamic", True)
-    assert chosen.to_dict()["form"] == "dynamic per-channel"
+    assert chosen.form == "dynamic per-channel"
     assert choose_int8_settings().form == "static per-tensor"
 
 
