@@ -287,7 +287,6 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     (standardized input to ``logits``) is extracted, converted and put back, so
     preprocessing, head and label stay float32 (a block list leaves them float16). Raises
     ExportError (no layer) or MissingDependencyError (no onnxconverter-common)."""
-    import onnx
     from onnx.utils import Extractor
 
     try:
@@ -310,14 +309,12 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         half = float16.convert_float_to_float16(sub, keep_io_types=True, **limits)
     # A name both halves define (a shared initializer) is left to the ONNX checker to name.
     still_used = {i for n in rest for i in n.input}
-    out = onnx.ModelProto()
-    out.CopyFrom(named)
-    del out.graph.node[:], out.graph.initializer[:], out.graph.value_info[:]
-    out.graph.node.extend([*rest, *half.graph.node])
-    float16.sort_topology(out.graph)
-    out.graph.initializer.extend(t for t in named.graph.initializer if t.name in still_used)
-    out.graph.initializer.extend(half.graph.initializer)
-    return out
+    initializers = [t for t in named.graph.initializer if t.name in still_used]
+    del named.graph.node[:], named.graph.initializer[:], named.graph.value_info[:]
+    named.graph.node.extend([*rest, *half.graph.node])
+    float16.sort_topology(named.graph)
+    named.graph.initializer.extend([*initializers, *half.graph.initializer])
+    return named
 
 
 def compare_nodes(

@@ -586,6 +586,7 @@ def test_cli_optimize_usage_errors(digits: Exported) -> None:
     assert nothing.exit_code == 2 and "choose --int8, --fp16 or --ort" in nothing.output
     for args, message in (
         (["--fp16", "--per-channel"], "--per-channel applies to --int8 only"),
+        (["--ort", "--per-tensor"], "--per-channel applies to --int8 only"),
         (["--int8", "--fp16"], "choose one of --int8 and --fp16"),
         (["--int8", "auto", "--per-channel"], "--int8 auto chooses the weight scales"),
         (["--int8", "weekly"], "'weekly' is not one of 'static', 'dynamic', 'auto'"),
