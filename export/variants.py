@@ -1,8 +1,7 @@
-"""Edge variants of an exported fp32 model: int8 (onnxruntime.quantization, the net's
-Conv / MatMul / Gemm layers) and fp16 (onnxconverter-common, the net's body), float32 in
-and out with a float32 head, each checked against the fp32 model through the one
-comparator with its own :class:`VariantBar` and a classifier's report; ORT format for
-minimal builds.
+"""Edge variants of an exported fp32 model: int8 (onnxruntime.quantization) and fp16
+(onnxconverter-common) of the net's layers, float32 in and out with a float32 head, each
+checked against the fp32 model through the one comparator with its own
+:class:`VariantBar`; ORT format for minimal builds.
 """
 
 from __future__ import annotations
@@ -16,15 +15,17 @@ import statistics
 import tempfile
 import timeit
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from onnxedge.export.check_rows import BUNDLED_DATASETS
 from onnxedge.export.compare import Check, compare, exact, failures, jsonable, render_checks
-from onnxedge.export.localize import node_outputs
-from onnxedge.export.verify import load_onnx, onnxruntime_runner, row_losses
+from onnxedge.export.localize import KEY_NODE_MODULE, node_outputs
+from onnxedge.export.verify import load_onnx, onnxruntime_runner, row_losses, signature_problems
+from onnxedge.export.wrap import checked
 from onnxedge.runtime import contract as ct
 from onnxedge.runtime import tolerances
 from onnxedge.runtime.atomic import atomic_file, exists_message, place
@@ -52,8 +53,6 @@ CALIBRATION_BATCH = 128
 #: rows drawn (seed 0) from a ``--data`` file to calibrate; the rest are the check rows.
 DATA_CALIBRATION_ROWS = 256
 NODE_ROWS = 256  # check rows of the per-node comparison (every node's output is held)
-#: a node fails when ``max |variant - fp32|`` exceeds this share of its fp32 range.
-NODE_TOLERANCE = {"int8": "INT8_MAX_PROBABILITY_ERROR", "fp16": "FP16_MAX_PROBABILITY_ERROR"}
 #: the latency gate: batch sizes, interleaved rounds, seconds per timed call group, and
 #: the margin at every batch (short rounds put an equally fast variant either side of 1x).
 LATENCY_BATCHES = (1, 256)
@@ -91,24 +90,19 @@ class Int8Settings:
         kept = len(self.keep_float)
         return name + (f", {kept} layer{'s' * (kept > 1)} in float" if kept else "")
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (recorded in the variant report)."""
-        return {**asdict(self), "keep_float": list(self.keep_float), "form": self.form}
-
 
 def choose_int8_settings(
-    method: str = "static", *, per_channel: bool | None = None, reduce_range: bool | None = None
+    method: str = "static", *, per_channel: bool | None = None
 ) -> Int8Settings:
-    """int8 settings for this machine: per-tensor, 7-bit weights only on x86 without VNNI;
-    raises ExportError for a ``method`` other than ``static`` or ``dynamic``."""
+    """int8 settings for this machine: per-tensor unless asked, 7-bit weights only on x86
+    without VNNI; raises ExportError for a ``method`` other than ``static`` or ``dynamic``."""
     if method not in ("static", "dynamic"):
         raise ExportError(f"unknown int8 method {method!r}; expected one of static, dynamic")
-    if reduce_range is None:
-        info = Path("/proc/cpuinfo")
-        flags = info.read_text(errors="replace") if info.is_file() else ""
-        x86 = platform.machine().lower() in {"x86_64", "amd64", "i686", "x86"}
-        reduce_range = x86 and not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-    return Int8Settings(method, bool(per_channel), reduce_range)
+    info = Path("/proc/cpuinfo")
+    flags = info.read_text(errors="replace") if info.is_file() else ""
+    x86 = platform.machine().lower() in {"x86_64", "amd64", "i686", "x86"}
+    vnni = any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return Int8Settings(method, bool(per_channel), x86 and not vnni)
 
 
 @dataclass(frozen=True)
@@ -119,7 +113,7 @@ class VariantBar:
     max_accuracy_drop: float
     max_loss_delta: float
     max_probability_error: float
-    names: tuple[str, str, str, str] = (
+    names: tuple[str, ...] = (
         "VARIANT_MIN_LABEL_AGREEMENT",
         "VARIANT_MAX_ACCURACY_DROP",
         "INT8_MAX_LOSS_DELTA",
@@ -129,19 +123,10 @@ class VariantBar:
     @classmethod
     def for_variant(cls, variant: str) -> VariantBar:
         """The named bar of ``int8`` or ``fp16``."""
-        prefix = "FP16" if variant == "fp16" else "INT8"
+        prefix = variant.upper()
         names = (*cls.names[:2], f"{prefix}_MAX_LOSS_DELTA", f"{prefix}_MAX_PROBABILITY_ERROR")
-        a, d, loss, p = (float(getattr(tolerances, n)) for n in names)
-        return cls(a, d, loss, p, names=names)
-
-    def tolerances(self) -> dict[str, float]:
-        """The comparator's tolerances by output name (labels: the share that may differ)."""
-        p, labels, loss = (
-            self.max_probability_error,
-            1 - self.min_label_agreement,
-            self.max_loss_delta,
-        )
-        return {ct.OUTPUT_PROBABILITIES: p, ct.OUTPUT_LABEL: labels, "loss": loss}
+        agreement, drop, loss, p = (float(getattr(tolerances, n)) for n in names)
+        return cls(agreement, drop, loss, p, names=names)
 
 
 @dataclass
@@ -162,8 +147,8 @@ class VariantReport:
     max_probability_error: float
     finite: bool
     bar: VariantBar
-    checks: list[Check] = field(default_factory=list)
-    classes: dict[str, Any] = field(default_factory=dict)
+    checks: list[Check]
+    classes: dict[str, Any]
     nodes: dict[str, Any] | None = None
     latency: dict[str, Any] | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
@@ -198,38 +183,36 @@ class VariantReport:
         """What this variant reached, in one phrase (an ``auto`` attempt's summary)."""
         said = f"label agreement {self.label_agreement:.4f}, loss delta {self.loss_delta:.3g}"
         if not self.passed:
-            missed = ", ".join(c.name for c in self.checks if not c.passed)
-            return f"{said} (misses {missed})"
+            return f"{said} (misses {', '.join(c.name for c in self.checks if not c.passed)})"
         return said + (f", {self.latency['summary']}" if self.latency else "")
 
     def render_table(self) -> str:
         """The checks against their bar and the classifier figures, for people."""
         c, nodes = self.classes, self.nodes
+        degraded = " (written with --accept-degradation)" if self.accepted_degradation else ""
         lines = render_checks(self.checks)
         lines.append(
             f"{self.rows} check rows; label agreement {self.label_agreement:.4f}, accuracy "
             f"{self.accuracy_source:.4f} -> {self.accuracy_variant:.4f}, loss "
             f"{self.loss_source:.4f} -> {self.loss_variant:.4f}; "
-            f"{'passed' if self.passed else 'FAILED'}"
-            + (" (written with --accept-degradation)" if self.accepted_degradation else "")
+            f"{'passed' if self.passed else 'FAILED'}{degraded}"
         )
         lines += [
             f"  class {k['class']}: accuracy {k['fp32']:.4f} -> {k['variant']:.4f}"
-            for k in c.get("per_class", [])
+            for k in c["per_class"]
             if k["fp32"] != k["variant"]
         ]
         lines += [
             f"  confusion true {k['true']} -> pred {k['pred']}: {k['fp32']} -> {k['variant']}"
-            for k in c.get("confusion_change", [])
+            for k in c["confusion_change"]
         ]
-        if c.get("flipped"):
+        if c["flipped"]:
             rows = ", ".join(str(f["row"]) for f in c["flipped_rows"])
             lines.append(f"  {c['flipped']} rows flipped label (rows {rows})")
-        if "near_ties" in c:
-            lines.append(
-                f"  {c['near_ties']} fp32 near ties (top-2 margin <= {c['near_tie_margin']:g}, "
-                f"{c['near_tie_tolerance']}), {c['flipped_near_ties']} of them flipped"
-            )
+        lines.append(
+            f"  {c['near_ties']} fp32 near ties (top-2 margin <= {c['near_tie_margin']:g}, "
+            f"{c['near_tie_tolerance']}), {c['flipped_near_ties']} of them flipped"
+        )
         if nodes is not None:
             first, limit = nodes["first_diverging"], f"{nodes['limit']:g} ({nodes['tolerance']})"
             lines.append(
@@ -243,17 +226,15 @@ class VariantReport:
             worst = nodes["worst"][:5]
             lines += [f"    {n['node']} ({n['op_type']}): {n['relative_error']:.3g}" for n in worst]
         lines += [f"  tried {a['form']}: {a['reached']}" for a in self.attempts]
-        if self.latency is not None:
-            lines.append(f"  speed: {self.latency['summary']}")
+        lines += [f"  speed: {self.latency['summary']}"] if self.latency else []
         lines += [self.verdict] if self.verdict else []
-        lines += [f"  FAIL {f}" for f in self.failures]
-        return "\n".join(lines)
+        return "\n".join(lines + [f"  FAIL {f}" for f in self.failures])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what goes into ``onnxedge.variant_report``)."""
         data = jsonable({k: v for k, v in asdict(self).items() if k != "checks"})
-        data.update(failures=self.failures, passed=self.passed)
-        return {**data, "size_ratio": round(self.size_ratio, 6)}
+        size_ratio = round(self.size_ratio, 6)
+        return data | {"failures": self.failures, "passed": self.passed, "size_ratio": size_ratio}
 
 
 def onnx_to_int8(
@@ -267,9 +248,9 @@ def onnx_to_int8(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     static = settings.method == "static"
-    rows = np.empty((0, 1), np.float32)
-    if static:
-        rows = _check_rows(calibration, _row_shape_of(model), "calibration")
+    if static and calibration is None:
+        raise DataError("static int8 quantization needs calibration rows; none were given")
+    rows = _rows(calibration, model, "calibration") if static else np.empty((0, 1), np.float32)
     starts = range(0, len(rows), CALIBRATION_BATCH)
     batches = iter([{ct.INPUT_NAME: rows[i : i + CALIBRATION_BATCH]} for i in starts])
 
@@ -278,14 +259,12 @@ def onnx_to_int8(
             return next(batches, None)
 
     with tempfile.TemporaryDirectory(prefix="onnxedge-int8-") as tmp:
-        src, pre, out = (os.path.join(tmp, n) for n in ("src.onnx", "pre.onnx", "int8.onnx"))
-        onnx.save(_with_node_names(model), src)
-        quant_pre_process(src, pre)
-        prepared = onnx.load(pre)
-        keep = set(settings.keep_float)
+        pre, out = os.path.join(tmp, "pre.onnx"), os.path.join(tmp, "int8.onnx")
+        quant_pre_process(_with_node_names(model), pre)
+        prepared, keep = onnx.load(pre), set(settings.keep_float)
         # Exclude rather than list: quantize_dynamic splits each Gemm into MatMul + Add
         # under new names, which a nodes_to_quantize list would not match.
-        excluded = _split_layers(prepared)[1]
+        excluded = _float_nodes(prepared)
         excluded += [n.name for n in prepared.graph.node if keep & set(n.output)]
         common: dict[str, Any] = {
             "op_types_to_quantize": sorted(LAYER_OPS),
@@ -307,8 +286,7 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """Convert an fp32 model's layers to float16, float32 in and out: the net's body
     (standardized input to ``logits``) is extracted, converted and put back, so
     preprocessing, head and label stay float32 (a block list leaves them float16). Raises
-    ExportError (no layer, names collide) or MissingDependencyError (no onnxconverter)."""
-    import onnx
+    ExportError (no layer) or MissingDependencyError (no onnxconverter-common)."""
     from onnx.utils import Extractor
 
     try:
@@ -319,7 +297,7 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         ) from None
 
     named = _with_node_names(model)
-    kept = set(_split_layers(named)[1])
+    kept = set(_float_nodes(named))
     body = [n for n in named.graph.node if n.name not in kept]
     rest = [n for n in named.graph.node if n.name in kept]
     known = {out for n in body for out in n.output} | {t.name for t in named.graph.initializer}
@@ -329,32 +307,14 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         warnings.simplefilter("ignore", UserWarning)  # once per clamped tensor
         limits = {"min_positive_val": FP16_MIN_POSITIVE, "max_finite_val": FP16_MAX_FINITE}
         half = float16.convert_float_to_float16(sub, keep_io_types=True, **limits)
+    # A name both halves define (a shared initializer) is left to the ONNX checker to name.
     still_used = {i for n in rest for i in n.input}
     initializers = [t for t in named.graph.initializer if t.name in still_used]
-    clash = {t.name for t in initializers} & {t.name for t in half.graph.initializer}
-    clash |= {o for n in rest for o in n.output} & {o for n in half.graph.node for o in n.output}
-    if clash:
-        raise ExportError(f"fp16 body names collide with the rest of the graph: {sorted(clash)}")
-    out = onnx.ModelProto()
-    out.CopyFrom(named)
-    del out.graph.node[:], out.graph.initializer[:], out.graph.value_info[:]
-    out.graph.node.extend(_topological([*rest, *half.graph.node], named.graph))
-    out.graph.initializer.extend([*initializers, *half.graph.initializer])
-    return out
-
-
-def _topological(nodes: list[Any], graph: Any) -> list[Any]:
-    """``nodes`` in an order where every input is produced before it is read (stable)."""
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(nodes), []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:
-            raise ExportError("the converted graph has a cycle or an unproduced input")
-        available.update(o for n in ready for o in n.output)
-        ordered += ready
-        pending = [n for n in pending if all(n is not r for r in ready)]
-    return ordered
+    del named.graph.node[:], named.graph.initializer[:], named.graph.value_info[:]
+    named.graph.node.extend([*rest, *half.graph.node])
+    float16.sort_topology(named.graph)
+    named.graph.initializer.extend([*initializers, *half.graph.initializer])
+    return named
 
 
 def compare_nodes(
@@ -363,11 +323,11 @@ def compare_nodes(
     """Every fp32 node's output against the variant's tensor of the same name (QDQ and
     the fp16 converter keep the float names, as onnxruntime's ``qdq_loss_debug`` relies
     on); a node's error is ``max |variant - fp32|`` over its fp32 range, checked against
-    ``NODE_TOLERANCE``. Returns the first node in graph order that breaks it (or None) and
-    the compared nodes worst first, each with the error it adds over its inputs'. Raises
-    ModelLoadError when onnxruntime cannot run a model with every output exposed.
+    the variant's ``*_MAX_PROBABILITY_ERROR``. Returns the first node in graph order that
+    breaks it (or None) and the compared nodes worst first, each with the error it adds
+    over its inputs'. Raises LocalizationError when a model cannot run every output.
     """
-    name = NODE_TOLERANCE[variant]
+    name = f"{variant.upper()}_MAX_PROBABILITY_ERROR"
     limit = float(getattr(tolerances, name))
     ref, got = node_outputs(source, x), node_outputs(variant_model, x)
     nodes: list[dict[str, Any]] = []
@@ -390,7 +350,7 @@ def compare_nodes(
                 "node": node.name or f"{node.op_type}_{i}",
                 "op_type": node.op_type,
                 "output": out,
-                "module": _props(node).get("onnxedge.module"),
+                "module": _props(node).get(KEY_NODE_MODULE),
                 "relative_error": errors[out],
                 "added_error": errors[out] - inherited,
                 "passed": check.passed,
@@ -501,15 +461,14 @@ def verify_variant(
     y: np.ndarray,
     *,
     variant: str,
-    task: str | None = None,
     bar: VariantBar | None = None,
 ) -> VariantReport:
     """Run a variant beside its fp32 source (protos, bytes or paths) on check rows ``x``
     with true labels ``y`` and check it against its bar (``bar`` or the variant's). Raises
     DataError (bad rows or labels) or ModelLoadError (a model onnxruntime cannot open)."""
-    rows = _check_rows(x, None, "check")
+    rows = _rows(x, None, "check")
     ref = onnxruntime_runner(_as_bytes(source_model), "the source model")(rows)
-    return _compare(_as_bytes(variant_model), ref, rows, y, variant=variant, task=task, bar=bar)
+    return _compare(_as_bytes(variant_model), ref, rows, y, variant=variant, bar=bar)
 
 
 def model_variant(model: PathLike) -> str:
@@ -539,20 +498,19 @@ def verify_variant_file(
     proto = load_onnx(model)
     props = _props(proto)
     contract = ct.ModelContract.from_metadata(props)
-    variant = props.get(ct.KEY_VARIANT, "fp32")
-    if variant not in VARIANTS:
-        raise ModelLoadError(f"{model} is not an int8 / fp16 variant (onnxedge.variant={variant})")
+    if contract.variant not in VARIANTS:
+        raise ModelLoadError(f"{model} is not an int8 / fp16 variant (onnxedge.variant=fp32)")
     run = load_run(run_dir)
     x_val, y_val = run.validation()
-    rows = _check_rows(x_val, _row_shape_of(proto), "validation")
+    rows = _rows(x_val, proto, "validation")
     threshold, head = float(contract.threshold), contract.head or "auto"
     if source is not None:
         ref = onnxruntime_runner(_as_bytes(source), "the source model")(rows)
     else:
         module = build_head_module(run, head, threshold if head == "sigmoid" else None)
         ref = torch_runner(module)(rows)
-    data, task = proto.SerializeToString(), run.task
-    report = _compare(data, ref, rows, y_val, variant=variant, task=task, threshold=threshold)
+    data = proto.SerializeToString()
+    report = _compare(data, ref, rows, y_val, variant=contract.variant, threshold=threshold)
     report.source = str(source) if source is not None else f"{run.path} (the run's torch module)"
     report.output, report.size_bytes, report.written = str(model), Path(model).stat().st_size, True
     report.source_sha256 = props.get(ct.KEY_SOURCE_SHA256, "")
@@ -566,32 +524,32 @@ def _compare(
     y: np.ndarray,
     *,
     variant: str,
-    task: str | None,
     bar: VariantBar | None = None,
     threshold: float = 0.5,
 ) -> VariantReport:
-    """The variant's outputs on ``rows`` against ``ref`` through the one comparator."""
+    """The variant's outputs on ``rows`` against ``ref`` through the one comparator (the
+    task, and so the loss, follows from the logits: one column is binary)."""
     bar = bar or VariantBar.for_variant(variant)
     labels = np.asarray(y).astype(np.int64).reshape(-1)
     if len(labels) != len(rows):
         raise DataError(f"the check rows are {len(rows)} but the labels {len(labels)}")
     out = onnxruntime_runner(variant_bytes, "the variant")(rows)
-    ref = {k: np.asarray(v) for k, v in ref.items()}
-    if task not in ("multiclass", "binary"):
-        task = "binary" if ref[ct.OUTPUT_LOGITS].shape[1] == 1 else "multiclass"
-
-    def loss(o: Outputs) -> float:
-        z = o[ct.OUTPUT_LOGITS].astype(np.float64)
-        return float(np.mean(row_losses(z, labels, "sigmoid" if task == "binary" else "softmax")))
-
-    finite = all(np.isfinite(out[k]).all() for k in (ct.OUTPUT_LOGITS, ct.OUTPUT_PROBABILITIES))
-    loss_src, loss_var = loss(ref), loss(out) if finite else math.inf
+    binary, z = ref[ct.OUTPUT_LOGITS].shape[1] == 1, ct.OUTPUT_LOGITS
+    head = "sigmoid" if binary else "softmax"
+    losses = (row_losses(o[z].astype(np.float64), labels, head) for o in (ref, out))
+    loss_src, loss_var = (float(np.mean(rows_loss)) for rows_loss in losses)
+    finite = all(np.isfinite(out[k]).all() for k in (z, ct.OUTPUT_PROBABILITIES))
     acc_src, acc_var = (float(np.mean(o[ct.OUTPUT_LABEL] == labels)) for o in (ref, out))
     subject, drop = f"{variant}~fp32", acc_src - acc_var
+    limits = {
+        ct.OUTPUT_PROBABILITIES: bar.max_probability_error,
+        ct.OUTPUT_LABEL: 1 - bar.min_label_agreement,  # the share of labels that may differ
+        "loss": bar.max_loss_delta,
+    }
     checks = compare(
         {**ref, "loss": np.array(loss_src)},
         {**out, "loss": np.array(loss_var)},
-        bar.tolerances(),
+        limits,
         subject=subject,
         names=dict(zip(BAR_CHECKS, bar.names, strict=True)),
     )
@@ -605,7 +563,7 @@ def _compare(
     margin, margin_name = bar.max_probability_error, bar.names[3]
     return VariantReport(
         variant=variant,
-        task=str(task),
+        task="binary" if binary else "multiclass",
         rows=len(rows),
         label_agreement=float(np.mean(out[ct.OUTPUT_LABEL] == ref[ct.OUTPUT_LABEL])),
         accuracy_source=acc_src,
@@ -613,7 +571,7 @@ def _compare(
         accuracy_drop=drop,
         loss_source=loss_src,
         loss_variant=loss_var,
-        loss_delta=abs(loss_var - loss_src),
+        loss_delta=abs(loss_var - loss_src) if finite else math.inf,
         max_probability_error=float(p_err.max()) if finite else math.inf,
         finite=bool(finite),
         bar=bar,
@@ -624,12 +582,11 @@ def _compare(
     )
 
 
-def head_reads_float32(model: ModelLike) -> bool:
+def head_reads_float32(model: bytes) -> bool:
     """True when every Softmax / Sigmoid / ArgMax / comparison node reads float32."""
     import onnx
 
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(_as_bytes(model))
-    graph = onnx.shape_inference.infer_shapes(proto).graph
+    graph = onnx.shape_inference.infer_shapes(onnx.load_from_string(model)).graph
     types: dict[str, int] = {t.name: t.data_type for t in graph.initializer}
     for info in (*graph.input, *graph.value_info, *graph.output):
         if info.type.HasField("tensor_type"):
@@ -653,7 +610,6 @@ def make_variant(
     *,
     method: str = "static",
     per_channel: bool | None = None,
-    reduce_range: bool | None = None,
     accept_degradation: bool = False,
     overwrite: bool = False,
     calibration: np.ndarray | None = None,
@@ -664,18 +620,16 @@ def make_variant(
     """Build an int8 or fp16 variant of an fp32 model, verify it and write it atomically.
 
     Rows: the run's validation split (``run_dir``), else ``data``, else the bundled dataset
-    the metadata records. ``auto`` tries static per-tensor, per-channel, the layers adding
-    the most error kept in float (1, 2, 4, ...; one stays int8), then dynamic, and keeps
-    the first that clears its bar and is faster than fp32 here (if none is faster, writes
-    nothing and says why in ``verdict``). ``accept_degradation`` writes a miss (``auto``:
-    the best agreement); ``localize`` compares every node even on a pass.
+    the metadata records. ``auto`` keeps the first of :func:`_auto_forms` that clears its
+    bar and is faster than fp32 here (none faster: writes nothing, says why in ``verdict``).
+    ``accept_degradation`` writes a miss (``auto``: the best agreement); ``localize``
+    compares every node even on a pass.
 
     Raises:
         ExportError, ModelLoadError, CheckpointError, DataError: a bad variant / method,
             source, run folder or rows; OutputExistsError: ``output`` exists or is the source.
         ParityError: the bar (``auto``: every attempt's) is missed; nothing is written.
     """
-    import onnx
     from onnxedge.models.checkpoint import sha256_file
 
     if variant not in VARIANTS:
@@ -689,83 +643,68 @@ def make_variant(
     if out_path.exists() and not overwrite:
         raise OutputExistsError(exists_message(out_path))
     source = load_onnx(source_path)
+    signature_problems(source)  # raises ModelLoadError without the contract's input / outputs
     props = _props(source)
-    outputs, inputs = {o.name for o in source.graph.output}, [i.name for i in source.graph.input]
-    if not set(ct.OUTPUT_NAMES) <= outputs or ct.INPUT_NAME not in inputs:
-        raise ModelLoadError(
-            f"{source_path} is not an onnxedge model: inputs {inputs}, outputs {sorted(outputs)} "
-            f"(expected input {ct.INPUT_NAME!r} and outputs logits, probabilities, label)"
-        )
-    if props.get(ct.KEY_VARIANT, "fp32") != "fp32":
+    contract = ct.ModelContract.from_metadata(props)
+    if contract.variant != "fp32":
         raise ExportError(
-            f"{source_path} is already an {props[ct.KEY_VARIANT]} variant; make variants from "
+            f"{source_path} is already an {contract.variant} variant; make variants from "
             "the fp32 model that onnxedge export wrote"
         )
-    contract = ct.ModelContract.from_metadata(props)
-    x_cal, x_val, y_val, task, where = _variant_rows(source_path, props, contract, run_dir, data)
-    x_val = _check_rows(x_val, _row_shape_of(source), "check")
+    x_cal, x_val, y_val, where = _variant_rows(source_path, props, contract, run_dir, data)
+    x_val = _rows(x_val, source, "check")
     x_cal = x_cal if calibration is None else calibration
     fp32 = onnxruntime_runner(source, "the source model")
-    threshold = float(contract.threshold)
-    check = functools.partial(
-        _compare,
-        ref=fp32(x_val),
-        rows=x_val,
-        y=y_val,
-        variant=variant,
-        task=task,
-        threshold=threshold,
-    )
+    ref, threshold = fp32(x_val), float(contract.threshold)
 
-    def build(settings: Int8Settings | None) -> tuple[onnx.ModelProto, VariantReport]:
+    def attempt(
+        settings: Int8Settings | None, timed: bool = False
+    ) -> tuple[onnx.ModelProto, VariantReport]:
+        """Build one form and check it; time it when it passes (or ``timed``)."""
         if settings is None:
             built, how = onnx_to_fp16(source), {"converter": "onnxconverter_common.float16"}
         else:
             static = settings.method == "static"
             built = onnx_to_int8(source, settings, x_cal if static else None)
-            how = settings.to_dict() | ({"calibration_rows": len(x_cal)} if static else {})
+            how = jsonable({**asdict(settings), "form": settings.form})
+            how |= {"calibration_rows": len(x_cal)} if static else {}
         _strip_debug_info(built)
-        try:
-            onnx.checker.check_model(built)
-        except onnx.checker.ValidationError as exc:
-            message = f"the {variant} graph does not pass the ONNX checker: {exc}"
-            raise ExportError(message) from None
-        report = check(built.SerializeToString())
+        checked(built, variant, data_prop=False)
+        serialized = built.SerializeToString()
+        report = _compare(serialized, ref, x_val, y_val, variant=variant, threshold=threshold)
         report.settings, report.data = how, where
         if localize or not report.passed:
             report.nodes = compare_nodes(source, built, x_val[:NODE_ROWS], variant)
+        if report.passed or timed:
+            runner = onnxruntime_runner(serialized, "the variant")
+            report.latency = latency_gate(fp32, runner, x_val, timer=timer)
         return built, report
 
-    def gate(built: onnx.ModelProto, report: VariantReport) -> None:
-        runner = onnxruntime_runner(built.SerializeToString(), "the variant")
-        report.latency = latency_gate(fp32, runner, x_val, timer=timer)
-
-    int8 = choose_int8_settings(
-        "static" if method == "auto" else method, per_channel=per_channel, reduce_range=reduce_range
-    )
+    int8 = choose_int8_settings("static" if method == "auto" else method, per_channel=per_channel)
     tried: list[tuple[onnx.ModelProto, VariantReport]] = []
     if variant == "fp16" or method != "auto":
-        built, report = build(None if variant == "fp16" else int8)
-        if report.passed or accept_degradation:
-            gate(built, report)
+        built, report = attempt(None if variant == "fp16" else int8, timed=accept_degradation)
     else:
-        tried = _auto(build, gate, int8.reduce_range)
-        built, report = tried[-1]
-        attempts = [r.settings | {"reached": r.reached} for _, r in tried]
-        passing = [r for _, r in tried if r.passed]
-        if not _kept(report) and passing:
-            best = passing[0]
-            best.attempts, best.source, best.output = attempts, str(source_path), ""
-            listed = "; ".join(f"{r.settings['form']}: {r.reached}" for r in passing)
-            best.verdict = f"kept fp32 {source_path}: no int8 form that clears its bar is faster "
-            best.verdict += f"than fp32 here ({listed})"
-            return best
-        if not _kept(report):
-            built, report = max(tried, key=lambda t: (t[1].label_agreement, -t[1].loss_delta))
-        report.attempts = attempts
-    report.source, report.output = str(source_path), str(out_path)
-    report.source_sha256 = sha256_file(source_path)
+        for settings in _auto_forms(replace(int8, per_channel=False), tried):
+            tried.append(attempt(settings))
+            built, report = tried[-1]
+            if report.passed and report.latency and report.latency["faster"]:
+                break
+        else:  # none kept: the best of them (a pass first)
+            built, report = max(
+                tried, key=lambda t: (t[1].passed, t[1].label_agreement, -t[1].loss_delta)
+            )
+            if report.passed:  # it clears its bar but is no faster: fp32 stays, nothing written
+                listed = "; ".join(
+                    f"{r.settings['form']}: {r.reached}" for _, r in tried if r.passed
+                )
+                report.verdict = f"kept fp32 {source_path}: no int8 form that clears its bar is "
+                report.verdict += f"faster than fp32 here ({listed})"
+        report.attempts = [r.settings | {"reached": r.reached} for _, r in tried]
+    report.source, report.source_sha256 = str(source_path), sha256_file(source_path)
     report.source_size_bytes = source_path.stat().st_size
+    if report.verdict:
+        return report
     if report.failures and not accept_degradation:
         failures, what = report.failures, f"the {variant} variant"
         if tried:
@@ -780,8 +719,8 @@ def make_variant(
             f"(pass --accept-degradation to write it anyway{hint})",
             failures=failures,
         )
-    report.accepted_degradation = bool(report.failures)
-    report.verdict = report.verdict or (f"chose {report.settings['form']}" if tried else "")
+    report.output, report.accepted_degradation = str(out_path), bool(report.failures)
+    report.verdict = f"chose {report.settings['form']}" if tried else ""
     serialized = _serialize_with_size(built, props, report)
     with atomic_file(out_path, overwrite=overwrite, error=ExportError) as tmp:
         tmp.write_bytes(serialized)
@@ -789,39 +728,24 @@ def make_variant(
     return report
 
 
-def _kept(report: VariantReport) -> bool:
-    """An ``auto`` attempt that clears its bar and the latency gate."""
-    return report.passed and bool(report.latency and report.latency["faster"])
-
-
-def _auto(
-    build: Callable[[Int8Settings], tuple[Any, VariantReport]],
-    gate: Callable[[Any, VariantReport], None],
-    reduce_range: bool,
-) -> list[tuple[Any, VariantReport]]:
-    """``auto``'s attempts in order, up to the first that clears the bar and the gate."""
-    tried: list[tuple[Any, VariantReport]] = []
-
-    def kept(settings: Int8Settings) -> bool:
-        tried.append(build(settings))
-        if tried[-1][1].passed:
-            gate(*tried[-1])
-        return _kept(tried[-1][1])
-
-    static = Int8Settings("static", False, reduce_range)
-    if kept(static) or kept(replace(static, per_channel=True)):
-        return tried
+def _auto_forms(
+    static: Int8Settings, tried: list[tuple[Any, VariantReport]]
+) -> Iterator[Int8Settings]:
+    """``auto``'s forms in order: static per-tensor, per-channel, on a miss the layers that
+    add the most error (per ``tried[-1]``'s node comparison) kept in float, 1, 2, 4, ...
+    (one layer at least stays int8), then dynamic."""
+    yield static
+    channel = replace(static, per_channel=True)
+    yield channel
     last = tried[-1][1]
     if not last.passed and last.nodes:
         layers = [n for n in last.nodes["worst"] if n["op_type"] in LAYER_OPS]
         ranked = [n["output"] for n in sorted(layers, key=lambda n: -n["added_error"])]
         count = 1
-        while count < len(ranked):  # one layer at least stays int8
-            if kept(replace(static, per_channel=True, keep_float=tuple(ranked[:count]))):
-                return tried
+        while count < len(ranked):
+            yield replace(channel, keep_float=tuple(ranked[:count]))
             count *= KEEP_FLOAT_GROWTH
-    kept(Int8Settings("dynamic", False, reduce_range))
-    return tried
+    yield replace(static, method="dynamic")
 
 
 def _variant_rows(
@@ -830,8 +754,8 @@ def _variant_rows(
     contract: ct.ModelContract,
     run_dir: PathLike | None,
     data: PathLike | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, str | None, str]:
-    """Calibration rows, check rows and labels, the task, and where they came from."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Calibration rows, check rows and labels, and where they came from."""
     from onnxedge.models.checkpoint import load_run
     from onnxedge.models.data import load_dataset
 
@@ -843,11 +767,10 @@ def _variant_rows(
                 f"{path} was exported from weights {recorded[:12]}..., but run folder "
                 f"{run.path} holds weights {run.weights_sha256[:12]}...; pass the model's own run"
             )
-        x_val, y_val = run.validation()
-        return run.calibration(), x_val, y_val, run.task, f"validation split of {run.path}"
+        return run.calibration(), *run.validation(), f"validation split of {run.path}"
     metrics = contract.extra.get("training_metrics")
     recorded_set = metrics.get("dataset") if isinstance(metrics, dict) else None
-    if data is None and recorded_set not in ("digits", "breast-cancer"):
+    if data is None and recorded_set not in BUNDLED_DATASETS:
         raise DataError(
             f"a variant of {path} needs rows to calibrate and check on: pass --run RUN_DIR "
             "or --data FILE (the model records no bundled dataset)"
@@ -862,9 +785,8 @@ def _variant_rows(
         raise DataError(f"{ds.name} has {len(ds.labels)} rows; a variant needs at least 4")
     order = np.random.default_rng(0).permutation(len(ds.labels))
     cal, check = order[:n_cal], order[n_cal:]
-    task = "binary" if contract.head == "sigmoid" else None
     described = f"{ds.name}: {len(cal)} calibration rows, {len(check)} check rows"
-    return ds.features[cal], ds.features[check], ds.labels[check], task, described
+    return ds.features[cal], ds.features[check], ds.labels[check], described
 
 
 def _serialize_with_size(
@@ -882,10 +804,9 @@ def _serialize_with_size(
     if ct.KEY_GRAPH_WEIGHTS_SHA256 in base:
         base[ct.KEY_GRAPH_WEIGHTS_SHA256] = graph_weights_sha256(model)
     if ct.KEY_GOLDEN in base:  # the self-test holds a device to this graph's own outputs
-        rows = np.asarray(json.loads(base[ct.KEY_GOLDEN])["rows"], np.float32)
-        shape = _row_shape_of(model) or rows.shape[1:]
+        rows = _rows(json.loads(base[ct.KEY_GOLDEN])["rows"], model, "golden")
         try:
-            base[ct.KEY_GOLDEN] = json.dumps(golden_set(model, rows.reshape(len(rows), *shape)))
+            base[ct.KEY_GOLDEN] = json.dumps(golden_set(model, rows))
         except ExportError:  # every golden row a tie: a collapsed variant carries none
             del base[ct.KEY_GOLDEN]
     base |= {ct.KEY_VARIANT: report.variant, ct.KEY_SOURCE_SHA256: report.source_sha256}
@@ -894,9 +815,8 @@ def _serialize_with_size(
         # names only: a deployed model should not carry the build machine's paths.
         recorded = {k: v for k, v in report.to_dict().items() if k != "size_ratio"}
         names = {"source": Path(report.source).name, "output": Path(report.output).name}
-        recorded |= {**names, "written": True}
+        report_json = json.dumps(recorded | names | {"written": True}, sort_keys=True)
         del model.metadata_props[:]
-        report_json = json.dumps(recorded, sort_keys=True)
         onnx.helper.set_model_props(model, {**base, ct.KEY_VARIANT_REPORT: report_json})
         data = model.SerializeToString()
         if len(data) == report.size_bytes:
@@ -911,7 +831,6 @@ def onnx_to_ort(model: PathLike, output: PathLike, *, overwrite: bool = False) -
     ModelLoadError (no model), OutputExistsError, ExportError (conversion or writing)."""
     import contextlib
     import io
-    import shutil
 
     from onnxruntime.tools import convert_onnx_models_to_ort as tool
 
@@ -925,17 +844,16 @@ def onnx_to_ort(model: PathLike, output: PathLike, *, overwrite: bool = False) -
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-            staged, converted = Path(tmp) / f"{out.stem}.onnx", Path(tmp) / "out"
-            shutil.copyfile(source, staged)
             try:
                 with contextlib.redirect_stdout(io.StringIO()):  # the converter narrates
                     style = [tool.OptimizationStyle.Fixed]
-                    tool.convert_onnx_models_to_ort(staged, converted, optimization_styles=style)
+                    tool.convert_onnx_models_to_ort(source, Path(tmp), optimization_styles=style)
             except Exception as exc:  # the converter raises onnxruntime's untyped errors
                 raise ExportError(f"cannot convert {source} to ORT format: {exc}") from None
             # the config first, so an .ort file is never in place without its operator list
-            for name, target in ((config.name, config), (f"{out.stem}.ort", out)):
-                place(converted / name, target, overwrite=overwrite, error=ExportError)
+            for suffix, target in ((".required_operators.config", config), (".ort", out)):
+                converted = Path(tmp, source.with_suffix(suffix).name)
+                place(converted, target, overwrite=overwrite, error=ExportError)
     except OSError as exc:
         raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out, config
@@ -952,32 +870,21 @@ def _as_bytes(model: ModelLike) -> bytes:
     return model if isinstance(model, bytes) else bytes(model.SerializeToString())
 
 
-def _row_shape_of(model: onnx.ModelProto) -> tuple[int, ...] | None:
-    """One row's shape from the input's static non-batch dims (None where any is symbolic)."""
-    for info in model.graph.input:
-        if info.name == ct.INPUT_NAME:
-            dims = info.type.tensor_type.shape.dim[1:]
-            if dims and all(d.HasField("dim_value") for d in dims):
-                return tuple(int(d.dim_value) for d in dims)
-    return None
-
-
-def _check_rows(x: np.ndarray | None, shape: tuple[int, ...] | None, what: str) -> np.ndarray:
-    if x is None:
-        raise DataError(f"static int8 quantization needs {what} rows; none were given")
-    rows = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    if rows.ndim < 2 or len(rows) == 0:
-        raise DataError(f"{what} rows must be a non-empty (rows, ...) array, got {rows.shape}")
-    if shape is not None and rows.shape[1:] != shape:
-        if rows.ndim != 2 or rows.shape[1] != math.prod(shape):
-            raise DataError(
-                f"{what} rows have shape {rows.shape[1:]}; the model expects rows of shape {shape}"
-            )
-        rows = rows.reshape(len(rows), *shape)
+def _rows(x: Any, model: onnx.ModelProto | None, what: str) -> np.ndarray:
+    """``x`` as float32 rows of the model's static row shape (flat rows of that size are
+    reshaped; no model: as given). DataError: another shape, a value that is not finite."""
+    rows = np.asarray(x, dtype=np.float32)
+    dims = model.graph.input[0].type.tensor_type.shape.dim[1:] if model is not None else []
+    static = bool(dims) and all(d.dim_value for d in dims)
+    shape = tuple(int(d.dim_value) for d in dims) if static else rows.shape[1:]
+    if rows.ndim < 2 or not len(rows) or math.prod(rows.shape[1:]) != math.prod(shape):
+        raise DataError(
+            f"{what} rows have shape {rows.shape[1:]}; the model expects rows of shape {shape}"
+        )
     bad = np.argwhere(~np.isfinite(rows.reshape(len(rows), -1)))
     if len(bad):
         raise DataError(f"{what} row {bad[0][0]} column {bad[0][1]} is not finite")
-    return rows
+    return np.ascontiguousarray(rows.reshape(len(rows), *shape))
 
 
 def _with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -994,11 +901,10 @@ def _with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     return named
 
 
-def _split_layers(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """Node names of the net's layers, and of everything else (kept float32): the body is
-    every node downstream of a layer and upstream of (or producing) ``logits``, so
-    preprocessing sits before it, head and label after. ExportError: no layer feeds logits.
-    """
+def _float_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes outside the net's body (kept float32): the body is every node
+    downstream of a layer and upstream of (or producing) ``logits``, so preprocessing sits
+    before it, head and label after. ExportError: no layer feeds logits."""
     nodes = list(model.graph.node)
     producer = {out: i for i, n in enumerate(nodes) for out in n.output}
     if ct.OUTPUT_LOGITS not in producer:
@@ -1015,10 +921,9 @@ def _split_layers(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
         if i in upstream and (node.op_type in LAYER_OPS or fed & set(node.input)):
             body.add(i)
             fed.update(node.output)
-    layers = [nodes[i].name for i in sorted(body) if nodes[i].op_type in LAYER_OPS]
-    if not layers:
+    if not body:
         raise ExportError(f"no MatMul / Gemm layer feeds {ct.OUTPUT_LOGITS!r}; nothing to convert")
-    return layers, [nodes[i].name for i in range(len(nodes)) if i not in body]
+    return [nodes[i].name for i in range(len(nodes)) if i not in body]
 
 
 def _strip_debug_info(model: onnx.ModelProto) -> None:

@@ -36,15 +36,11 @@ EXAMPLES = """Examples:
     help="Quantize the layers to int8: static (calibrated; the default), dynamic, or auto: "
     "on a miss try per-channel weights, the worst layers kept in float, then dynamic, and "
     "keep the first that clears the bar and is faster than fp32 here (LATENCY_MIN_SPEEDUP "
-    "at batch 1 and 256); if none is faster, write nothing and exit 0.",
+    "at batch 1 and 256); if none is faster, write nothing and exit 0. 7-bit weights on x86 "
+    "without VNNI.",
 )
 @click.option("--fp16", is_flag=True, help="Convert the layers to float16.")
 @click.option("--per-channel/--per-tensor", default=None, help="int8 weight scales.")
-@click.option(
-    "--reduce-range/--no-reduce-range",
-    default=None,
-    help="int8: 7-bit weights, for x86 without VNNI.  [default: from this CPU]",
-)
 @click.option(
     "-o",
     "--output",
@@ -57,6 +53,7 @@ EXAMPLES = """Examples:
 @output_options("the result")
 def optimize(
     model: str,
+    run_dir: str | None,
     int8: str | None,
     fp16: bool,
     output: str | None,
@@ -73,21 +70,20 @@ def optimize(
     """
     if int8 and fp16:
         raise click.UsageError("choose one of --int8 and --fp16")
-    report = None
-    if not (int8 or fp16):
-        if not ort:
-            raise click.UsageError("choose --int8, --fp16 or --ort")
-        src, dest = Path(model), Path(output or Path(model).with_suffix(".ort"))
-    else:
-        if fp16 and (opts["per_channel"] is not None or opts["reduce_range"] is not None):
-            raise click.UsageError("--per-channel / --reduce-range apply to --int8 only")
-        if int8 == "auto" and opts["per_channel"] is not None:
-            raise click.UsageError("--int8 auto chooses the weight scales; drop --per-channel")
+    if not (int8 or fp16 or ort):
+        raise click.UsageError("choose --int8, --fp16 or --ort")
+    if opts["per_channel"] is not None and int8 in (None, "auto"):
+        raise click.UsageError(
+            "--int8 auto chooses the weight scales; drop --per-channel"
+            if int8
+            else "--per-channel applies to --int8 only"
+        )
+    report, src = None, Path(model)
+    if int8 or fp16:
         variant = "int8" if int8 else "fp16"
         src = Path(output) if output else variant_path(model, variant)
-        dest = src.with_suffix(".ort")
-        method = int8 or "static"
-        report = make_variant(model, opts.pop("run_dir"), variant, src, method=method, **opts)
+        report = make_variant(model, run_dir, variant, src, method=int8 or "static", **opts)
+    dest = Path(output) if output and report is None else src.with_suffix(".ort")
     converted = ort and (report is None or report.written)
     ort_files = onnx_to_ort(src, dest, overwrite=opts["overwrite"]) if converted else None
     if as_json:
@@ -96,13 +92,13 @@ def optimize(
             out["ort"] = {"path": str(ort_files[0]), "operators_config": str(ort_files[1])}
         echo_json(out)
         return
-    if report is not None and report.written:
-        click.echo(
-            f"{report.variant} variant of {report.source} -> {report.output} "
-            f"({report.size_bytes / 1024:.1f} KiB, {report.size_ratio:.0%} of "
-            f"{report.source_size_bytes / 1024:.1f} KiB); {report.settings.get('form', 'fp16')}"
-        )
     if report is not None:
+        if report.written:
+            click.echo(
+                f"{report.variant} variant of {report.source} -> {report.output} "
+                f"({report.size_bytes / 1024:.1f} KiB, {report.size_ratio:.0%} of "
+                f"{report.source_size_bytes / 1024:.1f} KiB); {report.settings.get('form', 'fp16')}"
+            )
         click.echo(report.render_table())
     if ort_files:
         size = ort_files[0].stat().st_size / 1024

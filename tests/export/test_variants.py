@@ -423,9 +423,9 @@ def test_a_stricter_bar_names_every_failing_check(digits: Exported, tmp_path: Pa
 
 
 def test_int8_settings_name_their_form() -> None:
-    chosen = choose_int8_settings("dynamic", per_channel=True, reduce_range=False)
-    assert (chosen.method, chosen.per_channel, chosen.reduce_range) == ("dynamic", True, False)
-    assert chosen.to_dict()["form"] == "dynamic per-channel"
+    chosen = choose_int8_settings("dynamic", per_channel=True)
+    assert (chosen.method, chosen.per_channel) == ("dynamic", True)
+    assert chosen.form == "dynamic per-channel"
     assert choose_int8_settings().form == "static per-tensor"
 
 
@@ -585,7 +585,8 @@ def test_cli_optimize_usage_errors(digits: Exported) -> None:
     nothing = runner.invoke(cli, ["optimize", model])
     assert nothing.exit_code == 2 and "choose --int8, --fp16 or --ort" in nothing.output
     for args, message in (
-        (["--fp16", "--per-channel"], "--per-channel / --reduce-range apply to --int8 only"),
+        (["--fp16", "--per-channel"], "--per-channel applies to --int8 only"),
+        (["--ort", "--per-tensor"], "--per-channel applies to --int8 only"),
         (["--int8", "--fp16"], "choose one of --int8 and --fp16"),
         (["--int8", "auto", "--per-channel"], "--int8 auto chooses the weight scales"),
         (["--int8", "weekly"], "'weekly' is not one of 'static', 'dynamic', 'auto'"),
