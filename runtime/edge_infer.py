@@ -557,19 +557,19 @@ class EdgeModel:
         import onnxruntime as ort
 
         self.notes: list[str] = []
+        self.requested_provider = normalize_request(provider)
         self.source: str | bytes
         if isinstance(model, (bytes, bytearray, memoryview)):
-            self.source, self.label = bytes(model), "<bytes>"
+            self.source, self.label, folder = bytes(model), "<bytes>", None
             self.scan = scan_model(self.source, self.label)
-            check_external_data(self.scan.external, None, self.label)
         elif isinstance(model, (str, os.PathLike)):
             # The path, not its bytes: onnxruntime then reads external data relative to it.
             self.source = self.label = os.fspath(model)
             self.scan = read_model_file(self.source, self.label)
             folder = os.path.dirname(os.path.abspath(self.source))
-            check_external_data(self.scan.external, folder, self.label)
         else:
             raise EdgeError(f"model must be a path or bytes; got {type(model).__name__}")
+        check_external_data(self.scan.external, folder, self.label)
         self.reject_nonfinite = reject_nonfinite
         providers = choose_providers(
             provider, ort.get_available_providers(), device_id, provider_options
@@ -603,7 +603,7 @@ class EdgeModel:
         self._read_input()
         self._read_outputs(require_probabilities)
         self._placement: dict[str, dict[str, int]] | None = None
-        if normalize_request(provider) == "cuda":
+        if self.requested_provider == "cuda":
             placement = self.placement()
             if placement is None:
                 self.notes.append("node placement not checked: the row shape is unknown")
@@ -657,9 +657,8 @@ class EdgeModel:
                 f"its metadata says rows of shape {meta} but input {node.name!r} has shape {dims}"
             )
         self.input_shape: tuple[int, ...] | None = graph or meta
-        self.num_features: int | None = (
-            math.prod(self.input_shape) if self.input_shape is not None else None
-        )
+        shape = self.input_shape
+        self.num_features: int | None = math.prod(shape) if shape is not None else None
         if self.input_shape is None:
             self.notes.append(
                 "the model does not say how many features it takes; inputs are not checked"
@@ -760,33 +759,32 @@ class EdgeModel:
         """Back the output rule up on a batch: finite, in [0, 1], rows summing to 1."""
         if self.refusal is not None:
             raise EdgeError(self.refusal)
-        rows = probs.reshape(probs.shape[0], -1) if probs.ndim != 2 else probs
-        if not rows.size:
+        if not probs.size:
             return
+        rows = probs.reshape(probs.shape[0], -1)
         # min / max are NaN or Inf exactly when some value is: the per-row pass runs only
         # then (bench-score: the check runs on every batch score writes).
         lo, hi = float(rows.min()), float(rows.max())
-        why: str | None = None
         if not (math.isfinite(lo) and math.isfinite(hi)):
             finite = np.isfinite(rows).all(axis=1)
             # With NaN / Inf inputs let through (nonfinite="allow") their rows may be NaN;
             # the others must still be probabilities. Otherwise NaN is never one.
             if self.reject_nonfinite:
                 why = f"row {int(np.argmin(finite))} holds NaN or Inf"
-            elif not finite.any():
+                raise EdgeError(self.not_probabilities(self.probability_output, why))
+            if not finite.any():
                 return
-            else:
-                rows = rows[finite]
-                lo, hi = float(rows.min()), float(rows.max())
-        if why is None:
-            if lo < -self.sum_atol or hi > 1 + self.sum_atol:
-                why = "its values are not in [0, 1]"
-            # float32 sums of C values in [0, 1] err by ~C * 6e-8, far below sum_atol.
-            elif rows.shape[1] > 1 and np.abs(rows.sum(axis=1) - 1).max() > self.sum_atol:
-                why = "its rows do not sum to 1"
-        if why is not None:
-            raise EdgeError(self.not_probabilities(self.probability_output, why))
-        self._checked = True
+            rows = rows[finite]
+            lo, hi = float(rows.min()), float(rows.max())
+        if lo < -self.sum_atol or hi > 1 + self.sum_atol:
+            why = "its values are not in [0, 1]"
+        # float32 sums of C values in [0, 1] err by ~C * 6e-8, far below sum_atol.
+        elif rows.shape[1] > 1 and np.abs(rows.sum(axis=1) - 1).max() > self.sum_atol:
+            why = "its rows do not sum to 1"
+        else:
+            self._checked = True
+            return
+        raise EdgeError(self.not_probabilities(self.probability_output, why))
 
     def check(self, x: Any) -> np.ndarray:
         """``x`` (``(n, *input_shape)``, ``(n, features)`` or one row, numbers) as a
@@ -1247,8 +1245,10 @@ def _verdict(entry: dict[str, Any]) -> str:
     return "FAILED (" + ", ".join([f"labels {entry['labels_agreeing']} agree", *worse]) + ")"
 
 
-def _parser() -> Any:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 1 error, 2 bad arguments)."""
     import argparse
+    import csv
 
     parser = argparse.ArgumentParser(
         prog="edge_infer.py",
@@ -1267,19 +1267,11 @@ def _parser() -> Any:
     add("--threads", type=int, default=None, help="intra-op threads")
     add("--provider", default="auto", choices=REQUESTS, type=str.lower)
     add("--batch-size", type=int, default=None, help=f"rows per run ({FILE_BATCH_SIZE}; stdin 1)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 ok, 1 error, 2 bad arguments)."""
-    import csv
-
-    args = _parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
-        if args.threads is not None and args.threads < 1:
-            raise EdgeError(f"--threads must be >= 1; got {args.threads}")
-        if args.batch_size is not None and args.batch_size < 1:
-            raise EdgeError(f"--batch-size must be >= 1; got {args.batch_size}")
+        for flag, value in (("--threads", args.threads), ("--batch-size", args.batch_size)):
+            if value is not None and value < 1:
+                raise EdgeError(f"{flag} must be >= 1; got {value}")
         if args.input is None and not args.self_test:
             raise EdgeError("give an INPUT file (or - for stdin), or --self-test")
         model = EdgeModel(args.model, provider=args.provider, threads=args.threads)

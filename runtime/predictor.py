@@ -26,7 +26,6 @@ from onnxedge.runtime.edge_infer import (
     EdgeModel,
     ModelScan,
     default_threads,
-    normalize_request,
     per_class,
 )
 from onnxedge.runtime.errors import (
@@ -92,7 +91,7 @@ class Prediction:
     ``logits`` ``(n, K)`` float32 when asked for and there, ``positive`` ``(n,)`` float32
     (binary only, else None)."""
 
-    __slots__ = ("_positive", "_probabilities", "class_names", "labels", "logits")
+    __slots__ = ("_probabilities", "class_names", "labels", "logits", "positive")
 
     def __init__(
         self,
@@ -105,21 +104,16 @@ class Prediction:
     ) -> None:
         if probabilities is None and positive is None:
             raise ValueError("a Prediction needs probabilities or a positive-class column")
-        self._probabilities, self._positive, self.labels = probabilities, positive, labels
+        self._probabilities, self.positive, self.labels = probabilities, positive, labels
         self.class_names, self.logits = class_names, logits
 
     @property
     def probabilities(self) -> np.ndarray:
         """``(n, C)`` float32 per-class probabilities (binary: ``[1-p, p]``)."""
         if self._probabilities is None:
-            assert self._positive is not None
-            self._probabilities = per_class(self._positive[:, None])
+            assert self.positive is not None
+            self._probabilities = per_class(self.positive[:, None])
         return self._probabilities
-
-    @property
-    def positive(self) -> np.ndarray | None:
-        """``(n,)`` positive-class probability of a binary model; None for multiclass."""
-        return self._positive
 
     def __repr__(self) -> str:
         return (
@@ -195,10 +189,9 @@ class Predictor(EdgeModel):
         self.graph_optimization_level = str(graph_optimization_level).strip().lower()
         self.session_config = {str(k): str(v) for k, v in (session_config or {}).items()}
         try:
-            self.requested_provider = normalize_request(provider)
             super().__init__(
                 model,
-                self.requested_provider,
+                provider,
                 self.threads,
                 level=self.graph_optimization_level,
                 device_id=device_id,
