@@ -893,14 +893,12 @@ class EdgeModel:
         """Run a batch :meth:`check` gave in slices of ``step`` rows (default all;
         ``run(batch, fetch)`` replaces :meth:`run`), check the first batch's probabilities:
         ``(probabilities, labels, raw outputs)`` as :meth:`outputs` gives them."""
-        step, run = step or max(1, batch.shape[0]), run or self.run
-        # an empty batch runs once, as it is
-        parts = [run(batch[i : i + step], fetch) for i in range(0, max(1, len(batch)), step)]
-        raw = (
-            parts[0]
-            if len(parts) == 1
-            else [np.concatenate([p[k] for p in parts]) for k in range(len(fetch))]
-        )
+        run = run or self.run
+        if not step or batch.shape[0] <= step:  # one run (an empty batch too, as it is)
+            raw = run(batch, fetch)
+        else:
+            parts = [run(batch[i : i + step], fetch) for i in range(0, len(batch), step)]
+            raw = [np.concatenate([p[k] for p in parts]) for k in range(len(fetch))]
         if not self._checked:
             self.check_probabilities(raw[0])
         probs, labels = self.outputs(raw)
