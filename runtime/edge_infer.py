@@ -533,9 +533,11 @@ class EdgeModel:
     """An onnxruntime session plus what the model says about its rows and outputs.
 
     ``model`` is a path or the model's bytes (checked, then opened with ``provider``: auto,
-    cpu or strict cuda). ``require_probabilities=False`` keeps the refusal in ``refusal``
-    (scoring raises it); ``reject_nonfinite`` refuses NaN / Inf inputs. ``input_shape`` (one
-    row's) and ``num_features`` are None when unknown; ``notes`` says what was assumed.
+    cpu or strict cuda; ``threads``, ``level``, ``device_id``, ``provider_options`` and
+    ``session_config`` set up the session). ``require_probabilities=False`` keeps the
+    refusal in ``refusal`` (scoring raises it); ``reject_nonfinite`` refuses NaN / Inf
+    inputs. ``input_shape`` (one row's) and ``num_features`` are None when unknown;
+    ``notes`` says what was assumed.
     """
 
     #: appended to the NaN / Inf refusal (onnxedge names its option there).

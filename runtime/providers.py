@@ -1,7 +1,7 @@
 """Which onnxruntime distributions are installed, and a warning when two of them clash.
 
 Choosing and checking the execution providers (``auto``, ``cpu``, strict ``cuda``) is the
-edge script's (:mod:`onnxedge.runtime.edge_infer`); its names are re-exported here.
+edge script's (:mod:`onnxedge.runtime.edge_infer`); ``CPU`` and ``CUDA`` are re-exported.
 """
 
 from __future__ import annotations
@@ -10,15 +10,8 @@ import contextlib
 from collections.abc import Iterable
 from importlib import metadata
 
-from onnxedge.runtime.edge_infer import CPU, CUDA
-
-__all__ = [
-    "CPU",
-    "CUDA",
-    "ORT_DISTRIBUTIONS",
-    "distribution_conflict",
-    "installed_ort_distributions",
-]
+from onnxedge.runtime.edge_infer import CPU as CPU
+from onnxedge.runtime.edge_infer import CUDA as CUDA
 
 #: Distributions that each ship the ``onnxruntime`` package; two in one environment
 #: overwrite each other's files (typically the CUDA provider disappears).
