@@ -727,21 +727,18 @@ class EdgeModel:
         self.fetch_all = self.fetch + ([logits.name] if logits is not None else [])
         shape = prob.shape or []
         # The graph's outputs used as they come ((n, C) float32, (n,) int64): nothing to do.
-        self._as_is = label is not None and (
-            label.type,
-            len(label.shape or []),
-            prob.type,
-            len(shape),
-        ) == ("tensor(int64)", 1, "tensor(float)", 2)
+        self._as_is = (
+            label is not None
+            and (label.type, len(label.shape or [])) == ("tensor(int64)", 1)
+            and (prob.type, len(shape)) == ("tensor(float)", 2)
+        )
         self._checked = False
-        # columns as the graph computes them (one: a binary model's positive class)
-        columns = 1 if len(shape) == 1 else shape[1] if len(shape) == 2 else None
-        columns = columns if isinstance(columns, int) else None
+        # classes from the columns the graph computes (one column: a binary model's positive)
+        columns = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+        count = 2 if len(shape) == 1 or columns == 1 else columns
         names = _json_list(self.metadata.get("onnxedge.class_names"))
         names = [str(n) for n in names] if names is not None else self.scan.class_labels
-        self.num_classes: int | None = (2 if columns == 1 else columns) or (
-            len(names) if names is not None else None
-        )
+        self.num_classes: int | None = count or (len(names) if names is not None else None)
         if names is not None and len(names) != self.num_classes:
             self.notes.append(
                 f"metadata names {len(names)} classes but the model computes {self.num_classes}; "
