@@ -5,8 +5,10 @@ set) and a README with the exact commands."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.resources
+import io
 import json
 import os
 import shutil
@@ -135,19 +137,14 @@ def _sample_rows(predictor: Predictor) -> np.ndarray | None:
 
 
 def _sample_csv(predictor: Predictor, rows: np.ndarray) -> str:
-    lines = []
+    text = io.StringIO()
+    writer = csv.writer(text)  # RFC 4180: any name quoted when it must be
     names = predictor.contract.feature_names
     if names is not None and len(names) == rows.shape[1]:
-        lines.append(",".join(_csv_cell(name) for name in names))
+        writer.writerow(names)
     # repr of the double a float32 equals: parsing it back gives the same float32
-    lines += [",".join(repr(float(v)) for v in row) for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _csv_cell(text: str) -> str:
-    if any(ch in text for ch in ',"\n\r') or text != text.strip():
-        return '"' + text.replace('"', '""') + '"'
-    return text
+    writer.writerows([repr(float(v)) for v in row] for row in rows)
+    return text.getvalue()
 
 
 def _row_text(predictor: Predictor) -> str:

@@ -1,19 +1,17 @@
 #!/usr/bin/env python3
-"""Score rows with an ONNX classifier, using only onnxruntime and numpy.
+"""Score rows with an ONNX classifier, using only onnxruntime and numpy (Python 3.9+).
 
-Self-contained (standard library + numpy + onnxruntime, Python 3.9+): copy it next to a
-model exported by onnxedge and run
+Copy it next to a model exported by onnxedge and run
 
     python edge_infer.py model.onnx rows.csv            # label<TAB>class<TAB>probability
     python edge_infer.py model.onnx rows.npy --json     # one JSON object per row
     some-sensor | python edge_infer.py model.onnx -     # CSV rows on stdin, answered as they come
     python edge_infer.py model.onnx --self-test         # golden rows x levels x providers
 
-Outputs are probabilities only when the model says so (an onnxedge softmax / sigmoid head,
-or skl2onnx's probability outputs) and the first batch agrees. The model file is untrusted:
-its protobuf is walked first; external data is read only from regular files in its folder.
-Exit status 0; 1 with one line ``Error: ...``; 2 for bad arguments. ``--provider cuda`` is
-strict. This is also onnxedge's scoring core (``Predictor`` is an :class:`EdgeModel`).
+Outputs are probabilities only when the model says so (an onnxedge head, or skl2onnx's
+probability outputs) and the first batch agrees. The model file is untrusted: its protobuf is
+walked first; external data is read only from regular files in its folder. Exit status 0; 1
+with one line ``Error: ...``; 2 for bad arguments. This is also onnxedge's scoring core.
 """
 
 from __future__ import annotations
@@ -421,9 +419,8 @@ def normalize_request(requested: Any) -> str:
     return value
 
 
-def local_providers(available: Iterable[str]) -> list[str]:
-    """The providers in ``available`` that run a graph on this machine."""
-    return [name for name in available if name not in _NOT_LOCAL]
+def _local(providers: Iterable[str]) -> str:
+    return ", ".join(name for name in providers if name not in _NOT_LOCAL) or "none"
 
 
 def choose_providers(
@@ -439,8 +436,7 @@ def choose_providers(
     if CUDA in available:
         return [(CUDA, {"device_id": device_id, **(options or {})}), (CPU, {})]
     if request == "cuda":
-        local = ", ".join(local_providers(available)) or "none"
-        raise EdgeError(f"{CUDA} requested; available: {local}", "provider")
+        raise EdgeError(f"{CUDA} requested; available: {_local(available)}", "provider")
     return [(CPU, {})]
 
 
@@ -451,7 +447,7 @@ def check_session_providers(requested: str, resolved: Any, got: Sequence[str]) -
         return None
     if normalize_request(requested) == "cuda":
         raise EdgeError(
-            f"{CUDA} requested; the session got: {', '.join(local_providers(got)) or 'none'} "
+            f"{CUDA} requested; the session got: {_local(got)} "
             "(onnxruntime offers CUDA but could not create it: check the CUDA / cuDNN "
             "libraries and the device id)",
             "provider",
@@ -514,19 +510,20 @@ def session_options(threads: int | None, level: str = "all", ort_format: bool = 
     options.log_severity_level = 3
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort_level(level)
+    options.graph_optimization_level = _ort_level(level)
     if ort_format:
         options.add_session_config_entry("session.load_model_format", "ORT")
     return options
 
 
-def ort_level(name: str) -> Any:
-    """The ``GraphOptimizationLevel`` of one of :data:`OPTIMIZATION_LEVELS`."""
+def _ort_level(name: str) -> Any:
     import onnxruntime as ort
 
-    level = ort.GraphOptimizationLevel
+    if name not in OPTIMIZATION_LEVELS:
+        levels = ", ".join(OPTIMIZATION_LEVELS)
+        raise EdgeError(f"graph_optimization_level must be one of {levels}; got {name!r}", "value")
     names = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
-    return getattr(level, names[OPTIMIZATION_LEVELS.index(name)])
+    return getattr(ort.GraphOptimizationLevel, names[OPTIMIZATION_LEVELS.index(name)])
 
 
 # --- the model --------------------------------------------------------------------------
@@ -535,12 +532,12 @@ def ort_level(name: str) -> Any:
 class EdgeModel:
     """An onnxruntime session plus what the model says about its rows and outputs.
 
-    ``model`` is a path or the model's bytes (checked, then opened with ``provider``:
-    auto, cpu or strict cuda; ``threads``, ``level``, ``device_id``, ``provider_options``,
-    ``session_config``), or an open ``InferenceSession``. ``label`` names it in messages;
-    ``require_probabilities=False`` keeps the refusal in ``refusal`` (scoring raises it);
-    ``reject_nonfinite`` refuses NaN / Inf inputs. ``input_shape`` (one row's) and
-    ``num_features`` are None when unknown; ``notes`` says what was assumed.
+    ``model`` is a path or the model's bytes (checked, then opened with ``provider``: auto,
+    cpu or strict cuda; ``threads``, ``level``, ``device_id``, ``provider_options`` and
+    ``session_config`` set up the session). ``require_probabilities=False`` keeps the
+    refusal in ``refusal`` (scoring raises it); ``reject_nonfinite`` refuses NaN / Inf
+    inputs. ``input_shape`` (one row's) and ``num_features`` are None when unknown;
+    ``notes`` says what was assumed.
     """
 
     #: appended to the NaN / Inf refusal (onnxedge names its option there).
@@ -556,39 +553,35 @@ class EdgeModel:
         device_id: int = 0,
         provider_options: dict[str, Any] | None = None,
         session_config: dict[str, str] | None = None,
-        label: str | None = None,
         require_probabilities: bool = True,
         reject_nonfinite: bool = True,
     ) -> None:
         import onnxruntime as ort
 
         self.notes: list[str] = []
-        source: str | bytes | None = None
-        self.scan: ModelScan | None = None
+        self.requested_provider = normalize_request(provider)
+        self.source: str | bytes
         if isinstance(model, (bytes, bytearray, memoryview)):
-            source, label = bytes(model), label or "<bytes>"
-            self.scan = scan_model(source, label)
-            check_external_data(self.scan.external, None, label)
+            self.source, self.label, folder = bytes(model), "<bytes>", None
+            self.scan = scan_model(self.source, self.label)
         elif isinstance(model, (str, os.PathLike)):
             # The path, not its bytes: onnxruntime then reads external data relative to it.
-            source = os.fspath(model)
-            label = label or source
-            self.scan = read_model_file(source, label)
-            check_external_data(self.scan.external, os.path.dirname(os.path.abspath(source)), label)
-        self.label, self.source = label or "<session>", source
-        self.reject_nonfinite = reject_nonfinite
-        if self.scan is None or source is None:
-            self.session = model
+            self.source = self.label = os.fspath(model)
+            self.scan = read_model_file(self.source, self.label)
+            folder = os.path.dirname(os.path.abspath(self.source))
         else:
-            providers = choose_providers(
-                provider, ort.get_available_providers(), device_id, provider_options
-            )
-            options = session_options(threads, level, self.scan.format == "ort")
-            for key, value in (session_config or {}).items():
-                options.add_session_config_entry(key, value)
-            self.session = create_session(source, options, providers, self.label)
-            fallback = check_session_providers(provider, providers, self.session.get_providers())
-            self.notes += [fallback] if fallback else []
+            raise EdgeError(f"model must be a path or bytes; got {type(model).__name__}")
+        check_external_data(self.scan.external, folder, self.label)
+        self.reject_nonfinite = reject_nonfinite
+        providers = choose_providers(
+            provider, ort.get_available_providers(), device_id, provider_options
+        )
+        options = session_options(threads, level, self.scan.format == "ort")
+        for key, value in (session_config or {}).items():
+            options.add_session_config_entry(key, value)
+        self.session = create_session(self.source, options, providers, self.label)
+        fallback = check_session_providers(provider, providers, self.session.get_providers())
+        self.notes += [fallback] if fallback else []
         # The binding under InferenceSession.run: that wrapper re-checks input names on
         # every call, which check() has done (measured: ~35% of a batch-1 run of a small
         # MLP). Same signature since onnxruntime 1.0.
@@ -612,7 +605,7 @@ class EdgeModel:
         self._read_input()
         self._read_outputs(require_probabilities)
         self._placement: dict[str, dict[str, int]] | None = None
-        if normalize_request(provider) == "cuda":
+        if self.requested_provider == "cuda":
             placement = self.placement()
             if placement is None:
                 self.notes.append("node placement not checked: the row shape is unknown")
@@ -666,9 +659,8 @@ class EdgeModel:
                 f"its metadata says rows of shape {meta} but input {node.name!r} has shape {dims}"
             )
         self.input_shape: tuple[int, ...] | None = graph or meta
-        self.num_features: int | None = (
-            math.prod(self.input_shape) if self.input_shape is not None else None
-        )
+        shape = self.input_shape
+        self.num_features: int | None = math.prod(shape) if shape is not None else None
         if self.input_shape is None:
             self.notes.append(
                 "the model does not say how many features it takes; inputs are not checked"
@@ -688,13 +680,10 @@ class EdgeModel:
             )
             label = None
         floats = [o for o in outputs if o.type in _FLOAT_TYPES]
-        known = CONVERTER_PROBABILITY_OUTPUTS.get(self.producer.lower(), ())
-        prob = None
         self.refusal: str | None = None
         if self.head in _HEADS:
-            named = lowered.get(OUTPUT_PROBABILITIES)
             others = [o for o in floats if o is not logits]
-            prob = named or (others[0] if len(others) == 1 else None)
+            prob = lowered.get(OUTPUT_PROBABILITIES) or (others[0] if len(others) == 1 else None)
             if prob is None:
                 raise self._error(
                     f"its metadata says it has a {self.head} head, but no output is named "
@@ -702,6 +691,7 @@ class EdgeModel:
                     + ", ".join(f"{o.name} ({o.type})" for o in outputs)
                 )
         else:
+            known = CONVERTER_PROBABILITY_OUTPUTS.get(self.producer.lower(), ())
             prob = next((o for o in outputs if o.name.lower() in known), None)
             if prob is not None:
                 self.notes.append(
@@ -714,19 +704,18 @@ class EdgeModel:
                 "(for sklearn-onnx models convert with zipmap=False)"
             )
         if prob is None:
-            candidate = logits or next((o for o in floats if o is not label), None)
-            if candidate is None:
+            prob = logits or next((o for o in floats if o is not label), None)
+            if prob is None:
                 raise self._error("it has no float output to score")
             why = (
                 "it holds logits"
-                if candidate is logits
+                if prob is logits
                 else "the model has no onnxedge head in its metadata and is not a known "
                 "converter's probability output"
             )
-            self.refusal = self.not_probabilities(candidate.name, why)
+            self.refusal = self.not_probabilities(prob.name, why)
             if require_probabilities:
                 raise EdgeError(self.refusal)
-            prob = candidate
         if label is None:
             self.notes.append(
                 "the model has no label output; labels are computed from the probabilities"
@@ -735,24 +724,21 @@ class EdgeModel:
         self.label_output: str | None = label.name if label is not None else None
         self.logits_output: str | None = logits.name if logits is not None else None
         self.fetch = [prob.name] + ([label.name] if label is not None else [])
+        self.fetch_all = self.fetch + ([logits.name] if logits is not None else [])
+        shape = prob.shape or []
         # The graph's outputs used as they come ((n, C) float32, (n,) int64): nothing to do.
         self._as_is = (
             label is not None
-            and (label.type, len(label.shape or []), prob.type)
-            == ("tensor(int64)", 1, "tensor(float)")
-            and len(prob.shape or []) == 2
+            and (label.type, len(label.shape or [])) == ("tensor(int64)", 1)
+            and (prob.type, len(shape)) == ("tensor(float)", 2)
         )
         self._checked = False
-        shape = prob.shape or []
+        # classes from the columns the graph computes (one column: a binary model's positive)
         columns = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
-        #: columns the probabilities output has as the graph computes it (1: binary).
-        self.prob_columns: int | None = 1 if len(shape) == 1 else columns
+        count = 2 if len(shape) == 1 or columns == 1 else columns
         names = _json_list(self.metadata.get("onnxedge.class_names"))
-        names = [str(n) for n in names] if names is not None else None
-        names = names if names is not None or self.scan is None else self.scan.class_labels
-        cols = self.prob_columns
-        self.num_classes: int | None = (2 if cols == 1 else cols) if cols else None
-        self.num_classes = self.num_classes or (len(names) if names is not None else None)
+        names = [str(n) for n in names] if names is not None else self.scan.class_labels
+        self.num_classes: int | None = count or (len(names) if names is not None else None)
         if names is not None and len(names) != self.num_classes:
             self.notes.append(
                 f"metadata names {len(names)} classes but the model computes {self.num_classes}; "
@@ -772,33 +758,32 @@ class EdgeModel:
         """Back the output rule up on a batch: finite, in [0, 1], rows summing to 1."""
         if self.refusal is not None:
             raise EdgeError(self.refusal)
-        rows = probs.reshape(probs.shape[0], -1) if probs.ndim != 2 else probs
-        if not rows.size:
+        if not probs.size:
             return
+        rows = probs.reshape(probs.shape[0], -1)
         # min / max are NaN or Inf exactly when some value is: the per-row pass runs only
         # then (bench-score: the check runs on every batch score writes).
         lo, hi = float(rows.min()), float(rows.max())
-        why: str | None = None
         if not (math.isfinite(lo) and math.isfinite(hi)):
             finite = np.isfinite(rows).all(axis=1)
             # With NaN / Inf inputs let through (nonfinite="allow") their rows may be NaN;
             # the others must still be probabilities. Otherwise NaN is never one.
             if self.reject_nonfinite:
                 why = f"row {int(np.argmin(finite))} holds NaN or Inf"
-            elif not finite.any():
+                raise EdgeError(self.not_probabilities(self.probability_output, why))
+            if not finite.any():
                 return
-            else:
-                rows = rows[finite]
-                lo, hi = float(rows.min()), float(rows.max())
-        if why is None:
-            if lo < -self.sum_atol or hi > 1 + self.sum_atol:
-                why = "its values are not in [0, 1]"
-            # float32 sums of C values in [0, 1] err by ~C * 6e-8, far below sum_atol.
-            elif rows.shape[1] > 1 and np.abs(rows.sum(axis=1) - 1).max() > self.sum_atol:
-                why = "its rows do not sum to 1"
-        if why is not None:
-            raise EdgeError(self.not_probabilities(self.probability_output, why))
-        self._checked = True
+            rows = rows[finite]
+            lo, hi = float(rows.min()), float(rows.max())
+        if lo < -self.sum_atol or hi > 1 + self.sum_atol:
+            why = "its values are not in [0, 1]"
+        # float32 sums of C values in [0, 1] err by ~C * 6e-8, far below sum_atol.
+        elif rows.shape[1] > 1 and np.abs(rows.sum(axis=1) - 1).max() > self.sum_atol:
+            why = "its rows do not sum to 1"
+        else:
+            self._checked = True
+            return
+        raise EdgeError(self.not_probabilities(self.probability_output, why))
 
     def check(self, x: Any) -> np.ndarray:
         """``x`` (``(n, *input_shape)``, ``(n, features)`` or one row, numbers) as a
@@ -907,20 +892,12 @@ class EdgeModel:
         """Run a batch :meth:`check` gave in slices of ``step`` rows (default all;
         ``run(batch, fetch)`` replaces :meth:`run`), check the first batch's probabilities:
         ``(probabilities, labels, raw outputs)`` as :meth:`outputs` gives them."""
-        step = step or max(1, batch.shape[0])
-        if run is None and 0 < batch.shape[0] <= step:  # inline: 3% of a batch-1 call
-            try:
-                raw = self._run_fn(fetch, {self.input_name: batch}, self.run_options)
-            except Exception as exc:
-                raise self._run_error(exc) from None
-        else:  # an empty batch runs once, as it is
-            run = run or self.run
-            parts = [run(batch[i : i + step], fetch) for i in range(0, max(1, len(batch)), step)]
-            raw = (
-                parts[0]
-                if len(parts) == 1
-                else [np.concatenate([p[k] for p in parts]) for k in range(len(fetch))]
-            )
+        run = run or self.run
+        if not step or batch.shape[0] <= step:  # one run (an empty batch too, as it is)
+            raw = run(batch, fetch)
+        else:
+            parts = [run(batch[i : i + step], fetch) for i in range(0, len(batch), step)]
+            raw = [np.concatenate([p[k] for p in parts]) for k in range(len(fetch))]
         if not self._checked:
             self.check_probabilities(raw[0])
         probs, labels = self.outputs(raw)
@@ -971,23 +948,17 @@ class EdgeModel:
         self, provider: str | None = None, level: str | None = None, profile: str = ""
     ) -> Any:
         """A new session with this one's options on ``provider`` (CPU / CUDA; default this
-        one's) at ``level``, profiled to ``profile`` when given; needs ``source``."""
-        if self.source is None:
-            raise EdgeError(f"{self.label}: a second session needs the model's path or bytes")
+        one's) at ``level``, profiled to ``profile`` when given."""
         options = self.session.get_session_options()
         options.enable_profiling = bool(profile)
         options.profile_file_prefix = profile or options.profile_file_prefix
         if level is not None:
-            options.graph_optimization_level = ort_level(level)
-        wanted = provider or self.session.get_providers()[0]
+            options.graph_optimization_level = _ort_level(level)
+        request = "cuda" if (provider or self.session.get_providers()[0]) == CUDA else "cpu"
         device = self.session.get_provider_options().get(CUDA, {}).get("device_id", 0)
-        providers = (
-            [(CUDA, {"device_id": int(device)}), (CPU, {})] if wanted == CUDA else [(CPU, {})]
-        )
+        providers = choose_providers(request, [CUDA], int(device))
         session = create_session(self.source, options, providers, self.label)
-        check_session_providers(
-            "cuda" if wanted == CUDA else "cpu", providers, session.get_providers()
-        )
+        check_session_providers(request, providers, session.get_providers())
         return session
 
     def self_test(self, open_session: Callable[[str, str], Any] | None = None) -> dict[str, Any]:
@@ -1004,7 +975,7 @@ class EdgeModel:
         report: dict[str, Any] = {"rows": len(golden["labels"])}
         report.update(self._against_golden(self.session, golden))
         matrix = []
-        available = ort.get_available_providers() if self.source or open_session else []
+        available = ort.get_available_providers()
         for provider, level in [(p, lv) for p in (CPU, CUDA) for lv in OPTIMIZATION_LEVELS]:
             if provider in available:
                 try:
@@ -1029,9 +1000,7 @@ class EdgeModel:
 
     def _against_golden(self, session: Any, golden: dict[str, Any]) -> dict[str, Any]:
         x = self.check(np.asarray(golden["rows"], dtype=np.float64))
-        raw = self.run(
-            x, self.fetch + ([self.logits_output] if self.logits_output else []), session
-        )
+        raw = self.run(x, self.fetch_all, session)
         computed, labels = self.outputs(raw)
         result: dict[str, Any] = {"max_abs_error": {}, "tolerances": {}}
         passed = True
@@ -1099,11 +1068,9 @@ class EdgeModel:
         return names[label] if names is not None and 0 <= label < len(names) else str(label)
 
 
-def score(
-    session_or_path: Any, x: Any, batch_size: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Score ``x`` with a session or model path; return ``(labels, probabilities)``."""
-    return EdgeModel(session_or_path).score(x, batch_size)
+def score(model: Any, x: Any, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Score ``x`` with the model at a path (or its bytes): ``(labels, probabilities)``."""
+    return EdgeModel(model).score(x, batch_size)
 
 
 def per_class(probs: np.ndarray) -> np.ndarray:
@@ -1124,52 +1091,58 @@ def _json_list(value: str | None) -> list[Any] | None:
 # --- input ------------------------------------------------------------------------------
 
 
-def _is_number(cell: str) -> bool:
+def _number(cell: str) -> float | None:
     try:
-        float(cell)
+        return float(cell)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def read_csv_batches(
-    lines: Iterable[str], source: str, model: EdgeModel, batch_size: int, header: str = "auto"
+    lines: Iterable[str], source: str, model: EdgeModel, batch_size: int
 ) -> Iterator[np.ndarray]:
-    """Float64 batches of up to ``batch_size`` rows from CSV text (``header``: ``auto``,
-    a first row without numbers; ``yes`` / ``no``); bad cells are named by line, column."""
+    """Float64 batches of up to ``batch_size`` rows from CSV text; a first row without
+    numbers is a header (its names pick the model's features); bad cells are named by line
+    and column."""
     import csv
 
     reader = csv.reader(lines)
-    columns: list[int] | None = None
-    names: list[str] | None = None
-    pending: list[list[str]] = []
-    lines_of: list[int] = []
-    first = True
+    header: list[str] | None = None
+    width: int | None = None
+    columns: Any = slice(None)
+    batch: list[list[float | None]] = []
     for row in reader:
-        if not row or all(not cell.strip() for cell in row):
+        if not any(cell.strip() for cell in row):
             continue
-        if first:
-            first = False
-            numeric = [_is_number(cell) for cell in row]
-            if header == "auto" and any(numeric) and not all(numeric):
-                raise EdgeError(
-                    f"{source}: line {reader.line_num} mixes numbers and text; is it a header? "
-                    "say so with --header yes or --header no"
-                )
-            if header == "yes" or (header == "auto" and not any(numeric)):
-                names = [cell.strip() for cell in row]
-                columns = _select_columns(names, model, source)
+        values, line = [_number(cell) for cell in row], reader.line_num
+        if width is None:
+            width = len(row)
+            if all(value is None for value in values):
+                header = [cell.strip() for cell in row]
+                columns = _select_columns(header, model, source)
                 continue
-        pending.append(row)
-        lines_of.append(reader.line_num)
-        if len(pending) >= batch_size:
-            yield _parse_rows(pending, lines_of, columns, names, source)
-            pending, lines_of = [], []
-    if pending:
-        yield _parse_rows(pending, lines_of, columns, names, source)
+            if None in values:
+                raise EdgeError(
+                    f"{source}: line {line} mixes numbers and text; a header holds only names, "
+                    "a row only numbers"
+                )
+        if len(row) != width:
+            raise EdgeError(f"{source}: line {line} has {len(row)} values, expected {width}")
+        if None in values:
+            index = values.index(None)
+            name = f" ({header[index]!r})" if header is not None else ""
+            raise EdgeError(
+                f"{source}: line {line}, column {index}{name}: {row[index]!r} is not a number"
+            )
+        batch.append(values)
+        if len(batch) >= batch_size:
+            yield np.array(batch, dtype=np.float64)[:, columns]
+            batch = []
+    if batch:
+        yield np.array(batch, dtype=np.float64)[:, columns]
 
 
-def _select_columns(header: list[str], model: EdgeModel, source: str) -> list[int] | None:
+def _select_columns(header: list[str], model: EdgeModel, source: str) -> Any:
     wanted = model.feature_names
     if wanted and all(name in header for name in wanted):
         return [header.index(name) for name in wanted]
@@ -1182,70 +1155,37 @@ def _select_columns(header: list[str], model: EdgeModel, source: str) -> list[in
         raise EdgeError(
             f"{source}: header has {len(header)} columns, model expects {expected} features{hint}"
         )
-    return None
+    return slice(None)
 
 
-def _parse_rows(
-    rows: list[list[str]],
-    lines: list[int],
-    columns: list[int] | None,
-    header: list[str] | None,
-    source: str,
-) -> np.ndarray:
-    width = len(header) if header is not None else len(rows[0])
-    for row, line in zip(rows, lines):  # noqa: B905 - Python 3.9
-        if len(row) != width:
-            raise EdgeError(f"{source}: line {line} has {len(row)} values, expected {width}")
-    try:
-        table = np.array(rows, dtype=np.float64)
-    except ValueError:
-        for row, line in zip(rows, lines):  # noqa: B905 - Python 3.9
-            for index, cell in enumerate(row):
-                if not _is_number(cell):
-                    name = f" ({header[index]!r})" if header is not None else ""
-                    raise EdgeError(
-                        f"{source}: line {line}, column {index}{name}: {cell!r} is not a number"
-                    ) from None
-        raise  # not reached: numpy parses a cell exactly when float() does
-    return table[:, columns] if columns is not None else table
-
-
-def _read_npy(path: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False, mmap_mode="r")
-    except FileNotFoundError:
-        raise EdgeError(f"input file not found: {path}") from None
-    except (ValueError, OSError) as exc:
-        raise EdgeError(f"cannot read {path} as .npy: {' '.join(str(exc).split())}") from None
-
-
-def input_batches(
-    source: str, model: EdgeModel, batch_size: int | None, header: str = "auto"
-) -> Iterator[np.ndarray]:
+def input_batches(source: str, model: EdgeModel, batch_size: int | None) -> Iterator[np.ndarray]:
     """Batches of rows from a ``.npy`` (its shape kept), ``.csv`` or ``-`` (stdin)."""
     if source == "-":
-        yield from read_csv_batches(sys.stdin, "<stdin>", model, batch_size or 1, header)
+        yield from read_csv_batches(sys.stdin, "<stdin>", model, batch_size or 1)
         return
     suffix = os.path.splitext(source)[1].lower()
     step = batch_size or FILE_BATCH_SIZE
-    if suffix == ".npy":
-        data = _read_npy(source)
-        if data.ndim <= len(model.input_shape or (0,)):  # one row (check() says if it fits)
-            yield np.asarray(data)
-            return
-        for start in range(0, data.shape[0], step):
-            yield np.asarray(data[start : start + step])
-        return
-    if suffix in (".csv", ".txt"):
-        try:
+    try:
+        if suffix == ".npy":
+            data = np.load(source, allow_pickle=False, mmap_mode="r")
+        elif suffix in (".csv", ".txt"):
             with open(source, newline="", encoding="utf-8-sig") as handle:
-                yield from read_csv_batches(handle, source, model, step, header)
-        except FileNotFoundError:
-            raise EdgeError(f"input file not found: {source}") from None
-        except UnicodeDecodeError:
-            raise EdgeError(f"{source}: not UTF-8 text") from None
-        return
-    raise EdgeError(f"input must be a .npy or .csv file or - for stdin; got {source!r}")
+                yield from read_csv_batches(handle, source, model, step)
+            return
+        else:
+            raise EdgeError(f"input must be a .npy or .csv file or - for stdin; got {source!r}")
+    except FileNotFoundError:
+        raise EdgeError(f"input file not found: {source}") from None
+    except UnicodeDecodeError:
+        raise EdgeError(f"{source}: not UTF-8 text") from None
+    except (ValueError, OSError) as exc:
+        if suffix != ".npy":
+            raise
+        raise EdgeError(f"cannot read {source} as .npy: {' '.join(str(exc).split())}") from None
+    if data.ndim <= len(model.input_shape or (0,)):  # one row (check() says if it fits)
+        data = data[None]
+    for start in range(0, data.shape[0], step):
+        yield np.asarray(data[start : start + step])
 
 
 # --- output and the command line --------------------------------------------------------
@@ -1302,8 +1242,10 @@ def _verdict(entry: dict[str, Any]) -> str:
     return "FAILED (" + ", ".join([f"labels {entry['labels_agreeing']} agree", *worse]) + ")"
 
 
-def _parser() -> Any:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 1 error, 2 bad arguments)."""
     import argparse
+    import csv
 
     parser = argparse.ArgumentParser(
         prog="edge_infer.py",
@@ -1321,21 +1263,12 @@ def _parser() -> Any:
     add("--json", action="store_true", help="one JSON object per row")
     add("--threads", type=int, default=None, help="intra-op threads")
     add("--provider", default="auto", choices=REQUESTS, type=str.lower)
-    add("--header", default="auto", choices=("auto", "yes", "no"), type=str.lower)
     add("--batch-size", type=int, default=None, help=f"rows per run ({FILE_BATCH_SIZE}; stdin 1)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 ok, 1 error, 2 bad arguments)."""
-    import csv
-
-    args = _parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
-        if args.threads is not None and args.threads < 1:
-            raise EdgeError(f"--threads must be >= 1; got {args.threads}")
-        if args.batch_size is not None and args.batch_size < 1:
-            raise EdgeError(f"--batch-size must be >= 1; got {args.batch_size}")
+        for flag, value in (("--threads", args.threads), ("--batch-size", args.batch_size)):
+            if value is not None and value < 1:
+                raise EdgeError(f"{flag} must be >= 1; got {value}")
         if args.input is None and not args.self_test:
             raise EdgeError("give an INPUT file (or - for stdin), or --self-test")
         model = EdgeModel(args.model, provider=args.provider, threads=args.threads)
@@ -1344,7 +1277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(report) if args.json else format_self_test(report))
             return 0 if report["passed"] else 1
         out = sys.stdout
-        for batch in input_batches(args.input, model, args.batch_size, header=args.header):
+        for batch in input_batches(args.input, model, args.batch_size):
             labels, probabilities = model.score(batch)
             out.write(format_rows(model, labels, probabilities, args.json))
             out.flush()

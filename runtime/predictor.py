@@ -11,22 +11,30 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import numpy as np
 import onnxruntime as ort
 from onnxedge.runtime import providers as _providers
 from onnxedge.runtime.contract import ModelContract
 from onnxedge.runtime.edge_infer import (
+    CPU,
     MAX_DEFAULT_THREADS,
     OPTIMIZATION_LEVELS,
     EdgeError,
     EdgeModel,
+    ModelScan,
     default_threads,
     per_class,
 )
-from onnxedge.runtime.errors import InputShapeError, InputValueError, ModelLoadError
-from onnxedge.runtime.model_file import ModelFileInfo, typed, typed_errors
+from onnxedge.runtime.errors import (
+    InputShapeError,
+    InputValueError,
+    ModelLoadError,
+    OnnxEdgeError,
+    ProviderUnavailableError,
+)
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -46,6 +54,35 @@ Nonfinite = Literal["reject", "allow"]
 _CONTRACT_KEYS: tuple[str, ...] = ("task", "head", "threshold", "class_names", "num_features")
 _CONTRACT_KEYS += ("feature_names", "variant")
 
+#: The edge core's error kinds as onnxedge's exceptions.
+ERRORS: dict[str, type[OnnxEdgeError]] = {
+    "model": ModelLoadError,
+    "shape": InputShapeError,
+    "value": InputValueError,
+    "provider": ProviderUnavailableError,
+    "run": OnnxEdgeError,
+}
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def typed(exc: EdgeError) -> OnnxEdgeError:
+    """The onnxedge exception for an edge-core error (by its ``kind``)."""
+    return ERRORS[exc.kind](str(exc))
+
+
+def typed_errors(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``function`` raising onnxedge's exception types instead of ``EdgeError``."""
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return function(*args, **kwargs)
+        except EdgeError as exc:
+            raise typed(exc) from None
+
+    return wrapper
+
 
 class Prediction:
     """What :meth:`Predictor.predict` returns: ``probabilities`` ``(n, C)`` float32 (binary:
@@ -54,7 +91,7 @@ class Prediction:
     ``logits`` ``(n, K)`` float32 when asked for and there, ``positive`` ``(n,)`` float32
     (binary only, else None)."""
 
-    __slots__ = ("_positive", "_probabilities", "class_names", "labels", "logits")
+    __slots__ = ("_probabilities", "class_names", "labels", "logits", "positive")
 
     def __init__(
         self,
@@ -67,21 +104,16 @@ class Prediction:
     ) -> None:
         if probabilities is None and positive is None:
             raise ValueError("a Prediction needs probabilities or a positive-class column")
-        self._probabilities, self._positive, self.labels = probabilities, positive, labels
+        self._probabilities, self.positive, self.labels = probabilities, positive, labels
         self.class_names, self.logits = class_names, logits
 
     @property
     def probabilities(self) -> np.ndarray:
         """``(n, C)`` float32 per-class probabilities (binary: ``[1-p, p]``)."""
         if self._probabilities is None:
-            assert self._positive is not None
-            self._probabilities = per_class(self._positive[:, None])
+            assert self.positive is not None
+            self._probabilities = per_class(self.positive[:, None])
         return self._probabilities
-
-    @property
-    def positive(self) -> np.ndarray | None:
-        """``(n,)`` positive-class probability of a binary model; None for multiclass."""
-        return self._positive
 
     def __repr__(self) -> str:
         return (
@@ -151,18 +183,15 @@ class Predictor(EdgeModel):
         if nonfinite not in ("reject", "allow"):
             raise InputValueError(f"nonfinite must be 'reject' or 'allow'; got {nonfinite!r}")
         self.nonfinite: Nonfinite = nonfinite
-        self.requested_provider = _providers.normalize_request(provider)
         self.threads = (
             default_threads() if threads is None else _count("threads", threads, " or None")
         )
-        self.graph_optimization_level = _check_level(graph_optimization_level)
+        self.graph_optimization_level = str(graph_optimization_level).strip().lower()
         self.session_config = {str(k): str(v) for k, v in (session_config or {}).items()}
-        if not isinstance(model, str | os.PathLike | bytes | bytearray | memoryview):
-            raise ModelLoadError(f"model must be a path or bytes; got {type(model).__name__}")
         try:
             super().__init__(
                 model,
-                self.requested_provider,
+                provider,
                 self.threads,
                 level=self.graph_optimization_level,
                 device_id=device_id,
@@ -173,12 +202,12 @@ class Predictor(EdgeModel):
             )
         except EdgeError as exc:
             raise typed(exc) from None
-        self.file_info: ModelFileInfo = self.scan or ModelFileInfo()
+        self.file_info: ModelScan = self.scan
         self.model_label, self.device_id = self.label, device_id
         self.providers: list[str] = list(self.session.get_providers())
         #: The provider that runs the graph (the session's first).
         self.provider: str = self.providers[0]
-        self._use_binding = (self.provider != _providers.CPU) if io_binding is None else io_binding
+        self._use_binding = (self.provider != CPU) if io_binding is None else io_binding
         self.contract = ModelContract.from_metadata(self.metadata)
         if self.contract.missing:
             unnamed = "; labels are class indices" if self.class_names is None else ""
@@ -190,7 +219,6 @@ class Predictor(EdgeModel):
         self.warnings: list[str] = ([conflict] if conflict else []) + self.notes
         for note in self.warnings:
             self._log.warning("%s: %s", self.label, note)
-        self._fetch_with_logits = self.fetch + ([self.logits_output] if self.logits_output else [])
         self._warned_no_logits = False
 
     @property
@@ -212,7 +240,7 @@ class Predictor(EdgeModel):
             ModelLoadError: the first batch's outputs are not probabilities.
         """
         step = DEFAULT_BATCH_SIZE if batch_size is None else _count("batch_size", batch_size)
-        fetch = self._fetch_with_logits if return_logits else self.fetch
+        fetch = self.fetch_all if return_logits else self.fetch
         if return_logits and self.logits_output is None and not self._warned_no_logits:
             self._warned_no_logits = True
             self._log.warning("%s: the model has no logits output; logits are None", self.label)
@@ -321,13 +349,6 @@ def _count(name: str, value: Any, or_none: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise InputValueError(f"{name} must be an integer >= 1{or_none}; got {value!r}")
     return int(value)
-
-
-def _check_level(level: str) -> str:
-    if (value := str(level).strip().lower()) in OPTIMIZATION_LEVELS:
-        return value
-    levels = ", ".join(OPTIMIZATION_LEVELS)
-    raise InputValueError(f"graph_optimization_level must be one of {levels}; got {level!r}")
 
 
 def _describe_node(node: Any) -> dict[str, Any]:

@@ -1,10 +1,7 @@
-"""Execution-provider choice, checked: the edge script's one copy with onnxedge's types.
+"""Which onnxruntime distributions are installed, and a warning when two of them clash.
 
-onnxruntime falls back to the CPU silently, so the runtime chooses the providers itself
-(:func:`resolve_providers`), checks what the session got (:func:`check_session_providers`)
-and, for ``cuda``, where its compute nodes run (:func:`check_placement`). Requests are
-``auto`` (CUDA when the session really gets it), ``cpu`` and ``cuda`` (strict). The lists
-are arguments, so the logic is tested against faked provider lists and profiles.
+Choosing and checking the execution providers (``auto``, ``cpu``, strict ``cuda``) is the
+edge script's (:mod:`onnxedge.runtime.edge_infer`); ``CPU`` and ``CUDA`` are re-exported.
 """
 
 from __future__ import annotations
@@ -13,15 +10,8 @@ import contextlib
 from collections.abc import Iterable
 from importlib import metadata
 
-from onnxedge.runtime import edge_infer as _edge
-from onnxedge.runtime.model_file import typed_errors
-
-CPU, CUDA, REQUESTS, COMPUTE_OPS = _edge.CPU, _edge.CUDA, _edge.REQUESTS, _edge.COMPUTE_OPS
-local_providers, count_placement = _edge.local_providers, _edge.count_placement
-normalize_request = typed_errors(_edge.normalize_request)
-resolve_providers = typed_errors(_edge.choose_providers)
-check_session_providers = typed_errors(_edge.check_session_providers)
-check_placement = typed_errors(_edge.check_placement)
+from onnxedge.runtime.edge_infer import CPU as CPU
+from onnxedge.runtime.edge_infer import CUDA as CUDA
 
 #: Distributions that each ship the ``onnxruntime`` package; two in one environment
 #: overwrite each other's files (typically the CUDA provider disappears).

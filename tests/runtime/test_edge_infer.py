@@ -55,13 +55,10 @@ def _write_csv(path: Path, header: list[str] | None, rows: np.ndarray) -> Path:
 
 
 @pytest.mark.parametrize("batch_size", [None, 1, 7])
-def test_score_on_the_same_session_is_identical_to_predictor(
-    any_model: ModelCase, batch_size: int | None
-) -> None:
-    predictor = Predictor(any_model.path)
+def test_score_is_identical_to_predictor(any_model: ModelCase, batch_size: int | None) -> None:
     x = any_model.rows(100, seed=21)
-    want = predictor.predict(x)
-    labels, probabilities = edge.score(predictor.session, x, batch_size=batch_size)
+    want = Predictor(any_model.path).predict(x)
+    labels, probabilities = edge.score(any_model.path, x, batch_size=batch_size)
     np.testing.assert_array_equal(labels, want.labels)
     np.testing.assert_array_equal(probabilities, want.probabilities)
     assert labels.dtype == np.int64 and probabilities.dtype == np.float32
@@ -146,15 +143,17 @@ def test_csv_without_header_and_stdin(
     np.testing.assert_array_equal(probs, want.probabilities)
 
 
-def test_numeric_header_needs_to_be_named(
+def test_a_numeric_first_line_is_a_row(
     plain: ModelCase, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     x = plain.rows(2)
     path = _write_csv(tmp_path / "rows.csv", ["0", "1", "2"], x)
-    code, out, _ = _run_main([str(plain.path), str(path), "--header", "yes"], capsys)
-    assert code == 0 and len(out.splitlines()) == 2
-    code, out, _ = _run_main([str(plain.path), str(path), "--header", "no"], capsys)
-    assert code == 0 and len(out.splitlines()) == 3
+    code, out, _ = _run_main([str(plain.path), str(path), "--json"], capsys)
+    assert code == 0
+    labels, probs, _ = _json_rows(out)
+    want = Predictor(plain.path).predict(np.vstack([[0.0, 1.0, 2.0], x]))
+    np.testing.assert_array_equal(labels, want.labels)
+    np.testing.assert_array_equal(probs, want.probabilities)
 
 
 def test_one_dimensional_npy_is_one_row(
@@ -265,8 +264,7 @@ def test_bad_csv_cells(
     mixed = tmp_path / "mixed.csv"
     mixed.write_text("1,2,x,4,5\n")
     assert _error([model, str(mixed)], capsys) == (
-        f"{mixed}: line 1 mixes numbers and text; is it a header? say so with --header yes "
-        "or --header no"
+        f"{mixed}: line 1 mixes numbers and text; a header holds only names, a row only numbers"
     )
     header = tmp_path / "header.csv"
     header.write_text("a,b,c\n1,2,3\n")

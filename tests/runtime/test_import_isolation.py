@@ -28,7 +28,6 @@ def _modules_after(code: str, cwd: Path) -> set[str]:
         "from onnxedge.runtime import Predictor, Prediction",
         "import onnxedge.runtime.cli",
         "import onnxedge.runtime.predictor, onnxedge.runtime.providers",
-        "import onnxedge.runtime.model_file",
         "import onnxedge.runtime.edge_infer",
         "import onnxedge.runtime.bundle, onnxedge.runtime.commands",
     ],

@@ -12,8 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxedge.runtime import ModelLoadError, Predictor, edge_infer
-from onnxedge.runtime.edge_infer import _SCHEMA
-from onnxedge.runtime.model_file import check_external_data, inspect_model
+from onnxedge.runtime.edge_infer import _SCHEMA, EdgeError, ModelScan, check_external_data
 
 from tests.runtime.onnx_models import (
     ModelCase,
@@ -23,6 +22,13 @@ from tests.runtime.onnx_models import (
     save,
     with_external_data,
 )
+
+
+def inspect_model(model: Path | bytes) -> ModelScan:
+    """The edge script's walk of a model file, or of its bytes."""
+    if isinstance(model, bytes):
+        return edge_infer.scan_model(model, "<bytes>")
+    return edge_infer.read_model_file(str(model), str(model))
 
 
 def _relocate(path: Path, location: str, out: Path) -> Path:
@@ -60,7 +66,7 @@ def test_external_data_in_the_model_folder_is_allowed(
     assert len(info.external) == len(
         onnx.load(str(path), load_external_data=False).graph.initializer
     )
-    check_external_data(info, path.parent, str(path))
+    check_external_data(info.external, str(path.parent), str(path))
     x = multiclass.rows(4)
     np.testing.assert_array_equal(
         Predictor(path).predict(x).probabilities,
@@ -137,9 +143,9 @@ def test_external_data_inside_a_subgraph_is_found(tmp_path: Path) -> None:
     assert {t.tensor for t in inspect_model(path).external} == {"then_value", "else_value"}
     escaping = _relocate(path, "../if.bin", tmp_path / "sub" / "escaping.onnx")
     with pytest.raises(
-        ModelLoadError, match=r"tensor '(then|else)_value' reads external data from '\.\./if\.bin'"
+        EdgeError, match=r"tensor '(then|else)_value' reads external data from '\.\./if\.bin'"
     ):
-        check_external_data(inspect_model(escaping), escaping.parent, str(escaping))
+        check_external_data(inspect_model(escaping).external, str(escaping.parent), str(escaping))
 
 
 def test_empty_file(tmp_path: Path) -> None:
@@ -225,7 +231,7 @@ def test_deep_nesting_is_refused_without_recursion() -> None:
     for _ in range(80):
         graph = _field(1, _field(5, _field(6, graph)))
     with pytest.raises(
-        ModelLoadError, match=r"^refusing model <bytes>: subgraphs nest deeper than 64 levels$"
+        EdgeError, match=r"^refusing model <bytes>: subgraphs nest deeper than 64 levels$"
     ):
         inspect_model(_field(7, graph))
     shallow = b""
@@ -370,7 +376,7 @@ def test_corrupted_copies_are_refused_as_protobuf_refuses_them(multiclass: Model
             try:
                 inspect_model(copy)
                 walked = ""
-            except ModelLoadError as exc:
+            except EdgeError as exc:
                 walked = str(exc)
             if not parsed:
                 refused_by_protobuf += 1

@@ -9,17 +9,17 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnxedge.runtime import Predictor, ProviderUnavailableError
-from onnxedge.runtime.providers import (
+from onnxedge.runtime.edge_infer import (
     CPU,
     CUDA,
+    EdgeError,
     check_placement,
     check_session_providers,
+    choose_providers,
     count_placement,
-    distribution_conflict,
-    installed_ort_distributions,
     normalize_request,
-    resolve_providers,
 )
+from onnxedge.runtime.providers import distribution_conflict, installed_ort_distributions
 
 from tests.runtime.onnx_models import ModelCase
 
@@ -39,30 +39,33 @@ def test_full_provider_names_are_accepted() -> None:
 
 
 @pytest.mark.parametrize("bad", ["tpu", "", "gpu", None])
-def test_unknown_request_is_refused(bad: object) -> None:
-    with pytest.raises(ProviderUnavailableError) as info:
+def test_unknown_request_is_refused(bad: object, multiclass: ModelCase) -> None:
+    with pytest.raises(EdgeError) as info:
         normalize_request(bad)  # type: ignore[arg-type]
     assert str(info.value) == f"provider must be one of auto, cpu, cuda; got {bad!r}"
+    with pytest.raises(ProviderUnavailableError) as typed:
+        Predictor(multiclass.path, provider=bad)  # type: ignore[arg-type]
+    assert str(typed.value) == str(info.value)
 
 
 def test_cpu_only_machine() -> None:
-    assert resolve_providers("cpu", CPU_ONLY) == [(CPU, {})]
-    assert resolve_providers("auto", CPU_ONLY) == [(CPU, {})]
-    with pytest.raises(ProviderUnavailableError) as info:
-        resolve_providers("cuda", CPU_ONLY)
+    assert choose_providers("cpu", CPU_ONLY) == [(CPU, {})]
+    assert choose_providers("auto", CPU_ONLY) == [(CPU, {})]
+    with pytest.raises(EdgeError) as info:
+        choose_providers("cuda", CPU_ONLY)
     # The Azure provider only calls remote endpoints; it is not named as available.
     assert str(info.value) == "CUDAExecutionProvider requested; available: CPUExecutionProvider"
 
 
 def test_cuda_machine() -> None:
     expected = [(CUDA, {"device_id": 0}), (CPU, {})]
-    assert resolve_providers("auto", CUDA_AND_CPU) == expected
-    assert resolve_providers("cuda", CUDA_AND_CPU) == expected
-    assert resolve_providers("cpu", CUDA_AND_CPU) == [(CPU, {})]
+    assert choose_providers("auto", CUDA_AND_CPU) == expected
+    assert choose_providers("cuda", CUDA_AND_CPU) == expected
+    assert choose_providers("cpu", CUDA_AND_CPU) == [(CPU, {})]
 
 
 def test_device_id_and_options_go_to_cuda_only() -> None:
-    got = resolve_providers(
+    got = choose_providers(
         "cuda", CUDA_AND_CPU, device_id=3, options={"arena_extend_strategy": "kSameAsRequested"}
     )
     assert got == [(CUDA, {"device_id": 3, "arena_extend_strategy": "kSameAsRequested"}), (CPU, {})]
@@ -70,13 +73,13 @@ def test_device_id_and_options_go_to_cuda_only() -> None:
 
 @pytest.mark.parametrize("device_id", [-1, 1.5, True, "0"])
 def test_bad_device_id(device_id: object) -> None:
-    with pytest.raises(ProviderUnavailableError, match="device_id must be an integer >= 0"):
-        resolve_providers("cuda", CUDA_AND_CPU, device_id=device_id)  # type: ignore[arg-type]
+    with pytest.raises(EdgeError, match="device_id must be an integer >= 0"):
+        choose_providers("cuda", CUDA_AND_CPU, device_id=device_id)  # type: ignore[arg-type]
 
 
 def test_no_local_provider_at_all() -> None:
-    with pytest.raises(ProviderUnavailableError) as info:
-        resolve_providers("cuda", ["AzureExecutionProvider"])
+    with pytest.raises(EdgeError) as info:
+        choose_providers("cuda", ["AzureExecutionProvider"])
     assert str(info.value) == "CUDAExecutionProvider requested; available: none"
 
 
@@ -84,7 +87,7 @@ def test_session_that_fell_back_to_cpu() -> None:
     resolved = [(CUDA, {"device_id": 0}), (CPU, {})]
     # onnxruntime-gpu offers CUDA but could not create it (missing libraries): the
     # session silently holds only the CPU provider.
-    with pytest.raises(ProviderUnavailableError) as info:
+    with pytest.raises(EdgeError) as info:
         check_session_providers("cuda", resolved, [CPU])
     assert str(info.value).startswith(
         "CUDAExecutionProvider requested; the session got: CPUExecutionProvider"
@@ -194,7 +197,7 @@ def test_placement_counts_a_recorded_profile() -> None:
     ]
     placement = count_placement(events)
     assert placement == {"nodes": {CUDA: 2, CPU: 3}, "compute": {CUDA: 2, CPU: 1}}
-    with pytest.raises(ProviderUnavailableError) as info:
+    with pytest.raises(EdgeError) as info:
         check_placement(placement, CUDA)
     assert str(info.value) == (
         "CUDAExecutionProvider requested but 1 of 3 Gemm/MatMul/Conv nodes run on "
@@ -212,7 +215,7 @@ def test_placement_from_a_real_profile_and_the_cuda_refusal(multiclass: ModelCas
     assert placement == {"nodes": {CPU: len(graph.node)}, "compute": {CPU: len(compute)}}
     assert predictor.describe()["placement"] == placement
     # Every node of this session is one CUDA did not take: a cuda request is refused.
-    with pytest.raises(ProviderUnavailableError) as info:
+    with pytest.raises(EdgeError) as info:
         check_placement(placement, CUDA)
     assert str(info.value) == (
         f"CUDAExecutionProvider requested but {len(compute)} of {len(compute)} "
