@@ -1,16 +1,13 @@
 """Streaming readers and atomic table writers: the one file layer of score, verify and train.
 
-Readers yield :class:`InputBatch` chunks of at most ``batch_rows`` rows: NPY through
-``numpy.load(mmap_mode="r")``, IDX through :func:`read_idx`, CSV through ``pyarrow.csv``,
-Parquet through ``pyarrow.parquet``, JSONL line by line with ``json`` (``pyarrow.json`` stops
-at the first bad line, and a bad line must be set aside). Readers split rows into fields;
-score judges the values. Text formats locate a row by its 1-based line (a CSV's header is
-line 1), binary ones by its 0-based row. :class:`AtomicOutput` writes through pyarrow.
+Readers yield :class:`InputBatch` chunks: NPY through ``numpy.load(mmap_mode="r")``, IDX
+through :func:`read_idx`, CSV and Parquet through pyarrow, JSONL line by line with ``json``
+(``pyarrow.json`` cannot set a bad line aside). Text formats locate a row by its 1-based
+line (a CSV's header is line 1), binary ones by its 0-based row.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import gzip
 import itertools
@@ -37,9 +34,8 @@ from onnxedge.runtime.errors import (
 INPUT_FORMATS: tuple[str, ...] = ("npy", "csv", "parquet", "jsonl", "idx")
 OUTPUT_FORMATS: tuple[str, ...] = ("csv", "parquet", "jsonl")
 
-#: CSV bytes pyarrow parses at once; grown (up to 1 GiB) for a longer record.
+#: CSV bytes pyarrow parses at once: the longest record a CSV may hold.
 DEFAULT_BLOCK_BYTES = 8 << 20
-_MAX_BLOCK_BYTES = 1 << 30
 
 # Longest first, so ".csv.gz" wins over ".gz"; messages list them in this order.
 _SUFFIXES = (
@@ -194,25 +190,20 @@ def describe_location(location: str, *, row: int | None, line: int | None, heade
 
 
 class InputReader:
-    """A file (or folder) of rows, opened and checked, ready to stream: its ``path`` and
-    ``format``, ``columns`` (None for NPY / IDX) and the ``numeric_columns`` among them, the
-    ``num_columns`` values of a (flattened) row, an NPY / IDX ``row_shape``, and the
-    ``total_rows`` where known without reading the input."""
+    """A file (or folder) of rows, opened and checked, ready to stream: its ``path``, the
+    ``name`` messages give it, ``format``, ``columns`` (None for NPY / IDX) and the
+    ``numeric_columns`` among them, the ``num_columns`` values of a (flattened) row, an NPY /
+    IDX ``row_shape``, and the ``total_rows`` where known without reading the input."""
 
-    format: str = ""
+    format = ""
+    columns: list[str] | None = None
+    numeric_columns: Sequence[str] = ()
+    num_columns = 0
+    row_shape: tuple[int, ...] | None = None
+    total_rows: int | None = None
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.columns: list[str] | None = None
-        self.numeric_columns: list[str] = []
-        self.num_columns = 0
-        self.row_shape: tuple[int, ...] | None = None
-        self.total_rows: int | None = None
-
-    @property
-    def name(self) -> str:
-        """The input as messages name it."""
-        return str(self.path)
+        self.path, self.name = path, str(path)
 
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
@@ -407,38 +398,33 @@ class _Source:
         self.raw.close()
 
 
-def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, list[Any], int]:
-    """``pyarrow.csv.open_csv`` over a :class:`_Source`, the block grown until it holds the
-    header: the reader, the source, the list malformed rows go to, and the block size.
-    Blank lines stay records, so a record's number is its line but for the newlines inside
-    quoted values before it."""
+def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, list[Any]]:
+    """``pyarrow.csv.open_csv`` over a :class:`_Source`: the reader, the source, and the list
+    malformed rows go to. Blank lines stay records, so a record's number is its line but for
+    the newlines inside quoted values before it."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    while True:
-        source, malformed = _Source(path), list[Any]()
-        try:
-            reader = pacsv.open_csv(
-                pa.PythonFile(source, mode="r"),
-                read_options=pacsv.ReadOptions(use_threads=False, block_size=block),
-                parse_options=pacsv.ParseOptions(
-                    newlines_in_values=True,
-                    ignore_empty_lines=False,
-                    invalid_row_handler=lambda row, bad=malformed: bad.append(row) or "skip",
-                ),
-                convert_options=pacsv.ConvertOptions(**convert),
-            )
-            return reader, source, malformed, block
-        except pa.ArrowInvalid as exc:
-            source.close()
-            if source.blank:
-                raise DataError(f"{path}: empty file (no header row)") from None
-            if source.eof and "Empty CSV file" in str(exc):  # no newline after the header
-                raise DataError(f"{path}: header only, no data rows") from None
-            grow = "straddl" in str(exc) or "Empty CSV file" in str(exc)
-            if not grow or source.eof or block >= _MAX_BLOCK_BYTES:
-                raise _csv_error(path, exc, source, 2) from None
-            block = min(4 * block, _MAX_BLOCK_BYTES)
+    source, malformed = _Source(path), list[Any]()
+    try:
+        reader = pacsv.open_csv(
+            pa.PythonFile(source, mode="r"),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=block),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True,
+                ignore_empty_lines=False,
+                invalid_row_handler=lambda row: malformed.append(row) or "skip",
+            ),
+            convert_options=pacsv.ConvertOptions(**convert),
+        )
+    except pa.ArrowInvalid as exc:
+        source.close()
+        if source.blank:
+            raise DataError(f"{path}: empty file (no header row)") from None
+        if source.eof and "Empty CSV file" in str(exc):  # no newline after the header
+            raise DataError(f"{path}: header only, no data rows") from None
+        raise _csv_error(path, exc, source, 2) from None
+    return reader, source, malformed
 
 
 def _blank_rows(table: Any) -> np.ndarray:
@@ -479,7 +465,8 @@ class CsvReader(InputReader):
         import pyarrow as pa
 
         super().__init__(path)
-        reader, source, malformed, self._block = _open_csv(path, int(block_bytes))
+        self._block = int(block_bytes)
+        reader, source, malformed = _open_csv(path, self._block)
         with contextlib.closing(source):
             try:
                 first = next(iter(reader), None)
@@ -507,7 +494,7 @@ class CsvReader(InputReader):
         wanted = list(dict.fromkeys([*features, *carry]))
         # Every column as text: score parses the numbers, and a newline inside any value
         # moves the lines of the rows after it.
-        reader, source, malformed, _ = _open_csv(
+        reader, source, malformed = _open_csv(
             self.path,
             self._block,
             column_types={name: pa.string() for name in self._raw_names},
@@ -572,7 +559,7 @@ class CsvReader(InputReader):
                 if table is None:
                     break
         if source.quotes % 2:
-            raise _unclosed(self.path, last)
+            raise DataError(_UNCLOSED.format(self.path, last))
 
     def _chunks(
         self, part: Any, rows: np.ndarray, lines: np.ndarray, bad: list[RejectedRow], size: int
@@ -598,42 +585,27 @@ class CsvReader(InputReader):
                 )
 
 
-def _unclosed(path: Path, line: int) -> DataError:
-    return DataError(
-        f"{path}: line {line}: a quoted field is never closed (no end of row before the end "
-        "of the file)"
-    )
+_UNCLOSED = "{}: line {}: a quoted field is never closed (no end of row before the end of the file)"
+_NOT_UTF8 = "{}: line {}: not UTF-8 text (byte {!r}); save the file as UTF-8"
 
 
 def _csv_error(path: Path, exc: BaseException, source: _Source, line: int) -> DataError:
-    """A pyarrow CSV error as a DataError; ``line`` starts the block that failed."""
+    """A pyarrow CSV error as a DataError; ``line`` starts the block that failed (a UTF-8
+    error is located by a second read, line by line)."""
     text = one_line(exc)
     if "UTF8" in text or "UTF-8" in text:
-        return _utf8_error(path)
-    if "straddl" in text and source.quotes % 2:
-        return _unclosed(path, line)
-    if "straddl" in text:
+        with contextlib.closing(_Source(path)) as again:
+            for number, raw in enumerate(again.raw, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    return DataError(_NOT_UTF8.format(path, number, raw[bad.start : bad.start + 1]))
+        return DataError(f"{path}: not UTF-8 text; save the file as UTF-8")
+    if ("straddl" in text or "Empty CSV" in text) and source.quotes % 2:
+        return DataError(_UNCLOSED.format(path, line))
+    if "straddl" in text or "Empty CSV" in text:
         return DataError(f"{path}: line {line} or after: a row longer than the read block")
     return DataError(f"{path}: cannot read: {text}")
-
-
-def _utf8_error(path: Path) -> DataError:
-    """Where the first byte that is not UTF-8 is, as a DataError."""
-    decoder, line = codecs.getincrementaldecoder("utf-8")(), 1
-    with contextlib.closing(_Source(path)) as source:
-        while block := source.read(1 << 20):
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as exc:
-                start = max(0, exc.start - len(decoder.getstate()[0]))
-                line += block.count(b"\n", 0, start)
-                return _not_utf8(path, line, block[start : start + 1])
-            line += block.count(b"\n")
-    return DataError(f"{path}: not UTF-8 text; save the file as UTF-8")
-
-
-def _not_utf8(path: Path, line: int, byte: bytes) -> DataError:
-    return DataError(f"{path}: line {line}: not UTF-8 text (byte {byte!r}); save the file as UTF-8")
 
 
 # --- JSONL -------------------------------------------------------------------------------
@@ -647,7 +619,9 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, str, Any, str | None]]:
                 try:
                     text = raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as exc:
-                    raise _not_utf8(path, line, raw[exc.start : exc.start + 1]) from None
+                    raise DataError(
+                        _NOT_UTF8.format(path, line, raw[exc.start : exc.start + 1])
+                    ) from None
                 if not text.strip():
                     continue
                 try:
