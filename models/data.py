@@ -1,20 +1,16 @@
-"""Datasets for training: the bundled sklearn sets and IDX / CSV / NPY / NPZ / Parquet
-files, read through the runtime's reader layer (:mod:`onnxedge.runtime.io`).
-
-Labels become ``0..C-1`` in sorted order (``{3, 7}`` -> ``{0, 1}``, class names
-``["3", "7"]``). Bad data raises DataError naming the file and the place: a CSV line
-(1-based, the header is line 1), else a 0-based row.
+"""Datasets for training: the bundled sklearn sets and IDX / CSV / NPY / NPZ / Parquet files,
+read through :mod:`onnxedge.runtime.io`. Labels become ``0..C-1`` in sorted order (``{3, 7}``
+-> ``{0, 1}``, class names ``["3", "7"]``); bad data raises DataError naming the file and the
+place: a CSV line (1-based, the header is line 1), else a 0-based row.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +35,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 Locate = Callable[[int, int], str]  # (row, column) -> where that cell is, for a message
 
 
-@dataclass
+@dataclasses.dataclass
 class Dataset:
     """A classification dataset: ``(n, f)`` float32 C-contiguous ``features`` and ``(n,)``
     int64 ``labels`` (coerced on construction), label ``k`` meaning ``class_names[k]``, one
@@ -288,10 +284,8 @@ def _encode_labels(
 
 def _index_from(label_column: str | int) -> int | None:
     """An int, or a string of digits (``"3"``, ``"-1"``), as a column index; else None."""
-    if isinstance(label_column, bool):
-        return None
     try:
-        return int(label_column if isinstance(label_column, int) else label_column.strip())
+        return None if isinstance(label_column, bool) else int(label_column)
     except ValueError:
         return None
 
@@ -352,7 +346,7 @@ def _load_table(path: Path, label_column: str | int | None) -> Dataset:
     for j, name in enumerate(names):
         values = column(name)
         if text:
-            blocks.append(_parse_cells(path, values.to_pylist(), functools.partial(locate, j=j)))
+            blocks.append(_parse_cells(path, values.to_pylist(), lambda i, j=j: locate(i, j)))
             continue
         if not _is_number(values.type):
             raise DataError(
@@ -380,13 +374,8 @@ def _load_table(path: Path, label_column: str | int | None) -> Dataset:
 def _is_number(kind: Any, *, decimal: bool = True) -> bool:
     import pyarrow as pa
 
-    t = pa.types
-    return (
-        t.is_integer(kind)
-        or t.is_floating(kind)
-        or t.is_boolean(kind)
-        or (decimal and t.is_decimal(kind))
-    )
+    number = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+    return any(is_(kind) for is_ in number) or (decimal and pa.types.is_decimal(kind))
 
 
 def _first_null(values: Any) -> int:

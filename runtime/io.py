@@ -646,9 +646,10 @@ class JsonlReader(InputReader):
         if not line:
             raise DataError(f"{path}: empty file (no JSON records)")
         if reason is not None:
-            invalid = reason.startswith("invalid")
             hint = (
-                "the first record names the columns" if invalid else "each line must be one object"
+                "the first record names the columns"
+                if first is None
+                else "each line must be one object"
             )
             raise DataError(f"{path}: line {line}: {reason}; {hint}")
         self.columns, self.num_columns = list(first), len(first)
@@ -686,9 +687,8 @@ class JsonlReader(InputReader):
 
 
 def _json_text(value: Any) -> str | None:
-    return (
-        value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    )
+    text = value is None or isinstance(value, str)
+    return value if text else json.dumps(value, ensure_ascii=False)
 
 
 # --- Parquet -----------------------------------------------------------------------------
@@ -840,11 +840,11 @@ def _json_lines(table: Any) -> bytes:
 
 
 class AtomicOutput:
-    """An output table at ``path`` in ``fmt`` (``csv``, ``parquet``, ``jsonl``; CSV and JSONL
-    gzipped when the name ends in ``.gz``), written through pyarrow to a temp file
-    (:class:`onnxedge.runtime.atomic.Staged`) that :meth:`commit` flushes and renames;
-    leaving a ``with`` block without a commit removes it. ``types``: column -> pyarrow type
-    alias (``int64``) for object columns an empty or all-null first chunk cannot type.
+    """An output table at ``path`` in ``fmt`` (CSV and JSONL gzipped when the name ends in
+    ``.gz``), written through pyarrow to the ``temp_path`` of a
+    :class:`~onnxedge.runtime.atomic.Staged` that :meth:`commit` moves into place; leaving a
+    ``with`` block without a commit removes it. ``types``: column -> pyarrow type alias for
+    object columns an empty or all-null first chunk cannot type.
 
     Raises:
         DataError: unknown format, or the folder cannot be written.
@@ -860,37 +860,26 @@ class AtomicOutput:
         types: Mapping[str, str] | None = None,
         overwrite: bool = True,
     ) -> None:
-        self.path = Path(path)
-        if fmt not in OUTPUT_FORMATS:
-            raise DataError(f"unknown output format {fmt!r}; known: {', '.join(OUTPUT_FORMATS)}")
+        self.path, self.format = Path(path), output_format_of(path, fmt)
         _require_pyarrow(f"writing {self.path}")
-        self.format, self.types = fmt, dict(types or {})
-        self.compress = fmt != "parquet" and self.path.name.lower().endswith(".gz")
+        self.types = dict(types or {})
         self._writer: Any = None  # pyarrow's Parquet or CSV writer (JSONL goes to the sink)
         self._sink: Any = None
-        self._schema: Any = None
-        self._first: Any = None  # an empty first table, kept for its schema until rows come
+        self._schema: Any = None  # the file's, from the first table with rows
+        self._first: Any = None  # an empty first table: the schema if no rows ever come
         self._staged = Staged(self.path, overwrite=overwrite, error=DataError)
         self.temp_path = self._staged.path
 
     def write(self, columns: Mapping[str, Any]) -> None:
         """Append rows (name -> ``(n,)`` array, the same names every call); DataError if the
         file system refuses or a column changes type."""
-        try:
-            self._write(columns)
-        except OSError as exc:
-            raise self._write_error(exc) from None
-
-    def _write(self, columns: Mapping[str, Any]) -> None:
         import pyarrow as pa
 
         table = _arrow_table(columns, self.types)
-        if self._schema is None:
-            if table.num_rows == 0 and self._first is None:
-                self._first = table
-                return
-            self._open(table.schema)
-        elif not table.schema.equals(self._schema):
+        if self._schema is None and not table.num_rows:
+            self._first = table if self._first is None else self._first
+            return
+        if self._schema is not None and not table.schema.equals(self._schema):
             try:
                 table = table.cast(self._schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
@@ -898,8 +887,13 @@ class AtomicOutput:
                     f"output columns change type between chunks ({self._schema} then "
                     f"{table.schema}): {exc}"
                 ) from None
-        if table.num_rows:
-            self._put(table)
+        try:
+            if self._schema is None:
+                self._open(table.schema)
+            if table.num_rows:
+                self._put(table)
+        except OSError as exc:
+            raise self._write_error(exc) from None
 
     def _open(self, schema: Any) -> None:
         import pyarrow as pa
@@ -919,8 +913,8 @@ class AtomicOutput:
                 compression={f.name: "none" if f.name in floats else "snappy" for f in schema},
             )
             return
-        compression = "gzip" if self.compress else None
-        self._sink = pa.output_stream(str(self.temp_path), compression=compression)
+        gzipped = self.path.name.lower().endswith(".gz")
+        self._sink = pa.output_stream(str(self.temp_path), compression="gzip" if gzipped else None)
         if self.format == "csv":
             options = pacsv.WriteOptions(quoting_style="needed")
             self._writer = pacsv.CSVWriter(self._sink, schema, write_options=options)
