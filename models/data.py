@@ -419,8 +419,6 @@ def _from_arrays(
 
 def _load_npy(path: Path, label_column: str | int | None) -> Dataset:
     array = load_numpy(path)
-    if not isinstance(array, np.ndarray):
-        raise DataError(f"{path}: not a single NumPy array")
     if array.ndim != 2:
         raise DataError(
             f"{path}: expected a 2-D array (rows, columns) with the label in one column, "
@@ -454,10 +452,7 @@ def _load_npy(path: Path, label_column: str | int | None) -> Dataset:
 
 
 def _load_npz(path: Path) -> Dataset:
-    archive = load_numpy(path)
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: not an .npz archive")
-    with archive:
+    with load_numpy(path, npz=True) as archive:
         keys = sorted(archive.files)
         missing = [k for k in ("X", "y") if k not in keys]
         if missing:

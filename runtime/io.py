@@ -240,10 +240,7 @@ def open_input(
     if p.is_dir() and kind != "parquet":
         raise DataError(f"input {p} is a folder; only Parquet input may be a folder of files")
     if kind in ("npy", "idx"):
-        array = load_numpy(p) if kind == "npy" else read_idx(p)
-        if not isinstance(array, np.ndarray):
-            raise DataError(f"{p}: not a single NumPy array")
-        return MatrixReader(p, array, kind)
+        return MatrixReader(p, load_numpy(p) if kind == "npy" else read_idx(p), kind)
     if kind == "jsonl":
         return JsonlReader(p)
     _require_pyarrow(f"reading {p}")
@@ -253,10 +250,10 @@ def open_input(
 # --- NPY and IDX -------------------------------------------------------------------------
 
 
-def load_numpy(path: Path) -> Any:
-    """``numpy.load(path, mmap_mode="r", allow_pickle=False)``: an array map (NPY) or an
-    ``NpzFile`` (NPZ); object arrays are refused (loading one would run code). Raises
-    DataError for an empty or unreadable file, or one that is not NumPy's."""
+def load_numpy(path: Path, *, npz: bool = False) -> Any:
+    """``numpy.load(path, mmap_mode="r", allow_pickle=False)``: an array map (NPY), or with
+    ``npz`` an ``NpzFile``; object arrays are refused (loading one would run code). Raises
+    DataError for an empty or unreadable file, or one that does not hold what was asked."""
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (no NPY header)")
     with open(path, "rb") as handle:
@@ -264,9 +261,14 @@ def load_numpy(path: Path) -> Any:
     if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
         raise DataError(f"{path}: not an NPY file (it does not start with the NPY magic bytes)")
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        loaded = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable NPY file: {one_line(exc)}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile if npz else np.ndarray):
+        raise DataError(
+            f"{path}: " + ("not an .npz archive" if npz else "not a single NumPy array")
+        )
+    return loaded
 
 
 class MatrixReader(InputReader):
