@@ -195,15 +195,14 @@ class InputReader:
     ``numeric_columns`` among them, the ``num_columns`` values of a (flattened) row, an NPY /
     IDX ``row_shape``, and the ``total_rows`` where known without reading the input."""
 
-    format = ""
     columns: list[str] | None = None
     numeric_columns: Sequence[str] = ()
     num_columns = 0
     row_shape: tuple[int, ...] | None = None
     total_rows: int | None = None
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.name = path, str(path)
+    def __init__(self, path: Path, fmt: str) -> None:
+        self.path, self.name, self.format = path, str(path), fmt
 
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
@@ -275,8 +274,7 @@ class MatrixReader(InputReader):
     """Rows of a numeric array (an NPY map or IDX images), flattened to ``(n, f)``."""
 
     def __init__(self, path: Path, array: np.ndarray, fmt: str) -> None:
-        super().__init__(path)
-        self.format = fmt
+        super().__init__(path, fmt)
         if array.ndim < 2:
             raise InputShapeError(
                 f"{path}: holds an array of shape {array.shape}; expected 2-D (rows, features) "
@@ -292,7 +290,7 @@ class MatrixReader(InputReader):
         self.row_shape = tuple(int(d) for d in array.shape[1:])
         self.num_columns = math.prod(self.row_shape)
         self.total_rows = int(array.shape[0])
-        self._array: np.ndarray | None = array
+        self._array = array
         # A map per chunk, dropped with it, keeps the resident set at one chunk (peak RSS
         # flat in the file size, make bench-score); Fortran order strides over the file.
         mapped = isinstance(array, np.memmap) and array.flags.c_contiguous
@@ -301,7 +299,6 @@ class MatrixReader(InputReader):
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
     ) -> Iterator[InputBatch]:
-        assert self._array is not None
         n, dtype = self.total_rows or 0, self._array.dtype
         for start in range(0, n, batch_rows):
             stop = min(n, start + batch_rows)
@@ -315,9 +312,6 @@ class MatrixReader(InputReader):
                 matrix=chunk.reshape(stop - start, self.num_columns),
                 rows=np.arange(start, stop, dtype=np.int64),
             )
-
-    def close(self) -> None:
-        self._array = None
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -461,12 +455,10 @@ def _unique(path: Path, names: list[str], where: str = "") -> None:
 class CsvReader(InputReader):
     """A comma-separated UTF-8 file with a header row (``.csv`` or gzip-compressed)."""
 
-    format = "csv"
-
     def __init__(self, path: Path, *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> None:
         import pyarrow as pa
 
-        super().__init__(path)
+        super().__init__(path, "csv")
         self._block = int(block_bytes)
         reader, source, malformed = _open_csv(path, self._block)
         with contextlib.closing(source):
@@ -640,10 +632,8 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, str, Any, str | None]]:
 class JsonlReader(InputReader):
     """One JSON object per line; the first record's keys name the columns."""
 
-    format = "jsonl"
-
     def __init__(self, path: Path) -> None:
-        super().__init__(path)
+        super().__init__(path, "jsonl")
         line, _, first, reason = next(_jsonl_records(path), (0, "", {}, None))
         if not line:
             raise DataError(f"{path}: empty file (no JSON records)")
@@ -699,13 +689,11 @@ def _json_text(value: Any) -> str | None:
 class ParquetReader(InputReader):
     """A Parquet file, or a folder of them (read in name order), in record batches."""
 
-    format = "parquet"
-
     def __init__(self, path: Path) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        super().__init__(path)
+        super().__init__(path, "parquet")
         # Like Spark, Ray Data and pyarrow datasets: names starting "." or "_" are not data.
         self.files = [path]
         if path.is_dir():
@@ -719,9 +707,7 @@ class ParquetReader(InputReader):
             if not self.files:
                 raise DataError(f"{path}: folder holds no .parquet files")
         self.total_rows = 0
-        for file in self.files:
-            if file.stat().st_size == 0:
-                raise DataError(f"{file}: empty file (not Parquet)")
+        for file in self.files:  # pyarrow names an empty file "Parquet file size is 0 bytes"
             try:
                 meta = pq.read_metadata(file)
             except (pa.ArrowException, OSError) as exc:
