@@ -7,6 +7,7 @@ place: a CSV line (1-based, the header is line 1), else a 0-based row.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import math
 import os
@@ -346,7 +347,7 @@ def _load_table(path: Path, label_column: str | int | None) -> Dataset:
     for j, name in enumerate(names):
         values = column(name)
         if text:
-            blocks.append(_parse_cells(path, values.to_pylist(), lambda i, j=j: locate(i, j)))
+            blocks.append(_parse_cells(path, values.to_pylist(), functools.partial(locate, j=j)))
             continue
         if not _is_number(values.type):
             raise DataError(

@@ -409,7 +409,7 @@ def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, lis
             parse_options=pacsv.ParseOptions(
                 newlines_in_values=True,
                 ignore_empty_lines=False,
-                invalid_row_handler=lambda row: malformed.append(row) or "skip",
+                invalid_row_handler=lambda row, bad=malformed: bad.append(row) or "skip",
             ),
             convert_options=pacsv.ConvertOptions(**convert),
         )
