@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from onnxedge.runtime.errors import DataError
-from onnxedge.runtime.io import IDX_DTYPES, load_numpy, open_input, read_idx
+from onnxedge.runtime.io import IDX_DTYPES, check_real, load_numpy, open_input, read_idx
 
 #: Datasets that ship with scikit-learn and need no download.
 BUNDLED = ("digits", "breast-cancer")
@@ -143,10 +143,9 @@ def load_dataset(
     """Load a bundled dataset or a data file into a :class:`Dataset`.
 
     Args:
-        source: ``"digits"`` or ``"breast-cancer"`` (scikit-learn's; a bundled name wins over
-            a file of that name), or a file ending in one of :data:`SUPPORTED_SUFFIXES`: CSV
-            (header row), Parquet, NPY (2-D, the label in one column), NPZ (``X`` and ``y``),
-            IDX images (with ``labels_path``).
+        source: a :data:`BUNDLED` name (it wins over a file of that name), or a file ending in
+            one of :data:`SUPPORTED_SUFFIXES`: CSV (header row), Parquet, NPY (2-D, the label
+            in one column), NPZ (``X`` and ``y``), IDX images (with ``labels_path``).
         label_column: CSV / Parquet: the label column's name or 0-based position (default:
             the first of :data:`DEFAULT_LABEL_COLUMNS`); NPY: its index (default: the last).
         labels_path: the IDX labels file, for IDX images only.
@@ -399,14 +398,6 @@ def _parse_cells(path: Path, cells: list[str], locate: Callable[[int], str]) -> 
 # --- NPY / NPZ (through the runtime's numpy.load) ----------------------------------------
 
 
-def _numeric(path: Path, what: str, x: np.ndarray) -> None:
-    if x.dtype.kind not in "biuf":
-        raise DataError(
-            f"{path}: {what} has dtype {x.dtype}; features must be real numbers "
-            "(bool, int or float)"
-        )
-
-
 def _from_arrays(
     path: Path, x: np.ndarray, y: Any, label: str, row: str, locate: Locate
 ) -> Dataset:
@@ -425,7 +416,7 @@ def _load_npy(path: Path, label_column: str | int | None) -> Dataset:
             f"{path}: expected a 2-D array (rows, columns) with the label in one column, "
             f"got shape {array.shape}"
         )
-    _numeric(path, "the array", array)
+    check_real(path, array, "the array ")
     rows, cols = array.shape
     if rows == 0:
         raise DataError(f"{path}: no rows (shape {array.shape})")
@@ -471,7 +462,7 @@ def _load_npz(path: Path) -> Dataset:
         raise DataError(
             f"{path}: 'y' must have shape ({x.shape[0]},) to match 'X' {x.shape}, got {y.shape}"
         )
-    _numeric(path, "'X'", x)
+    check_real(path, x, "'X' ")
     if 0 in x.shape:
         empty = "no rows" if x.shape[0] == 0 else "no feature columns"
         raise DataError(f"{path}: {empty} ('X' has shape {x.shape})")
@@ -546,11 +537,9 @@ def load_idx(images_path: str | os.PathLike[str], labels_path: str | os.PathLike
 
 
 def train_val_split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Split ``ds`` into (train, val), stratified by class, in the original row order.
-
-    Each class of ``n_c >= 2`` rows puts ``round(n_c * val_fraction)`` of them (clamped to
-    ``1..n_c - 1``) in validation; a single-row class stays in training. The rows are drawn
-    with ``numpy.random.default_rng(seed)``: the same seed, the same split.
+    """Split ``ds`` into (train, val), stratified by class, in the original row order: each
+    class of ``n_c >= 2`` rows puts ``round(n_c * val_fraction)`` of them (clamped to
+    ``1..n_c - 1``) in validation, drawn with ``numpy.random.default_rng(seed)``.
 
     Raises:
         DataError: ``val_fraction`` is not in (0, 1), or no class has 2 rows to split.

@@ -270,6 +270,15 @@ def load_numpy(path: Path, *, npz: bool = False) -> Any:
     return loaded
 
 
+def check_real(path: Path, array: np.ndarray, what: str = "") -> None:
+    """DataError unless ``array`` (``what``, for the message) holds bools, ints or floats."""
+    if array.dtype.kind not in "biuf":
+        raise DataError(
+            f"{path}: {what}has dtype {array.dtype}; features must be real numbers "
+            "(bool, int or float)"
+        )
+
+
 class MatrixReader(InputReader):
     """Rows of a numeric array (an NPY map or IDX images), flattened to ``(n, f)``."""
 
@@ -280,11 +289,7 @@ class MatrixReader(InputReader):
                 f"{path}: holds an array of shape {array.shape}; expected 2-D (rows, features) "
                 "or more (rows, *row shape)"
             )
-        if array.dtype.kind not in "biuf":
-            raise DataError(
-                f"{path}: has dtype {array.dtype}; features must be real numbers "
-                "(bool, int or float)"
-            )
+        check_real(path, array)
         if array.shape[0] == 0:
             raise DataError(f"{path}: no rows (shape {array.shape})")
         self.row_shape = tuple(int(d) for d in array.shape[1:])
