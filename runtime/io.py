@@ -374,7 +374,7 @@ class _Source:
     pyarrow would take to the end of the file) and empty lines are counted."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.quotes, self.empty_lines, self._tail = path, 0, 0, b""
+        self.path, self.size, self.quotes, self.empty_lines, self._tail = path, 0, 0, 0, b""
         self.blank, self.eof, self.closed = True, False, False
         with open(path, "rb") as handle:
             packed = handle.read(2) == _GZIP_MAGIC
@@ -387,7 +387,7 @@ class _Source:
             raise DataError(f"{self.path}: cannot read: {one_line(exc)}") from None
         self.eof = self.eof or not data
         self.blank = self.blank and not data.strip()
-        self.quotes += data.count(b'"')
+        self.size, self.quotes = self.size + len(data), self.quotes + data.count(b'"')
         seen = self._tail + data
         if b"\n\n" in seen or b"\n\r" in seen or b"\r\r" in seen:  # rare: count exactly
             self.empty_lines += len(_EMPTY_LINE.findall(seen))
@@ -422,9 +422,10 @@ def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, lis
         source.close()
         if source.blank:
             raise DataError(f"{path}: empty file (no header row)") from None
-        if source.eof and "Empty CSV file" in str(exc):  # no newline after the header
+        # no end of line in the first block: a header without one, or longer than the block
+        if "Empty CSV file" in str(exc) and source.eof and source.size <= block:
             raise DataError(f"{path}: header only, no data rows") from None
-        raise _csv_error(path, exc, source, 2) from None
+        raise _csv_error(path, exc, source, 1 if "Empty CSV file" in str(exc) else 2) from None
     return reader, source, malformed
 
 
