@@ -375,7 +375,7 @@ class _Source:
 
     def __init__(self, path: Path) -> None:
         self.path, self.size, self.quotes, self.empty_lines, self._tail = path, 0, 0, 0, b""
-        self.blank, self.eof, self.closed = True, False, False
+        self.blank, self.eof, self.closed, self.line_end = True, False, False, False
         with open(path, "rb") as handle:
             packed = handle.read(2) == _GZIP_MAGIC
         self.raw: Any = gzip.open(path, "rb") if packed else open(path, "rb")  # noqa: SIM115
@@ -388,6 +388,7 @@ class _Source:
         self.eof = self.eof or not data
         self.blank = self.blank and not data.strip()
         self.size, self.quotes = self.size + len(data), self.quotes + data.count(b'"')
+        self.line_end = self.line_end or b"\n" in data or b"\r" in data
         seen = self._tail + data
         if b"\n\n" in seen or b"\n\r" in seen or b"\r\r" in seen:  # rare: count exactly
             self.empty_lines += len(_EMPTY_LINE.findall(seen))
@@ -422,8 +423,9 @@ def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, lis
         source.close()
         if source.blank:
             raise DataError(f"{path}: empty file (no header row)") from None
-        # no end of line in the first block: a header without one, or longer than the block
-        if "Empty CSV file" in str(exc) and source.eof and source.size <= block:
+        # no record ends in the first block: the file is one header line, or has a longer one
+        one_line_only = source.size <= block or not source.line_end
+        if "Empty CSV file" in str(exc) and source.eof and one_line_only:
             raise DataError(f"{path}: header only, no data rows") from None
         raise _csv_error(path, exc, source, 1 if "Empty CSV file" in str(exc) else 2) from None
     return reader, source, malformed
