@@ -1,9 +1,7 @@
-"""Datasets for training: the bundled sklearn sets and IDX / CSV / NPY / NPZ / Parquet
-files, read through the runtime's reader layer (:mod:`onnxedge.runtime.io`).
-
-Labels become ``0..C-1`` in sorted order (``{3, 7}`` -> ``{0, 1}``, class names
-``["3", "7"]``). Bad data raises DataError naming the file and the place: a CSV line
-(1-based, the header is line 1), else a 0-based row.
+"""Datasets for training: the bundled sklearn sets and IDX / CSV / NPY / NPZ / Parquet files,
+read through :mod:`onnxedge.runtime.io`. Labels become ``0..C-1`` in sorted order (``{3, 7}``
+-> ``{0, 1}``, class names ``["3", "7"]``); bad data raises DataError naming the file and the
+place: a CSV line (1-based, the header is line 1), else a 0-based row.
 """
 
 from __future__ import annotations
@@ -14,13 +12,12 @@ import gzip
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from onnxedge.runtime.errors import DataError
-from onnxedge.runtime.io import IDX_DTYPES, load_numpy, open_input, read_idx
+from onnxedge.runtime.io import IDX_DTYPES, check_real, load_numpy, open_input, read_idx
 
 #: Datasets that ship with scikit-learn and need no download.
 BUNDLED = ("digits", "breast-cancer")
@@ -39,7 +36,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 Locate = Callable[[int, int], str]  # (row, column) -> where that cell is, for a message
 
 
-@dataclass
+@dataclasses.dataclass
 class Dataset:
     """A classification dataset: ``(n, f)`` float32 C-contiguous ``features`` and ``(n,)``
     int64 ``labels`` (coerced on construction), label ``k`` meaning ``class_names[k]``, one
@@ -146,10 +143,9 @@ def load_dataset(
     """Load a bundled dataset or a data file into a :class:`Dataset`.
 
     Args:
-        source: ``"digits"`` or ``"breast-cancer"`` (scikit-learn's; a bundled name wins over
-            a file of that name), or a file ending in one of :data:`SUPPORTED_SUFFIXES`: CSV
-            (header row), Parquet, NPY (2-D, the label in one column), NPZ (``X`` and ``y``),
-            IDX images (with ``labels_path``).
+        source: a :data:`BUNDLED` name (it wins over a file of that name), or a file ending in
+            one of :data:`SUPPORTED_SUFFIXES`: CSV (header row), Parquet, NPY (2-D, the label
+            in one column), NPZ (``X`` and ``y``), IDX images (with ``labels_path``).
         label_column: CSV / Parquet: the label column's name or 0-based position (default:
             the first of :data:`DEFAULT_LABEL_COLUMNS`); NPY: its index (default: the last).
         labels_path: the IDX labels file, for IDX images only.
@@ -288,10 +284,8 @@ def _encode_labels(
 
 def _index_from(label_column: str | int) -> int | None:
     """An int, or a string of digits (``"3"``, ``"-1"``), as a column index; else None."""
-    if isinstance(label_column, bool):
-        return None
     try:
-        return int(label_column if isinstance(label_column, int) else label_column.strip())
+        return None if isinstance(label_column, bool) else int(label_column)
     except ValueError:
         return None
 
@@ -380,13 +374,8 @@ def _load_table(path: Path, label_column: str | int | None) -> Dataset:
 def _is_number(kind: Any, *, decimal: bool = True) -> bool:
     import pyarrow as pa
 
-    t = pa.types
-    return (
-        t.is_integer(kind)
-        or t.is_floating(kind)
-        or t.is_boolean(kind)
-        or (decimal and t.is_decimal(kind))
-    )
+    number = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+    return any(is_(kind) for is_ in number) or (decimal and pa.types.is_decimal(kind))
 
 
 def _first_null(values: Any) -> int:
@@ -409,14 +398,6 @@ def _parse_cells(path: Path, cells: list[str], locate: Callable[[int], str]) -> 
 # --- NPY / NPZ (through the runtime's numpy.load) ----------------------------------------
 
 
-def _numeric(path: Path, what: str, x: np.ndarray) -> None:
-    if x.dtype.kind not in "biuf":
-        raise DataError(
-            f"{path}: {what} has dtype {x.dtype}; features must be real numbers "
-            "(bool, int or float)"
-        )
-
-
 def _from_arrays(
     path: Path, x: np.ndarray, y: Any, label: str, row: str, locate: Locate
 ) -> Dataset:
@@ -430,14 +411,12 @@ def _from_arrays(
 
 def _load_npy(path: Path, label_column: str | int | None) -> Dataset:
     array = load_numpy(path)
-    if not isinstance(array, np.ndarray):
-        raise DataError(f"{path}: not a single NumPy array")
     if array.ndim != 2:
         raise DataError(
             f"{path}: expected a 2-D array (rows, columns) with the label in one column, "
             f"got shape {array.shape}"
         )
-    _numeric(path, "the array", array)
+    check_real(path, array, "the array ")
     rows, cols = array.shape
     if rows == 0:
         raise DataError(f"{path}: no rows (shape {array.shape})")
@@ -465,10 +444,7 @@ def _load_npy(path: Path, label_column: str | int | None) -> Dataset:
 
 
 def _load_npz(path: Path) -> Dataset:
-    archive = load_numpy(path)
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: not an .npz archive")
-    with archive:
+    with load_numpy(path, npz=True) as archive:
         keys = sorted(archive.files)
         missing = [k for k in ("X", "y") if k not in keys]
         if missing:
@@ -486,7 +462,7 @@ def _load_npz(path: Path) -> Dataset:
         raise DataError(
             f"{path}: 'y' must have shape ({x.shape[0]},) to match 'X' {x.shape}, got {y.shape}"
         )
-    _numeric(path, "'X'", x)
+    check_real(path, x, "'X' ")
     if 0 in x.shape:
         empty = "no rows" if x.shape[0] == 0 else "no feature columns"
         raise DataError(f"{path}: {empty} ('X' has shape {x.shape})")
@@ -561,11 +537,9 @@ def load_idx(images_path: str | os.PathLike[str], labels_path: str | os.PathLike
 
 
 def train_val_split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Split ``ds`` into (train, val), stratified by class, in the original row order.
-
-    Each class of ``n_c >= 2`` rows puts ``round(n_c * val_fraction)`` of them (clamped to
-    ``1..n_c - 1``) in validation; a single-row class stays in training. The rows are drawn
-    with ``numpy.random.default_rng(seed)``: the same seed, the same split.
+    """Split ``ds`` into (train, val), stratified by class, in the original row order: each
+    class of ``n_c >= 2`` rows puts ``round(n_c * val_fraction)`` of them (clamped to
+    ``1..n_c - 1``) in validation, drawn with ``numpy.random.default_rng(seed)``.
 
     Raises:
         DataError: ``val_fraction`` is not in (0, 1), or no class has 2 rows to split.

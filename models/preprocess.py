@@ -68,9 +68,8 @@ Preprocess = Standardize | Rescale
 
 
 def preprocess_from_dict(data: dict[str, Any] | None) -> Preprocess | None:
-    """Rebuild a step from :meth:`to_dict` output (None stays None).
-
-    Also reads the older ``{"mean": [...], "std": [...]}`` normalization form.
+    """Rebuild a step from :meth:`to_dict` output or the older ``{"mean": [...], "std": [...]}``
+    normalization form (None stays None).
 
     Raises:
         CheckpointError: an unknown kind, or values that do not make a valid step.

@@ -1,16 +1,13 @@
 """Streaming readers and atomic table writers: the one file layer of score, verify and train.
 
-Readers yield :class:`InputBatch` chunks of at most ``batch_rows`` rows: NPY through
-``numpy.load(mmap_mode="r")``, IDX through :func:`read_idx`, CSV through ``pyarrow.csv``,
-Parquet through ``pyarrow.parquet``, JSONL line by line with ``json`` (``pyarrow.json`` stops
-at the first bad line, and a bad line must be set aside). Readers split rows into fields;
-score judges the values. Text formats locate a row by its 1-based line (a CSV's header is
-line 1), binary ones by its 0-based row. :class:`AtomicOutput` writes through pyarrow.
+Readers yield :class:`InputBatch` chunks: NPY through ``numpy.load(mmap_mode="r")``, IDX
+through :func:`read_idx`, CSV and Parquet through pyarrow, JSONL line by line with ``json``
+(``pyarrow.json`` cannot set a bad line aside). Text formats locate a row by its 1-based
+line (a CSV's header is line 1), binary ones by its 0-based row.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import gzip
 import itertools
@@ -37,9 +34,8 @@ from onnxedge.runtime.errors import (
 INPUT_FORMATS: tuple[str, ...] = ("npy", "csv", "parquet", "jsonl", "idx")
 OUTPUT_FORMATS: tuple[str, ...] = ("csv", "parquet", "jsonl")
 
-#: CSV bytes pyarrow parses at once; grown (up to 1 GiB) for a longer record.
+#: CSV bytes pyarrow parses at once: the longest record a CSV may hold.
 DEFAULT_BLOCK_BYTES = 8 << 20
-_MAX_BLOCK_BYTES = 1 << 30
 
 # Longest first, so ".csv.gz" wins over ".gz"; messages list them in this order.
 _SUFFIXES = (
@@ -194,25 +190,19 @@ def describe_location(location: str, *, row: int | None, line: int | None, heade
 
 
 class InputReader:
-    """A file (or folder) of rows, opened and checked, ready to stream: its ``path`` and
-    ``format``, ``columns`` (None for NPY / IDX) and the ``numeric_columns`` among them, the
-    ``num_columns`` values of a (flattened) row, an NPY / IDX ``row_shape``, and the
-    ``total_rows`` where known without reading the input."""
+    """A file (or folder) of rows, opened and checked, ready to stream: its ``path``, the
+    ``name`` messages give it, ``format``, ``columns`` (None for NPY / IDX) and the
+    ``numeric_columns`` among them, the ``num_columns`` values of a (flattened) row, an NPY /
+    IDX ``row_shape``, and the ``total_rows`` where known without reading the input."""
 
-    format: str = ""
+    columns: list[str] | None = None
+    numeric_columns: Sequence[str] = ()
+    num_columns = 0
+    row_shape: tuple[int, ...] | None = None
+    total_rows: int | None = None
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.columns: list[str] | None = None
-        self.numeric_columns: list[str] = []
-        self.num_columns = 0
-        self.row_shape: tuple[int, ...] | None = None
-        self.total_rows: int | None = None
-
-    @property
-    def name(self) -> str:
-        """The input as messages name it."""
-        return str(self.path)
+    def __init__(self, path: Path, fmt: str) -> None:
+        self.path, self.name, self.format = path, str(path), fmt
 
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
@@ -249,10 +239,7 @@ def open_input(
     if p.is_dir() and kind != "parquet":
         raise DataError(f"input {p} is a folder; only Parquet input may be a folder of files")
     if kind in ("npy", "idx"):
-        array = load_numpy(p) if kind == "npy" else read_idx(p)
-        if not isinstance(array, np.ndarray):
-            raise DataError(f"{p}: not a single NumPy array")
-        return MatrixReader(p, array, kind)
+        return MatrixReader(p, load_numpy(p) if kind == "npy" else read_idx(p), kind)
     if kind == "jsonl":
         return JsonlReader(p)
     _require_pyarrow(f"reading {p}")
@@ -262,10 +249,10 @@ def open_input(
 # --- NPY and IDX -------------------------------------------------------------------------
 
 
-def load_numpy(path: Path) -> Any:
-    """``numpy.load(path, mmap_mode="r", allow_pickle=False)``: an array map (NPY) or an
-    ``NpzFile`` (NPZ); object arrays are refused (loading one would run code). Raises
-    DataError for an empty or unreadable file, or one that is not NumPy's."""
+def load_numpy(path: Path, *, npz: bool = False) -> Any:
+    """``numpy.load(path, mmap_mode="r", allow_pickle=False)``: an array map (NPY), or with
+    ``npz`` an ``NpzFile``; object arrays are refused (loading one would run code). Raises
+    DataError for an empty or unreadable file, or one that does not hold what was asked."""
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (no NPY header)")
     with open(path, "rb") as handle:
@@ -273,33 +260,42 @@ def load_numpy(path: Path) -> Any:
     if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
         raise DataError(f"{path}: not an NPY file (it does not start with the NPY magic bytes)")
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        loaded = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable NPY file: {one_line(exc)}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile if npz else np.ndarray):
+        raise DataError(
+            f"{path}: " + ("not an .npz archive" if npz else "not a single NumPy array")
+        )
+    return loaded
+
+
+def check_real(path: Path, array: np.ndarray, what: str = "") -> None:
+    """DataError unless ``array`` (``what``, for the message) holds bools, ints or floats."""
+    if array.dtype.kind not in "biuf":
+        raise DataError(
+            f"{path}: {what}has dtype {array.dtype}; features must be real numbers "
+            "(bool, int or float)"
+        )
 
 
 class MatrixReader(InputReader):
     """Rows of a numeric array (an NPY map or IDX images), flattened to ``(n, f)``."""
 
     def __init__(self, path: Path, array: np.ndarray, fmt: str) -> None:
-        super().__init__(path)
-        self.format = fmt
+        super().__init__(path, fmt)
         if array.ndim < 2:
             raise InputShapeError(
                 f"{path}: holds an array of shape {array.shape}; expected 2-D (rows, features) "
                 "or more (rows, *row shape)"
             )
-        if array.dtype.kind not in "biuf":
-            raise DataError(
-                f"{path}: has dtype {array.dtype}; features must be real numbers "
-                "(bool, int or float)"
-            )
+        check_real(path, array)
         if array.shape[0] == 0:
             raise DataError(f"{path}: no rows (shape {array.shape})")
         self.row_shape = tuple(int(d) for d in array.shape[1:])
         self.num_columns = math.prod(self.row_shape)
         self.total_rows = int(array.shape[0])
-        self._array: np.ndarray | None = array
+        self._array = array
         # A map per chunk, dropped with it, keeps the resident set at one chunk (peak RSS
         # flat in the file size, make bench-score); Fortran order strides over the file.
         mapped = isinstance(array, np.memmap) and array.flags.c_contiguous
@@ -308,7 +304,6 @@ class MatrixReader(InputReader):
     def batches(
         self, *, features: Sequence[str] = (), carry: Sequence[str] = (), batch_rows: int
     ) -> Iterator[InputBatch]:
-        assert self._array is not None
         n, dtype = self.total_rows or 0, self._array.dtype
         for start in range(0, n, batch_rows):
             stop = min(n, start + batch_rows)
@@ -322,9 +317,6 @@ class MatrixReader(InputReader):
                 matrix=chunk.reshape(stop - start, self.num_columns),
                 rows=np.arange(start, stop, dtype=np.int64),
             )
-
-    def close(self) -> None:
-        self._array = None
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -382,8 +374,8 @@ class _Source:
     pyarrow would take to the end of the file) and empty lines are counted."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.quotes, self.empty_lines, self._tail = path, 0, 0, b""
-        self.blank, self.eof, self.closed = True, False, False
+        self.path, self.size, self.quotes, self.empty_lines, self._tail = path, 0, 0, 0, b""
+        self.blank, self.eof, self.closed, self.line_end = True, False, False, False
         with open(path, "rb") as handle:
             packed = handle.read(2) == _GZIP_MAGIC
         self.raw: Any = gzip.open(path, "rb") if packed else open(path, "rb")  # noqa: SIM115
@@ -395,7 +387,8 @@ class _Source:
             raise DataError(f"{self.path}: cannot read: {one_line(exc)}") from None
         self.eof = self.eof or not data
         self.blank = self.blank and not data.strip()
-        self.quotes += data.count(b'"')
+        self.size, self.quotes = self.size + len(data), self.quotes + data.count(b'"')
+        self.line_end = self.line_end or b"\n" in data or b"\r" in data
         seen = self._tail + data
         if b"\n\n" in seen or b"\n\r" in seen or b"\r\r" in seen:  # rare: count exactly
             self.empty_lines += len(_EMPTY_LINE.findall(seen))
@@ -407,38 +400,35 @@ class _Source:
         self.raw.close()
 
 
-def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, list[Any], int]:
-    """``pyarrow.csv.open_csv`` over a :class:`_Source`, the block grown until it holds the
-    header: the reader, the source, the list malformed rows go to, and the block size.
-    Blank lines stay records, so a record's number is its line but for the newlines inside
-    quoted values before it."""
+def _open_csv(path: Path, block: int, **convert: Any) -> tuple[Any, _Source, list[Any]]:
+    """``pyarrow.csv.open_csv`` over a :class:`_Source`: the reader, the source, and the list
+    malformed rows go to. Blank lines stay records, so a record's number is its line but for
+    the newlines inside quoted values before it."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    while True:
-        source, malformed = _Source(path), list[Any]()
-        try:
-            reader = pacsv.open_csv(
-                pa.PythonFile(source, mode="r"),
-                read_options=pacsv.ReadOptions(use_threads=False, block_size=block),
-                parse_options=pacsv.ParseOptions(
-                    newlines_in_values=True,
-                    ignore_empty_lines=False,
-                    invalid_row_handler=lambda row, bad=malformed: bad.append(row) or "skip",
-                ),
-                convert_options=pacsv.ConvertOptions(**convert),
-            )
-            return reader, source, malformed, block
-        except pa.ArrowInvalid as exc:
-            source.close()
-            if source.blank:
-                raise DataError(f"{path}: empty file (no header row)") from None
-            if source.eof and "Empty CSV file" in str(exc):  # no newline after the header
-                raise DataError(f"{path}: header only, no data rows") from None
-            grow = "straddl" in str(exc) or "Empty CSV file" in str(exc)
-            if not grow or source.eof or block >= _MAX_BLOCK_BYTES:
-                raise _csv_error(path, exc, source, 2) from None
-            block = min(4 * block, _MAX_BLOCK_BYTES)
+    source, malformed = _Source(path), list[Any]()
+    try:
+        reader = pacsv.open_csv(
+            pa.PythonFile(source, mode="r"),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=block),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True,
+                ignore_empty_lines=False,
+                invalid_row_handler=lambda row, bad=malformed: bad.append(row) or "skip",
+            ),
+            convert_options=pacsv.ConvertOptions(**convert),
+        )
+    except pa.ArrowInvalid as exc:
+        source.close()
+        if source.blank:
+            raise DataError(f"{path}: empty file (no header row)") from None
+        # no record ends in the first block: the file is one header line, or has a longer one
+        one_line_only = source.size <= block or not source.line_end
+        if "Empty CSV file" in str(exc) and source.eof and one_line_only:
+            raise DataError(f"{path}: header only, no data rows") from None
+        raise _csv_error(path, exc, source, 1 if "Empty CSV file" in str(exc) else 2) from None
+    return reader, source, malformed
 
 
 def _blank_rows(table: Any) -> np.ndarray:
@@ -473,13 +463,12 @@ def _unique(path: Path, names: list[str], where: str = "") -> None:
 class CsvReader(InputReader):
     """A comma-separated UTF-8 file with a header row (``.csv`` or gzip-compressed)."""
 
-    format = "csv"
-
     def __init__(self, path: Path, *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> None:
         import pyarrow as pa
 
-        super().__init__(path)
-        reader, source, malformed, self._block = _open_csv(path, int(block_bytes))
+        super().__init__(path, "csv")
+        self._block = int(block_bytes)
+        reader, source, malformed = _open_csv(path, self._block)
         with contextlib.closing(source):
             try:
                 first = next(iter(reader), None)
@@ -507,7 +496,7 @@ class CsvReader(InputReader):
         wanted = list(dict.fromkeys([*features, *carry]))
         # Every column as text: score parses the numbers, and a newline inside any value
         # moves the lines of the rows after it.
-        reader, source, malformed, _ = _open_csv(
+        reader, source, malformed = _open_csv(
             self.path,
             self._block,
             column_types={name: pa.string() for name in self._raw_names},
@@ -572,7 +561,7 @@ class CsvReader(InputReader):
                 if table is None:
                     break
         if source.quotes % 2:
-            raise _unclosed(self.path, last)
+            raise DataError(_UNCLOSED.format(self.path, last))
 
     def _chunks(
         self, part: Any, rows: np.ndarray, lines: np.ndarray, bad: list[RejectedRow], size: int
@@ -598,42 +587,27 @@ class CsvReader(InputReader):
                 )
 
 
-def _unclosed(path: Path, line: int) -> DataError:
-    return DataError(
-        f"{path}: line {line}: a quoted field is never closed (no end of row before the end "
-        "of the file)"
-    )
+_UNCLOSED = "{}: line {}: a quoted field is never closed (no end of row before the end of the file)"
+_NOT_UTF8 = "{}: line {}: not UTF-8 text (byte {!r}); save the file as UTF-8"
 
 
 def _csv_error(path: Path, exc: BaseException, source: _Source, line: int) -> DataError:
-    """A pyarrow CSV error as a DataError; ``line`` starts the block that failed."""
+    """A pyarrow CSV error as a DataError; ``line`` starts the block that failed (a UTF-8
+    error is located by a second read, line by line)."""
     text = one_line(exc)
     if "UTF8" in text or "UTF-8" in text:
-        return _utf8_error(path)
-    if "straddl" in text and source.quotes % 2:
-        return _unclosed(path, line)
-    if "straddl" in text:
+        with contextlib.closing(_Source(path)) as again:
+            for number, raw in enumerate(again.raw, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    return DataError(_NOT_UTF8.format(path, number, raw[bad.start : bad.start + 1]))
+        return DataError(f"{path}: not UTF-8 text; save the file as UTF-8")
+    if ("straddl" in text or "Empty CSV" in text) and source.quotes % 2:
+        return DataError(_UNCLOSED.format(path, line))
+    if "straddl" in text or "Empty CSV" in text:
         return DataError(f"{path}: line {line} or after: a row longer than the read block")
     return DataError(f"{path}: cannot read: {text}")
-
-
-def _utf8_error(path: Path) -> DataError:
-    """Where the first byte that is not UTF-8 is, as a DataError."""
-    decoder, line = codecs.getincrementaldecoder("utf-8")(), 1
-    with contextlib.closing(_Source(path)) as source:
-        while block := source.read(1 << 20):
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as exc:
-                start = max(0, exc.start - len(decoder.getstate()[0]))
-                line += block.count(b"\n", 0, start)
-                return _not_utf8(path, line, block[start : start + 1])
-            line += block.count(b"\n")
-    return DataError(f"{path}: not UTF-8 text; save the file as UTF-8")
-
-
-def _not_utf8(path: Path, line: int, byte: bytes) -> DataError:
-    return DataError(f"{path}: line {line}: not UTF-8 text (byte {byte!r}); save the file as UTF-8")
 
 
 # --- JSONL -------------------------------------------------------------------------------
@@ -647,7 +621,9 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, str, Any, str | None]]:
                 try:
                     text = raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as exc:
-                    raise _not_utf8(path, line, raw[exc.start : exc.start + 1]) from None
+                    raise DataError(
+                        _NOT_UTF8.format(path, line, raw[exc.start : exc.start + 1])
+                    ) from None
                 if not text.strip():
                     continue
                 try:
@@ -664,17 +640,16 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, str, Any, str | None]]:
 class JsonlReader(InputReader):
     """One JSON object per line; the first record's keys name the columns."""
 
-    format = "jsonl"
-
     def __init__(self, path: Path) -> None:
-        super().__init__(path)
+        super().__init__(path, "jsonl")
         line, _, first, reason = next(_jsonl_records(path), (0, "", {}, None))
         if not line:
             raise DataError(f"{path}: empty file (no JSON records)")
         if reason is not None:
-            invalid = reason.startswith("invalid")
             hint = (
-                "the first record names the columns" if invalid else "each line must be one object"
+                "the first record names the columns"
+                if first is None
+                else "each line must be one object"
             )
             raise DataError(f"{path}: line {line}: {reason}; {hint}")
         self.columns, self.num_columns = list(first), len(first)
@@ -712,9 +687,8 @@ class JsonlReader(InputReader):
 
 
 def _json_text(value: Any) -> str | None:
-    return (
-        value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    )
+    text = value is None or isinstance(value, str)
+    return value if text else json.dumps(value, ensure_ascii=False)
 
 
 # --- Parquet -----------------------------------------------------------------------------
@@ -723,13 +697,11 @@ def _json_text(value: Any) -> str | None:
 class ParquetReader(InputReader):
     """A Parquet file, or a folder of them (read in name order), in record batches."""
 
-    format = "parquet"
-
     def __init__(self, path: Path) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        super().__init__(path)
+        super().__init__(path, "parquet")
         # Like Spark, Ray Data and pyarrow datasets: names starting "." or "_" are not data.
         self.files = [path]
         if path.is_dir():
@@ -743,9 +715,7 @@ class ParquetReader(InputReader):
             if not self.files:
                 raise DataError(f"{path}: folder holds no .parquet files")
         self.total_rows = 0
-        for file in self.files:
-            if file.stat().st_size == 0:
-                raise DataError(f"{file}: empty file (not Parquet)")
+        for file in self.files:  # pyarrow names an empty file "Parquet file size is 0 bytes"
             try:
                 meta = pq.read_metadata(file)
             except (pa.ArrowException, OSError) as exc:
@@ -866,11 +836,11 @@ def _json_lines(table: Any) -> bytes:
 
 
 class AtomicOutput:
-    """An output table at ``path`` in ``fmt`` (``csv``, ``parquet``, ``jsonl``; CSV and JSONL
-    gzipped when the name ends in ``.gz``), written through pyarrow to a temp file
-    (:class:`onnxedge.runtime.atomic.Staged`) that :meth:`commit` flushes and renames;
-    leaving a ``with`` block without a commit removes it. ``types``: column -> pyarrow type
-    alias (``int64``) for object columns an empty or all-null first chunk cannot type.
+    """An output table at ``path`` in ``fmt`` (CSV and JSONL gzipped when the name ends in
+    ``.gz``), written through pyarrow to the ``temp_path`` of a
+    :class:`~onnxedge.runtime.atomic.Staged` that :meth:`commit` moves into place; leaving a
+    ``with`` block without a commit removes it. ``types``: column -> pyarrow type alias for
+    object columns an empty or all-null first chunk cannot type.
 
     Raises:
         DataError: unknown format, or the folder cannot be written.
@@ -886,37 +856,26 @@ class AtomicOutput:
         types: Mapping[str, str] | None = None,
         overwrite: bool = True,
     ) -> None:
-        self.path = Path(path)
-        if fmt not in OUTPUT_FORMATS:
-            raise DataError(f"unknown output format {fmt!r}; known: {', '.join(OUTPUT_FORMATS)}")
+        self.path, self.format = Path(path), output_format_of(path, fmt)
         _require_pyarrow(f"writing {self.path}")
-        self.format, self.types = fmt, dict(types or {})
-        self.compress = fmt != "parquet" and self.path.name.lower().endswith(".gz")
+        self.types = dict(types or {})
         self._writer: Any = None  # pyarrow's Parquet or CSV writer (JSONL goes to the sink)
         self._sink: Any = None
-        self._schema: Any = None
-        self._first: Any = None  # an empty first table, kept for its schema until rows come
+        self._schema: Any = None  # the file's, from the first table with rows
+        self._first: Any = None  # an empty first table: the schema if no rows ever come
         self._staged = Staged(self.path, overwrite=overwrite, error=DataError)
         self.temp_path = self._staged.path
 
     def write(self, columns: Mapping[str, Any]) -> None:
         """Append rows (name -> ``(n,)`` array, the same names every call); DataError if the
         file system refuses or a column changes type."""
-        try:
-            self._write(columns)
-        except OSError as exc:
-            raise self._write_error(exc) from None
-
-    def _write(self, columns: Mapping[str, Any]) -> None:
         import pyarrow as pa
 
         table = _arrow_table(columns, self.types)
-        if self._schema is None:
-            if table.num_rows == 0 and self._first is None:
-                self._first = table
-                return
-            self._open(table.schema)
-        elif not table.schema.equals(self._schema):
+        if self._schema is None and not table.num_rows:
+            self._first = table if self._first is None else self._first
+            return
+        if self._schema is not None and not table.schema.equals(self._schema):
             try:
                 table = table.cast(self._schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
@@ -924,8 +883,13 @@ class AtomicOutput:
                     f"output columns change type between chunks ({self._schema} then "
                     f"{table.schema}): {exc}"
                 ) from None
-        if table.num_rows:
-            self._put(table)
+        try:
+            if self._schema is None:
+                self._open(table.schema)
+            if table.num_rows:
+                self._put(table)
+        except OSError as exc:
+            raise self._write_error(exc) from None
 
     def _open(self, schema: Any) -> None:
         import pyarrow as pa
@@ -945,8 +909,8 @@ class AtomicOutput:
                 compression={f.name: "none" if f.name in floats else "snappy" for f in schema},
             )
             return
-        compression = "gzip" if self.compress else None
-        self._sink = pa.output_stream(str(self.temp_path), compression=compression)
+        gzipped = self.path.name.lower().endswith(".gz")
+        self._sink = pa.output_stream(str(self.temp_path), compression="gzip" if gzipped else None)
         if self.format == "csv":
             options = pacsv.WriteOptions(quoting_style="needed")
             self._writer = pacsv.CSVWriter(self._sink, schema, write_options=options)

@@ -312,6 +312,16 @@ def test_csv_unterminated_quote_stops_instead_of_buffering(tmp_path: Path) -> No
         list(reader.batches(features=["f0"], carry=[], batch_rows=10))
 
 
+@pytest.mark.parametrize("rows", [1, 200])
+def test_csv_header_longer_than_the_block_is_refused(tmp_path: Path, rows: int) -> None:
+    # The block is the longest record a CSV may hold, the header included (small file or not).
+    path = tmp_path / "h.csv"
+    path.write_text(",".join(f"col{i}" for i in range(40)) + "\n" + ("1," * 39 + "1\n") * rows)
+    with pytest.raises(DataError) as info:
+        open_input(path, block_bytes=64)
+    assert str(info.value) == f"{path}: line 1 or after: a row longer than the read block"
+
+
 @pytest.mark.parametrize("block_bytes", [64, 1024, 1 << 20])
 @pytest.mark.parametrize("keep", [0.03, 0.5, 0.97])
 def test_corrupt_gzip_is_a_data_error(tmp_path: Path, block_bytes: int, keep: float) -> None:

@@ -662,7 +662,7 @@ def test_os_errors_from_writers_become_data_errors(
         def full(columns: Any) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(out, "_write", full)
+        monkeypatch.setattr(out, "_put", full)
         with pytest.raises(DataError, match=rf"^cannot write {target}: No space left on device$"):
             out.write({"a": np.arange(3)})
     assert list(tmp_path.iterdir()) == []
