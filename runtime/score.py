@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,9 @@ class BadRowError(InputValueError):
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled by its fields (Ray ships it)
+        return (type(self), astuple(self))
 
 
 # --- the plan ----------------------------------------------------------------------------
