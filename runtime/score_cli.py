@@ -6,6 +6,7 @@ It parses options, calls the library once and prints the summary; the group in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -146,4 +147,4 @@ def score(
             f"{message} (--on-bad-row skip scores the other rows and writes bad ones aside)"
         ) from None
     if as_json or not quiet:
-        click.echo(json.dumps(summary.to_dict()) if as_json else summary.line())
+        click.echo(json.dumps(dataclasses.asdict(summary)) if as_json else summary.line())
