@@ -1,18 +1,11 @@
 """Scale-out scoring on Ray Data: ``onnxedge score --engine ray``.
 
-Every Ray batch goes through :func:`onnxedge.runtime.score.score_batch` under the plan the
-local engine builds, in a fixed pool of actors (:class:`RayBatchScorer`), each with its own
-session of ``threads_per_worker`` threads. One logical CPU is left to Ray Data's read and
-write tasks: a pool holding every CPU starves them. Without an address a local runtime is
-started (and stopped); ``auto`` / ``host:port`` joins a cluster; an initialized runtime is
-used as it is; for ``ray://`` (Ray Data does not run through Ray Client) the whole call
-runs as one task on the cluster.
-
-The output is a folder of shards ``part-000000.<ext>`` in input order, staged beside
-``OUTPUT`` and renamed at the end; under ``skip`` rejected rows go to the folder
-``<OUTPUT stem>.rejected.<ext>`` with ``row`` and ``line`` empty (Ray Data does not number
-rows). A worker's bad row is located again by the local reader where the input is local,
-so the message is ``--engine local``'s.
+Every Ray batch goes through :func:`onnxedge.runtime.score.score_batch` under the local
+engine's plan, in a fixed pool of actors (:class:`RayBatchScorer`) that leaves one CPU to
+Ray Data's read and write tasks. The output is a folder of shards ``part-000000.<ext>`` in
+input order, staged and renamed at the end; rejected rows (``skip``) have no ``row`` or
+``line`` (Ray Data does not number rows). Where the input is local, a worker's bad row is
+located again by the local reader, so the message is ``--engine local``'s.
 """
 
 from __future__ import annotations
@@ -90,11 +83,7 @@ class _Job:
 class RayBatchScorer:
     """The callable class ``map_batches`` runs in each worker: one Predictor (``model``
     is its bytes, or a path every worker can read), and every batch through
-    :func:`score_batch`, file by file so messages and rejected rows name their file.
-
-    Raises:
-        OnnxEdgeError: as :func:`score_batch` and the Predictor raise them.
-    """
+    :func:`score_batch`, file by file so messages and rejected rows name their file."""
 
     def __init__(self, model: bytes | str, job: _Job) -> None:
         self.predictor = scoring_predictor(model, provider=job.provider, threads=job.threads)
@@ -225,8 +214,10 @@ def score_ray(
         input: a Parquet, CSV or NPY file, a folder of them, or a URI Ray Data reads.
         output: the folder to create (Parquet shards unless ``output_format`` or the
             name's ending says ``csv`` / ``jsonl``).
-        address: a cluster (``auto``, ``host:port``, ``ray://host:port``: then paths are
-            the cluster's); None starts a local runtime for the call.
+        address: None starts (and stops) a local runtime; ``auto`` / ``host:port`` joins
+            a cluster; ``ray://host:port`` runs the whole call as one task on the cluster
+            (Ray Data does not run through Ray Client; paths are then the cluster's). An
+            initialized runtime is used as it is.
         workers: scoring actors; None: ``(CPUs - 1) // threads_per_worker``.
         threads_per_worker: intra-op threads, and logical CPUs, per actor.
         provider: ``cpu``, ``auto`` or ``cuda`` (each actor then asks for a GPU).
