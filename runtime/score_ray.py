@@ -257,7 +257,7 @@ def score_ray(
             if output_format is not None:
                 raise
             out_format = "parquet"  # a plain folder name
-        out_path = _check_output(output, overwrite, source)
+        paths = [_check_output(output, overwrite, source)]
     # The driver's predictor checks the model, plans and locates bad rows.
     predictor = scoring_predictor(model, provider="cpu", threads=1)
     payload = _model_payload(model, predictor)
@@ -291,15 +291,12 @@ def score_ray(
         return dataclasses.replace(
             summary,
             model=predictor.model_label,
-            address=address,
+            address=str(address),
             startup_seconds=startup,
             seconds=time.perf_counter() - started,
         )
-    rejected_path = None
     if on_bad_row == "skip":
-        rejected_path = _check_output(
-            rio.rejected_path_for(out_path, out_format), overwrite, source
-        )
+        paths.append(_check_output(rio.rejected_path_for(paths[0], out_format), overwrite, source))
     plan = _plan_local(predictor, source, options) if source.first is not None else None
     gpus = 1 if provider.lower() == "cuda" else 0
     with (
@@ -313,11 +310,9 @@ def score_ray(
         with contextlib.ExitStack() as stack:
             staged = [
                 stack.enter_context(Staged(path, overwrite=overwrite, folder=True, error=DataError))
-                for path in (out_path, rejected_path)
-                if path is not None
+                for path in paths
             ]
-            out_tmp, rej_tmp = staged[0], (staged[1] if len(staged) > 1 else None)
-            rejected_dir = str(rej_tmp.path) if rej_tmp is not None else None
+            rejected_dir = str(staged[1].path) if len(staged) > 1 else None
             job = _Job(source, plan, provider.lower(), threads_per_worker, rejected_dir, out_format)
             scored = dataset.map_batches(
                 RayBatchScorer,
@@ -332,7 +327,7 @@ def score_ray(
             try:
                 write = {"parquet": scored.write_parquet, "csv": scored.write_csv}
                 write.get(out_format, scored.write_json)(
-                    str(out_tmp.path),
+                    str(staged[0].path),
                     filename_provider=_part_names(out_format),
                     mode=ray.data.SaveMode.OVERWRITE,  # our own empty folder; no write id
                 )
@@ -342,16 +337,15 @@ def score_ray(
                 raise _driver_error(exc, found, source, plan, predictor) from (
                     None if found is not None else exc
                 )
-            scored_rows, shards = _count_rows(out_tmp.path, out_format, "label")
-            skipped = _count_rows(rej_tmp.path, out_format, "reason")[0] if rej_tmp else 0
-            if rej_tmp is not None:  # the output appears last, once all else is in place
-                rej_tmp.commit()
-            out_tmp.commit()
+            scored_rows, shards = _count_rows(staged[0].path, out_format, "label")
+            skipped = _count_rows(staged[1].path, out_format, "reason")[0] if rejected_dir else 0
+            for folder in reversed(staged):  # the output appears last, once all else is in place
+                folder.commit()
     return RayScoreSummary(
         model=predictor.model_label,
         input=source.name,
-        output=str(out_path),
-        rejected_output=str(rejected_path) if rejected_path is not None else None,
+        output=str(paths[0]),
+        rejected_output=str(paths[1]) if len(paths) > 1 else None,
         input_format=source.format,
         output_format=out_format,
         rows_scored=scored_rows,
@@ -473,7 +467,7 @@ def _resolve_input(input: str | os.PathLike[str], override: str | None) -> _Inpu
     elif uri:  # a URI without a known ending: a folder of Parquet files
         fmt = _name_format(text) or "parquet"
     elif folder:
-        found = sorted({_name_format(f.name) for f in files} & set(RAY_FORMATS))
+        found = sorted(set(RAY_FORMATS).intersection(_name_format(f.name) for f in files))
         if len(found) != 1:
             what = f"mixes formats ({', '.join(found)}); name one with --input-format"
             none = "holds no .parquet, .csv or .npy files"
