@@ -178,7 +178,7 @@ def plan_scoring(
             )
         width = int(num_columns or 0)
         # Rows of the model's shape or flattened; another image shape of that size is not.
-        shape = tuple(getattr(predictor, "input_shape", None) or (expected,))
+        shape = tuple(predictor.input_shape or (expected,))
         given = tuple(row_shape or (width,))
         if len(given) > 1 and len(shape) > 1 and given != shape:
             raise InputShapeError(
