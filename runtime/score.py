@@ -131,9 +131,7 @@ def check_options(on_bad_row: str, batch_size: int, **counts: int | None) -> Non
         policies = ", ".join(BAD_ROW_POLICIES)
         raise DataError(f"on_bad_row must be one of {policies}; got {on_bad_row!r}")
     for name, value in {"batch_size": batch_size, **counts}.items():
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
+        if value is not None and (type(value) is not int or value < 1):  # bool is no count
             raise DataError(f"{name} must be an integer >= 1; got {value!r}")
 
 
