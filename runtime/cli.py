@@ -33,8 +33,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "wrap": ("onnxedge.export.wrap_cli:wrap", "Add the head, label and contract to logits."),
 }
 
-_TORCH_COMMANDS = frozenset({"train", "export", "verify", "optimize", "wrap"})
-
 
 class LazyGroup(click.Group):
     """A click group whose commands are imported only when they are used."""
@@ -49,7 +47,8 @@ class LazyGroup(click.Group):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if cmd_name in _TORCH_COMMANDS and exc.name in {"torch", "onnx", "onnxscript"}:
+            torch_command = module_name.startswith(("onnxedge.models", "onnxedge.export"))
+            if torch_command and exc.name in {"torch", "onnxscript", "onnx"}:
                 raise click.ClickException(
                     f"`onnxedge {cmd_name}` needs the training extras ({exc.name} is not "
                     "installed): pip install 'onnxedge[train]'"
@@ -109,11 +108,7 @@ def echo_json(data: Any, *, indent: int | None = None) -> None:
 @click.version_option(None, "-V", "--version", package_name="onnxedge", prog_name="onnxedge")
 def cli() -> None:
     """onnxedge: PyTorch classifiers to verified ONNX models, scored anywhere."""
-    _log_to_stderr()
-
-
-def _log_to_stderr() -> None:
-    """Show onnxedge's warnings (e.g. what a plain model does not say) as one line each."""
+    # onnxedge's warnings (e.g. what a plain model does not say), one line each.
     logger = logging.getLogger("onnxedge")
     if not logger.handlers:
         handler = logging.StreamHandler()

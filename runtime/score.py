@@ -1,12 +1,10 @@
 """Batch scoring: a file of rows in, a file of predictions out, in constant memory.
 
-:func:`score_batch` checks and scores one :class:`~onnxedge.runtime.io.InputBatch` under
-a :class:`ScorePlan` (:func:`plan_scoring`); the local engine (:func:`score_file`) and the
-Ray engine (``score_ray``) both call it. Output columns: the id and kept columns as read,
-``label`` (int64), ``class_name`` (a dictionary column) and one float32 ``prob_<class>``
-column per class. Rejected rows (``on_bad_row="skip"``) go to
-``<output stem>.rejected.<ending>`` (:data:`REJECTED_COLUMNS`); every input row is either
-scored or rejected.
+:func:`score_batch` checks and scores one :class:`~onnxedge.runtime.io.InputBatch` under a
+:class:`ScorePlan` (:func:`plan_scoring`); the local engine (:func:`score_file`) and the Ray
+engine (``score_ray``) both call it. Output columns: the id and kept columns as read,
+``label``, ``class_name`` and one float32 ``prob_<class>`` per class. Under ``skip``
+rejected rows go to ``<output stem>.rejected.<ending>`` (:data:`REJECTED_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +61,9 @@ class BadRowError(InputValueError):
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled by its fields (Ray ships it)
+        return (type(self), astuple(self))
 
 
 # --- the plan ----------------------------------------------------------------------------
@@ -130,9 +131,7 @@ def check_options(on_bad_row: str, batch_size: int, **counts: int | None) -> Non
         policies = ", ".join(BAD_ROW_POLICIES)
         raise DataError(f"on_bad_row must be one of {policies}; got {on_bad_row!r}")
     for name, value in {"batch_size": batch_size, **counts}.items():
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
+        if value is not None and (type(value) is not int or value < 1):  # bool is no count
             raise DataError(f"{name} must be an integer >= 1; got {value!r}")
 
 
@@ -177,7 +176,7 @@ def plan_scoring(
             )
         width = int(num_columns or 0)
         # Rows of the model's shape or flattened; another image shape of that size is not.
-        shape = tuple(getattr(predictor, "input_shape", None) or (expected,))
+        shape = tuple(predictor.input_shape or (expected,))
         given = tuple(row_shape or (width,))
         if len(given) > 1 and len(shape) > 1 and given != shape:
             raise InputShapeError(
@@ -224,7 +223,13 @@ def plan_scoring(
                 f"{model} expects {expected} features"
             )
         width = len(chosen)
-    class_names = _class_names(predictor, width)
+    if predictor.class_names:
+        class_names = tuple(str(name) for name in predictor.class_names)
+    else:
+        count = predictor.num_classes
+        if count is None:  # neither metadata nor the graph says: one row of zeros tells
+            count = predictor.predict(np.zeros((1, width), np.float32)).probabilities.shape[1]
+        class_names = tuple(str(k) for k in range(int(count)))
     prob_columns = probability_column_names(class_names) if probabilities else ()
     if (twice := _twice([*carry, *RESERVED_COLUMNS, *prob_columns])) is not None:
         raise DataError(
@@ -240,16 +245,6 @@ def plan_scoring(
         on_bad_row,
         batch_size,
     )
-
-
-def _class_names(predictor: Predictor, num_features: int) -> tuple[str, ...]:
-    if predictor.class_names:
-        return tuple(str(name) for name in predictor.class_names)
-    count = predictor.num_classes
-    if count is None:  # neither metadata nor the graph says: one row of zeros tells
-        probe = predictor.predict(np.zeros((1, num_features), dtype=np.float32))
-        count = int(probe.probabilities.shape[1])
-    return tuple(str(k) for k in range(count))
 
 
 # --- one batch ---------------------------------------------------------------------------
@@ -274,11 +269,9 @@ _Problem = tuple[int, str | None, str]
 def score_batch(predictor: Predictor, batch: InputBatch, plan: ScorePlan) -> ScoredBatch:
     """Check, score and shape one batch of rows (from a reader or an engine's adapter).
 
-    Every feature value must be a finite number (text that parses as one is accepted;
-    values beyond float32's range are not), and so must every output. Under ``fail``
-    the first bad row (in input order, malformed rows included) raises; under ``skip``
-    bad rows are returned in :attr:`ScoredBatch.rejected`. ``predictor`` is best built
-    with ``nonfinite="allow"`` (:func:`scoring_predictor`): the rows are checked here.
+    Every feature value (text that parses as a number included) and every output must be
+    finite in float32. Under ``fail`` the first bad row in input order raises; under
+    ``skip`` bad rows are returned in :attr:`ScoredBatch.rejected`.
 
     Raises:
         BadRowError: a bad row under ``fail``.
@@ -319,10 +312,11 @@ def score_batch(predictor: Predictor, batch: InputBatch, plan: ScorePlan) -> Sco
     num_rejected = len(problems) + len(batch.malformed)
     rejected = None
     if num_rejected:
-        records = [record for _, record in _records(batch, plan, problems, raw=True)]
-        rejected = {"source": np.array([batch.source] * len(records), dtype=object)}
-        for name in REJECTED_COLUMNS[1:]:
-            rejected[name] = np.array([getattr(r, name) for r in records], dtype=object)
+        records = [(batch.source, *astuple(r)) for _, r in _records(batch, plan, problems, True)]
+        rejected = {
+            name: np.array(values, dtype=object)
+            for name, values in zip(REJECTED_COLUMNS, zip(*records, strict=True), strict=True)
+        }
     return ScoredBatch(columns, rejected, int(labels.shape[0]), num_rejected)
 
 
@@ -461,14 +455,8 @@ def _first_error(batch: InputBatch, plan: ScorePlan, problems: list[_Problem]) -
         )
     if bad.column is not None:
         where += f", column {bad.column if batch.matrix is not None else repr(bad.column)}"
-    return BadRowError(
-        f"{batch.source}: {where}: {bad.reason}",
-        source=batch.source,
-        row=bad.row,
-        line=bad.line,
-        column=bad.column,
-        reason=bad.reason,
-    )
+    message = f"{batch.source}: {where}: {bad.reason}"
+    return BadRowError(message, batch.source, bad.row, bad.line, bad.column, bad.reason)
 
 
 # --- the local engine --------------------------------------------------------------------
@@ -499,10 +487,6 @@ class ScoreSummary:
     def __post_init__(self) -> None:
         rows = self.rows_scored + self.rows_skipped
         self.rows_per_second = rows / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """The summary as JSON-ready data (the CLI's ``--json``)."""
-        return asdict(self)
 
     def line(self) -> str:
         """One line for a person: rows, skipped rows, time, speed, provider."""
@@ -538,19 +522,17 @@ def score_file(
     """Score every row of ``input`` with ``model`` and write the predictions to ``output``.
 
     At most ``chunk_rows`` rows (default :func:`chunk_rows_for`) are held at a time; a
-    worker thread writes one chunk to a temp file beside ``output`` while the next is
-    scored, and the temp is renamed at the end: after an error nothing is at ``output``.
+    thread writes one chunk to a temp file beside ``output`` while the next is scored;
+    the temp is renamed at the end, so after an error nothing is at ``output``.
 
     Args:
         model: an ``.onnx`` path, its bytes, or a :class:`Predictor` (which then ignores
             ``provider``, ``auto`` / ``cpu`` / ``cuda``, and ``threads``).
-        input: NPY, IDX, CSV (``.csv[.gz]``), Parquet (file or folder) or JSONL.
-        output: a ``.csv[.gz]``, ``.parquet`` or ``.jsonl`` path; ``input_format`` /
-            ``output_format`` override what the names tell.
+        input: NPY, IDX, CSV (``.csv[.gz]``), Parquet (file or folder) or JSONL; output:
+            ``.csv[.gz]``, ``.parquet`` or ``.jsonl`` (``*_format`` override the names).
         features: feature columns (a list or comma-separated text); default: the model's
             feature names, else the numeric columns. ``id_column`` and ``keep_columns``
             are copied as read; ``probabilities``: one ``prob_<class>`` column per class.
-        overwrite: replace an existing output (and rejected-rows file).
         on_bad_row: ``fail`` stops at the first bad row; ``skip`` writes bad rows, with
             the reason, to the rejected-rows file and scores the rest.
         progress: a progress bar on stderr; None: when stderr is a terminal.
@@ -563,6 +545,8 @@ def score_file(
         BadRowError: a bad row under ``on_bad_row="fail"``.
         ModelLoadError, ProviderUnavailableError: from the Predictor.
     """
+    from tqdm import tqdm
+
     started = time.perf_counter()
     check_options(on_bad_row, batch_size, chunk_rows=chunk_rows)
     input_path = Path(input)
@@ -570,11 +554,10 @@ def score_file(
         raise DataError(f"input {input_path} does not exist")
     in_format = rio.input_format_of(input_path, input_format)
     out_format = rio.output_format_of(output, output_format)
-    out_path = rio.check_output_path(output, overwrite=overwrite, inputs=[input_path])
-    rejected_path = None
+    paths = [rio.check_output_path(output, overwrite=overwrite, inputs=[input_path])]
     if on_bad_row == "skip":
-        rejected_path = rio.rejected_path_for(out_path, out_format)
-        rio.check_output_path(rejected_path, overwrite=overwrite, inputs=[input_path])
+        rejected_path = rio.rejected_path_for(paths[0], out_format)
+        paths.append(rio.check_output_path(rejected_path, overwrite=overwrite, inputs=[input_path]))
     with ExitStack() as stack:
         reader = stack.enter_context(rio.open_input(input_path, in_format))
         predictor = scoring_predictor(model, provider=provider, threads=threads)
@@ -592,24 +575,30 @@ def score_file(
             on_bad_row=on_bad_row,
             batch_size=batch_size,
         )
-        outputs = [stack.enter_context(AtomicOutput(out_path, out_format, overwrite=overwrite))]
-        if rejected_path is not None:
-            rejected = AtomicOutput(
-                rejected_path, out_format, types=REJECTED_TYPES, overwrite=overwrite
-            )
-            outputs.append(stack.enter_context(rejected))
-        bar = stack.enter_context(_progress(progress, reader.total_rows))
+        outputs = [
+            stack.enter_context(AtomicOutput(path, out_format, types=types, overwrite=overwrite))
+            for path, types in zip(paths, (None, REJECTED_TYPES), strict=False)
+        ]
+        bar = tqdm(
+            total=reader.total_rows,
+            disable=not (sys.stderr.isatty() if progress is None else progress),
+            unit=" rows",
+            unit_scale=True,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            desc="scoring",
+            leave=False,
+        )
+        stack.enter_context(bar)
         # Entered last: on an error the queued write is dropped before the outputs go.
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="onnxedge-write"))
         stack.callback(pool.shutdown, cancel_futures=True)
         pending: Future[None] | None = None
         scored = skipped = 0
-        chunks = reader.batches(
-            features=plan.features or (),
-            carry=plan.carry,
-            batch_rows=chunk_rows or chunk_rows_for(batch_size),
-        )
-        for batch in chunks:
+        rows = chunk_rows or chunk_rows_for(batch_size)
+        for batch in reader.batches(
+            features=plan.features or (), carry=plan.carry, batch_rows=rows
+        ):
             result = score_batch(predictor, batch, plan)
             if pending is not None:
                 pending.result()  # one chunk behind at most: memory stays bounded
@@ -628,8 +617,8 @@ def score_file(
     return ScoreSummary(
         model=predictor.model_label,
         input=str(input_path),
-        output=str(out_path),
-        rejected_output=str(rejected_path) if rejected_path is not None else None,
+        output=str(paths[0]),
+        rejected_output=str(paths[1]) if len(paths) > 1 else None,
         input_format=in_format,
         output_format=out_format,
         rows_scored=scored,
@@ -648,13 +637,10 @@ def _write(outputs: list[AtomicOutput], result: ScoredBatch) -> None:
         outputs[1].write(result.rejected)
     # Flush to disk here, beside the next chunk's inference: the commit's fsync (0.1 s of
     # 0.87 s for 1M NPY rows, bench-score) then finds almost nothing left to write.
-    try:
-        fd = os.open(outputs[0].temp_path, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:  # ENOSPC / EIO can surface only here, at the flush
+    try:  # ENOSPC / EIO can surface only here, at the flush
+        with open(outputs[0].temp_path, "rb") as file:
+            os.fdatasync(file.fileno())
+    except OSError as exc:
         raise DataError(f"cannot write {outputs[0].path}: {exc.strerror or exc}") from None
 
 
@@ -670,11 +656,9 @@ def scoring_predictor(
     provider: str = "auto",
     threads: int | None = None,
 ) -> Predictor:
-    """The Predictor an engine scores with (``model`` itself when it is one).
-
-    Rows are checked by :func:`score_batch`, so the Predictor skips its own NaN / Inf
-    pass; its workers do not spin between runs, which would hold the cores the writer
-    needs (measured ~1.6x slower on 1M NPY rows, 2 cores).
+    """The Predictor an engine scores with (``model`` itself when it is one): without its
+    own NaN / Inf pass (:func:`score_batch` checks rows), and with workers that do not spin
+    between runs, holding the cores the writer needs (~1.6x slower on 1M NPY rows, 2 cores).
 
     Raises:
         ModelLoadError, ProviderUnavailableError: as the Predictor raises them.
@@ -689,19 +673,4 @@ def scoring_predictor(
         threads=threads,
         nonfinite="allow",
         session_config={"session.intra_op.allow_spinning": "0"},
-    )
-
-
-def _progress(show: bool | None, total: int | None) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        disable=not (sys.stderr.isatty() if show is None else show),
-        unit=" rows",
-        unit_scale=True,
-        dynamic_ncols=True,
-        file=sys.stderr,
-        desc="scoring",
-        leave=False,
     )

@@ -6,6 +6,7 @@ It parses options, calls the library once and prints the summary; the group in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -35,26 +36,23 @@ _EPILOG = (
     "line (CSV, JSONL; line 1 is a CSV's header) or by 0-based row (NPY, Parquet).\n"
     "With --on-bad-row skip they go, with the reason, to OUTPUT's stem + .rejected.<ext>."
 )
+_PATH = click.Path(path_type=Path)
 
 
-@click.command("score", epilog=_EPILOG)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("input", type=click.Path(path_type=Path))
-@click.option(
-    "-o", "--output", required=True, type=click.Path(path_type=Path), help="File to write."
-)
+@click.command("score", epilog=_EPILOG, context_settings={"show_default": True})
+@click.argument("model", type=_PATH)
+@click.argument("input", type=_PATH)
+@click.option("-o", "--output", required=True, type=_PATH, help="File to write.")
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=DEFAULT_BATCH_SIZE,
-    show_default=True,
     help="Rows per onnxruntime run.",
 )
 @click.option(
     "--provider",
     type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False),
     default="auto",
-    show_default=True,
     help="Execution provider; cuda fails if CUDA is not available.",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads.")
@@ -66,7 +64,6 @@ _EPILOG = (
 @click.option(
     "--probabilities/--no-probabilities",
     default=True,
-    show_default=True,
     help="Write one prob_<class> column per class.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
@@ -74,14 +71,12 @@ _EPILOG = (
     "--on-bad-row",
     type=click.Choice(BAD_ROW_POLICIES),
     default="fail",
-    show_default=True,
     help="fail: stop at the first bad row. skip: score the rest, write bad rows aside.",
 )
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
     default="local",
-    show_default=True,
     help="ray: score on Ray Data workers (pip install 'onnxedge[ray]'); OUTPUT is then a "
     "folder of shards.",
 )
@@ -146,4 +141,4 @@ def score(
             f"{message} (--on-bad-row skip scores the other rows and writes bad ones aside)"
         ) from None
     if as_json or not quiet:
-        click.echo(json.dumps(summary.to_dict()) if as_json else summary.line())
+        click.echo(json.dumps(dataclasses.asdict(summary)) if as_json else summary.line())

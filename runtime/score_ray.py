@@ -1,18 +1,11 @@
 """Scale-out scoring on Ray Data: ``onnxedge score --engine ray``.
 
-Every Ray batch goes through :func:`onnxedge.runtime.score.score_batch` under the plan the
-local engine builds, in a fixed pool of actors (:class:`RayBatchScorer`), each with its own
-session of ``threads_per_worker`` threads. One logical CPU is left to Ray Data's read and
-write tasks: a pool holding every CPU starves them. Without an address a local runtime is
-started (and stopped); ``auto`` / ``host:port`` joins a cluster; an initialized runtime is
-used as it is; for ``ray://`` (Ray Data does not run through Ray Client) the whole call
-runs as one task on the cluster.
-
-The output is a folder of shards ``part-000000.<ext>`` in input order (the shards in name
-order are the local engine's rows), staged beside ``OUTPUT`` and renamed at the end; under
-``skip`` rejected rows go to the folder ``<OUTPUT stem>.rejected.<ext>`` with ``row`` and
-``line`` empty (Ray Data does not number rows). A worker's bad row is located again by the
-local reader where the input is local, so the message is ``--engine local``'s.
+Every Ray batch goes through :func:`onnxedge.runtime.score.score_batch` under the local
+engine's plan, in a fixed pool of actors (:class:`RayBatchScorer`) that leaves one CPU to
+Ray Data's read and write tasks. The output is a folder of shards ``part-000000.<ext>`` in
+input order, staged and renamed at the end; rejected rows (``skip``) have no ``row`` or
+``line`` (Ray Data does not number rows). Where the input is local, a worker's bad row is
+located again by the local reader, so the message is ``--engine local``'s.
 """
 
 from __future__ import annotations
@@ -63,38 +56,13 @@ _NPY_COLUMN = "data"  # Ray Data's column for the rows of an NPY file
 _EXTENSIONS = {"parquet": ["parquet", "pq"], "csv": ["csv", "csv.gz"], "npy": ["npy"]}
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise MissingDependencyError(RAY_INSTALL_HINT) from None
-    return ray
-
-
-# --- the worker ----------------------------------------------------------------------------
-
-
-class _ShippedError(Exception):
-    """An :class:`OnnxEdgeError` from a worker, as class, message and attributes: Ray
-    pickles an exception by its ``args``, which keyword-only errors cannot rebuild from."""
-
-    def __init__(self, kind: type[OnnxEdgeError], message: str, attrs: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.kind, self.message, self.attrs = kind, message, attrs
-
-    def rebuild(self) -> OnnxEdgeError:
-        exc = self.kind.__new__(self.kind)
-        Exception.__init__(exc, self.message)
-        exc.__dict__.update(self.attrs)
-        return exc
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_ShippedError, (self.kind, self.message, self.attrs))
-
-
-def _ship(exc: OnnxEdgeError) -> _ShippedError:
-    return _ShippedError(type(exc), str(exc), dict(vars(exc)))
+@dataclass(frozen=True)
+class _Input:
+    name: str  # the input as messages name it
+    format: str
+    ray_path: str  # one path for Ray (several are listed in racing threads in Ray 2.60)
+    names: dict[str, str]  # Ray's path of each file -> the local engine's name for it
+    first: str | None  # what the plan is read from locally (None: a URI)
 
 
 @dataclass(frozen=True)
@@ -109,21 +77,16 @@ class _Job:
     rejected_format: str
 
 
+# --- the worker ----------------------------------------------------------------------------
+
+
 class RayBatchScorer:
     """The callable class ``map_batches`` runs in each worker: one Predictor (``model``
     is its bytes, or a path every worker can read), and every batch through
-    :func:`score_batch`, file by file so messages and rejected rows name their file.
-
-    Raises:
-        OnnxEdgeError: as :func:`score_batch` and the Predictor raise them, shipped to
-            the driver, where :func:`score_ray` raises them again.
-    """
+    :func:`score_batch`, file by file so messages and rejected rows name their file."""
 
     def __init__(self, model: bytes | str, job: _Job) -> None:
-        try:
-            self.predictor = scoring_predictor(model, provider=job.provider, threads=job.threads)
-        except OnnxEdgeError as exc:
-            raise _ship(exc) from None
+        self.predictor = scoring_predictor(model, provider=job.provider, threads=job.threads)
         self.job, self.plan = job, job.plan
         self.order = {name: index for index, name in enumerate(job.source.names.values())}
 
@@ -132,15 +95,12 @@ class RayBatchScorer:
         into a ``pyarrow.Table`` of the plan's output columns."""
         import pyarrow as pa
 
-        try:
-            tables = []
-            for part in self._split_by_file(batch):
-                result = score_batch(self.predictor, part, self.plan)
-                tables.append(_arrow(result.columns))
-                if result.rejected is not None and self.job.rejected_dir is not None:
-                    self._write_rejected(part.source, result.rejected)
-        except OnnxEdgeError as exc:
-            raise _ship(exc) from None
+        tables = []
+        for part in self._split_by_file(batch):
+            result = score_batch(self.predictor, part, self.plan)
+            tables.append(_arrow(result.columns))
+            if result.rejected is not None and self.job.rejected_dir is not None:
+                self._write_rejected(part.source, result.rejected)
         return pa.concat_tables(tables, promote_options="default")
 
     def _split_by_file(self, batch: Any) -> Iterator[rio.InputBatch]:
@@ -227,19 +187,6 @@ class RayScoreSummary(ScoreSummary):
         )
 
 
-@dataclass(frozen=True)
-class _Input:
-    name: str  # the input as messages name it
-    format: str
-    ray_path: str  # one path for Ray (several are listed in racing threads in Ray 2.60)
-    names: dict[str, str]  # Ray's path of each file -> the local engine's name for it
-    first: str | None  # what the plan is read from locally (None: a URI)
-
-    @property
-    def local(self) -> bool:
-        return self.first is not None
-
-
 def score_ray(
     model: str | os.PathLike[str] | bytes,
     input: str | os.PathLike[str],
@@ -267,8 +214,10 @@ def score_ray(
         input: a Parquet, CSV or NPY file, a folder of them, or a URI Ray Data reads.
         output: the folder to create (Parquet shards unless ``output_format`` or the
             name's ending says ``csv`` / ``jsonl``).
-        address: a cluster (``auto``, ``host:port``, ``ray://host:port``: then paths are
-            the cluster's); None starts a local runtime for the call.
+        address: None starts (and stops) a local runtime; ``auto`` / ``host:port`` joins
+            a cluster; ``ray://host:port`` runs the whole call as one task on the cluster
+            (Ray Data does not run through Ray Client; paths are then the cluster's). An
+            initialized runtime is used as it is.
         workers: scoring actors; None: ``(CPUs - 1) // threads_per_worker``.
         threads_per_worker: intra-op threads, and logical CPUs, per actor.
         provider: ``cpu``, ``auto`` or ``cuda`` (each actor then asks for a GPU).
@@ -286,7 +235,11 @@ def score_ray(
     """
     started = time.perf_counter()
     check_options(on_bad_row, batch_size, workers=workers, threads_per_worker=threads_per_worker)
-    ray = _import_ray()
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise MissingDependencyError(RAY_INSTALL_HINT) from None
     options = {
         "features": features,
         "id_column": id_column,
@@ -298,8 +251,13 @@ def score_ray(
     client = address is not None and address.startswith("ray://") and not ray.is_initialized()
     if not client:  # paths are the cluster's over ray://; here they are checked before the model
         source = _resolve_input(input, input_format)
-        out_format = _output_format(output, output_format)
-        out_path = _check_output(output, overwrite, source)
+        try:
+            out_format = rio.output_format_of(output, output_format)
+        except DataError:
+            if output_format is not None:
+                raise
+            out_format = "parquet"  # a plain folder name
+        paths = [_check_output(output, overwrite, source)]
     # The driver's predictor checks the model, plans and locates bad rows.
     predictor = scoring_predictor(model, provider="cpu", threads=1)
     payload = _model_payload(model, predictor)
@@ -310,13 +268,20 @@ def score_ray(
                 "client does not ship; save it as one file, or run from a node of the cluster "
                 "(--ray-address auto)"
             )
-        run = {"workers": workers, "threads_per_worker": threads_per_worker, "provider": provider}
-        formats = {"input_format": input_format, "output_format": output_format}
+        options |= {
+            "workers": workers,
+            "threads_per_worker": threads_per_worker,
+            "provider": provider,
+            "input_format": input_format,
+            "output_format": output_format,
+            "overwrite": overwrite,
+        }
         with _ray_runtime(ray, address, None, 1) as (_, startup):
-            task = ray.remote(num_cpus=0, max_retries=0)(_score_in_cluster)
-            call = (payload, os.fspath(input), os.fspath(output))
+            task = ray.remote(num_cpus=0, max_retries=0)(score_ray)
             try:
-                summary = ray.get(task.remote(*call, options | run | formats, overwrite))
+                summary = ray.get(
+                    task.remote(payload, os.fspath(input), os.fspath(output), **options)
+                )
             except Exception as exc:
                 found = _unwrap(exc)
                 raise found or DataError(
@@ -326,16 +291,13 @@ def score_ray(
         return dataclasses.replace(
             summary,
             model=predictor.model_label,
-            address=address,
+            address=str(address),
             startup_seconds=startup,
             seconds=time.perf_counter() - started,
         )
-    rejected_path = None
     if on_bad_row == "skip":
-        rejected_path = _check_output(
-            rio.rejected_path_for(out_path, out_format), overwrite, source
-        )
-    plan = _plan_local(predictor, source, options) if source.local else None
+        paths.append(_check_output(rio.rejected_path_for(paths[0], out_format), overwrite, source))
+    plan = _plan_local(predictor, source, options) if source.first is not None else None
     gpus = 1 if provider.lower() == "cuda" else 0
     with (
         _ray_runtime(ray, address, workers, threads_per_worker) as (label, startup),
@@ -348,11 +310,9 @@ def score_ray(
         with contextlib.ExitStack() as stack:
             staged = [
                 stack.enter_context(Staged(path, overwrite=overwrite, folder=True, error=DataError))
-                for path in (out_path, rejected_path)
-                if path is not None
+                for path in paths
             ]
-            out_tmp, rej_tmp = staged[0], (staged[1] if len(staged) > 1 else None)
-            rejected_dir = str(rej_tmp.path) if rej_tmp is not None else None
+            rejected_dir = str(staged[1].path) if len(staged) > 1 else None
             job = _Job(source, plan, provider.lower(), threads_per_worker, rejected_dir, out_format)
             scored = dataset.map_batches(
                 RayBatchScorer,
@@ -367,7 +327,7 @@ def score_ray(
             try:
                 write = {"parquet": scored.write_parquet, "csv": scored.write_csv}
                 write.get(out_format, scored.write_json)(
-                    str(out_tmp.path),
+                    str(staged[0].path),
                     filename_provider=_part_names(out_format),
                     mode=ray.data.SaveMode.OVERWRITE,  # our own empty folder; no write id
                 )
@@ -377,16 +337,15 @@ def score_ray(
                 raise _driver_error(exc, found, source, plan, predictor) from (
                     None if found is not None else exc
                 )
-            scored_rows, shards = _count_rows(out_tmp.path, out_format, "label")
-            skipped = _count_rows(rej_tmp.path, out_format, "reason")[0] if rej_tmp else 0
-            if rej_tmp is not None:  # the output appears last, once all else is in place
-                rej_tmp.commit()
-            out_tmp.commit()
+            scored_rows, shards = _count_rows(staged[0].path, out_format, "label")
+            skipped = _count_rows(staged[1].path, out_format, "reason")[0] if rejected_dir else 0
+            for folder in reversed(staged):  # the output appears last, once all else is in place
+                folder.commit()
     return RayScoreSummary(
         model=predictor.model_label,
         input=source.name,
-        output=str(out_path),
-        rejected_output=str(rejected_path) if rejected_path is not None else None,
+        output=str(paths[0]),
+        rejected_output=str(paths[1]) if len(paths) > 1 else None,
         input_format=source.format,
         output_format=out_format,
         rows_scored=scored_rows,
@@ -403,15 +362,6 @@ def score_ray(
         startup_seconds=startup,
         shards=shards,
     )
-
-
-def _score_in_cluster(
-    model: bytes | str, input: str, output: str, options: dict[str, Any], overwrite: bool
-) -> RayScoreSummary:
-    try:
-        return score_ray(model, input, output, overwrite=overwrite, **options)
-    except OnnxEdgeError as exc:
-        raise _ship(exc) from None
 
 
 @contextlib.contextmanager
@@ -435,9 +385,9 @@ def _ray_runtime(
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         if address is None:
-            raise DataError(f"cannot start a local Ray runtime: {_last_line(exc)}") from None
+            raise DataError(f"cannot start a local Ray runtime: {_root_message(exc)}") from None
         raise DataError(
-            f"cannot join the Ray cluster at {address!r}: {_last_line(exc)} (start one "
+            f"cannot join the Ray cluster at {address!r}: {_root_message(exc)} (start one "
             "with `ray start --head`, or leave out --ray-address for a local runtime)"
         ) from None
     try:
@@ -470,12 +420,12 @@ def _size_pool(ray: Any, label: str, workers: int | None, threads: int, gpus: in
 def _quiet_ray_data() -> Iterator[None]:
     """Ray Data's console log (plans, warnings, worker tracebacks) off stderr: the run's
     outcome is the summary or one error (the full log stays in the session folder)."""
-    consoles = [
-        h
-        for h in logging.getLogger("ray.data").handlers
-        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-    ]
-    levels = [h.level for h in consoles]
+    consoles = {
+        handler: handler.level
+        for handler in logging.getLogger("ray.data").handlers
+        if isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+    }
     for handler in consoles:
         handler.setLevel(logging.CRITICAL)
     try:
@@ -484,20 +434,11 @@ def _quiet_ray_data() -> Iterator[None]:
             warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
             yield
     finally:
-        for handler, level in zip(consoles, levels, strict=True):
+        for handler, level in consoles.items():
             handler.setLevel(level)
 
 
 # --- input ---------------------------------------------------------------------------------
-
-
-def _output_format(output: str | os.PathLike[str], override: str | None) -> str:
-    if override is not None:
-        return rio.output_format_of(output, override)
-    try:
-        return rio.output_format_of(output)
-    except DataError:
-        return "parquet"  # a plain folder name
 
 
 def _name_format(name: str) -> str | None:
@@ -526,7 +467,7 @@ def _resolve_input(input: str | os.PathLike[str], override: str | None) -> _Inpu
     elif uri:  # a URI without a known ending: a folder of Parquet files
         fmt = _name_format(text) or "parquet"
     elif folder:
-        found = sorted({_name_format(f.name) or "" for f in files} & set(RAY_FORMATS))
+        found = sorted(set(RAY_FORMATS).intersection(_name_format(f.name) for f in files))
         if len(found) != 1:
             what = f"mixes formats ({', '.join(found)}); name one with --input-format"
             none = "holds no .parquet, .csv or .npy files"
@@ -541,10 +482,9 @@ def _resolve_input(input: str | os.PathLike[str], override: str | None) -> _Inpu
         )
     if uri:
         return _Input(name=text, format=fmt, ray_path=text, names={}, first=None)
-    if folder:
-        files = [f for f in files if _name_format(f.name) == fmt]
-        if not files:
-            raise DataError(f"{path}: folder holds no {fmt} files")
+    files = [f for f in files if not folder or _name_format(f.name) == fmt]
+    if not files:
+        raise DataError(f"{path}: folder holds no {fmt} files")
     # The local engine opens a Parquet folder as one input; a CSV or NPY folder (which it
     # does not read) is planned from its first file.
     return _Input(
@@ -577,7 +517,7 @@ def _plan_remote(ray: Any, predictor: Any, source: _Input, options: dict[str, An
     try:
         schema = read(source.ray_path).schema()
     except Exception as exc:
-        raise DataError(f"{source.name}: Ray Data cannot read it: {_last_line(exc)}") from None
+        raise DataError(f"{source.name}: Ray Data cannot read it: {_root_message(exc)}") from None
     if source.format == "npy":
         shape = tuple(getattr(schema.types[schema.names.index(_NPY_COLUMN)], "shape", ()))
         width = int(shape[-1]) if shape else 1
@@ -609,11 +549,13 @@ def _read(ray: Any, source: _Input, plan: ScorePlan, progress: bool) -> Any:
         "file_extensions": _EXTENSIONS[source.format],
     }
     context = ray.data.DataContext.get_current()
-    v2 = getattr(context, "use_datasource_v2", None)
-    saved = (context.execution_options.preserve_order, context.enable_progress_bars)
+    saved = (
+        context.execution_options.preserve_order,
+        context.enable_progress_bars,
+        context.use_datasource_v2,
+    )
     context.execution_options.preserve_order, context.enable_progress_bars = True, progress
-    if v2 is not None:
-        context.use_datasource_v2 = False
+    context.use_datasource_v2 = False
     try:
         if source.format == "npy":
             dataset = ray.data.read_numpy(source.ray_path, **common)
@@ -638,9 +580,11 @@ def _read(ray: Any, source: _Input, plan: ScorePlan, progress: bool) -> Any:
             paths = [_PATH_COLUMN] if common["include_paths"] else []
             dataset = dataset.select_columns([*wanted, *paths])  # pushed down into the read
     finally:
-        context.execution_options.preserve_order, context.enable_progress_bars = saved
-        if v2 is not None:
-            context.use_datasource_v2 = v2
+        (
+            context.execution_options.preserve_order,
+            context.enable_progress_bars,
+            context.use_datasource_v2,
+        ) = saved
     own = dataset.context  # this dataset's copy: the caller's context is not changed
     own.execution_options.preserve_order = True  # shards line up with the input
     own.enable_progress_bars = progress
@@ -671,7 +615,7 @@ def _check_output(output: str | os.PathLike[str], overwrite: bool, source: _Inpu
         )
     if not path.parent.is_dir():
         raise DataError(f"output folder {str(path.parent)!r} does not exist (for {path})")
-    if source.local:
+    if source.first is not None:
         root, resolved = Path(source.name).resolve(), path.resolve()
         if resolved == root or root in resolved.parents or resolved in root.parents:
             raise DataError(f"output {path} overlaps the input {source.name}; write elsewhere")
@@ -718,20 +662,28 @@ def _count_rows(folder: Path, fmt: str, column: str) -> tuple[int, int]:
 # --- errors --------------------------------------------------------------------------------
 
 
-def _unwrap(exc: BaseException) -> OnnxEdgeError | None:
-    """The onnxedge error inside Ray's wrappers (``RayTaskError.cause``), if any."""
-    pending, seen = [exc], set()
-    while pending:
-        current = pending.pop(0)
-        if isinstance(current, _ShippedError):
-            return current.rebuild()
-        if isinstance(current, OnnxEdgeError):
-            return current
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: Ray's ``cause`` (``RayTaskError``), else Python's."""
+    seen: set[int] = set()
+    current: Any = exc
+    while isinstance(current, BaseException) and id(current) not in seen:
         seen.add(id(current))
-        for nxt in (getattr(current, "cause", None), current.__cause__, current.__context__):
-            if isinstance(nxt, BaseException) and id(nxt) not in seen:
-                pending.append(nxt)
-    return None
+        yield current
+        context = None if current.__suppress_context__ else current.__context__
+        current = getattr(current, "cause", None) or current.__cause__ or context
+
+
+def _unwrap(exc: BaseException) -> OnnxEdgeError | None:
+    """The innermost onnxedge error inside Ray's wrappers, if any (a ``RayTaskError`` that
+    also subclasses the error's class prints Ray's traceback, not the message)."""
+    return next((e for e in reversed(list(_chain(exc))) if isinstance(e, OnnxEdgeError)), None)
+
+
+def _root_message(exc: BaseException) -> str:
+    """The first line of the innermost error under Ray's wrappers."""
+    current = list(_chain(exc))[-1]
+    first = next((line.strip() for line in str(current).splitlines() if line.strip()), "")
+    return f"{type(current).__name__}: {first}" if first else type(current).__name__
 
 
 def _driver_error(
@@ -740,12 +692,11 @@ def _driver_error(
     """The error a failed Ray job raises: the worker's own, located as the local engine
     locates it where the input is local."""
     if isinstance(found, BadRowError) and found.row is None and found.line is None:
-        if source.local and Path(found.source).is_file():
-            return _scan(found.source, source, plan, predictor) or found
-        return found
+        local = source.first is not None and Path(found.source).is_file()
+        return (_scan(found.source, source, plan, predictor) if local else None) or found
     if found is not None or isinstance(exc, KeyboardInterrupt):
         return found or exc
-    if source.local and source.format == "csv":
+    if source.first is not None and source.format == "csv":
         # A row Ray's CSV reader cannot split: the local reader names its line.
         for path, name in source.names.items():
             if path in str(exc) and (located := _scan(name, source, plan, predictor)):
@@ -766,25 +717,6 @@ def _scan(name: str, source: _Input, plan: ScorePlan, predictor: Any) -> BadRowE
                 features=plan.features or (), carry=plan.carry, batch_rows=rows
             ):
                 score_batch(predictor, batch, strict)
-    except BadRowError as exc:
-        return exc
-    except OnnxEdgeError:
-        return None
+    except OnnxEdgeError as exc:
+        return exc if isinstance(exc, BadRowError) else None
     return None
-
-
-def _last_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
-def _root_message(exc: BaseException) -> str:
-    """The first line of the innermost error under Ray's wrappers (``cause`` chain)."""
-    current, seen = exc, {id(exc)}
-    while isinstance(nxt := getattr(current, "cause", None) or current.__cause__, BaseException):
-        if id(nxt) in seen:
-            break
-        current = nxt
-        seen.add(id(nxt))
-    first = next((line.strip() for line in str(current).splitlines() if line.strip()), "")
-    return f"{type(current).__name__}: {first}" if first else type(current).__name__

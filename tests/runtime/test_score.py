@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import json
 import math
@@ -333,7 +334,7 @@ def test_summary_line_and_json(tmp_path: Path, multiclass: ModelCase) -> None:
     line = summary.line()
     assert line.startswith("scored 12 rows, skipped 0, in ")
     assert "rows/s) on CPUExecutionProvider -> " in line
-    data = json.loads(json.dumps(summary.to_dict()))
+    data = json.loads(json.dumps(dataclasses.asdict(summary)))
     assert data["rows_scored"] == 12 and data["provider"] == "CPUExecutionProvider"
     assert data["input_format"] == "npy" and data["output_format"] == "csv"
 

@@ -289,6 +289,25 @@ def test_skip_writes_the_same_rows_and_rejects_as_local(
     assert ray_rejected["line"] == [None] * 3  # the rejected rows say where by content
 
 
+def test_a_bad_row_comes_back_whole_from_a_ray_task(ray_runtime: None) -> None:
+    """A BadRowError raised in a Ray task (as under ``ray://``, where the whole call is
+    one) pickles by its fields and is found again inside Ray's wrapper."""
+    import ray
+    from onnxedge.runtime.score_ray import _unwrap
+
+    sent = BadRowError("in.csv: line 3: empty cell", "in.csv", 1, 3, "f2", "empty cell")
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def fail() -> None:
+        raise sent
+
+    with pytest.raises(Exception) as caught:
+        ray.get(fail.remote())
+    found = _unwrap(caught.value)
+    assert type(found) is BadRowError and str(found) == str(sent)
+    assert vars(found) == vars(sent)
+
+
 # --- the command line -------------------------------------------------------------------
 
 
