@@ -312,7 +312,10 @@ def onnx_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     initializers = [t for t in named.graph.initializer if t.name in still_used]
     del named.graph.node[:], named.graph.initializer[:], named.graph.value_info[:]
     named.graph.node.extend([*rest, *half.graph.node])
-    float16.sort_topology(named.graph)
+    try:
+        float16.sort_topology(named.graph)
+    except AttributeError:  # it appends None for a node whose input nothing produces
+        raise ExportError("the converted graph has a cycle or an unproduced input") from None
     named.graph.initializer.extend([*initializers, *half.graph.initializer])
     return named
 
@@ -872,12 +875,14 @@ def _as_bytes(model: ModelLike) -> bytes:
 
 def _rows(x: Any, model: onnx.ModelProto | None, what: str) -> np.ndarray:
     """``x`` as float32 rows of the model's static row shape (flat rows of that size are
-    reshaped; no model: as given). DataError: another shape, a value that is not finite."""
+    reshaped; no model: as given). DataError: another shape (an image of the same size in
+    another layout too), a value that is not finite."""
     rows = np.asarray(x, dtype=np.float32)
-    dims = model.graph.input[0].type.tensor_type.shape.dim[1:] if model is not None else []
+    feed = [i for i in model.graph.input if i.name == ct.INPUT_NAME] if model is not None else []
+    dims = feed[0].type.tensor_type.shape.dim[1:] if feed else []
     static = bool(dims) and all(d.dim_value for d in dims)
     shape = tuple(int(d.dim_value) for d in dims) if static else rows.shape[1:]
-    if rows.ndim < 2 or not len(rows) or math.prod(rows.shape[1:]) != math.prod(shape):
+    if rows.ndim < 2 or not len(rows) or rows.shape[1:] not in (shape, (math.prod(shape),)):
         raise DataError(
             f"{what} rows have shape {rows.shape[1:]}; the model expects rows of shape {shape}"
         )

@@ -70,8 +70,15 @@ DEFAULT_SINGLE_ROW_LIMIT = 500
 SHOWN_FAILURES = 3
 PAIRS = (("onnxruntime", "torch"), ("onnxruntime", "reference"), ("torch", "reference"))
 #: the named tolerances verification applies, recorded in the report.
-TOLERANCES = "LOGIT_ATOL LOGIT_RTOL PROBABILITY_ATOL PROBABILITY_SUM_ATOL LOSS_RTOL LOSS_ATOL"
-TOLERANCES += " LABEL_TIE_ATOL"
+TOLERANCES = (
+    "LOGIT_ATOL",
+    "LOGIT_RTOL",
+    "PROBABILITY_ATOL",
+    "PROBABILITY_SUM_ATOL",
+    "LOSS_RTOL",
+    "LOSS_ATOL",
+    "LABEL_TIE_ATOL",
+)
 
 Outputs = dict[str, np.ndarray]
 Runner = Callable[[np.ndarray], Outputs]
@@ -687,7 +694,7 @@ def verify_model(
         checks=checks,
         losses=losses,
         accuracy=accuracy,
-        tolerances={k: float(getattr(tol, k)) for k in TOLERANCES.split()},
+        tolerances={k: float(getattr(tol, k)) for k in TOLERANCES},
     )
     if localize or not report.passed:
         try:

@@ -539,7 +539,8 @@ def load_idx(images_path: str | os.PathLike[str], labels_path: str | os.PathLike
 def train_val_split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Split ``ds`` into (train, val), stratified by class, in the original row order: each
     class of ``n_c >= 2`` rows puts ``round(n_c * val_fraction)`` of them (clamped to
-    ``1..n_c - 1``) in validation, drawn with ``numpy.random.default_rng(seed)``.
+    ``1..n_c - 1``) in validation, drawn with ``numpy.random.default_rng(seed)`` (the same
+    seed, the same split); a single-row class stays in training.
 
     Raises:
         DataError: ``val_fraction`` is not in (0, 1), or no class has 2 rows to split.

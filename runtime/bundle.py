@@ -138,7 +138,7 @@ def _sample_rows(predictor: Predictor) -> np.ndarray | None:
 
 def _sample_csv(predictor: Predictor, rows: np.ndarray) -> str:
     text = io.StringIO()
-    writer = csv.writer(text)  # RFC 4180: any name quoted when it must be
+    writer = csv.writer(text, lineterminator="\n")  # RFC 4180 quoting, plain line ends
     names = predictor.contract.feature_names
     if names is not None and len(names) == rows.shape[1]:
         writer.writerow(names)

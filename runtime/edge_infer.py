@@ -1110,36 +1110,51 @@ def read_csv_batches(
     header: list[str] | None = None
     width: int | None = None
     columns: Any = slice(None)
-    batch: list[list[float | None]] = []
+    rows: list[list[str]] = []
+    lines_of: list[int] = []
     for row in reader:
         if not any(cell.strip() for cell in row):
             continue
-        values, line = [_number(cell) for cell in row], reader.line_num
         if width is None:
             width = len(row)
-            if all(value is None for value in values):
+            numbers = [_number(cell) is not None for cell in row]
+            if not any(numbers):
                 header = [cell.strip() for cell in row]
                 columns = _select_columns(header, model, source)
                 continue
-            if None in values:
+            if not all(numbers):
                 raise EdgeError(
-                    f"{source}: line {line} mixes numbers and text; a header holds only names, "
-                    "a row only numbers"
+                    f"{source}: line {reader.line_num} mixes numbers and text; a header holds "
+                    "only names, a row only numbers"
                 )
         if len(row) != width:
-            raise EdgeError(f"{source}: line {line} has {len(row)} values, expected {width}")
-        if None in values:
-            index = values.index(None)
-            name = f" ({header[index]!r})" if header is not None else ""
             raise EdgeError(
-                f"{source}: line {line}, column {index}{name}: {row[index]!r} is not a number"
+                f"{source}: line {reader.line_num} has {len(row)} values, expected {width}"
             )
-        batch.append(values)
-        if len(batch) >= batch_size:
-            yield np.array(batch, dtype=np.float64)[:, columns]
-            batch = []
-    if batch:
-        yield np.array(batch, dtype=np.float64)[:, columns]
+        rows.append(row)
+        lines_of.append(reader.line_num)
+        if len(rows) >= batch_size:
+            yield _parse_rows(rows, lines_of, header, source)[:, columns]
+            rows, lines_of = [], []
+    if rows:
+        yield _parse_rows(rows, lines_of, header, source)[:, columns]
+
+
+def _parse_rows(
+    rows: list[list[str]], lines: list[int], header: list[str] | None, source: str
+) -> np.ndarray:
+    """The rows as one float64 array (one numpy call; cell by cell only to name a bad one)."""
+    try:
+        return np.array(rows, dtype=np.float64)
+    except ValueError:
+        for row, line in zip(rows, lines):  # noqa: B905 - Python 3.9
+            for index, cell in enumerate(row):
+                if _number(cell) is None:
+                    name = f" ({header[index]!r})" if header is not None else ""
+                    raise EdgeError(
+                        f"{source}: line {line}, column {index}{name}: {cell!r} is not a number"
+                    ) from None
+        raise  # not reached: numpy parses a cell exactly when float() does
 
 
 def _select_columns(header: list[str], model: EdgeModel, source: str) -> Any:

@@ -8,6 +8,7 @@ line (a CSV's header is line 1), binary ones by its 0-based row.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import itertools
@@ -593,15 +594,19 @@ _NOT_UTF8 = "{}: line {}: not UTF-8 text (byte {!r}); save the file as UTF-8"
 
 def _csv_error(path: Path, exc: BaseException, source: _Source, line: int) -> DataError:
     """A pyarrow CSV error as a DataError; ``line`` starts the block that failed (a UTF-8
-    error is located by a second read, line by line)."""
+    error is located by a second read in 1 MiB blocks: a file without line ends too)."""
     text = one_line(exc)
     if "UTF8" in text or "UTF-8" in text:
+        decoder, number = codecs.getincrementaldecoder("utf-8")(), 1
         with contextlib.closing(_Source(path)) as again:
-            for number, raw in enumerate(again.raw, 1):
+            while block := again.read(1 << 20):
                 try:
-                    raw.decode("utf-8")
+                    decoder.decode(block)
                 except UnicodeDecodeError as bad:
-                    return DataError(_NOT_UTF8.format(path, number, raw[bad.start : bad.start + 1]))
+                    start = max(0, bad.start - len(decoder.getstate()[0]))
+                    number += block.count(b"\n", 0, start)
+                    return DataError(_NOT_UTF8.format(path, number, block[start : start + 1]))
+                number += block.count(b"\n")
         return DataError(f"{path}: not UTF-8 text; save the file as UTF-8")
     if ("straddl" in text or "Empty CSV" in text) and source.quotes % 2:
         return DataError(_UNCLOSED.format(path, line))

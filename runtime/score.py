@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,8 @@ DEFAULT_BATCH_SIZE = 8192
 #: Rows read, checked and written at once (a chunk of 64 float32 features is 16 MiB).
 DEFAULT_CHUNK_ROWS = 65536
 BAD_ROW_POLICIES: tuple[str, ...] = ("fail", "skip")
-REJECTED_COLUMNS: tuple[str, ...] = ("source", "row", "line", "column", "reason", "raw")
+#: The input file, then :class:`RejectedRow`'s fields in their order (rows are its astuple).
+REJECTED_COLUMNS: tuple[str, ...] = ("source", *(f.name for f in fields(RejectedRow)))
 #: Arrow types of the rejected-rows table (its object columns may be all null).
 REJECTED_TYPES = {name: "string" for name in REJECTED_COLUMNS} | {"row": "int64", "line": "int64"}
 RESERVED_COLUMNS = ("label", "class_name")
@@ -528,8 +529,10 @@ def score_file(
     Args:
         model: an ``.onnx`` path, its bytes, or a :class:`Predictor` (which then ignores
             ``provider``, ``auto`` / ``cpu`` / ``cuda``, and ``threads``).
-        input: NPY, IDX, CSV (``.csv[.gz]``), Parquet (file or folder) or JSONL; output:
-            ``.csv[.gz]``, ``.parquet`` or ``.jsonl`` (``*_format`` override the names).
+        input: NPY, IDX, CSV (``.csv[.gz]``), Parquet (file or folder) or JSONL.
+        output: a ``.csv[.gz]``, ``.parquet`` or ``.jsonl`` path; ``input_format`` /
+            ``output_format`` override what the names tell.
+        overwrite: replace an existing output (and rejected-rows file).
         features: feature columns (a list or comma-separated text); default: the model's
             feature names, else the numeric columns. ``id_column`` and ``keep_columns``
             are copied as read; ``probabilities``: one ``prob_<class>`` column per class.

@@ -483,6 +483,33 @@ def test_refusals_name_what_was_asked(
     assert not out.exists() and not list(tmp_path.glob(f".*{TEMP_SUFFIX}"))
 
 
+def test_rows_of_an_image_model_keep_their_layout() -> None:
+    # An image input listed after an initializer: the row shape is read from "input".
+    shape = (3, 4, 4)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["input"], ["out"])],
+        "g",
+        [
+            onnx.helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [7]),
+            onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", *shape]),
+        ],
+        [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, ["N", *shape])],
+    )
+    model = onnx.helper.make_model(graph)
+    images = np.arange(2 * 48, dtype=np.float32).reshape(2, *shape)
+    np.testing.assert_array_equal(variants._rows(images, model, "calibration"), images)
+    flat = variants._rows(images.reshape(2, 48), model, "calibration")
+    np.testing.assert_array_equal(flat, images)
+    # The same 48 values per row in channels-last layout are another image: refused.
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            "calibration rows have shape (4, 4, 3); the model expects rows of shape (3, 4, 4)"
+        ),
+    ):
+        variants._rows(images.transpose(0, 2, 3, 1), model, "calibration")
+
+
 # --- re-verification, numerics, ORT format ------------------------------------------------
 
 
