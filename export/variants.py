@@ -701,8 +701,10 @@ def make_variant(
                 listed = "; ".join(
                     f"{r.settings['form']}: {r.reached}" for _, r in tried if r.passed
                 )
-                report.verdict = f"kept fp32 {source_path}: no int8 form that clears its bar is "
-                report.verdict += f"faster than fp32 here ({listed})"
+                report.verdict = (
+                    f"kept fp32 {source_path}: no int8 form that clears its bar is faster "
+                    f"than fp32 here ({listed})"
+                )
         report.attempts = [r.settings | {"reached": r.reached} for _, r in tried]
     report.source, report.source_sha256 = str(source_path), sha256_file(source_path)
     report.source_size_bytes = source_path.stat().st_size
